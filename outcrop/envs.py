@@ -1,0 +1,84 @@
+"""The only module that reads ``os.environ``.
+
+Environment variables (all optional):
+
+- ``OUTCROP_DATA_DIR``: data folder (default ``~/.outcrop``).
+- ``OUTCROP_DATABASE_URL``: metadata store URL, e.g. ``postgresql+psycopg://user@host/db``.
+- ``OUTCROP_<SECTION>__<FIELD>``: any field of ``OutcropConfig``, e.g. ``OUTCROP_SERVER__PORT=9000``,
+  ``OUTCROP_REGISTRY__ALLOWED_ROOTS='["/data/models"]'``, ``OUTCROP_S3__ENDPOINT_URL=http://127.0.0.1:9000``.
+- ``OUTCROP_TEST_POSTGRES_URL``: PostgreSQL used by the test suite.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from outcrop.config import (
+    AwsIdentityConfig,
+    OutcropConfig,
+    RegistryConfig,
+    S3Config,
+    ServerConfig,
+    StoreConfig,
+)
+from outcrop.errors import ConfigError
+
+
+class _EnvConfig(BaseSettings):
+    """OutcropConfig as the environment spells it."""
+
+    model_config = SettingsConfigDict(env_prefix="OUTCROP_", env_nested_delimiter="__", extra="ignore")
+
+    data_dir: str | None = None
+    database_url: str | None = None
+    server: ServerConfig = ServerConfig()
+    aws: AwsIdentityConfig = AwsIdentityConfig()
+    store: StoreConfig = StoreConfig()
+    s3: S3Config = S3Config()
+    registry: RegistryConfig = RegistryConfig()
+
+
+def load_config(**overrides: Any) -> OutcropConfig:
+    """Build the config from defaults, ``OUTCROP_*`` variables, then ``overrides`` (CLI flags).
+
+    ``overrides`` uses dotted keys for nested fields: ``load_config(**{"server.port": 9000})``.
+    """
+    try:
+        env = _EnvConfig()
+    except ValidationError as exc:
+        raise ConfigError(f"An OUTCROP_* environment variable is invalid: {_first_error(exc)}") from None
+    data: dict[str, Any] = env.model_dump(exclude_unset=True, exclude={"database_url"})
+    if env.database_url:
+        data.setdefault("store", {})["database_url"] = env.database_url
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    try:
+        return OutcropConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"Invalid configuration: {_first_error(exc)}") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']} (got {err.get('input')!r})"
+
+
+def test_postgres_url() -> str | None:
+    """PostgreSQL URL for the test suite; defaults to the local server on this project's machines."""
+    return os.environ.get("OUTCROP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def worker_id_hint() -> str:
+    """A stable-ish id for this process in job claims (host + pid)."""
+    return f"{os.uname().nodename}:{os.getpid()}"
