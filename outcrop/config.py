@@ -43,8 +43,13 @@ class StoreConfig(_Section):
     )
     # Why 30 s: long enough that a busy server never looks dead, short enough that a
     # crashed server's jobs are picked up again within a minute of another one starting.
-    job_lease_seconds: float = Field(30.0, gt=0, le=3600, description="A claimed job whose heartbeat is "
-                                     "older than this is considered abandoned and can be re-claimed.")
+    job_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="A claimed job whose heartbeat is "
+        "older than this is considered abandoned and can be re-claimed.",
+    )
 
 
 class S3Config(_Section):
@@ -69,9 +74,15 @@ class RegistryConfig(_Section):
     # A safetensors header is JSON describing tensors; 100 MB fits millions of tensors and
     # stops a hostile header from making the validator allocate gigabytes.
     max_safetensors_header_bytes: int = Field(100 * 1024**2, gt=0, description="Largest header accepted.")
+    # tokenizer.json of large-vocabulary models is ~10-30 MB; 100 MB leaves room and still
+    # stops a hostile "config.json" from being read whole into memory.
+    max_metadata_file_bytes: int = Field(
+        100 * 1024**2, gt=0, description="Largest JSON/tokenizer/template file read during validation."
+    )
     max_imported_models: int = Field(DEFAULT_IMPORTED_MODELS_QUOTA, ge=1, description="Quota of models.")
-    max_concurrent_import_jobs: int = Field(DEFAULT_CONCURRENT_IMPORT_JOBS, ge=1, description="Quota of "
-                                            "import jobs in progress at once.")
+    max_concurrent_import_jobs: int = Field(
+        DEFAULT_CONCURRENT_IMPORT_JOBS, ge=1, description="Quota of import jobs in progress at once."
+    )
     copy_chunk_bytes: int = Field(8 * 1024**2, ge=64 * 1024, description="Read size while copying.")
 
 
