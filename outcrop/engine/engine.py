@@ -1,0 +1,339 @@
+"""The continuous-batching engine: owns the sequences, runs scheduler decisions on the model.
+
+The HTTP side calls ``add_request`` / ``abort`` from any thread; a dedicated engine
+thread (``run_forever``) loops ``step()``: take new requests, ask the scheduler for a
+plan, run one prefill or decode forward, sample, detokenize, check stop conditions, free
+finished slots, and hand the step's outputs to ``deliver`` in one call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from outcrop.engine.detokenizer import IncrementalDetokenizer
+from outcrop.engine.metrics import EngineMetrics
+from outcrop.engine.model_runner import ModelRunner, StepBatch
+from outcrop.engine.sampling import Sampler, SamplingParams, TokenCounts
+from outcrop.engine.scheduler import SchedulerLimits, SeqView, StepKind, StepPlan, schedule
+
+log = logging.getLogger(__name__)
+
+# Why 0.5 s: an idle engine wakes this often to notice shutdown even if no request arrives.
+IDLE_WAIT_SECONDS = 0.5
+
+
+@dataclass
+class TokenLogprob:
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]
+
+
+@dataclass
+class RequestOutput:
+    """What one step produced for one sequence (deltas, not totals)."""
+
+    request_id: str
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finished: bool = False
+    finish_reason: str | None = None  # "stop" | "length" | "abort" | "error"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+
+
+@dataclass
+class EngineRequest:
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    sink: Any = None  # opaque to the engine; ``deliver`` routes outputs with it
+
+
+@dataclass
+class Sequence:
+    seq_id: int
+    request: EngineRequest
+    detok: IncrementalDetokenizer
+    arrival: float
+    slot: int | None = None
+    num_cached: int = 0  # tokens in the KV cache
+    output_ids: list[int] = field(default_factory=list)
+    sent_chars: int = 0  # characters of detok.text already delivered
+    first_token_time: float | None = None
+    finish_reason: str | None = None
+
+    @property
+    def prompt_len(self) -> int:
+        return len(self.request.prompt_ids)
+
+    def view(self) -> SeqView:
+        return SeqView(self.seq_id, self.prompt_len, min(self.num_cached, self.prompt_len), self.slot)
+
+
+Deliver = Callable[[list[tuple[EngineRequest, RequestOutput]]], None]
+
+
+class Engine:
+    def __init__(
+        self,
+        runner: ModelRunner,
+        tokenizer: Any,
+        eos_token_ids: set[int],
+        limits: SchedulerLimits | None = None,
+        metrics: EngineMetrics | None = None,
+    ) -> None:
+        assert runner.kv is not None, "the runner needs its KV cache before the engine starts"
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.eos_token_ids = eos_token_ids
+        self.limits = limits or SchedulerLimits()
+        self.metrics = metrics or EngineMetrics()
+        self.num_slots = runner.kv.num_slots
+        self.max_model_len = runner.kv.max_model_len
+        self.sampler = Sampler(runner.vocab_size, runner.device)
+        self.counts = TokenCounts(self.num_slots, runner.vocab_size, runner.device)
+        self._inbox: deque[EngineRequest] = deque()
+        self._aborts: deque[str] = deque()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._next_seq_id = 0
+        self.waiting: list[Sequence] = []
+        self.running: dict[int, Sequence] = {}  # seq_id -> sequence holding a slot
+        self.free_slots: list[int] = list(range(self.num_slots))
+        self._last_kind = StepKind.IDLE
+        self.metrics.kv_cache_bytes.set(runner.kv.bytes_total)
+
+    # ------------------------------------------------------------ thread-safe API
+
+    def add_request(self, request: EngineRequest) -> None:
+        with self._lock:
+            self._inbox.append(request)
+        self._wake.set()
+
+    def abort(self, request_id: str) -> None:
+        with self._lock:
+            self._aborts.append(request_id)
+        self._wake.set()
+
+    @property
+    def num_unfinished(self) -> int:
+        return len(self._inbox) + len(self.waiting) + len(self.running)
+
+    def run_forever(self, deliver: Deliver, stop: threading.Event) -> None:
+        """The engine thread's body: step while there is work, sleep when idle."""
+        while not stop.is_set():
+            try:
+                outputs = self.step()
+            except Exception:  # a bug in a step must not kill the copy; fail what was running
+                log.exception("engine step failed; failing the running requests")
+                outputs = self._fail_all("The engine failed while generating; see the worker log.")
+            if outputs:
+                deliver(outputs)
+            if not self.running and not self.waiting:
+                self._wake.wait(IDLE_WAIT_SECONDS)
+                self._wake.clear()
+
+    # ------------------------------------------------------------ one iteration
+
+    def step(self) -> list[tuple[EngineRequest, RequestOutput]]:
+        outputs: list[tuple[EngineRequest, RequestOutput]] = []
+        self._take_inbox(outputs)
+        plan = schedule(
+            [s.view() for s in self.waiting],
+            [s.view() for s in self.running.values()],
+            self.free_slots,
+            self.limits,
+            self._last_kind,
+        )
+        self._admit(plan)
+        if plan.kind is StepKind.PREFILL:
+            self._run_prefill(plan, outputs)
+        elif plan.kind is StepKind.DECODE:
+            self._run_decode(plan, outputs)
+        self._last_kind = plan.kind
+        if plan.kind is not StepKind.IDLE:
+            self.metrics.steps.labels(plan.kind.value).inc()
+        self._update_gauges()
+        return outputs
+
+    def _take_inbox(self, outputs: list[tuple[EngineRequest, RequestOutput]]) -> None:
+        with self._lock:
+            new = list(self._inbox)
+            self._inbox.clear()
+            aborts = set(self._aborts)
+            self._aborts.clear()
+        now = time.monotonic()
+        for request in new:
+            seq = Sequence(self._next_seq_id, request, IncrementalDetokenizer(self.tokenizer), now)
+            self._next_seq_id += 1
+            self.waiting.append(seq)
+        if not aborts:
+            return
+        for seq in [s for s in self.waiting if s.request.request_id in aborts]:
+            self.waiting.remove(seq)
+            seq.finish_reason = "abort"
+            outputs.append((seq.request, self._output(seq, "", [], [])))
+        for seq in [s for s in self.running.values() if s.request.request_id in aborts]:
+            seq.finish_reason = "abort"
+            self._release(seq)
+            outputs.append((seq.request, self._output(seq, "", [], [])))
+
+    def _admit(self, plan: StepPlan) -> None:
+        if not plan.admitted:
+            return
+        by_id = {s.seq_id: s for s in self.waiting}
+        for seq_id, slot in plan.admitted:
+            seq = by_id[seq_id]
+            self.waiting.remove(seq)
+            self.free_slots.remove(slot)
+            seq.slot = slot
+            self.running[seq_id] = seq
+            params = seq.request.params
+            self.counts.start(slot, seq.request.prompt_ids, params.needs_penalties)
+            self.sampler.seed_slot(slot, params.seed)
+            self.metrics.prompt_tokens.inc(seq.prompt_len)
+
+    def _run_prefill(self, plan: StepPlan, outputs: list[tuple[EngineRequest, RequestOutput]]) -> None:
+        seqs = [self.running[c.seq_id] for c in plan.prefill]
+        batch = StepBatch(
+            token_ids=[
+                s.request.prompt_ids[c.start : c.start + c.length]
+                for s, c in zip(seqs, plan.prefill, strict=True)
+            ],
+            slots=[c.slot for c in plan.prefill],
+            starts=[c.start for c in plan.prefill],
+        )
+        logits = self.runner.forward(batch)  # [rows, vocab]
+        done_rows = []
+        for row, (seq, chunk) in enumerate(zip(seqs, plan.prefill, strict=True)):
+            seq.num_cached = chunk.start + chunk.length
+            if seq.num_cached >= seq.prompt_len:
+                done_rows.append(row)
+        if done_rows:
+            if len(done_rows) < len(seqs):
+                logits = logits[torch.tensor(done_rows, device=logits.device)]
+            self._sample_and_emit([seqs[r] for r in done_rows], logits, outputs)
+
+    def _run_decode(self, plan: StepPlan, outputs: list[tuple[EngineRequest, RequestOutput]]) -> None:
+        seqs = sorted((self.running[i] for i in plan.decode), key=lambda s: s.slot or 0)
+        batch = StepBatch(
+            token_ids=[[s.output_ids[-1]] for s in seqs],
+            slots=[s.slot for s in seqs],  # type: ignore[misc]
+            starts=[s.num_cached for s in seqs],
+        )
+        logits = self.runner.forward(batch)
+        for s in seqs:
+            s.num_cached += 1
+        self._sample_and_emit(seqs, logits, outputs)
+
+    def _sample_and_emit(
+        self, seqs: list[Sequence], logits: torch.Tensor, outputs: list[tuple[EngineRequest, RequestOutput]]
+    ) -> None:
+        slots = [s.slot for s in seqs]
+        result = self.sampler.sample(logits, slots, [s.request.params for s in seqs], self.counts)  # type: ignore[arg-type]
+        now = time.monotonic()
+        self.metrics.generation_tokens.inc(len(seqs))
+        for row, seq in enumerate(seqs):
+            token = result.token_ids[row]
+            params = seq.request.params
+            if seq.first_token_time is None:
+                seq.first_token_time = now
+                self.metrics.ttft.observe(now - seq.arrival)
+            seq.output_ids.append(token)
+            logprobs: list[TokenLogprob] = []
+            if result.logprobs is not None and params.logprobs is not None:
+                top = result.top_logprobs[row] if result.top_logprobs else []
+                logprobs.append(TokenLogprob(token, result.logprobs[row], top))
+            is_eos = token in self.eos_token_ids and not params.ignore_eos
+            if not is_eos:
+                seq.detok.push(token)
+            if is_eos or self._hit_stop_string(seq):
+                seq.finish_reason = "stop"
+            elif len(seq.output_ids) >= params.max_tokens or seq.num_cached >= self.max_model_len:
+                seq.finish_reason = "length"
+            if seq.finish_reason == "length" or is_eos:
+                seq.detok.flush()
+            outputs.append((seq.request, self._output(seq, self._take_text(seq), [token], logprobs)))
+            if seq.finish_reason is not None:
+                self._release(seq)
+                if len(seq.output_ids) > 1 and seq.first_token_time is not None:
+                    self.metrics.tpot.observe((now - seq.first_token_time) / (len(seq.output_ids) - 1))
+
+    def _hit_stop_string(self, seq: Sequence) -> bool:
+        stops = seq.request.params.stop
+        if not stops:
+            return False
+        text = seq.detok.text
+        # Only the tail can contain a new match: the last delta plus the longest stop string.
+        window_start = max(0, seq.sent_chars - max(len(s) for s in stops))
+        best = -1
+        for stop in stops:
+            idx = text.find(stop, window_start)
+            if idx != -1 and (best == -1 or idx < best):
+                best = idx
+        if best == -1:
+            return False
+        seq.detok.text = text[:best]
+        return True
+
+    def _take_text(self, seq: Sequence) -> str:
+        """The text that may be sent now; while running, hold back a possible stop-string prefix."""
+        text = seq.detok.text
+        end = len(text)
+        stops = seq.request.params.stop
+        if seq.finish_reason is None and stops:
+            end = max(seq.sent_chars, end - (max(len(s) for s in stops) - 1))
+        delta = text[seq.sent_chars : end]
+        seq.sent_chars = end
+        return delta
+
+    def _output(
+        self, seq: Sequence, text: str, token_ids: list[int], logprobs: list[TokenLogprob]
+    ) -> RequestOutput:
+        return RequestOutput(
+            request_id=seq.request.request_id,
+            text=text,
+            token_ids=token_ids,
+            logprobs=logprobs,
+            finished=seq.finish_reason is not None,
+            finish_reason=seq.finish_reason,
+            prompt_tokens=seq.prompt_len,
+            completion_tokens=len(seq.output_ids),
+        )
+
+    def _release(self, seq: Sequence) -> None:
+        if seq.slot is not None:
+            self.running.pop(seq.seq_id, None)
+            self.free_slots.append(seq.slot)
+            self.sampler.seed_slot(seq.slot, None)
+            seq.slot = None
+        if seq.finish_reason is not None:
+            self.metrics.requests_finished.labels(seq.finish_reason).inc()
+
+    def _fail_all(self, message: str) -> list[tuple[EngineRequest, RequestOutput]]:
+        outputs = []
+        for seq in [*self.running.values(), *self.waiting]:
+            seq.finish_reason = "error"
+            self._release(seq)
+            out = self._output(seq, "", [], [])
+            out.error = message
+            outputs.append((seq.request, out))
+        self.waiting.clear()
+        return outputs
+
+    def _update_gauges(self) -> None:
+        self.metrics.running.set(len(self.running))
+        self.metrics.waiting.set(len(self.waiting) + len(self._inbox))
+        used = sum(s.num_cached for s in self.running.values())
+        self.metrics.kv_cache_usage.set(used / max(1, self.num_slots * self.max_model_len))

@@ -1,0 +1,47 @@
+"""Prometheus metrics of one model copy (its own registry, served at ``GET /metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Buckets in seconds: TTFT spans a fast decode step (ms) to a long queue wait (tens of s).
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Per-output-token time: one decode step, from ~1 ms (GPU) to ~0.5 s (big model on CPU).
+TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class EngineMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.running = Gauge(
+            "outcrop_engine_requests_running", "Sequences holding a KV-cache slot.", registry=r
+        )
+        self.waiting = Gauge("outcrop_engine_requests_waiting", "Sequences queued for a slot.", registry=r)
+        self.kv_cache_usage = Gauge(
+            "outcrop_engine_kv_cache_usage_ratio", "Fraction of KV-cache token capacity in use.", registry=r
+        )
+        self.kv_cache_bytes = Gauge(
+            "outcrop_engine_kv_cache_bytes", "Bytes allocated for the KV cache.", registry=r
+        )
+        self.prompt_tokens = Counter("outcrop_engine_prompt_tokens", "Prompt tokens processed.", registry=r)
+        self.generation_tokens = Counter("outcrop_engine_generation_tokens", "Tokens generated.", registry=r)
+        self.requests_finished = Counter(
+            "outcrop_engine_requests_finished",
+            "Sequences finished, by reason.",
+            ["finish_reason"],
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "outcrop_engine_time_to_first_token_seconds",
+            "Arrival to first token.",
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.tpot = Histogram(
+            "outcrop_engine_time_per_output_token_seconds",
+            "Mean time between output tokens of a finished sequence.",
+            buckets=TPOT_BUCKETS,
+            registry=r,
+        )
+        self.steps = Counter("outcrop_engine_steps", "Engine steps run, by kind.", ["kind"], registry=r)

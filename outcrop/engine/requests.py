@@ -1,0 +1,186 @@
+"""Translate validated OpenAI requests into engine sequences (prompt ids + sampling params).
+
+Every check that needs the tokenizer or the model's limits happens here, before anything
+reaches the engine: empty prompts, token ids outside the vocabulary, context overflow,
+parameters this copy does not implement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from outcrop.engine.protocol import (
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+    SamplingFields,
+    new_id,
+)
+from outcrop.engine.sampling import DEFAULT_MAX_TOKENS, SamplingParams
+from outcrop.engine.tokenization import ModelTokenizer
+from outcrop.errors import ContextLengthError, InvalidRequestError
+
+
+@dataclass
+class Sequence:
+    """One choice to generate: ``n`` siblings share a prompt."""
+
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    sibling: int  # 0 .. n-1
+
+    def as_tuple(self) -> tuple[str, list[int], SamplingParams]:
+        return self.request_id, self.prompt_ids, self.params
+
+
+def completion_prompts(
+    body: CompletionRequest, tokenizer: ModelTokenizer, vocab_size: int
+) -> list[list[int]]:
+    raw = body.prompt
+    if isinstance(raw, str):
+        prompts: list[str | list[int]] = [raw]
+    elif raw and all(isinstance(p, int) for p in raw):
+        prompts = [list(raw)]  # type: ignore[arg-type]
+    else:
+        prompts = list(raw)  # type: ignore[arg-type]
+    if not prompts:
+        raise InvalidRequestError("'prompt' is empty; send a non-empty string.", param="prompt")
+    out: list[list[int]] = []
+    for p in prompts:
+        if isinstance(p, str):
+            if not p:
+                raise InvalidRequestError("'prompt' is empty; send a non-empty string.", param="prompt")
+            ids = tokenizer.encode(p)
+        else:
+            ids = list(p)
+            bad = [t for t in ids if not 0 <= t < vocab_size]
+            if bad:
+                raise InvalidRequestError(
+                    f"Token id {bad[0]} in 'prompt' is outside the model's vocabulary (0..{vocab_size - 1}).",
+                    param="prompt",
+                )
+        if not ids:
+            raise InvalidRequestError("'prompt' is empty; send at least one token.", param="prompt")
+        out.append(ids)
+    return out
+
+
+def _reject_unsupported(body: SamplingFields) -> None:
+    if isinstance(body, CompletionRequest):
+        if body.echo:
+            raise InvalidRequestError("'echo' is not supported by this server; leave it false.", param="echo")
+        if body.suffix:
+            raise InvalidRequestError(
+                "'suffix' is not supported by this server; leave it out.", param="suffix"
+            )
+        if body.best_of is not None and body.best_of != body.n:
+            raise InvalidRequestError(
+                "'best_of' must equal 'n' (or be left out) on this server.", param="best_of"
+            )
+    if isinstance(body, ChatCompletionRequest):
+        if body.tools:
+            raise InvalidRequestError("'tools' is not supported by this server; leave it out.", param="tools")
+        if body.response_format and body.response_format.get("type", "text") != "text":
+            raise InvalidRequestError(
+                "Only response_format {'type': 'text'} is supported by this server.", param="response_format"
+            )
+
+
+def _logit_bias(body: SamplingFields) -> dict[int, float]:
+    bias: dict[int, float] = {}
+    for key, value in (body.logit_bias or {}).items():
+        try:
+            bias[int(key)] = float(value)
+        except ValueError:
+            raise InvalidRequestError(
+                f"logit_bias key {key!r} is not a token id; use token ids as keys.", param="logit_bias"
+            ) from None
+    return bias
+
+
+def _params(body: SamplingFields, max_tokens: int, logprobs: int | None) -> SamplingParams:
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    stop = [s for s in stop if s]
+    if len(stop) > 16:
+        raise InvalidRequestError("At most 16 'stop' strings are allowed.", param="stop")
+    top_k = body.top_k if body.top_k is not None and body.top_k > 0 else 0
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=float(body.temperature) if body.temperature is not None else 1.0,
+        top_p=float(body.top_p) if body.top_p is not None else 1.0,
+        top_k=top_k,
+        min_p=float(body.min_p or 0.0),
+        repetition_penalty=float(body.repetition_penalty) if body.repetition_penalty is not None else 1.0,
+        frequency_penalty=float(body.frequency_penalty or 0.0),
+        presence_penalty=float(body.presence_penalty or 0.0),
+        stop=stop,
+        seed=body.seed,
+        ignore_eos=body.ignore_eos,
+        logprobs=logprobs,
+        logit_bias=_logit_bias(body),
+    )
+
+
+def check_context(prompt_tokens: int, max_tokens: int, max_model_len: int) -> None:
+    if prompt_tokens + max_tokens > max_model_len:
+        raise ContextLengthError(
+            prompt_tokens=prompt_tokens, max_tokens=max_tokens, context_length=max_model_len
+        )
+
+
+def completion_params(
+    body: CompletionRequest, prompt_lens: list[int], max_model_len: int
+) -> list[SamplingParams]:
+    _reject_unsupported(body)
+    max_tokens = body.max_tokens if body.max_tokens is not None else DEFAULT_MAX_TOKENS
+    for n in prompt_lens:
+        check_context(n, max_tokens, max_model_len)
+    params = _params(body, max_tokens, body.logprobs)
+    return [params for _ in prompt_lens]
+
+
+def chat_params(body: ChatCompletionRequest, prompt_len: int, max_model_len: int) -> SamplingParams:
+    _reject_unsupported(body)
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    if max_tokens is None:  # OpenAI's chat default: as much as the context allows
+        max_tokens = max_model_len - prompt_len
+        if max_tokens < 1:
+            check_context(prompt_len, 1, max_model_len)
+    check_context(prompt_len, max_tokens, max_model_len)
+    logprobs = (body.top_logprobs or 0) if body.logprobs else None
+    if body.top_logprobs and not body.logprobs:
+        raise InvalidRequestError("'top_logprobs' needs 'logprobs': true.", param="top_logprobs")
+    return _params(body, max_tokens, logprobs)
+
+
+def fan_out(prompts: list[list[int]], params: list[SamplingParams], n: int) -> list[Sequence]:
+    """``n`` choices per prompt, in OpenAI's index order; sibling ``i`` uses ``seed + i``."""
+    base = new_id("seq")
+    out = []
+    for p_idx, (prompt, p) in enumerate(zip(prompts, params, strict=True)):
+        for sibling in range(n):
+            sib_params = replace(p, seed=p.seed + sibling) if p.seed is not None else p
+            out.append(Sequence(f"{base}-{p_idx}-{sibling}", prompt, sib_params, sibling))
+    return out
+
+
+def chat_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """Messages as the chat template expects them (content parts flattened to text)."""
+    out = []
+    for i, m in enumerate(messages):
+        content = m.content
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                    raise InvalidRequestError(
+                        f"messages[{i}].content has a part of type {part.get('type')!r}; only text parts are "
+                        "supported by this model.",
+                        param="messages",
+                    )
+                parts.append(part["text"])
+            content = "".join(parts)
+        out.append({"role": m.role, "content": content or ""})
+    return out

@@ -1,0 +1,56 @@
+"""The model's tokenizer, chat template and end-of-sequence ids."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from outcrop.errors import InvalidRequestError, ModelNotChatCapableError
+
+
+class ModelTokenizer:
+    def __init__(self, model_dir: Path, model_id: str) -> None:
+        from transformers import AutoTokenizer
+
+        self.model_id = model_id
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
+        self.has_chat_template = bool(getattr(self.tokenizer, "chat_template", None))
+        self.eos_token_ids = self._eos_ids(model_dir)
+
+    def _eos_ids(self, model_dir: Path) -> set[int]:
+        ids: set[int] = set()
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        gen = model_dir / "generation_config.json"
+        if gen.exists():
+            try:
+                value = json.loads(gen.read_text()).get("eos_token_id")
+            except (OSError, ValueError):
+                value = None
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, list):
+                ids.update(int(v) for v in value if isinstance(v, int))
+        return ids
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=add_special_tokens))
+
+    def encode_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> list[int]:
+        if not self.has_chat_template:
+            raise ModelNotChatCapableError(self.model_id)
+        try:
+            text = self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=add_generation_prompt
+            )
+        except Exception as exc:  # jinja raises for messages the template rejects
+            raise InvalidRequestError(
+                f"The model's chat template rejected the messages: {exc}. Check the roles and contents.",
+                param="messages",
+            ) from None
+        # The template already spells out special tokens (BOS etc.); do not add them twice.
+        return self.encode(str(text), add_special_tokens=False)
+
+    def token_text(self, token_id: int) -> str:
+        return str(self.tokenizer.decode([token_id]))

@@ -1,0 +1,169 @@
+"""``python -m outcrop.engine.worker``: one model copy serving the OpenAI-compatible contract.
+
+    python -m outcrop.engine.worker --model-dir ./my-model --port 8001
+    python -m outcrop.engine.worker --model-dir ./my-model --port 8001 --dtype bfloat16 --max-batch 32
+
+The port opens at once; ``GET /health`` answers 503 while the model loads, 200 when it is
+ready. SIGTERM drains: new requests are refused, in-flight ones finish (bounded by
+``--drain-seconds``), then the process exits 0. A model that fails verification or
+loading makes the process exit 1 with the reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from outcrop.engine.runtime import DEFAULT_MAX_BATCH, WorkerOptions, WorkerRuntime, WorkerStatus
+from outcrop.engine.scheduler import SchedulerLimits
+from outcrop.engine.server import create_app
+from outcrop.errors import OutcropError
+
+log = logging.getLogger("outcrop.engine.worker")
+
+# Why 60 s: long enough for a few max-length generations on CPU to finish, short enough
+# that a scale-down does not hold a node for minutes.
+DEFAULT_DRAIN_SECONDS = 60.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m outcrop.engine.worker",
+        description="Serve one model folder over the OpenAI-compatible API (a model copy).",
+        epilog="example: python -m outcrop.engine.worker --model-dir ./tiny-llama --port 8001",
+    )
+    p.add_argument("--model-dir", type=Path, required=True, help="Hugging Face safetensors model folder.")
+    p.add_argument("--port", type=int, required=True, help="TCP port to listen on (0 = any free port).")
+    p.add_argument("--host", default="127.0.0.1", help="Address to bind (default: loopback).")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu).")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default=None,
+        help="Weight dtype (default: float32 on CPU, bfloat16 on CUDA).",
+    )
+    p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="Most sequences decoded at once.")
+    p.add_argument(
+        "--kv-cache-bytes",
+        type=int,
+        default=None,
+        help="KV-cache budget in bytes (default: half the free memory; 85%% of free GPU memory).",
+    )
+    p.add_argument(
+        "--max-model-len", type=int, default=None, help="Cap on prompt + output tokens per request."
+    )
+    p.add_argument(
+        "--max-prefill-tokens",
+        type=int,
+        default=SchedulerLimits().max_prefill_tokens,
+        help="Padded prompt tokens computed per prefill step (chunked prefill).",
+    )
+    p.add_argument("--served-name", default=None, help="Model id reported to clients (default: folder name).")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)."
+    )
+    p.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=DEFAULT_DRAIN_SECONDS,
+        help="On SIGTERM, how long in-flight requests may take to finish.",
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = p.parse_args(argv)
+    if args.max_batch < 1:
+        p.error("--max-batch must be at least 1")
+    if args.max_prefill_tokens < 1:
+        p.error("--max-prefill-tokens must be at least 1")
+    return args
+
+
+class _DrainingServer(uvicorn.Server):
+    """Marks the runtime as draining the moment SIGTERM/SIGINT arrives."""
+
+    runtime: WorkerRuntime
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self.runtime.status is WorkerStatus.READY:
+            self.runtime.status = WorkerStatus.DRAINING
+            log.info(
+                "draining: %d request(s) in flight",
+                self.runtime.engine.num_unfinished if self.runtime.engine else 0,
+            )
+        super().handle_exit(sig, frame)
+
+
+def build_server(args: argparse.Namespace) -> tuple[_DrainingServer, WorkerRuntime]:
+    options = WorkerOptions(
+        model_dir=args.model_dir,
+        served_name=args.served_name,
+        device=args.device,
+        dtype=args.dtype,
+        max_batch=args.max_batch,
+        kv_cache_bytes=args.kv_cache_bytes,
+        max_model_len=args.max_model_len,
+        max_prefill_tokens=args.max_prefill_tokens,
+        threads=args.threads,
+    )
+    runtime = WorkerRuntime(options)
+    server_box: list[_DrainingServer] = []
+
+    @asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+
+        def load() -> None:
+            try:
+                runtime.load()
+            except OutcropError as exc:
+                runtime.failure = exc.message
+            except Exception as exc:  # loading third-party files can fail in many ways
+                log.exception("loading the model failed")
+                runtime.failure = f"{type(exc).__name__}: {exc}"
+            if runtime.failure is not None:
+                runtime.status = WorkerStatus.FAILED
+                print(f"error: cannot serve {args.model_dir}: {runtime.failure}", file=sys.stderr, flush=True)
+                server_box[0].should_exit = True
+                return
+            loop.call_soon_threadsafe(runtime.start_engine, loop)
+
+        threading.Thread(target=load, name="loader", daemon=True).start()
+        yield
+        runtime.stop_engine()
+
+    app = create_app(runtime)
+    app.router.lifespan_context = lifespan
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=int(args.drain_seconds),
+    )
+    server = _DrainingServer(config)
+    server.runtime = runtime
+    server_box.append(server)
+    return server, runtime
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    server, runtime = build_server(args)
+    server.run()
+    return 1 if runtime.status is WorkerStatus.FAILED else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
