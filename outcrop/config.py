@@ -63,7 +63,7 @@ class RegistryConfig(_Section):
     allowed_roots: list[Path] = Field(
         default_factory=list,
         description="Local folders imports may read from (a source outside them is rejected); "
-        "empty = only the user's home folder and the current directory.",
+        "empty = the user's home folder, the current directory and the data dir.",
     )
     model_store_url: str | None = Field(
         None, description="Where blobs and manifests live (local path or s3://); None = <data-dir>/models."
@@ -110,4 +110,4 @@ class OutcropConfig(_Section):
         """The folders local imports may read from, resolved."""
         if self.registry.allowed_roots:
             return [p.expanduser().resolve() for p in self.registry.allowed_roots]
-        return [Path.home().resolve(), Path.cwd().resolve()]
+        return [Path.home().resolve(), Path.cwd().resolve(), self.resolved_data_dir]

@@ -82,3 +82,19 @@ def test_postgres_url() -> str | None:
 def worker_id_hint() -> str:
     """A stable-ish id for this process in job claims (host + pid)."""
     return f"{os.uname().nodename}:{os.getpid()}"
+
+
+def default_endpoint(config: OutcropConfig) -> str:
+    """Where the CLI finds the server: ``OUTCROP_ENDPOINT``, else the configured host and port."""
+    explicit = os.environ.get("OUTCROP_ENDPOINT")
+    if explicit:
+        return explicit
+    host = config.server.host if config.server.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    return f"http://{host}:{config.server.port}"
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The current environment plus ``extra``, for child processes (servers, copies)."""
+    env = dict(os.environ)
+    env.update(extra)
+    return env

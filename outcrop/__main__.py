@@ -1,0 +1,3 @@
+from outcrop.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""HTTP surfaces: one FastAPI app, one folder per dialect."""

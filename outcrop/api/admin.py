@@ -1,0 +1,58 @@
+"""Outcrop's own admin API under ``/outcrop/``: detail that Bedrock's shapes have no room for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from outcrop.api.bedrock.protocol import iso8601
+from outcrop.api.deps import Services, get_services
+
+router = APIRouter(prefix="/outcrop", tags=["outcrop admin"])
+
+
+@router.get("/import-jobs/{identifier}", summary="An import job with its live progress")
+def import_job_detail(identifier: str, services: Services = Depends(get_services)) -> dict[str, Any]:
+    job = services.registry.get_job(identifier)
+    return {
+        "id": job.id,
+        "jobArn": services.registry.job_arn(job),
+        "jobName": job.name,
+        "importedModelName": job.imported_model_name,
+        "status": job.status.value,
+        "phase": job.phase.value,
+        "bytesDone": job.bytes_done,
+        "bytesTotal": job.bytes_total,
+        "filesDone": job.files_done,
+        "filesTotal": job.files_total,
+        "attempts": job.attempts,
+        "failureMessage": job.failure_message,
+        "claimedBy": job.claimed_by,
+        "creationTime": iso8601(job.created_at),
+        "lastModifiedTime": iso8601(job.updated_at),
+        "endTime": iso8601(job.ended_at),
+    }
+
+
+@router.get("/models/{identifier}", summary="An imported model with everything recorded at import")
+def model_detail(identifier: str, services: Services = Depends(get_services)) -> dict[str, Any]:
+    model = services.registry.get_model(identifier)
+    files = services.registry.jobs.model_files(model.id)
+    return {
+        "id": model.id,
+        "modelArn": services.registry.model_arn(model),
+        "modelName": model.name,
+        "architecture": model.architecture,
+        "modelType": model.model_type,
+        "parameterCount": model.parameter_count,
+        "dtype": model.dtype,
+        "contextLength": model.context_length,
+        "sizeBytes": model.size_bytes,
+        "instructSupported": model.instruct_supported,
+        "memoryEstimateBytes": model.memory_estimate_bytes,
+        "jobName": model.job_name,
+        "source": model.source_uri,
+        "creationTime": iso8601(model.created_at),
+        "files": [{"path": f.path, "sha256": f.sha256, "sizeBytes": f.size_bytes} for f in files],
+    }

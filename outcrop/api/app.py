@@ -1,0 +1,169 @@
+"""The app factory: one FastAPI app carrying every surface (DESIGN.md, "Surfaces")."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import sqlalchemy as sa
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from outcrop import __version__
+from outcrop.api import admin, ops
+from outcrop.api.bedrock import control
+from outcrop.api.bedrock.errors import bedrock_error_response
+from outcrop.api.deps import Services
+from outcrop.api.metrics import Metrics
+from outcrop.api.openai.errors import openai_error_response
+from outcrop.config import OutcropConfig
+from outcrop.errors import InternalError, InvalidRequestError, NotFoundError, OutcropError
+from outcrop.registry.importer import ImportWorker
+from outcrop.registry.service import Registry
+from outcrop.store.db import Database
+from outcrop.store.schema import import_jobs, imported_models
+
+log = logging.getLogger("outcrop.api")
+
+
+def _surface(path: str) -> str:
+    if path.startswith("/v1/"):
+        return "openai"
+    if path.startswith("/model/"):
+        return "runtime"
+    if path.startswith("/outcrop/"):
+        return "admin"
+    if path in ("/health", "/metrics"):
+        return "ops"
+    return "bedrock"
+
+
+def error_response(request: Request, exc: OutcropError) -> Response:
+    request_id = getattr(request.state, "request_id", "") or str(uuid.uuid4())
+    if _surface(request.url.path) == "openai":
+        return openai_error_response(exc, request_id)
+    return bedrock_error_response(exc, request_id)
+
+
+def _store_state(db: Database) -> Callable[[], dict[str, dict[str, int]]]:
+    def read() -> dict[str, dict[str, int]]:
+        with db.engine.connect() as conn:
+            jobs: dict[str, int] = dict(
+                conn.execute(
+                    sa.select(import_jobs.c.status, sa.func.count()).group_by(import_jobs.c.status)
+                ).all()
+            )
+            models = conn.execute(sa.select(sa.func.count()).select_from(imported_models)).scalar_one()
+        return {
+            "import_jobs": {str(k): int(v) for k, v in jobs.items()},
+            "imported_models": {"total": int(models)},
+        }
+
+    return read
+
+
+def build_services(config: OutcropConfig, *, start_workers: bool = True) -> Services:
+    db = Database(config.database_url)
+    db.migrate()
+    registry = Registry(config, db)
+    metrics = Metrics()
+    metrics.add_state_reader(_store_state(db))
+    worker = ImportWorker(registry) if start_workers else None
+    return Services(
+        config=config, db=db, registry=registry, metrics=metrics, import_worker=worker, started_at=time.time()
+    )
+
+
+def create_app(
+    config: OutcropConfig, *, services: Services | None = None, start_workers: bool = True
+) -> FastAPI:
+    services = services or build_services(config, start_workers=start_workers)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if services.import_worker is not None:
+            services.import_worker.start()
+        log.info(
+            "outcrop ready",
+            extra={"version": __version__, "database": services.db.engine.url.get_backend_name()},
+        )
+        yield
+        if services.import_worker is not None:
+            services.import_worker.release_claims()
+            services.import_worker.stop()
+        services.db.dispose()
+
+    app = FastAPI(
+        title="Outcrop",
+        version=__version__,
+        description="Self-hosted Bedrock Custom Model Import: Bedrock control plane and runtime, OpenAI API, admin.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+
+    @app.middleware("http")
+    async def request_context(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        request_id = request.headers.get("x-amzn-requestid") or str(uuid.uuid4())
+        request.state.request_id = request_id
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except Exception:  # a bug escaped every handler: never show a stack trace to the caller
+            log.exception("unhandled error", extra={"request_id": request_id, "path": request.url.path})
+            response = error_response(
+                request,
+                InternalError(f"An internal error occurred (request id {request_id}); see the server log."),
+            )
+        response.headers.setdefault("x-amzn-RequestId", request_id)
+        route = request.scope.get("route")
+        operation = getattr(route, "summary", None) or getattr(route, "path", "unmatched")
+        surface = _surface(request.url.path)
+        services.metrics.requests.labels(surface, operation, str(response.status_code)).inc()
+        services.metrics.latency.labels(surface, operation).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(OutcropError)
+    async def _outcrop_error(request: Request, exc: OutcropError) -> Response:
+        return error_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {"loc": ["body"], "msg": "invalid"}
+        where = ".".join(str(p) for p in first["loc"])
+        return error_response(
+            request, InvalidRequestError(f"1 validation error detected: '{where}': {first['msg']}")
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return error_response(
+                request,
+                NotFoundError("Path", request.url.path, "See /docs for the operations this server offers."),
+            )
+        if exc.status_code == 405:
+            return error_response(
+                request,
+                InvalidRequestError(f"{request.method} is not allowed on {request.url.path}; see /docs."),
+            )
+        return error_response(request, InvalidRequestError(str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        request_id = getattr(request.state, "request_id", "")
+        log.exception("unhandled error", extra={"request_id": request_id, "path": request.url.path})
+        return error_response(
+            request,
+            InternalError(f"An internal error occurred (request id {request_id}); see the server log."),
+        )
+
+    app.include_router(control.router)
+    app.include_router(admin.router)
+    app.include_router(ops.router)
+    return app

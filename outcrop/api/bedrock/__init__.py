@@ -1,0 +1,1 @@
+"""The Bedrock control-plane and runtime surfaces."""

@@ -1,0 +1,74 @@
+"""What the routers share: the services container and body parsing with clear errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+
+from outcrop.api.metrics import Metrics
+from outcrop.config import OutcropConfig
+from outcrop.errors import InvalidRequestError
+from outcrop.registry.importer import ImportWorker
+from outcrop.registry.service import Registry
+from outcrop.store.db import Database
+
+M = TypeVar("M", bound=BaseModel)
+
+# Bedrock's InvokeModel accepts bodies up to 25,000,000 bytes; nothing Outcrop takes is larger.
+MAX_BODY_BYTES = 25_000_000
+
+
+@dataclass
+class Services:
+    """Everything a request handler may need; built once by the app factory."""
+
+    config: OutcropConfig
+    db: Database
+    registry: Registry
+    metrics: Metrics
+    import_worker: ImportWorker | None = None
+    started_at: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def import_worker_wake(self) -> None:
+        if self.import_worker is not None:
+            self.import_worker.wake()
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """'1 validation error detected: ...' in Bedrock's wording, naming each field and the constraint."""
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        found = err.get("input")
+        shown = "" if err["type"] == "missing" else f"Value {json.dumps(found, default=str)[:80]} at "
+        parts.append(f"{shown}'{where}' failed to satisfy constraint: {err['msg']}")
+    count = len(exc.errors())
+    return f"{count} validation error{'s' if count > 1 else ''} detected: " + "; ".join(parts)
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise InvalidRequestError(
+            f"The request body has {len(raw):,} bytes; the limit is {MAX_BODY_BYTES:,}."
+        )
+    try:
+        data = json.loads(raw or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequestError(f"The request body is not valid JSON: {exc}. Send a JSON object.") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError(f"The request body must be a JSON object, not {type(data).__name__}.")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequestError(describe_validation_error(exc)) from None

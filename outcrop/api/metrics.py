@@ -1,0 +1,73 @@
+"""Prometheus metrics of the gateway process (one registry per app, so tests can build many apps)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+# Request latency buckets: from sub-millisecond control-plane calls to minute-long generations.
+LATENCY_BUCKETS_SECONDS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+)
+
+
+class _StateCollector(Collector):
+    """Gauges read from the metadata store at scrape time (so every gateway reports the same truth)."""
+
+    def __init__(self, read: Callable[[], dict[str, dict[str, int]]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = self._read()
+        jobs = GaugeMetricFamily("outcrop_import_jobs", "Import jobs by status.", labels=["status"])
+        for status, count in state.get("import_jobs", {}).items():
+            jobs.add_metric([status], count)
+        yield jobs
+        models = GaugeMetricFamily("outcrop_imported_models", "Imported models registered.")
+        models.add_metric([], state.get("imported_models", {}).get("total", 0))
+        yield models
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "outcrop_http_requests",
+            "HTTP requests by surface, operation and status code.",
+            ["surface", "operation", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "outcrop_http_request_duration_seconds",
+            "HTTP request latency (to the last byte for non-streaming responses).",
+            ["surface", "operation"],
+            buckets=LATENCY_BUCKETS_SECONDS,
+            registry=self.registry,
+        )
+        self.import_bytes = Counter(
+            "outcrop_import_bytes", "Bytes copied and hashed by import jobs.", registry=self.registry
+        )
+
+    def add_state_reader(self, read: Callable[[], dict[str, dict[str, int]]]) -> None:
+        self.registry.register(_StateCollector(read))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

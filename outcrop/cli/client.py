@@ -1,0 +1,65 @@
+"""A small HTTP client for the CLI: the Bedrock control plane and the admin API of a running server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from outcrop.errors import OutcropError
+
+
+class ServerError(OutcropError):
+    """Raised when the server answers with an error; the message is the server's."""
+
+
+class Client:
+    def __init__(self, endpoint: str, timeout: float = 30.0) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self._http = httpx.Client(base_url=self.endpoint, timeout=timeout)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError:
+            raise OutcropError(
+                f"No Outcrop server answers at {self.endpoint}. Start one with `outcrop serve`, "
+                "or point --endpoint / OUTCROP_ENDPOINT at it."
+            ) from None
+        except httpx.HTTPError as exc:
+            raise OutcropError(f"Request to {self.endpoint}{path} failed: {exc}") from None
+        if response.status_code >= 300:
+            kind = (
+                response.headers.get("x-amzn-errortype", "").split(":")[0] or f"HTTP {response.status_code}"
+            )
+            try:
+                message = response.json().get("message") or response.text
+            except ValueError:
+                message = response.text
+            raise ServerError(f"{kind}: {message}")
+        return response.json() if response.content else {}
+
+    def create_import_job(self, **body: Any) -> str:
+        return str(self._call("POST", "/model-import-jobs", json=body)["jobArn"])
+
+    def import_job_detail(self, identifier: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/outcrop/import-jobs/{identifier}"))
+
+    def list_import_jobs(self) -> list[dict[str, Any]]:
+        return list(
+            self._call("GET", "/model-import-jobs", params={"sortOrder": "Descending"})[
+                "modelImportJobSummaries"
+            ]
+        )
+
+    def list_models(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/imported-models")["modelSummaries"])
+
+    def model_detail(self, identifier: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/outcrop/models/{identifier}"))
+
+    def delete_model(self, identifier: str) -> None:
+        self._call("DELETE", f"/imported-models/{identifier}")
+
+    def health(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/health"))

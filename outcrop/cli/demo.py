@@ -1,0 +1,152 @@
+"""``outcrop demo``: the whole import flow on a tiny generated model, through the real boto3 client."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+from rich.console import Console
+
+from outcrop.config import OutcropConfig
+from outcrop.envs import subprocess_env
+from outcrop.errors import OutcropError
+
+DEMO_MODEL_NAME = "demo-llama"
+# How long the demo waits for its server to answer /health; the first start imports torch.
+SERVER_START_TIMEOUT_SECONDS = 120
+
+
+def _free_port(preferred: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise OutcropError(f"The demo server exited with code {proc.returncode}; its log is above.")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise OutcropError(f"The demo server did not become healthy within {SERVER_START_TIMEOUT_SECONDS} s.")
+
+
+def _bedrock_client(url: str, config: OutcropConfig) -> Any:
+    import boto3
+
+    return boto3.client(
+        "bedrock",
+        endpoint_url=url,
+        region_name=config.aws.region,
+        aws_access_key_id="demo",
+        aws_secret_access_key="demo",
+    )
+
+
+def run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: Console) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        _run_demo(config, port=port, keep_serving=keep_serving, console=console)
+    except (ClientError, BotoCoreError) as exc:
+        raise OutcropError(f"The demo's boto3 call failed: {exc}") from None
+
+
+def _run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: Console) -> None:
+    from outcrop.testing.tiny_models import build_tiny_model
+
+    data_dir = config.resolved_data_dir
+    port = _free_port(port)
+    url = f"http://127.0.0.1:{port}"
+    source = data_dir / "demo" / "tiny-llama"
+
+    console.print(f"[bold]1/4[/] Starting Outcrop on {url} (data dir {data_dir})")
+    cmd = [sys.executable, "-m", "outcrop", "--data-dir", str(data_dir), "serve", "--port", str(port)]
+    if config.store.database_url:
+        cmd[3:3] = ["--database-url", config.store.database_url]
+    server = subprocess.Popen(cmd, env=subprocess_env(), start_new_session=True)
+    try:
+        _wait_healthy(url, server)
+        if not (source / "config.json").exists():
+            console.print(
+                f"[bold]2/4[/] Building a tiny Llama-architecture model (random weights) in {source}"
+            )
+            build_tiny_model(source, family="llama", hidden_size=128, intermediate_size=256, num_layers=2)
+        else:
+            console.print(f"[bold]2/4[/] Reusing the tiny demo model in {source}")
+
+        bedrock = _bedrock_client(url, config)
+        with contextlib.suppress(bedrock.exceptions.ResourceNotFoundException):
+            bedrock.delete_imported_model(modelIdentifier=DEMO_MODEL_NAME)
+        console.print("[bold]3/4[/] Importing it with boto3: bedrock.create_model_import_job(...)")
+        job_name = f"demo-import-{int(time.time())}"
+        job_arn = bedrock.create_model_import_job(
+            jobName=job_name,
+            importedModelName=DEMO_MODEL_NAME,
+            roleArn="arn:aws:iam::000000000000:role/outcrop-demo",
+            modelDataSource={"s3DataSource": {"s3Uri": str(source)}},
+        )["jobArn"]
+        console.print(f"      job {job_arn}")
+        while (job := bedrock.get_model_import_job(jobIdentifier=job_arn))["status"] == "InProgress":
+            time.sleep(0.2)
+        if job["status"] != "Completed":
+            raise OutcropError(f"The demo import failed: {job.get('failureMessage')}")
+        model = bedrock.get_imported_model(modelIdentifier=DEMO_MODEL_NAME)
+        console.print("[bold]4/4[/] Imported model, as bedrock.get_imported_model returns it:")
+        for key in (
+            "modelName",
+            "modelArn",
+            "modelArchitecture",
+            "instructSupported",
+            "customModelUnits",
+            "creationTime",
+        ):
+            console.print(f"      {key}: {model.get(key)}")
+        console.print(
+            f"\nTry it: [bold]outcrop --data-dir {data_dir} models show {DEMO_MODEL_NAME} --endpoint {url}[/]"
+        )
+        if keep_serving:
+            console.print(f"[bold green]Outcrop is serving on {url}[/] - press Ctrl-C to stop.")
+            _wait_for_interrupt(server)
+        else:
+            console.print("[bold green]Demo complete.[/]")
+    finally:
+        _stop(server)
+
+
+def _wait_for_interrupt(server: subprocess.Popen[bytes]) -> None:
+    stop = {"now": False}
+
+    def _handler(_sig: int, _frame: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+    while not stop["now"] and server.poll() is None:
+        time.sleep(0.2)
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    if server.poll() is None:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+

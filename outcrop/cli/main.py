@@ -1,0 +1,381 @@
+"""The ``outcrop`` command line.
+
+Every command that talks to a server catches ``OutcropError`` once (``_run``) and prints a
+one-line red message: no stack traces in front of users.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from outcrop import __version__
+from outcrop.cli.client import Client
+from outcrop.config import OutcropConfig
+from outcrop.envs import default_endpoint, load_config
+from outcrop.errors import OutcropError
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="outcrop",
+    help="Outcrop: import fine-tuned LLMs and serve them behind Bedrock and OpenAI APIs, on your own machines.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+models_app = typer.Typer(help="List, inspect and delete imported models.", no_args_is_help=False)
+jobs_app = typer.Typer(help="List and inspect model import jobs.", no_args_is_help=False)
+app.add_typer(models_app, name="models")
+app.add_typer(jobs_app, name="jobs")
+
+_state: dict[str, Any] = {}
+
+EndpointOpt = typer.Option(
+    None,
+    "--endpoint",
+    "-e",
+    help="URL of the Outcrop server (default: $OUTCROP_ENDPOINT or http://127.0.0.1:8080).",
+)
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """The CLI's one error edge."""
+    try:
+        return fn()
+    except OutcropError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+
+
+def _config() -> OutcropConfig:
+    cfg: OutcropConfig = _run(lambda: load_config(**_state.get("overrides", {})))
+    return cfg
+
+
+def _client(endpoint: str | None) -> Client:
+    return Client(endpoint or default_endpoint(_config()))
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+@app.callback()
+def main_options(
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="Data folder (default ~/.outcrop; $OUTCROP_DATA_DIR)."
+    ),
+    database_url: str | None = typer.Option(
+        None, "--database-url", help="Metadata store URL (default SQLite)."
+    ),
+) -> None:
+    """Outcrop: import fine-tuned LLMs and serve them behind Bedrock and OpenAI APIs.
+
+    Examples:
+
+        outcrop serve                                  # start the server on 127.0.0.1:8080
+
+        outcrop import ./my-llama --name my-llama      # import a safetensors folder, with progress
+
+        outcrop models                                 # list imported models
+
+        outcrop demo                                   # the whole flow on a tiny generated model
+    """
+    overrides: dict[str, Any] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    if database_url is not None:
+        overrides["store.database_url"] = database_url
+    _state["overrides"] = overrides
+
+
+@app.command()
+def version() -> None:
+    """Print Outcrop's version."""
+    console.print(__version__)
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, help="Address to bind (default 127.0.0.1: loopback only)."),
+    port: int | None = typer.Option(None, help="Port (default 8080; 0 picks a free one)."),
+    log_json: bool = typer.Option(False, "--log-json", help="Log one JSON object per line."),
+    log_level: str | None = typer.Option(None, help="debug, info, warning or error."),
+) -> None:
+    """Start the Outcrop server: Bedrock control plane, admin API, /health and /metrics on one port.
+
+    Examples:
+
+        outcrop serve
+
+        outcrop serve --port 9000 --log-json
+
+        OUTCROP_DATABASE_URL=postgresql+psycopg://outcrop@db/outcrop outcrop serve --host 0.0.0.0
+    """
+    import uvicorn
+
+    from outcrop.api.app import create_app
+    from outcrop.logs import setup_logging
+
+    overrides = dict(_state.get("overrides", {}))
+    for key, value in {
+        "server.host": host,
+        "server.port": port,
+        "server.log_json": log_json or None,
+        "server.log_level": log_level,
+    }.items():
+        if value is not None:
+            overrides[key] = value
+    config: OutcropConfig = _run(lambda: load_config(**overrides))
+    setup_logging(config.server.log_level, config.server.log_json)
+    application = _run(lambda: create_app(config))
+    err_console.print(
+        f"[bold green]Outcrop {__version__}[/] serving on http://{config.server.host}:{config.server.port} "
+        f"(data: {config.resolved_data_dir}, store: {application.state.services.db.engine.url.get_backend_name()})"
+    )
+    uvicorn.run(
+        application,
+        host=config.server.host,
+        port=config.server.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def _wait_for_import(client: Client, job_arn: str, *, quiet: bool = False) -> dict[str, Any]:
+    """Follow a job with a progress bar until it ends; returns its last detail."""
+    job_id = job_arn.rsplit("/", 1)[-1]
+    columns = [
+        TextColumn("[bold]{task.description:<11}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+    ]
+    with Progress(*columns, console=err_console, transient=False, disable=quiet) as progress:
+        task = progress.add_task("queued", total=None)
+        while True:
+            detail = client.import_job_detail(job_id)
+            total = detail["bytesTotal"] or None
+            progress.update(task, description=detail["phase"], completed=detail["bytesDone"], total=total)
+            if detail["status"] != "InProgress":
+                if detail["status"] == "Completed" and total:
+                    progress.update(task, completed=total)
+                return detail
+            time.sleep(0.2)
+
+
+@app.command("import")
+def import_model(
+    source: str = typer.Argument(
+        ..., help="Model folder: a local path (read by the server), file:// or s3:// URI."
+    ),
+    name: str = typer.Option(
+        ..., "--name", "-n", help="Name of the imported model (letters, digits, '-', '_')."
+    ),
+    job_name: str | None = typer.Option(
+        None, "--job-name", help="Import job name (default: <name>-import-<time>)."
+    ),
+    no_wait: bool = typer.Option(
+        False, "--no-wait", help="Return once the job is created; do not follow it."
+    ),
+    endpoint: str | None = EndpointOpt,
+) -> None:
+    """Import a Hugging Face safetensors folder as a model; shows progress and waits for the verdict.
+
+    Examples:
+
+        outcrop import ./my-finetuned-llama --name my-llama
+
+        outcrop import s3://models/llama-ft/ --name llama-ft --no-wait
+    """
+    client = _client(endpoint)
+    uri = source if "://" in source else str(Path(source).expanduser().resolve())
+    body = {
+        "jobName": job_name or f"{name}-import-{time.strftime('%Y%m%d%H%M%S')}".replace("_", "-"),
+        "importedModelName": name,
+        "modelDataSource": {"s3DataSource": {"s3Uri": uri}},
+    }
+    job_arn = _run(lambda: client.create_import_job(**body))
+    err_console.print(f"Import job [bold]{body['jobName']}[/] created: {job_arn}")
+    if no_wait:
+        console.print(job_arn)
+        return
+    detail = _run(lambda: _wait_for_import(client, job_arn))
+    if detail["status"] == "Failed":
+        err_console.print(f"[bold red]Import failed:[/] {detail['failureMessage']}", highlight=False)
+        raise typer.Exit(1)
+    model = _run(lambda: client.model_detail(name))
+    _print_model(model)
+
+
+def _print_model(model: dict[str, Any]) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("name", model["modelName"]),
+        ("arn", model["modelArn"]),
+        ("architecture", f"{model['architecture']} ({model['modelType']})"),
+        ("parameters", f"{model['parameterCount']:,}"),
+        ("dtype", model["dtype"]),
+        ("context length", f"{model['contextLength']:,} tokens"),
+        ("size", _human_bytes(model["sizeBytes"])),
+        ("memory per copy", f"~{_human_bytes(model['memoryEstimateBytes'])}"),
+        ("chat (instruct)", "yes" if model["instructSupported"] else "no (no chat template)"),
+        ("created", model["creationTime"]),
+        ("files", str(len(model["files"]))),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+@models_app.callback(invoke_without_command=True)
+def models_list(ctx: typer.Context, endpoint: str | None = EndpointOpt) -> None:
+    """List imported models (`outcrop models`), or use a subcommand.
+
+    Examples:
+
+        outcrop models
+
+        outcrop models show my-llama
+
+        outcrop models rm my-llama --yes
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    client = _client(endpoint)
+    models = _run(client.list_models)
+    if not models:
+        console.print("No imported models yet. Import one with `outcrop import PATH --name NAME`.")
+        return
+    table = Table("name", "architecture", "chat", "created", "arn")
+    for m in models:
+        table.add_row(
+            m["modelName"],
+            m.get("modelArchitecture", ""),
+            "yes" if m.get("instructSupported") else "no",
+            m["creationTime"],
+            m["modelArn"],
+        )
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    name: str = typer.Argument(..., help="Model name or ARN."), endpoint: str | None = EndpointOpt
+) -> None:
+    """Show everything recorded about an imported model.
+
+    Example: outcrop models show my-llama
+    """
+    client = _client(endpoint)
+    _print_model(_run(lambda: client.model_detail(name)))
+
+
+@models_app.command("rm")
+def models_rm(
+    name: str = typer.Argument(..., help="Model name or ARN."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    endpoint: str | None = EndpointOpt,
+) -> None:
+    """Delete an imported model (its stored files go too, unless another model shares them).
+
+    Example: outcrop models rm my-llama --yes
+    """
+    client = _client(endpoint)
+    if not yes and sys.stdin.isatty() and not typer.confirm(f"Delete model {name}?"):
+        raise typer.Exit(1)
+    _run(lambda: client.delete_model(name))
+    console.print(f"Deleted {name}.")
+
+
+@jobs_app.callback(invoke_without_command=True)
+def jobs_list(ctx: typer.Context, endpoint: str | None = EndpointOpt) -> None:
+    """List model import jobs, newest first (`outcrop jobs`), or use a subcommand.
+
+    Example: outcrop jobs show my-llama-import-20260101120000
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    client = _client(endpoint)
+    jobs = _run(client.list_import_jobs)
+    table = Table("job", "status", "model", "created", "ended")
+    for j in jobs:
+        style = {"Completed": "green", "Failed": "red"}.get(j["status"], "yellow")
+        table.add_row(
+            j["jobName"],
+            f"[{style}]{j['status']}[/]",
+            j.get("importedModelName", ""),
+            j["creationTime"],
+            j.get("endTime", ""),
+        )
+    console.print(table)
+
+
+@jobs_app.command("show")
+def jobs_show(
+    name: str = typer.Argument(..., help="Job name or ARN."), endpoint: str | None = EndpointOpt
+) -> None:
+    """Show an import job: status, phase, bytes copied and the failure reason if any."""
+    client = _client(endpoint)
+    d = _run(lambda: client.import_job_detail(name))
+    console.print(f"[bold]{d['jobName']}[/]  {d['status']} ({d['phase']})  model: {d['importedModelName']}")
+    console.print(
+        f"progress: {_human_bytes(d['bytesDone'])} / {_human_bytes(d['bytesTotal'])}, "
+        f"files {d['filesDone']}/{d['filesTotal']}, attempts {d['attempts']}"
+    )
+    if d.get("failureMessage"):
+        console.print(f"[red]{d['failureMessage']}[/]", highlight=False)
+
+
+@app.command()
+def demo(
+    port: int = typer.Option(8080, help="Port to serve on (a free one is used if it is taken)."),
+    keep_serving: bool = typer.Option(
+        True, "--keep-serving/--exit", help="Keep the server up after the demo."
+    ),
+) -> None:
+    """Start a server, build a tiny demo model (random weights), import it through boto3, and show it.
+
+    Example: outcrop demo --exit
+    """
+    from outcrop.cli.demo import run_demo
+
+    _run(lambda: run_demo(_config(), port=port, keep_serving=keep_serving, console=err_console))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

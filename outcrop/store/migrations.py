@@ -1,0 +1,78 @@
+"""Append-only schema migrations.
+
+Each entry is ``(version, description, statements)``. Never edit an entry that has shipped:
+add a new one. The statements are plain SQL that SQLite and PostgreSQL both accept
+(timestamps are epoch seconds as DOUBLE PRECISION; JSON is TEXT).
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "import jobs, imported models and their files",
+        [
+            """
+            CREATE TABLE import_jobs (
+                id VARCHAR(12) PRIMARY KEY,
+                name VARCHAR(63) NOT NULL UNIQUE,
+                imported_model_name VARCHAR(63) NOT NULL,
+                role_arn TEXT,
+                source_uri TEXT NOT NULL,
+                status VARCHAR(16) NOT NULL,
+                phase VARCHAR(32) NOT NULL DEFAULT 'queued',
+                failure_message TEXT,
+                bytes_done BIGINT NOT NULL DEFAULT 0,
+                bytes_total BIGINT NOT NULL DEFAULT 0,
+                files_done INTEGER NOT NULL DEFAULT 0,
+                files_total INTEGER NOT NULL DEFAULT 0,
+                client_request_token VARCHAR(256),
+                job_tags TEXT NOT NULL DEFAULT '[]',
+                model_tags TEXT NOT NULL DEFAULT '[]',
+                vpc_config TEXT,
+                kms_key_id TEXT,
+                imported_model_id VARCHAR(12),
+                claimed_by TEXT,
+                heartbeat_at DOUBLE PRECISION,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                ended_at DOUBLE PRECISION
+            )
+            """,
+            "CREATE INDEX ix_import_jobs_status ON import_jobs (status)",
+            "CREATE INDEX ix_import_jobs_created_at ON import_jobs (created_at)",
+            """
+            CREATE TABLE imported_models (
+                id VARCHAR(12) PRIMARY KEY,
+                name VARCHAR(63) NOT NULL UNIQUE,
+                job_id VARCHAR(12),
+                job_name VARCHAR(63),
+                source_uri TEXT NOT NULL,
+                architecture VARCHAR(128) NOT NULL,
+                model_type VARCHAR(64) NOT NULL,
+                parameter_count BIGINT NOT NULL,
+                dtype VARCHAR(16) NOT NULL,
+                context_length INTEGER NOT NULL,
+                size_bytes BIGINT NOT NULL,
+                instruct_supported BOOLEAN NOT NULL,
+                memory_estimate_bytes BIGINT NOT NULL,
+                tags TEXT NOT NULL DEFAULT '[]',
+                kms_key_id TEXT,
+                created_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            "CREATE INDEX ix_imported_models_created_at ON imported_models (created_at)",
+            """
+            CREATE TABLE model_files (
+                model_id VARCHAR(12) NOT NULL,
+                path TEXT NOT NULL,
+                sha256 VARCHAR(64) NOT NULL,
+                size_bytes BIGINT NOT NULL,
+                PRIMARY KEY (model_id, path)
+            )
+            """,
+            "CREATE INDEX ix_model_files_sha256 ON model_files (sha256)",
+        ],
+    ),
+]

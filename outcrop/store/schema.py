@@ -1,0 +1,74 @@
+"""Table objects for queries (the DDL lives in ``migrations.py``; keep the two in step)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+schema_migrations = sa.Table(
+    "schema_migrations",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("description", sa.Text),
+    sa.Column("applied_at", sa.Float),
+)
+
+import_jobs = sa.Table(
+    "import_jobs",
+    metadata,
+    sa.Column("id", sa.String(12), primary_key=True),
+    sa.Column("name", sa.String(63)),
+    sa.Column("imported_model_name", sa.String(63)),
+    sa.Column("role_arn", sa.Text),
+    sa.Column("source_uri", sa.Text),
+    sa.Column("status", sa.String(16)),
+    sa.Column("phase", sa.String(32)),
+    sa.Column("failure_message", sa.Text),
+    sa.Column("bytes_done", sa.BigInteger),
+    sa.Column("bytes_total", sa.BigInteger),
+    sa.Column("files_done", sa.Integer),
+    sa.Column("files_total", sa.Integer),
+    sa.Column("client_request_token", sa.String(256)),
+    sa.Column("job_tags", sa.Text),
+    sa.Column("model_tags", sa.Text),
+    sa.Column("vpc_config", sa.Text),
+    sa.Column("kms_key_id", sa.Text),
+    sa.Column("imported_model_id", sa.String(12)),
+    sa.Column("claimed_by", sa.Text),
+    sa.Column("heartbeat_at", sa.Float),
+    sa.Column("attempts", sa.Integer),
+    sa.Column("created_at", sa.Float),
+    sa.Column("updated_at", sa.Float),
+    sa.Column("ended_at", sa.Float),
+)
+
+imported_models = sa.Table(
+    "imported_models",
+    metadata,
+    sa.Column("id", sa.String(12), primary_key=True),
+    sa.Column("name", sa.String(63)),
+    sa.Column("job_id", sa.String(12)),
+    sa.Column("job_name", sa.String(63)),
+    sa.Column("source_uri", sa.Text),
+    sa.Column("architecture", sa.String(128)),
+    sa.Column("model_type", sa.String(64)),
+    sa.Column("parameter_count", sa.BigInteger),
+    sa.Column("dtype", sa.String(16)),
+    sa.Column("context_length", sa.Integer),
+    sa.Column("size_bytes", sa.BigInteger),
+    sa.Column("instruct_supported", sa.Boolean),
+    sa.Column("memory_estimate_bytes", sa.BigInteger),
+    sa.Column("tags", sa.Text),
+    sa.Column("kms_key_id", sa.Text),
+    sa.Column("created_at", sa.Float),
+)
+
+model_files = sa.Table(
+    "model_files",
+    metadata,
+    sa.Column("model_id", sa.String(12), primary_key=True),
+    sa.Column("path", sa.Text, primary_key=True),
+    sa.Column("sha256", sa.String(64)),
+    sa.Column("size_bytes", sa.BigInteger),
+)
