@@ -31,7 +31,6 @@ import json
 import os
 import re
 import stat
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -64,7 +63,6 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_WEIGHTS_FILE = "model.safetensors"
 LORA_FILES = ("adapter_config.json", "adapter_model.safetensors")
-CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 
 # What a model folder holds that serving needs (or that travels with it: licence, card).
 _KEPT_SUFFIXES = (".json", ".safetensors", ".model", ".jinja", ".tiktoken", ".md", *PICKLE_SUFFIXES)
@@ -265,15 +263,17 @@ def validate_model_folder(folder: Path, limits: RegistryConfig, files: list[str]
     each problem names the file, the value found and the fix. Only ``ModelValidationError``
     ever leaves this function: an unexpected failure inside a check becomes a problem too.
     """
-    folder = Path(folder)
-    state = _State(folder=folder, limits=limits, files=[])
-    if files is None:
-        listed, problems = _scan_source(folder)
-        state.problems.extend(problems)
-        files = listed
-    _check_given_files(state, files)
+    state = _State(folder=Path(folder), limits=limits, files=[])
+
+    def list_files(state: _State) -> None:
+        given = files
+        if given is None:
+            given, problems = _scan_source(state.folder)
+            state.problems.extend(problems)
+        _check_given_files(state, given)
 
     checks: list[tuple[str, Callable[[_State], None]]] = [
+        ("the file list", list_files),
         ("the LoRA adapter check", _check_lora_adapter),
         ("config.json", _check_config),
         ("the weights", _check_weights),
@@ -394,6 +394,8 @@ def _check_config(state: _State) -> None:
     if config is None:
         return
     state.config = config
+    if state.has("generation_config.json"):  # read by every copy at start: it must parse too
+        _read_json_object(state, "generation_config.json")
     ok = True
     supported = ", ".join(SUPPORTED_MODEL_TYPES)
     model_type = config.get("model_type")
@@ -499,6 +501,10 @@ def _check_weights(state: _State) -> None:
             else:
                 seen[name] = rel
                 state.tensors[name] = tensor
+    if state.headers_ok and not state.tensors:
+        state.problems.append(
+            f"{_listing(weight_files)} hold no tensors; re-save the model with save_pretrained."
+        )
     if duplicates:
         state.problems.append(
             f"{len(duplicates)} tensor(s) are stored in two shards: {_listing(duplicates)}; re-save the model "
@@ -519,21 +525,25 @@ def _parse_safetensors_header(state: _State, rel: str) -> dict[str, _Tensor] | N
         state.problems.append(f"{rel} is {size} bytes, too short to be a safetensors file; {resave}.")
         return None
     limit = state.limits.max_safetensors_header_bytes
-    with open(state.folder / rel, "rb") as fh:
-        header_len = int.from_bytes(fh.read(8), "little")
-        if header_len > limit:
-            state.problems.append(
-                f"{rel} declares a {header_len}-byte header, over the {limit}-byte limit; the file is corrupt "
-                f"or not safetensors; {resave}."
-            )
-            return None
-        if 8 + header_len > size:
-            state.problems.append(
-                f"{rel} declares a {header_len}-byte header but the file is only {size} bytes: it is "
-                f"truncated or corrupt; {resave}."
-            )
-            return None
-        raw = fh.read(header_len)
+    try:
+        with open(state.folder / rel, "rb") as fh:
+            header_len = int.from_bytes(fh.read(8), "little")
+            if header_len > limit:
+                state.problems.append(
+                    f"{rel} declares a {header_len}-byte header, over the {limit}-byte limit; the file is "
+                    f"corrupt or not safetensors; {resave}."
+                )
+                return None
+            if 8 + header_len > size:
+                state.problems.append(
+                    f"{rel} declares a {header_len}-byte header but the file is only {size} bytes: it is "
+                    f"truncated or corrupt; {resave}."
+                )
+                return None
+            raw = fh.read(header_len)
+    except OSError as exc:
+        state.problems.append(f"{rel} cannot be read ({exc.strerror}); check that it was copied completely.")
+        return None
     try:
         header = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -747,11 +757,9 @@ def _expected_tensors(config: dict[str, Any]) -> tuple[list[dict[str, tuple[int,
     from transformers import AutoConfig, AutoModelForCausalLM
 
     kwargs = {k: v for k, v in config.items() if k not in ("auto_map", "transformers_version")}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        hf_config = AutoConfig.for_model(**kwargs)
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(hf_config)
+    hf_config = AutoConfig.for_model(**kwargs)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf_config)
     state_dict = model.state_dict(keep_vars=True)  # persistent buffers + parameters; aliases kept
     first_name: dict[int, str] = {}
     optional: set[str] = set()
@@ -810,11 +818,9 @@ def _load_tokenizer(state: _State) -> None:
     try:
         from transformers import AutoTokenizer
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tokenizer = AutoTokenizer.from_pretrained(
-                str(state.folder), trust_remote_code=False, local_files_only=True
-            )
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(state.folder), trust_remote_code=False, local_files_only=True
+        )
     except Exception as exc:
         files = "tokenizer.json" if state.has("tokenizer.json") else "tokenizer.model + tokenizer_config.json"
         state.problems.append(

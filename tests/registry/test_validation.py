@@ -240,6 +240,12 @@ def test_invalid_json_config_names_the_line(tiny_model) -> None:
     assert any("config.json is not valid JSON" in p and "line 2" in p for p in problems), problems
 
 
+def test_unparseable_generation_config_is_reported(tiny_model) -> None:
+    folder = tiny_model("llama")
+    (folder / "generation_config.json").write_text("{'temperature': 0.7}")
+    only_problem(folder, "generation_config.json is not valid JSON")
+
+
 def test_config_that_cannot_build_a_model_is_a_problem(tiny_model) -> None:
     folder = tiny_model("llama")
     edit_json(folder / "config.json", num_attention_heads="four")
@@ -338,6 +344,12 @@ def test_offsets_that_disagree_with_the_shape_are_rejected(tiny_model) -> None:
 
     rewrite_header(folder / "model.safetensors", grow)
     only_problem(folder, "malformed tensor", "model.norm.weight (shape [65] x F32 needs 260 bytes")
+
+
+def test_weights_without_tensors_are_rejected(tiny_model) -> None:
+    folder = tiny_model("llama")
+    save_file({}, str(folder / "model.safetensors"))
+    only_problem(folder, "model.safetensors hold no tensors")
 
 
 def test_index_pointing_at_a_missing_shard_is_reported(tiny_model) -> None:
