@@ -126,6 +126,7 @@ class WorkerRuntime:
     def start_engine(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self.engine is not None
         self._loop = loop
+        self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self.engine.run_forever, args=(self._deliver, self._stop), name="engine", daemon=True
         )

@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -123,8 +123,24 @@ def _install_error_handlers(app: FastAPI) -> None:
 # ------------------------------------------------------------------ app
 
 
-def create_app(runtime: WorkerRuntime) -> FastAPI:
-    app = FastAPI(title="Outcrop model copy", docs_url=None, redoc_url=None, openapi_url=None)
+@asynccontextmanager
+async def _run_loaded_engine(app: FastAPI) -> AsyncIterator[None]:
+    """Default lifespan for a runtime loaded before the app starts (tests, embedding)."""
+    runtime: WorkerRuntime = app.state.runtime
+    if runtime.engine is not None:
+        runtime.start_engine(asyncio.get_running_loop())
+    yield
+    runtime.stop_engine()
+
+
+def create_app(runtime: WorkerRuntime, lifespan: Any = None) -> FastAPI:
+    app = FastAPI(
+        title="Outcrop model copy",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan or _run_loaded_engine,
+    )
     app.state.runtime = runtime
     _install_error_handlers(app)
 
@@ -360,7 +376,10 @@ async def _stream_chat(
         msg = ChatCompletionChunk(
             id=response_id, created=created, model=rt.model_id, choices=choices, usage=usage
         )
-        return _data(msg.model_dump(exclude=None if usage else {"usage"}))
+        payload = msg.model_dump(exclude=None if usage else {"usage"})
+        for choice in payload["choices"]:  # OpenAI omits unset delta fields
+            choice["delta"] = {k: v for k, v in choice["delta"].items() if v is not None}
+        return _data(payload)
 
     for i in range(len(sequences)):
         yield chunk([ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content=""))])

@@ -139,8 +139,7 @@ def build_server(args: argparse.Namespace) -> tuple[_DrainingServer, WorkerRunti
         yield
         runtime.stop_engine()
 
-    app = create_app(runtime)
-    app.router.lifespan_context = lifespan
+    app = create_app(runtime, lifespan)
     config = uvicorn.Config(
         app,
         host=args.host,

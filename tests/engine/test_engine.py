@@ -1,0 +1,111 @@
+"""Engine behaviour without HTTP: stop conditions, aborts, seeds, admission."""
+
+from __future__ import annotations
+
+from outcrop.engine.engine import EngineRequest
+from outcrop.engine.runtime import WorkerRuntime
+from outcrop.engine.sampling import SamplingParams
+from tests.engine.conftest import greedy, run_engine, tokens_of
+
+
+def _prompt(runtime: WorkerRuntime, text: str = "Hello, world! How are") -> list[int]:
+    assert runtime.tokenizer is not None
+    return runtime.tokenizer.encode(text)
+
+
+def _text(outs: list) -> str:
+    return "".join(o.text for o in outs)
+
+
+def test_max_tokens_ends_with_length_and_counts_usage(llama_runtime: WorkerRuntime) -> None:
+    engine = llama_runtime.engine
+    assert engine is not None
+    prompt = _prompt(llama_runtime)
+    outs = run_engine(engine, [EngineRequest("a", prompt, greedy(7))])["a"]
+    assert outs[-1].finish_reason == "length"
+    assert outs[-1].completion_tokens == 7 == len(tokens_of(outs))
+    assert outs[-1].prompt_tokens == len(prompt)
+
+
+def test_stop_string_ends_generation_and_is_not_returned(llama_runtime: WorkerRuntime) -> None:
+    engine = llama_runtime.engine
+    assert engine is not None
+    prompt = _prompt(llama_runtime)
+    full = _text(run_engine(engine, [EngineRequest("full", prompt, greedy(30))])["full"])
+    stop = full[10:13]
+    cut = full.index(stop)
+    outs = run_engine(engine, [EngineRequest("s", prompt, greedy(30, stop=[stop, "never-there"]))])["s"]
+    assert outs[-1].finish_reason == "stop"
+    assert _text(outs) == full[:cut]
+
+
+def test_eos_ends_generation_unless_ignore_eos(llama_runtime: WorkerRuntime) -> None:
+    engine = llama_runtime.engine
+    assert engine is not None
+    eos = next(iter(engine.eos_token_ids))
+    prompt = _prompt(llama_runtime)
+    forced = greedy(10, ignore_eos=False, logit_bias={eos: 100.0})
+    outs = run_engine(engine, [EngineRequest("e", prompt, forced)])["e"]
+    assert outs[-1].finish_reason == "stop"
+    assert outs[-1].completion_tokens == 1
+    ignored = greedy(5, ignore_eos=True, logit_bias={eos: 100.0})
+    outs = run_engine(engine, [EngineRequest("i", prompt, ignored)])["i"]
+    assert (outs[-1].finish_reason, outs[-1].completion_tokens) == ("length", 5)
+
+
+def test_abort_frees_the_slot_at_the_next_step(llama_runtime: WorkerRuntime) -> None:
+    engine = llama_runtime.engine
+    assert engine is not None
+    engine.add_request(EngineRequest("long", _prompt(llama_runtime), greedy(200)))
+    for _ in range(3):
+        engine.step()
+    assert len(engine.running) == 1
+    engine.abort("long")
+    outputs = engine.step()
+    assert [(r.request_id, o.finish_reason) for r, o in outputs] == [("long", "abort")]
+    assert not engine.running and sorted(engine.free_slots) == list(range(engine.num_slots))
+
+
+def test_requests_beyond_the_slots_wait_and_then_run(llama_runtime: WorkerRuntime) -> None:
+    engine = llama_runtime.engine
+    assert engine is not None
+    prompt = _prompt(llama_runtime)
+    requests = [EngineRequest(f"q{i}", prompt, greedy(4)) for i in range(engine.num_slots + 3)]
+    for r in requests:
+        engine.add_request(r)
+    engine.step()
+    assert len(engine.running) == engine.num_slots and len(engine.waiting) == 3
+    finished = []
+    while engine.running or engine.waiting:
+        finished += [r.request_id for r, o in engine.step() if o.finished]
+    assert sorted(finished) == sorted(r.request_id for r in requests)
+
+
+def test_same_seed_same_text_different_seed_different_text(llama_runtime: WorkerRuntime) -> None:
+    engine = llama_runtime.engine
+    assert engine is not None
+    prompt = _prompt(llama_runtime)
+
+    def sample(seed: int, request_id: str) -> list[int]:
+        params = SamplingParams(max_tokens=20, temperature=1.0, seed=seed, ignore_eos=True)
+        return tokens_of(run_engine(engine, [EngineRequest(request_id, prompt, params)])[request_id])
+
+    first = sample(7, "a")
+    # The same seed inside a batch with other random rows still gives the same tokens.
+    noisy = [EngineRequest(f"n{i}", prompt, SamplingParams(max_tokens=20, temperature=1.0)) for i in range(3)]
+    params = SamplingParams(max_tokens=20, temperature=1.0, seed=7, ignore_eos=True)
+    batched = run_engine(engine, [*noisy, EngineRequest("b", prompt, params)])["b"]
+    assert tokens_of(batched) == first
+    assert sample(8, "c") != first
+
+
+def test_logprobs_are_returned_per_token(llama_runtime: WorkerRuntime) -> None:
+    engine = llama_runtime.engine
+    assert engine is not None
+    outs = run_engine(engine, [EngineRequest("l", _prompt(llama_runtime), greedy(5, logprobs=3))])["l"]
+    entries = [e for o in outs for e in o.logprobs]
+    assert len(entries) == 5
+    for e in entries:
+        assert len(e.top) == 3
+        assert e.top[0][0] == e.token_id  # greedy: the chosen token is the most likely one
+        assert e.logprob <= 0.0

@@ -1,0 +1,147 @@
+"""The scheduler's decisions, as tables of cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from outcrop.engine.scheduler import PrefillChunk, SchedulerLimits, SeqView, StepKind, schedule
+
+
+def seq(seq_id: int, prompt_len: int, computed: int = 0, slot: int | None = None) -> SeqView:
+    return SeqView(seq_id, prompt_len, computed, slot)
+
+
+LIMITS = SchedulerLimits(max_prefill_tokens=16)
+
+
+@pytest.mark.parametrize(
+    ("case", "waiting", "running", "free", "last", "kind", "admitted", "prefill", "decode"),
+    [
+        ("nothing to do is idle", [], [], [0, 1], StepKind.IDLE, StepKind.IDLE, [], [], []),
+        (
+            "a new request takes the lowest free slot and prefills",
+            [seq(1, 5)],
+            [],
+            [3, 1],
+            StepKind.IDLE,
+            StepKind.PREFILL,
+            [(1, 1)],
+            [PrefillChunk(1, 1, 0, 5)],
+            [],
+        ),
+        (
+            "requests wait when no slot is free (admission control)",
+            [seq(2, 5)],
+            [seq(1, 5, 5, 0)],
+            [],
+            StepKind.DECODE,
+            StepKind.DECODE,
+            [],
+            [],
+            [1],
+        ),
+        (
+            "admission is first come first served",
+            [seq(2, 5), seq(3, 5)],
+            [],
+            [0],
+            StepKind.IDLE,
+            StepKind.PREFILL,
+            [(2, 0)],
+            [PrefillChunk(2, 0, 0, 5)],
+            [],
+        ),
+        (
+            "a long prompt is prefilled in chunks of the budget",
+            [seq(1, 40)],
+            [],
+            [0],
+            StepKind.IDLE,
+            StepKind.PREFILL,
+            [(1, 0)],
+            [PrefillChunk(1, 0, 0, 16)],
+            [],
+        ),
+        (
+            "a chunked prompt continues where it stopped",
+            [],
+            [seq(1, 40, 32, 0)],
+            [1],
+            StepKind.PREFILL,
+            StepKind.PREFILL,
+            [],
+            [PrefillChunk(1, 0, 32, 8)],
+            [],
+        ),
+        (
+            "short prompts share one prefill step within the padded budget",
+            [seq(1, 4), seq(2, 3), seq(3, 4), seq(4, 2), seq(5, 4)],
+            [],
+            [0, 1, 2, 3, 4],
+            StepKind.IDLE,
+            StepKind.PREFILL,
+            [(1, 0), (2, 1), (3, 2), (4, 3), (5, 4)],
+            [
+                PrefillChunk(1, 0, 0, 4),
+                PrefillChunk(2, 1, 0, 3),
+                PrefillChunk(3, 2, 0, 4),
+                PrefillChunk(4, 3, 0, 2),
+            ],
+            [],
+        ),
+        (
+            "a new prompt is prefilled before the next decode",
+            [seq(2, 5)],
+            [seq(1, 5, 5, 0)],
+            [1],
+            StepKind.DECODE,
+            StepKind.PREFILL,
+            [(2, 1)],
+            [PrefillChunk(2, 1, 0, 5)],
+            [],
+        ),
+        (
+            "after a prefill step running decodes go first (no long stalls)",
+            [],
+            [seq(1, 5, 5, 0), seq(2, 40, 16, 1)],
+            [],
+            StepKind.PREFILL,
+            StepKind.DECODE,
+            [],
+            [],
+            [1],
+        ),
+        (
+            "decode takes every decoding sequence",
+            [],
+            [seq(1, 5, 5, 2), seq(2, 3, 3, 0)],
+            [1],
+            StepKind.DECODE,
+            StepKind.DECODE,
+            [],
+            [],
+            [1, 2],
+        ),
+    ],
+)
+def test_schedule_decides(
+    case: str,
+    waiting: list[SeqView],
+    running: list[SeqView],
+    free: list[int],
+    last: StepKind,
+    kind: StepKind,
+    admitted: list[tuple[int, int]],
+    prefill: list[PrefillChunk],
+    decode: list[int],
+) -> None:
+    plan = schedule(waiting, running, free, LIMITS, last)
+    assert (plan.kind, plan.admitted, plan.prefill, plan.decode) == (kind, admitted, prefill, decode), case
+
+
+def test_schedule_does_not_mutate_its_inputs() -> None:
+    free = [0, 1]
+    waiting = [seq(1, 5)]
+    schedule(waiting, [], free, LIMITS)
+    assert free == [0, 1]
+    assert waiting == [seq(1, 5)]
