@@ -18,6 +18,8 @@ from outcrop.store.schema import schema_migrations
 
 # SQLite: wait this long for another process's write lock instead of failing at once.
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+# Any fixed 64-bit number: the PostgreSQL advisory lock all Outcrop migrators agree on.
+MIGRATION_LOCK_KEY = 0x0C7C0_0001
 
 
 class Database:
@@ -51,14 +53,14 @@ class Database:
         """Apply pending migrations; returns the schema version. Safe to call from several processes."""
         try:
             with self.begin() as conn:
-                if not sa.inspect(conn).has_table("schema_migrations"):
-                    conn.exec_driver_sql(
-                        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description TEXT, "
-                        "applied_at DOUBLE PRECISION)"
-                    )
                 if not self.is_sqlite:
-                    # Serialise concurrent migrators on PostgreSQL.
-                    conn.exec_driver_sql("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+                    # Serialise concurrent migrators (several servers starting at once) on PostgreSQL;
+                    # on SQLite, BEGIN IMMEDIATE already does.
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                conn.exec_driver_sql(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, description TEXT, "
+                    "applied_at DOUBLE PRECISION)"
+                )
                 done = {row[0] for row in conn.execute(sa.select(schema_migrations.c.version))}
                 for version, description, statements in MIGRATIONS:
                     if version in done:

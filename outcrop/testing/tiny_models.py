@@ -90,7 +90,9 @@ def build_tokenizer(path: Path, *, vocab_size: int = 512, chat_template: bool = 
     fast.save_pretrained(str(path))
 
 
-def _config_dict(spec: TinyModelSpec, vocab_size: int, eos_id: int, bos_id: int, pad_id: int) -> dict[str, Any]:
+def _config_dict(
+    spec: TinyModelSpec, vocab_size: int, eos_id: int, bos_id: int, pad_id: int
+) -> dict[str, Any]:
     head_dim = spec.hidden_size // spec.num_heads
     cfg: dict[str, Any] = {
         "model_type": spec.family,
@@ -132,8 +134,9 @@ def build_tiny_model(path: Path | str, spec: TinyModelSpec | None = None, **over
     build_tokenizer(out, vocab_size=spec.vocab_size, chat_template=spec.chat_template)
     tokenizer = AutoTokenizer.from_pretrained(str(out))
     vocab_size = len(tokenizer)
-    cfg_dict = _config_dict(spec, vocab_size, tokenizer.eos_token_id, tokenizer.bos_token_id,
-                            tokenizer.pad_token_id)
+    cfg_dict = _config_dict(
+        spec, vocab_size, tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.pad_token_id
+    )
     config = AutoConfig.for_model(**cfg_dict)
     torch.manual_seed(spec.seed)
     model = AutoModelForCausalLM.from_config(config)

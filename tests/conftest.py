@@ -1,0 +1,261 @@
+"""Shared fixtures: tiny models (built once per session), configs, real server processes, databases."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from outcrop.config import OutcropConfig
+from outcrop.envs import load_config, test_postgres_url
+from outcrop.testing.tiny_models import build_tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+SERVER_START_TIMEOUT_SECONDS = 90
+
+
+# -- tiny models ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``tiny_model_cache(family="llama", **spec)`` -> a folder built once per session (do not modify it)."""
+    built: dict[tuple[tuple[str, Any], ...], Path] = {}
+
+    def get(**spec: Any) -> Path:
+        spec.setdefault("family", "llama")
+        key = tuple(sorted(spec.items()))
+        if key not in built:
+            built[key] = build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", **spec)
+        return built[key]
+
+    return get
+
+
+@pytest.fixture
+def tiny_model(tiny_model_cache: Callable[..., Path], tmp_path: Path) -> Callable[..., Path]:
+    """``tiny_model(family="qwen2", **spec)`` -> a fresh copy of a cached tiny model, safe to modify."""
+    counter = iter(range(1000))
+
+    def make(family: str = "llama", **spec: Any) -> Path:
+        source = tiny_model_cache(family=family, **spec)
+        dest = tmp_path / "models" / f"{family}-{next(counter)}"
+        shutil.copytree(source, dest)
+        return dest
+
+    return make
+
+
+# -- configuration --------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., OutcropConfig]:
+    """``make_config(**dotted_overrides)`` -> a config whose data dir and import root are this test's tmp dir."""
+
+    def make(**overrides: Any) -> OutcropConfig:
+        values: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "registry.allowed_roots": [tmp_path],
+            "store.job_lease_seconds": 2.0,
+        }
+        values.update(overrides)
+        return load_config(**values)
+
+    return make
+
+
+# -- databases ------------------------------------------------------------------------
+
+
+def _postgres_available(url: str) -> bool:
+    import sqlalchemy as sa
+
+    try:
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    url = test_postgres_url()
+    if not url or not _postgres_available(url):
+        pytest.skip(f"PostgreSQL is not reachable at {url}; run scripts/ensure-postgres.sh")
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    import sqlalchemy as sa
+
+    name = f"outcrop_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store test runs against SQLite and against a real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'outcrop.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+# -- real server processes ------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """An ``outcrop serve`` subprocess on loopback."""
+
+    data_dir: Path
+    env: dict[str, str]
+    import_root: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServerProcess:
+        self.log_path = self.data_dir.parent / f"server-{self.port}-{int(time.time() * 1000)}.log"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process
+        cmd = [
+            sys.executable,
+            "-m",
+            "outcrop",
+            "--data-dir",
+            str(self.data_dir),
+            "serve",
+            "--port",
+            str(self.port),
+        ]
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not become healthy:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+def server_env(tmp_root: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTCROP_")}
+    env.update(
+        {
+            "OUTCROP_REGISTRY__ALLOWED_ROOTS": f'["{tmp_root}"]',
+            "OUTCROP_STORE__JOB_LEASE_SECONDS": "2",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """``start_server(data_dir=None, **env)`` -> a running server (stopped after the test)."""
+    started: list[ServerProcess] = []
+
+    def start(data_dir: Path | None = None, **env: str) -> ServerProcess:
+        server = ServerProcess(
+            data_dir=data_dir or tmp_path / "data", env=server_env(tmp_path, **env), import_root=tmp_path
+        )
+        started.append(server.start())
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the e2e tests that do not need a fresh one (faster)."""
+    root = tmp_path_factory.mktemp("shared-server")
+    server = ServerProcess(data_dir=root / "data", env=server_env(root), import_root=root).start()
+    yield server
+    server.stop()
+
+
+def boto3_client(service: str, url: str, **config: Any) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        service,
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=Config(retries={"max_attempts": 1}, **config),
+    )
+
+
+def wait_for_job(bedrock: Any, job_arn: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = bedrock.get_model_import_job(jobIdentifier=job_arn)
+        if job["status"] != "InProgress":
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"import job {job_arn} still InProgress after {timeout} s")
