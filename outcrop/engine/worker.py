@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 import threading
 from collections.abc import AsyncIterator
@@ -99,6 +100,11 @@ class _DrainingServer(uvicorn.Server):
                 self.runtime.engine.num_unfinished if self.runtime.engine else 0,
             )
         super().handle_exit(sig, frame)
+        # uvicorn re-raises captured signals after shutdown (exit status -15); a drained
+        # SIGTERM is a clean stop, so the worker exits 0 instead.
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list) and sig == signal.SIGTERM:
+            captured[:] = [s for s in captured if s != signal.SIGTERM]
 
 
 def build_server(args: argparse.Namespace) -> tuple[_DrainingServer, WorkerRuntime]:

@@ -35,7 +35,7 @@ def test_a_changed_weight_file_is_refused_with_its_name(tiny_models: dict[str, P
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    with pytest.raises(ModelValidationError, match="model.safetensors has sha256"):
+    with pytest.raises(ModelValidationError, match=r"model\.safetensors has sha256"):
         verify_model_dir(folder)
 
 
