@@ -13,6 +13,7 @@ import logging
 import shutil
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -75,6 +76,18 @@ class ImportWorker:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="import-worker", daemon=True)
         self._thread.start()
+        threading.Thread(target=self._heartbeat_loop, name="import-heartbeat", daemon=True).start()
+
+    def _heartbeat_loop(self) -> None:
+        """Keep the leases of running jobs fresh, also through long steps that report no progress."""
+        while not self._stop.wait(self.lease_seconds / 3):
+            with self._lock:
+                running = list(self._running)
+            for job_id in running:
+                try:
+                    self.registry.jobs.update_progress(job_id, self.worker_id)
+                except Exception:
+                    log.exception("import heartbeat failed", extra={"job_id": job_id})
 
     def wake(self) -> None:
         """Look for work now (a job was just created)."""
@@ -127,7 +140,10 @@ class ImportWorker:
         """Run a job this worker has claimed, to Completed or Failed."""
         jobs = self.registry.jobs
         job = jobs.get_job(job_id)
-        staging = self.registry.store.staging_root / job.id
+        # One folder per attempt: an earlier holder that lost its claim may still be cleaning up its own.
+        for stale in self.registry.store.staging_root.glob(f"{job.id}.*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = self.registry.store.staging_root / f"{job.id}.{job.attempts}.{uuid.uuid4().hex[:8]}"
         log.info("import started", extra={"job": job.name, "job_id": job.id, "attempt": job.attempts})
         try:
             if job.attempts > MAX_ATTEMPTS:

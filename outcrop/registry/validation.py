@@ -31,6 +31,7 @@ import json
 import os
 import re
 import stat
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -746,6 +747,18 @@ def _check_tensors_match_config(state: _State) -> None:
         )
 
 
+_TRANSFORMERS_IMPORT_LOCK = threading.Lock()
+
+
+def _import_transformers_once() -> None:
+    """transformers resolves its lazy module on first use, and that is not thread-safe: two imports
+    validating at once can see a half-initialised module. Do the first resolution under a lock."""
+    with _TRANSFORMERS_IMPORT_LOCK:
+        import transformers
+
+        _ = transformers.AutoConfig, transformers.AutoModelForCausalLM, transformers.AutoTokenizer
+
+
 def _expected_tensors(config: dict[str, Any]) -> tuple[list[dict[str, tuple[int, ...]]], set[str]]:
     """Build the model on the meta device from config.json alone (no code, no memory).
 
@@ -753,6 +766,7 @@ def _expected_tensors(config: dict[str, Any]) -> tuple[list[dict[str, tuple[int,
     in-memory layout when it differs, e.g. Mixtral's fused experts) and the names that may
     be absent (tied weights: ``lm_head.weight`` when ``tie_word_embeddings``).
     """
+    _import_transformers_once()
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -816,6 +830,7 @@ def _load_tokenizer(state: _State) -> None:
         )
         return
     try:
+        _import_transformers_once()
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(
