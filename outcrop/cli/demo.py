@@ -121,15 +121,18 @@ def _run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: 
             f"\nTry it: [bold]outcrop --data-dir {data_dir} models show {DEMO_MODEL_NAME} --endpoint {url}[/]"
         )
         if keep_serving:
+            stop = _install_stop_handlers()
             console.print(f"[bold green]Outcrop is serving on {url}[/] - press Ctrl-C to stop.")
-            _wait_for_interrupt(server)
+            while not stop["now"] and server.poll() is None:
+                time.sleep(0.2)
         else:
             console.print("[bold green]Demo complete.[/]")
     finally:
         _stop(server)
 
 
-def _wait_for_interrupt(server: subprocess.Popen[bytes]) -> None:
+def _install_stop_handlers() -> dict[str, bool]:
+    """Ctrl-C / SIGTERM end the demo cleanly (exit 0) once it is serving."""
     stop = {"now": False}
 
     def _handler(_sig: int, _frame: object) -> None:
@@ -137,8 +140,7 @@ def _wait_for_interrupt(server: subprocess.Popen[bytes]) -> None:
 
     signal.signal(signal.SIGTERM, _handler)
     signal.signal(signal.SIGINT, _handler)
-    while not stop["now"] and server.poll() is None:
-        time.sleep(0.2)
+    return stop
 
 
 def _stop(server: subprocess.Popen[bytes]) -> None:
@@ -149,4 +151,3 @@ def _stop(server: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-

@@ -36,7 +36,6 @@ T = TypeVar("T")
 
 app = typer.Typer(
     name="outcrop",
-    help="Outcrop: import fine-tuned LLMs and serve them behind Bedrock and OpenAI APIs, on your own machines.",
     no_args_is_help=True,
     rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
@@ -99,13 +98,13 @@ def main_options(
 
     Examples:
 
-        outcrop serve                                  # start the server on 127.0.0.1:8080
+        outcrop serve
 
-        outcrop import ./my-llama --name my-llama      # import a safetensors folder, with progress
+        outcrop import ./my-llama --name my-llama
 
-        outcrop models                                 # list imported models
+        outcrop models show my-llama
 
-        outcrop demo                                   # the whole flow on a tiny generated model
+        outcrop demo --exit
     """
     overrides: dict[str, Any] = {}
     if data_dir is not None:
@@ -201,7 +200,7 @@ def import_model(
         ..., "--name", "-n", help="Name of the imported model (letters, digits, '-', '_')."
     ),
     job_name: str | None = typer.Option(
-        None, "--job-name", help="Import job name (default: <name>-import-<time>)."
+        None, "--job-name", help="Import job name (default: NAME-import-TIMESTAMP)."
     ),
     no_wait: bool = typer.Option(
         False, "--no-wait", help="Return once the job is created; do not follow it."

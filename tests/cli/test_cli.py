@@ -1,0 +1,90 @@
+"""The `outcrop` command as a user runs it: a real process against a real server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, ServerProcess, free_port
+
+
+def outcrop(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "outcrop", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+    )
+
+
+def test_help_lists_commands_with_examples() -> None:
+    result = outcrop("--help")
+    assert result.returncode == 0
+    for command in ("serve", "import", "models", "jobs", "demo"):
+        assert command in result.stdout
+    assert "outcrop import ./my-llama --name my-llama" in result.stdout
+    import_help = outcrop("import", "--help").stdout
+    assert "Examples" in import_help and "--no-wait" in import_help
+
+
+def test_no_server_is_one_red_line_not_a_traceback() -> None:
+    result = outcrop("models", "--endpoint", f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 1
+    assert "No Outcrop server answers" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.e2e
+def test_import_list_show_and_remove_through_the_cli(
+    start_server: Callable[..., ServerProcess], tiny_model: Callable[..., Path]
+) -> None:
+    server = start_server()
+    folder = tiny_model("qwen2")
+    imported = outcrop("import", str(folder), "--name", "cli-qwen", "--endpoint", server.url)
+    assert imported.returncode == 0, imported.stderr
+    assert "qwen2" in imported.stdout and "Qwen2ForCausalLM" in imported.stdout
+    assert "fetching" in imported.stderr or "done" in imported.stderr  # the progress bar's phases
+
+    listed = outcrop("models", "--endpoint", server.url)
+    assert "cli-qwen" in listed.stdout
+    shown = outcrop("models", "show", "cli-qwen", "--endpoint", server.url)
+    assert "parameters" in shown.stdout and "context length" in shown.stdout
+    jobs = outcrop("jobs", "--endpoint", server.url)
+    assert "Completed" in jobs.stdout
+
+    removed = outcrop("models", "rm", "cli-qwen", "--yes", "--endpoint", server.url)
+    assert removed.returncode == 0
+    missing = outcrop("models", "show", "cli-qwen", "--endpoint", server.url)
+    assert missing.returncode == 1 and "ResourceNotFoundException" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+@pytest.mark.e2e
+def test_failed_import_prints_the_reasons_and_exits_1(
+    start_server: Callable[..., ServerProcess], tiny_model: Callable[..., Path]
+) -> None:
+    server = start_server()
+    folder = tiny_model()
+    (folder / "config.json").write_text('{"model_type": "llama", "auto_map": {"AutoModel": "evil.Model"}}')
+    result = outcrop("import", str(folder), "--name", "broken", "--endpoint", server.url)
+    assert result.returncode == 1
+    assert "Import failed" in result.stderr and "auto_map" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.e2e
+def test_no_wait_prints_the_job_arn(
+    start_server: Callable[..., ServerProcess], tiny_model: Callable[..., Path]
+) -> None:
+    server = start_server()
+    result = outcrop("import", str(tiny_model()), "--name", "later", "--no-wait", "--endpoint", server.url)
+    assert result.returncode == 0
+    assert result.stdout.strip().startswith("arn:aws:bedrock:")
