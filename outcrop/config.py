@@ -86,6 +86,135 @@ class RegistryConfig(_Section):
     copy_chunk_bytes: int = Field(8 * 1024**2, ge=64 * 1024, description="Read size while copying.")
 
 
+# -- serving --------------------------------------------------------------------------
+
+# Why 16: Bedrock's figure for concurrent requests per model copy, so load tests that were
+# sized for Bedrock behave the same here.
+DEFAULT_MAX_CONCURRENCY_PER_COPY = 16
+# Why 300 s: Bedrock Custom Model Import keeps an idle copy about five minutes before
+# scaling it in; long enough that a user's next prompt finds it warm.
+DEFAULT_IDLE_SECONDS_BEFORE_SCALE_DOWN = 300.0
+
+
+class ModelServingSpec(_Section):
+    """How one model's copies scale and take load (``serving.defaults`` or a per-model override)."""
+
+    min_copies: int = Field(
+        0, ge=0, le=64, description="Copies kept running even when idle (0 = scale to zero; >0 = kept warm)."
+    )
+    # Why 1: on one machine a second copy of the same model competes for the same CPUs/GPU,
+    # and continuous batching already uses them; raise it on multi-GPU hosts and fleets.
+    max_copies: int = Field(1, ge=1, le=64, description="Most copies the autoscaler runs for the model.")
+    max_concurrency_per_copy: int = Field(
+        DEFAULT_MAX_CONCURRENCY_PER_COPY,
+        ge=1,
+        le=4096,
+        description="Requests one copy serves at once; more wait in the model's queue.",
+    )
+    # Why 8: half the per-copy cap, so a new copy starts while the running ones still have
+    # headroom (a cold start takes seconds, requests arrive in milliseconds).
+    target_concurrency_per_copy: int = Field(
+        8, ge=1, le=4096, description="In-flight + queued requests per copy the autoscaler aims for."
+    )
+    idle_seconds_before_scale_down: float = Field(
+        DEFAULT_IDLE_SECONDS_BEFORE_SCALE_DOWN,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="A copy is stopped only after demand has been low for this long (hysteresis).",
+    )
+    cold_start_wait: bool | None = Field(
+        None,
+        description="Override the surface's cold-start behaviour for this model: True = hold requests "
+        "until a copy is ready, False = answer ModelNotReady at once; None = the surface's default.",
+    )
+
+
+class ServingConfig(_Section):
+    launcher: str = Field(
+        "local", description="How copies start: 'local' (Outcrop's worker) or 'command' (a command template)."
+    )
+    command_template: str | None = Field(
+        None,
+        description="For launcher 'command': the command line of an OpenAI-compatible server, with "
+        "{model_dir}, {port}, {host} and {served_name} placeholders.",
+    )
+    command_health_path: str = Field(
+        "/health", pattern=r"^/", description="For launcher 'command': GET path answering 200 once ready."
+    )
+    copy_host: str = Field("127.0.0.1", description="Address copies bind and the router calls.")
+    worker_threads: int | None = Field(
+        None, ge=1, le=1024, description="torch threads per local copy (None = the worker's default)."
+    )
+    worker_max_batch: int | None = Field(
+        None, ge=1, le=4096, description="Most sequences a local copy decodes at once (None = worker default)."
+    )
+    worker_kv_cache_bytes: int | None = Field(
+        None, ge=1, description="KV-cache budget of a local copy (None = the worker's default)."
+    )
+    worker_extra_args: list[str] = Field(
+        default_factory=list, description="Extra command-line arguments for every local copy."
+    )
+    defaults: ModelServingSpec = Field(
+        default_factory=ModelServingSpec, description="Scaling settings of every model without an override."
+    )
+    model_overrides: dict[str, ModelServingSpec] = Field(
+        default_factory=dict,
+        description="Per-model settings by model name or id; fields set here replace those of 'defaults'.",
+    )
+    # Why 256: 16 full copies' worth of waiting requests; beyond that a client is better
+    # served by a fast 503 (it can back off or go elsewhere) than by a long wait.
+    max_queue_per_model: int = Field(
+        256, ge=0, le=1_000_000, description="Requests that may wait for a copy; more get ServiceUnavailable."
+    )
+    # Why 600 s: longer than any max-length generation on CPU, short enough to free a stuck slot.
+    default_deadline_seconds: float = Field(
+        600.0, gt=0, le=24 * 3600, description="Deadline of a request that gives none (ModelTimeout after)."
+    )
+    # Why 120 s: loading a multi-GB model from local disk takes tens of seconds.
+    cold_start_max_wait_seconds: float = Field(
+        120.0, gt=0, le=3600, description="How long a holding surface waits for a copy before 503."
+    )
+    # Why 3 s: a tiny model loads in 1-3 s, so boto3's retries land just after it is ready.
+    cold_start_retry_after_seconds: float = Field(
+        3.0, gt=0, le=600, description="Retry-After sent with ModelNotReady while a copy starts."
+    )
+    copy_start_timeout_seconds: float = Field(
+        600.0, gt=0, le=24 * 3600, description="A copy that is not healthy after this long is Failed."
+    )
+    health_interval_seconds: float = Field(
+        2.0, gt=0, le=600, description="How often a ready copy's /health is checked."
+    )
+    health_failures_before_failed: int = Field(
+        3, ge=1, le=100, description="Consecutive failed health checks after which a copy is Failed."
+    )
+    restart_backoff_initial_seconds: float = Field(
+        1.0, ge=0, le=3600, description="Wait before replacing a copy that failed; doubles per failure."
+    )
+    restart_backoff_max_seconds: float = Field(
+        60.0, ge=0, le=24 * 3600, description="Longest wait between start attempts of a failing model."
+    )
+    # Why 60 s: the worker's own drain bound; a stop never holds shutdown for minutes.
+    drain_timeout_seconds: float = Field(
+        60.0, ge=0, le=3600, description="How long a stopping copy may finish requests before SIGKILL."
+    )
+    # Why 1 GiB: the OS, the gateway and page cache need room; a copy that squeezes them
+    # out makes the whole machine swap or the OOM killer pick a victim.
+    memory_reserve_bytes: int = Field(
+        GIB, ge=0, description="Memory left free when deciding whether a copy fits (of /proc/meminfo MemAvailable)."
+    )
+    memory_limit_bytes: int | None = Field(
+        None, ge=0, description="Total memory estimate all copies may use together (None = no budget)."
+    )
+    autoscaler_interval_seconds: float = Field(
+        1.0, gt=0, le=600, description="How often the autoscaler looks at demand and copies."
+    )
+    # Why 5 s: resolving a model name hits the database (~0.3 ms); caching keeps the gateway
+    # hop under 1 ms, and a deleted model stops being served within seconds.
+    model_cache_seconds: float = Field(
+        5.0, ge=0, le=3600, description="How long a resolved model name is cached by the router."
+    )
+
+
 class OutcropConfig(_Section):
     data_dir: Path = Field(Path("~/.outcrop"), description="Where the database, model store and logs live.")
     server: ServerConfig = Field(default_factory=ServerConfig)
@@ -93,6 +222,7 @@ class OutcropConfig(_Section):
     store: StoreConfig = Field(default_factory=StoreConfig)
     s3: S3Config = Field(default_factory=S3Config)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -1,0 +1,281 @@
+"""Launchers start model copies; they are strategies registered by name (``serving.launcher``).
+
+``local``
+    Outcrop's own worker (``python -m outcrop.engine.worker``) as a subprocess on a free
+    loopback port, loading the model folder the registry materialises.
+
+``command``
+    Any OpenAI-compatible server, from ``serving.command_template`` with the placeholders
+    ``{model_dir}``, ``{port}``, ``{host}`` and ``{served_name}``; it is ready when
+    ``serving.command_health_path`` answers 200. The template is split like a shell line
+    (``shlex``) and then each word is filled in, so paths with spaces are safe; no shell runs.
+
+    vLLM (GPU fleets)::
+
+        OUTCROP_SERVING__LAUNCHER=command
+        OUTCROP_SERVING__COMMAND_TEMPLATE='vllm serve {model_dir} --host {host} --port {port} --served-model-name {served_name} --max-num-seqs 16'
+        OUTCROP_SERVING__COMMAND_HEALTH_PATH=/health
+
+    SGLang::
+
+        OUTCROP_SERVING__LAUNCHER=command
+        OUTCROP_SERVING__COMMAND_TEMPLATE='python -m sglang.launch_server --model-path {model_dir} --host {host} --port {port} --served-model-name {served_name}'
+        OUTCROP_SERVING__COMMAND_HEALTH_PATH=/health
+
+    Outcrop's worker through a template (what the tests do)::
+
+        OUTCROP_SERVING__COMMAND_TEMPLATE='python -m outcrop.engine.worker --model-dir {model_dir} --port {port} --host {host} --served-name {served_name}'
+
+Each copy runs in its own process group (``start_new_session``), so stopping a copy also
+stops the processes a server forks (vLLM's engine core, SGLang's schedulers).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+from outcrop.config import ServingConfig
+from outcrop.envs import subprocess_env
+from outcrop.errors import ConfigError
+
+PLACEHOLDERS = ("model_dir", "port", "host", "served_name")
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    copy_id: str
+    model_id: str
+    served_name: str
+    model_dir: Path
+    host: str
+    port: int
+    log_path: Path
+
+
+@dataclass
+class LaunchedCopy:
+    """A started copy process and where to reach it."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    health_path: str
+    log_path: Path
+    command: tuple[str, ...]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def exit_code(self) -> int | None:
+        return self.process.poll()
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the copy's process group (the copy and what it forked)."""
+        if self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            try:
+                self.process.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self) -> None:
+        self.signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+
+    def log_tail(self, max_chars: int = 600) -> str:
+        """The end of the copy's output, for failure messages."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(max(0, size - max_chars * 4))
+                text = f.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+        lines = [line for line in text.strip().splitlines() if line.strip()]
+        tail = "\n".join(lines[-6:])
+        return tail[-max_chars:]
+
+
+class Launcher(Protocol):
+    """Starts one copy process; the router health-checks and stops it."""
+
+    name: ClassVar[str]
+
+    def command(self, request: LaunchRequest) -> list[str]: ...
+
+    def health_path(self) -> str: ...
+
+    def launch(self, request: LaunchRequest) -> LaunchedCopy: ...
+
+
+_LAUNCHERS: dict[str, Callable[[ServingConfig], Launcher]] = {}
+
+
+def register_launcher(name: str) -> Callable[[type[_ProcessLauncher]], type[_ProcessLauncher]]:
+    def add(cls: type[_ProcessLauncher]) -> type[_ProcessLauncher]:
+        cls.name = name
+        _LAUNCHERS[name] = cls
+        return cls
+
+    return add
+
+
+def launcher_names() -> list[str]:
+    return sorted(_LAUNCHERS)
+
+
+def get_launcher(config: ServingConfig) -> Launcher:
+    """The launcher ``config.launcher`` names; ConfigError listing the valid names otherwise."""
+    factory = _LAUNCHERS.get(config.launcher)
+    if factory is None:
+        raise ConfigError(
+            f"serving.launcher is '{config.launcher}', which is not a launcher; "
+            f"valid: {', '.join(launcher_names())} (set OUTCROP_SERVING__LAUNCHER)."
+        )
+    return factory(config)
+
+
+def free_port(host: str) -> int:
+    """A TCP port that was free a moment ago (the copy binds it right after)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def url_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+class _ProcessLauncher:
+    name: ClassVar[str] = ""
+
+    def __init__(self, config: ServingConfig) -> None:
+        self.config = config
+
+    def command(self, request: LaunchRequest) -> list[str]:
+        raise NotImplementedError
+
+    def health_path(self) -> str:
+        return "/health"
+
+    def launch(self, request: LaunchRequest) -> LaunchedCopy:
+        cmd = self.command(request)
+        request.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(request.log_path, "ab") as log:
+            try:
+                process = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=subprocess_env(PYTHONUNBUFFERED="1"),
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise ConfigError(
+                    f"Cannot start a copy with the {self.name} launcher: '{cmd[0]}' failed to run ({exc}). "
+                    "Check serving.command_template (OUTCROP_SERVING__COMMAND_TEMPLATE)."
+                ) from None
+        return LaunchedCopy(
+            process=process,
+            url=f"http://{url_host(request.host)}:{request.port}",
+            health_path=self.health_path(),
+            log_path=request.log_path,
+            command=tuple(cmd),
+        )
+
+
+@register_launcher("local")
+class LocalLauncher(_ProcessLauncher):
+    """Outcrop's worker, ``python -m outcrop.engine.worker``, with this interpreter."""
+
+    def command(self, request: LaunchRequest) -> list[str]:
+        cfg = self.config
+        cmd = [
+            sys.executable,
+            "-m",
+            "outcrop.engine.worker",
+            "--model-dir",
+            str(request.model_dir),
+            "--port",
+            str(request.port),
+            "--host",
+            request.host,
+            "--served-name",
+            request.served_name,
+        ]
+        if cfg.worker_max_batch is not None:
+            cmd += ["--max-batch", str(cfg.worker_max_batch)]
+        if cfg.worker_kv_cache_bytes is not None:
+            cmd += ["--kv-cache-bytes", str(cfg.worker_kv_cache_bytes)]
+        if cfg.worker_threads is not None:
+            cmd += ["--threads", str(cfg.worker_threads)]
+        return cmd + list(cfg.worker_extra_args)
+
+
+@register_launcher("command")
+class CommandLauncher(_ProcessLauncher):
+    """Any OpenAI-compatible server from ``serving.command_template`` (see the module docstring)."""
+
+    def __init__(self, config: ServingConfig) -> None:
+        super().__init__(config)
+        template = config.command_template
+        if not template or not template.strip():
+            raise ConfigError(
+                "serving.launcher is 'command' but serving.command_template is empty; set "
+                "OUTCROP_SERVING__COMMAND_TEMPLATE, e.g. 'vllm serve {model_dir} --port {port} "
+                "--served-model-name {served_name}'."
+            )
+        try:
+            self.words = shlex.split(template)
+        except ValueError as exc:
+            raise ConfigError(f"serving.command_template cannot be split into words: {exc}.") from None
+        sample = dict.fromkeys(PLACEHOLDERS, "x")
+        for word in self.words:
+            try:
+                word.format(**sample)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ConfigError(
+                    f"serving.command_template word '{word}' has an unknown or malformed placeholder ({exc}); "
+                    f"valid: {', '.join('{' + p + '}' for p in PLACEHOLDERS)} (double braces for a literal brace)."
+                ) from None
+        if not any("{port}" in w for w in self.words):
+            raise ConfigError(
+                "serving.command_template has no {port} placeholder, so copies cannot be given distinct "
+                "ports; add '--port {port}' (or the server's own flag)."
+            )
+
+    def health_path(self) -> str:
+        return self.config.command_health_path
+
+    def command(self, request: LaunchRequest) -> list[str]:
+        values = {
+            "model_dir": str(request.model_dir),
+            "port": str(request.port),
+            "host": request.host,
+            "served_name": request.served_name,
+        }
+        words = [w.format(**values) for w in self.words]
+        if words and words[0] in ("python", "python3"):
+            words[0] = sys.executable  # the gateway's interpreter, so its packages are importable
+        return words

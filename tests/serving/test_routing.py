@@ -1,0 +1,87 @@
+"""Least-outstanding-requests choice, the wait queue's priorities, memory fit plans."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from outcrop.serving.copies import CopyStatus, ModelCopy
+from outcrop.serving.memory import EvictionCandidate, available_memory_bytes, plan_fit
+from outcrop.serving.routing import Priority, Waiter, WaitQueue, choose_copy
+
+
+def copy(
+    n: int, *, in_flight: int = 0, status: CopyStatus = CopyStatus.READY, used: float = 0.0
+) -> ModelCopy:
+    c = ModelCopy(copy_id=f"c{n}", model_id="m", model_name="m", memory_estimate_bytes=1)
+    c.status, c.in_flight, c.last_used_mono = status, in_flight, used
+    return c
+
+
+@pytest.mark.parametrize(
+    ("copies", "cap", "exclude", "chosen"),
+    [
+        ([], 16, (), None),
+        ([copy(1, in_flight=3), copy(2, in_flight=1), copy(3, in_flight=2)], 16, (), "c2"),
+        ([copy(1, in_flight=1, used=5.0), copy(2, in_flight=1, used=2.0)], 16, (), "c2"),  # tie: LRU
+        ([copy(1, in_flight=16), copy(2, in_flight=16)], 16, (), None),  # all at the per-copy cap
+        ([copy(1, status=CopyStatus.STARTING), copy(2, status=CopyStatus.DRAINING)], 16, (), None),
+        ([copy(1), copy(2, in_flight=5)], 16, ("c1",), "c2"),
+    ],
+)
+def test_choose_copy_takes_the_least_loaded_ready_copy_under_the_cap(
+    copies: list[ModelCopy], cap: int, exclude: tuple[str, ...], chosen: str | None
+) -> None:
+    got = choose_copy(copies, cap, frozenset(exclude))
+    assert (got.copy_id if got else None) == chosen
+
+
+def test_wait_queue_serves_online_before_batch_and_fifo_within_a_class() -> None:
+    async def run() -> list[str]:
+        loop = asyncio.get_running_loop()
+        queue = WaitQueue()
+        names = {}
+        for name, prio in [
+            ("b1", Priority.BATCH),
+            ("o1", Priority.ONLINE),
+            ("b2", Priority.BATCH),
+            ("o2", Priority.ONLINE),
+        ]:
+            w = Waiter(loop.create_future(), prio)
+            names[id(w)] = name
+            queue.push(w)
+        gone = queue.pending()[1]  # o2 gives up
+        queue.abandon(gone)
+        assert queue.depth == 3
+        order = [names[id(w)] for w in queue.pending()]
+        for w in queue.pending():
+            queue.serve(w, copy(1))
+        assert queue.depth == 0 and queue.pending() == []
+        return order
+
+    assert asyncio.run(run()) == ["o1", "b1", "b2"]
+
+
+def test_fit_plan_stops_least_recently_used_copies_only_as_needed() -> None:
+    gib = 1024**3
+    idle = [
+        EvictionCandidate("new", "a", 4 * gib, last_used_at=90.0),
+        EvictionCandidate("old", "b", 2 * gib, last_used_at=10.0),
+        EvictionCandidate("mid", "c", 2 * gib, last_used_at=50.0),
+    ]
+    assert plan_fit(3 * gib, 4 * gib, idle).evict == ()
+    assert plan_fit(5 * gib, 4 * gib, idle).evict == ("old",)
+    assert plan_fit(7 * gib, 4 * gib, idle).evict == ("old", "mid")
+    too_big = plan_fit(20 * gib, 4 * gib, idle)
+    assert not too_big.fits and too_big.reclaimable_bytes == 8 * gib
+
+
+def test_free_memory_comes_from_meminfo(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       32000000 kB\nMemFree:  100 kB\nMemAvailable:   2048 kB\n")
+    assert available_memory_bytes(meminfo) == 2048 * 1024
+    assert available_memory_bytes(tmp_path / "missing") is None
+    real = available_memory_bytes()
+    assert real is None or real > 0
