@@ -62,6 +62,45 @@ class Metrics:
             buckets=LATENCY_BUCKETS_SECONDS,
             registry=self.registry,
         )
+        model = ["model"]
+        self.invocations = Counter(
+            "outcrop_invocations",
+            "Successful model invocations (Bedrock's Invocations).",
+            ["model", "operation"],
+            registry=self.registry,
+        )
+        self.invocation_errors = Counter(
+            "outcrop_invocation_errors",
+            "Failed invocations by kind: client (4xx) or server (5xx).",
+            ["model", "kind"],
+            registry=self.registry,
+        )
+        self.throttles = Counter(
+            "outcrop_invocation_throttles",
+            "Invocations refused by throttling or ModelNotReady.",
+            model,
+            registry=self.registry,
+        )
+        self.invocation_latency = Histogram(
+            "outcrop_invocation_latency_seconds",
+            "Invocation latency to the last token.",
+            model,
+            buckets=LATENCY_BUCKETS_SECONDS,
+            registry=self.registry,
+        )
+        self.time_to_first_token = Histogram(
+            "outcrop_time_to_first_token_seconds",
+            "Streaming invocations: time to the first chunk.",
+            model,
+            buckets=LATENCY_BUCKETS_SECONDS,
+            registry=self.registry,
+        )
+        self.input_tokens = Counter(
+            "outcrop_input_tokens", "Prompt tokens processed.", model, registry=self.registry
+        )
+        self.output_tokens = Counter(
+            "outcrop_output_tokens", "Tokens generated.", model, registry=self.registry
+        )
         self.import_bytes = Counter(
             "outcrop_import_bytes", "Bytes copied and hashed by import jobs.", registry=self.registry
         )

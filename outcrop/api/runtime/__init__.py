@@ -1,0 +1,1 @@
+"""The Bedrock runtime surface: invoke, streams, converse, count-tokens."""
