@@ -26,7 +26,6 @@ Checks, in order (a failing check never hides the others):
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -39,6 +38,7 @@ from typing import Any, TypeGuard
 
 from outcrop.config import RegistryConfig
 from outcrop.errors import ModelValidationError
+from outcrop.registry.safetensors_header import SUPPORTED_DTYPES, Tensor, listing, parse_header
 
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("llama", "mistral", "mixtral", "qwen2", "qwen3")
 # The one causal-LM class per family the engine serves (config.architectures[0]).
@@ -49,16 +49,6 @@ SUPPORTED_ARCHITECTURES: dict[str, str] = {
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
 }
-
-# safetensors dtype code -> (torch dtype name, bytes per element). Only these three are served.
-SUPPORTED_DTYPES: dict[str, tuple[str, int]] = {
-    "F32": ("float32", 4),
-    "F16": ("float16", 2),
-    "BF16": ("bfloat16", 2),
-}
-# Element sizes of the other codes the format defines, to check offsets of rejected tensors too.
-_OTHER_DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "I32": 4, "U32": 4, "I16": 2, "U16": 2, "I8": 1, "U8": 1,
-                      "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1}  # fmt: skip
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 INDEX_FILE = "model.safetensors.index.json"
@@ -76,8 +66,6 @@ _SKIPPED_NAMES = re.compile(
     r"|consolidated.*\.safetensors|params\.json)$"
 )
 
-# Listings of tensor names are cut here: enough to see the pattern, short enough to read.
-MAX_LISTED = 10
 # Tensors stored under these names are ignored by every loader (older Llama checkpoints
 # carry the rotary inverse frequencies, which are recomputed from the config).
 _IGNORED_UNEXPECTED = (re.compile(r"(^|\.)rotary_emb\.inv_freq$"),)
@@ -116,14 +104,6 @@ class ModelFacts:
 
 
 @dataclass
-class _Tensor:
-    file: str
-    dtype: str
-    shape: tuple[int, ...]
-    nbytes: int
-
-
-@dataclass
 class _State:
     """What the checks learn, shared between them."""
 
@@ -134,7 +114,7 @@ class _State:
     sizes: dict[str, int] = field(default_factory=dict)
     config: dict[str, Any] | None = None
     config_ok: bool = False  # model type supported and no blocking config problem
-    tensors: dict[str, _Tensor] = field(default_factory=dict)
+    tensors: dict[str, Tensor] = field(default_factory=dict)
     headers_ok: bool = True  # every safetensors header parsed (tensor list complete)
     chat_template: str | None = None
     tokenizer_config: dict[str, Any] | None = None
@@ -301,12 +281,6 @@ def validate_model_folder(folder: Path, limits: RegistryConfig, files: list[str]
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _listing(items: Iterable[str], limit: int = MAX_LISTED) -> str:
-    items = list(items)
-    shown = ", ".join(items[:limit])
-    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def _read_text(state: _State, rel: str) -> str | None:
@@ -479,15 +453,18 @@ def _check_weights(state: _State) -> None:
         if not _is_adapter_only(state):
             state.problems.append(
                 "No *.safetensors weights found (files: "
-                f"{_listing(state.files) or 'none'}); save the model with "
+                f"{listing(state.files) or 'none'}); save the model with "
                 "save_pretrained(out_dir, safe_serialization=True) and import that folder."
             )
         state.headers_ok = False
         return
 
-    headers: dict[str, dict[str, _Tensor]] = {}
+    headers: dict[str, dict[str, Tensor]] = {}
     for rel in weight_files:
-        parsed = _parse_safetensors_header(state, rel)
+        parsed, header_problems = parse_header(
+            state.folder / rel, rel, state.sizes[rel], state.limits.max_safetensors_header_bytes
+        )
+        state.problems.extend(header_problems)
         if parsed is None:
             state.headers_ok = False
         else:
@@ -504,145 +481,21 @@ def _check_weights(state: _State) -> None:
                 state.tensors[name] = tensor
     if state.headers_ok and not state.tensors:
         state.problems.append(
-            f"{_listing(weight_files)} hold no tensors; re-save the model with save_pretrained."
+            f"{listing(weight_files)} hold no tensors; re-save the model with save_pretrained."
         )
     if duplicates:
         state.problems.append(
-            f"{len(duplicates)} tensor(s) are stored in two shards: {_listing(duplicates)}; re-save the model "
+            f"{len(duplicates)} tensor(s) are stored in two shards: {listing(duplicates)}; re-save the model "
             "with save_pretrained so that each tensor is stored once."
         )
     _check_index(state, weight_files, headers)
 
 
-def _parse_safetensors_header(state: _State, rel: str) -> dict[str, _Tensor] | None:
-    """Parse one safetensors header without reading tensor data; None if it cannot be parsed.
-
-    Layout: 8-byte little-endian header length N, N bytes of UTF-8 JSON, then the data
-    buffer that the header's ``data_offsets`` index (relative to its start).
-    """
-    size = state.sizes[rel]
-    resave = "re-download or re-save it with save_pretrained(..., safe_serialization=True)"
-    if size < 8:
-        state.problems.append(f"{rel} is {size} bytes, too short to be a safetensors file; {resave}.")
-        return None
-    limit = state.limits.max_safetensors_header_bytes
-    try:
-        with open(state.folder / rel, "rb") as fh:
-            header_len = int.from_bytes(fh.read(8), "little")
-            if header_len > limit:
-                state.problems.append(
-                    f"{rel} declares a {header_len}-byte header, over the {limit}-byte limit; the file is "
-                    f"corrupt or not safetensors; {resave}."
-                )
-                return None
-            if 8 + header_len > size:
-                state.problems.append(
-                    f"{rel} declares a {header_len}-byte header but the file is only {size} bytes: it is "
-                    f"truncated or corrupt; {resave}."
-                )
-                return None
-            raw = fh.read(header_len)
-    except OSError as exc:
-        state.problems.append(f"{rel} cannot be read ({exc.strerror}); check that it was copied completely.")
-        return None
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        state.problems.append(
-            f"{rel} has a header that is not UTF-8 (offset {exc.start}); the file is corrupt; {resave}."
-        )
-        return None
-    except (json.JSONDecodeError, RecursionError) as exc:
-        state.problems.append(
-            f"{rel} has a header that is not valid JSON ({exc}); the file is corrupt; {resave}."
-        )
-        return None
-    if not isinstance(header, dict):
-        state.problems.append(
-            f"{rel} has a header that is a JSON {type(header).__name__}, not an object; {resave}."
-        )
-        return None
-
-    tensors: dict[str, _Tensor] = {}
-    malformed: list[str] = []
-    bad_dtypes: dict[str, list[str]] = {}
-    spans: list[tuple[int, int, str]] = []
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = entry.get("dtype") if isinstance(entry, dict) else None
-        shape = entry.get("shape") if isinstance(entry, dict) else None
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not (
-            isinstance(dtype, str)
-            and isinstance(shape, list)
-            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-            and isinstance(offsets, list)
-            and len(offsets) == 2
-            and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-            and 0 <= offsets[0] <= offsets[1]
-        ):
-            malformed.append(name)
-            continue
-        numel = 1
-        for dim in shape:
-            numel *= dim
-        element_bytes = (
-            SUPPORTED_DTYPES[dtype][1] if dtype in SUPPORTED_DTYPES else _OTHER_DTYPE_BYTES.get(dtype)
-        )
-        if dtype not in SUPPORTED_DTYPES:
-            bad_dtypes.setdefault(dtype, []).append(name)
-        nbytes = offsets[1] - offsets[0]
-        if element_bytes is not None and numel * element_bytes != nbytes:
-            malformed.append(
-                f"{name} (shape {shape} x {dtype} needs {numel * element_bytes} bytes, offsets give {nbytes})"
-            )
-            continue
-        spans.append((offsets[0], offsets[1], name))
-        tensors[name] = _Tensor(file=rel, dtype=dtype, shape=tuple(shape), nbytes=nbytes)
-    ok = True
-    if malformed:
-        state.problems.append(
-            f"{rel} has {len(malformed)} malformed tensor entr(ies) in its header: {_listing(malformed)}; "
-            f"the file is corrupt; {resave}."
-        )
-        ok = False
-    for dtype, names in sorted(bad_dtypes.items()):
-        state.problems.append(
-            f"{rel} stores {len(names)} tensor(s) as {dtype} ({_listing(names)}); Outcrop serves F32, F16 and "
-            "BF16 weights only. Convert with `model.to(torch.bfloat16).save_pretrained(out_dir)` "
-            "(or float16/float32)."
-        )
-    spans.sort()
-    overlaps = [
-        f"{a} and {b}" for (_, end_a, a), (start_b, _, b) in itertools.pairwise(spans) if start_b < end_a
-    ]
-    holes = sum(1 for (_, end_a, _a), (start_b, _, _b) in itertools.pairwise(spans) if start_b > end_a)
-    if overlaps:
-        state.problems.append(
-            f"{rel} has overlapping tensors: {_listing(overlaps)}; the file is corrupt; {resave}."
-        )
-    if holes or (spans and spans[0][0] != 0):
-        state.problems.append(f"{rel} has gaps between its tensors' data; the file is corrupt; {resave}.")
-    data_end = max((end for _, end, _ in spans), default=0)
-    expected = 8 + header_len + data_end
-    if size < expected:
-        state.problems.append(
-            f"{rel} is truncated: its header needs {expected} bytes but the file has {size}; {resave}."
-        )
-    elif size > expected and not malformed:
-        state.problems.append(
-            f"{rel} has {size - expected} bytes after its last tensor ({size} bytes, header says {expected}); "
-            f"the file is corrupt; {resave}."
-        )
-    return tensors if ok else None
-
-
-def _check_index(state: _State, weight_files: list[str], headers: dict[str, dict[str, _Tensor]]) -> None:
+def _check_index(state: _State, weight_files: list[str], headers: dict[str, dict[str, Tensor]]) -> None:
     if not state.has(INDEX_FILE):
         if weight_files != [SINGLE_WEIGHTS_FILE]:
             state.problems.append(
-                f"The weights are {_listing(weight_files)} but {INDEX_FILE} is missing (a single-file model "
+                f"The weights are {listing(weight_files)} but {INDEX_FILE} is missing (a single-file model "
                 f"must be named {SINGLE_WEIGHTS_FILE}); re-save with save_pretrained, which writes both."
             )
         return
@@ -661,13 +514,13 @@ def _check_index(state: _State, weight_files: list[str], headers: dict[str, dict
     missing_shards = sorted(s for s in shards if s not in weight_files)
     if missing_shards:
         state.problems.append(
-            f"{INDEX_FILE} maps tensors to {_listing(missing_shards)}, which the folder does not have; "
+            f"{INDEX_FILE} maps tensors to {listing(missing_shards)}, which the folder does not have; "
             "copy the missing shard(s) or re-save the model."
         )
     unindexed = sorted(f for f in weight_files if f not in shards)
     if unindexed:
         state.problems.append(
-            f"{_listing(unindexed)} is not named in {INDEX_FILE}; remove the stray file or re-save the model."
+            f"{listing(unindexed)} is not named in {INDEX_FILE}; remove the stray file or re-save the model."
         )
     misplaced = [
         f"{name} (index: {shard})"
@@ -677,13 +530,13 @@ def _check_index(state: _State, weight_files: list[str], headers: dict[str, dict
     if misplaced:
         state.problems.append(
             f"{INDEX_FILE} places {len(misplaced)} tensor(s) in shards that do not hold them: "
-            f"{_listing(misplaced)}; re-save the model with save_pretrained."
+            f"{listing(misplaced)}; re-save the model with save_pretrained."
         )
     if all(f in headers for f in weight_files):
         absent = sorted(name for name in state.tensors if name not in weight_map)
         if absent:
             state.problems.append(
-                f"{INDEX_FILE} does not list {len(absent)} tensor(s) that the shards hold: {_listing(absent)}; "
+                f"{INDEX_FILE} does not list {len(absent)} tensor(s) that the shards hold: {listing(absent)}; "
                 "re-save the model with save_pretrained."
             )
 
@@ -733,16 +586,16 @@ def _check_tensors_match_config(state: _State) -> None:
     if missing:
         state.problems.append(
             f"The weights lack {len(missing)} tensor(s) that config.json's {mtype} model needs: "
-            f"{_listing(missing)}; the shards are incomplete or config.json belongs to another model."
+            f"{listing(missing)}; the shards are incomplete or config.json belongs to another model."
         )
     if unexpected:
         state.problems.append(
             f"The weights hold {len(unexpected)} tensor(s) that config.json's {mtype} model does not have: "
-            f"{_listing(unexpected)}; use the config.json saved with these weights."
+            f"{listing(unexpected)}; use the config.json saved with these weights."
         )
     if wrong:
         state.problems.append(
-            f"{len(wrong)} tensor(s) have shapes that config.json does not imply: {_listing(wrong)}; "
+            f"{len(wrong)} tensor(s) have shapes that config.json does not imply: {listing(wrong)}; "
             "the sizes in config.json (hidden_size, vocab_size, heads, ...) must match the weights."
         )
 
