@@ -81,6 +81,7 @@ class ModelCopy:
     last_used_mono: float | None = None
     failure: str | None = None
     cold_start: bool = False
+    suspect: bool = False  # a request lost its connection: check the process at once
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # stop requested, or look at health now
 
     @property

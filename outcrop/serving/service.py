@@ -20,6 +20,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,6 +35,7 @@ from outcrop.errors import (
     OutcropError,
     ServiceUnavailableError,
 )
+from outcrop.registry.modelstore import MANIFEST_NAME
 from outcrop.registry.service import Registry
 from outcrop.serving.autoscaler import CopyView, ModelLoad, ScaleAction, decide
 from outcrop.serving.copies import CopyInfo, CopyStatus, ModelCopy
@@ -55,6 +57,9 @@ HEALTH_TIMEOUT_SECONDS = 5.0
 # Why 10 s: connecting over loopback takes microseconds; a copy that does not accept in
 # seconds is dead or wedged, and the request is retried on another copy.
 CONNECT_TIMEOUT_SECONDS = 10.0
+# Why 20 polls (1 s): a copy whose connection just broke is usually exiting; waiting that
+# long for its exit code fails it at once instead of after several health checks.
+SUSPECT_EXIT_POLLS = 20
 # Stop-request bookkeeping: how long past the drain bound stop() waits for a killed copy.
 KILL_GRACE_SECONDS = 5.0
 
@@ -132,6 +137,8 @@ class Serving:
         self._resolved: dict[str, tuple[float, ImportedModel]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._lifecycles: dict[str, asyncio.Task[None]] = {}
+        self._folders: dict[str, Path] = {}
+        self._folder_locks: dict[str, asyncio.Lock] = {}
         self._wake: asyncio.Event | None = None
         self._autoscaler: asyncio.Task[None] | None = None
         self._closing = False
@@ -400,7 +407,14 @@ class Serving:
         wait_limit: float | None = None
         if not any(c.copy_id not in exclude for c in pool.ready()):
             if not pool.live():
-                self._start_copy(pool, cold=True)
+                try:
+                    self._start_copy(pool, cold=True)
+                except ServiceUnavailableError:
+                    backoff_left = pool.next_start_at - time.monotonic()
+                    if not (policy.wait and 0 < backoff_left < policy.max_wait_seconds):
+                        raise
+                    # A holding request outlasts a short restart backoff: the autoscaler
+                    # starts the copy when it ends, and this request waits for it.
             if not policy.wait:
                 raise ModelNotReadyError(
                     pool.model.name, retry_after_seconds=self.settings.cold_start_retry_after_seconds
@@ -542,6 +556,7 @@ class Serving:
         if code is not None:
             self._fail_copy(pool, copy, f"the process exited with code {code}{_tail(launched)}")
         else:
+            copy.suspect = True
             copy.wake.set()  # let its health check look at once
 
     # ------------------------------------------------------------------ copies
@@ -699,13 +714,28 @@ class Serving:
             self._dispatch(pool)
             self._poke()
 
+    async def _model_folder(self, pool: _Pool) -> Path:
+        """The model's materialised folder, made once per model and shared by its copies.
+
+        ``Registry.model_folder`` rebuilds the folder in place, which must not happen twice at
+        once nor under a copy that is still loading from it.
+        """
+        model_id = pool.model.id
+        async with self._folder_locks.setdefault(model_id, asyncio.Lock()):
+            folder = self._folders.get(model_id)
+            if folder is None or not (folder / MANIFEST_NAME).is_file():
+                try:
+                    folder = await asyncio.to_thread(self.registry.model_folder, model_id)
+                except NotFoundError:
+                    raise ServiceUnavailableError(
+                        f"Model '{pool.model.name}' was deleted while its copy was starting.",
+                        retry_after_seconds=1.0,
+                    ) from None
+                self._folders[model_id] = folder
+            return folder
+
     async def _launch(self, pool: _Pool, copy: ModelCopy) -> None:
-        try:
-            model_dir = await asyncio.to_thread(self.registry.model_folder, pool.model.id)
-        except NotFoundError:
-            raise ServiceUnavailableError(
-                f"Model '{pool.model.name}' was deleted while its copy was starting.", retry_after_seconds=1.0
-            ) from None
+        model_dir = await self._model_folder(pool)
         if copy.status is not CopyStatus.STARTING:
             return
         host = self.settings.copy_host
@@ -780,6 +810,12 @@ class Serving:
             await _wait_event(copy.wake, self.settings.health_interval_seconds)
             if copy.status is not CopyStatus.READY:
                 return
+            if copy.suspect:  # a request just lost its connection: the process may be exiting
+                copy.suspect = False
+                for _ in range(SUSPECT_EXIT_POLLS):
+                    if launched.exit_code() is not None:
+                        break
+                    await asyncio.sleep(0.05)
             code = launched.exit_code()
             if code is not None:
                 self._fail_copy(pool, copy, f"the process exited with code {code}{_tail(launched)}")
