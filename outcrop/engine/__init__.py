@@ -1,0 +1,25 @@
+"""The model copy: an OpenAI-compatible worker process around a continuous-batching torch engine.
+
+    python -m outcrop.engine.worker --model-dir DIR --port N [--device cpu|cuda] [--dtype ...]
+
+Modules, by noun (the request path, outside in):
+
+- ``worker``       CLI entry point: uvicorn server, background model loading, SIGTERM drain.
+- ``server``       FastAPI routes (completions, chat, tokenize, models, health, metrics) and
+                   the OpenAI error mapping.
+- ``protocol``     pydantic wire models of that contract.
+- ``requests``     validated request -> engine sequences (prompt ids + ``SamplingParams``).
+- ``runtime``      loads the model, owns the engine thread, bridges outputs to asyncio.
+- ``engine``       the step loop: scheduler plan -> model step -> sampling -> detokenize -> stop.
+- ``scheduler``    pure decisions: admission into KV slots, chunked prefill, decode batches.
+- ``model_runner`` the hand-written batched forward over the loaded HF modules.
+- ``kv_cache``     the preallocated slot cache and its byte budget.
+- ``sampling``     vectorized per-row sampling and penalties.
+- ``detokenizer``  incremental UTF-8-safe detokenization.
+- ``tokenization`` tokenizer, chat template, EOS ids.
+- ``loader``       manifest (sha256/size) verification before loading.
+- ``metrics``      Prometheus metrics.
+
+This package imports nothing from Outcrop but ``outcrop.config`` and ``outcrop.errors``, so
+a copy can run on any node.
+"""

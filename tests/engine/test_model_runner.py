@@ -71,3 +71,13 @@ def test_greedy_output_is_the_same_alone_and_inside_a_busy_batch(
         if not engine.running and not engine.waiting:
             break
     assert collected == alone
+
+
+def test_bfloat16_generation_runs_and_stays_in_vocabulary(tiny_models: dict[str, Path]) -> None:
+    runtime = make_runtime(tiny_models["qwen2"], max_batch=2, dtype="bfloat16")
+    engine = runtime.engine
+    assert engine is not None and runtime.tokenizer is not None
+    assert engine.runner.kv is not None and engine.runner.kv.keys[0].dtype == torch.bfloat16
+    outs = run_engine(engine, [EngineRequest("b", runtime.tokenizer.encode("Hello"), greedy(8))])["b"]
+    tokens = tokens_of(outs)
+    assert len(tokens) == 8 and all(0 <= t < engine.runner.vocab_size for t in tokens)
