@@ -247,7 +247,7 @@ def boto3_client(service: str, url: str, **config: Any) -> Any:
         region_name="us-east-1",
         aws_access_key_id="test",
         aws_secret_access_key="test",
-        config=Config(retries={"max_attempts": 1}, **config),
+        config=Config(**{"retries": {"max_attempts": 1}, **config}),
     )
 
 
@@ -259,3 +259,50 @@ def wait_for_job(bedrock: Any, job_arn: str, timeout: float = 60) -> dict[str, A
             return job
         time.sleep(0.1)
     raise AssertionError(f"import job {job_arn} still InProgress after {timeout} s")
+
+
+@dataclass
+class ServingServer:
+    """A running server with two imported tiny models: ``chat`` (has a chat template) and ``plain`` (has none)."""
+
+    server: ServerProcess
+    chat: str
+    plain: str
+    chat_arn: str
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+def import_and_wait(bedrock: Any, folder: Path, name: str) -> dict[str, Any]:
+    arn = bedrock.create_model_import_job(
+        jobName=f"import-{name}".replace("_", "-"),
+        importedModelName=name,
+        roleArn="arn:aws:iam::123456789012:role/Importer",
+        modelDataSource={"s3DataSource": {"s3Uri": str(folder)}},
+    )["jobArn"]
+    job = wait_for_job(bedrock, arn)
+    assert job["status"] == "Completed", job.get("failureMessage")
+    return job
+
+
+@pytest.fixture(scope="session")
+def serving_server(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_cache: Callable[..., Path]
+) -> Iterator[ServingServer]:
+    root = tmp_path_factory.mktemp("serving-server")
+    env = server_env(root, OUTCROP_SERVING__WORKER_THREADS="1")
+    server = ServerProcess(data_dir=root / "data", env=env, import_root=root).start()
+    bedrock = boto3_client("bedrock", server.url)
+    for name, spec in (("chat", {"family": "llama"}), ("plain", {"family": "qwen2", "chat_template": False})):
+        dest = root / name
+        shutil.copytree(tiny_model_cache(**spec), dest)
+        job = import_and_wait(bedrock, dest, name)
+        if name == "chat":
+            chat_arn = job["importedModelArn"]
+    for name in ("chat", "plain"):
+        response = httpx.post(f"{server.url}/outcrop/models/{name}/warm", json={"copies": 1}, timeout=180)
+        assert response.status_code == 200, response.text
+    yield ServingServer(server=server, chat="chat", plain="plain", chat_arn=chat_arn)
+    server.stop()

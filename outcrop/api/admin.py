@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from outcrop.api.bedrock.protocol import iso8601
-from outcrop.api.deps import Services, get_services
+from outcrop.api.deps import Services, get_services, read_json_object
+from outcrop.errors import InvalidRequestError
 
 router = APIRouter(prefix="/outcrop", tags=["outcrop admin"])
 
@@ -56,3 +57,38 @@ def model_detail(identifier: str, services: Services = Depends(get_services)) ->
         "creationTime": iso8601(model.created_at),
         "files": [{"path": f.path, "sha256": f.sha256, "sizeBytes": f.size_bytes} for f in files],
     }
+
+
+def _copy_body(info: Any) -> dict[str, Any]:
+    return {
+        "copyId": info.copy_id,
+        "modelId": info.model_id,
+        "modelName": info.model_name,
+        "state": str(info.state),
+        "url": info.url,
+        "inFlight": info.in_flight,
+        "pid": info.pid,
+        "startedAt": iso8601(info.started_at),
+        "readyAt": iso8601(info.ready_at),
+        "lastUsedAt": iso8601(info.last_used_at),
+    }
+
+
+@router.get("/copies", summary="Running model copies with state, load and age")
+def list_copies(services: Services = Depends(get_services)) -> dict[str, Any]:
+    return {"copies": [_copy_body(c) for c in services.serving.copies()]}
+
+
+@router.post("/models/{identifier}/warm", summary="Pre-start copies of a model and wait until they are ready")
+async def warm_model(
+    identifier: str, request: Request, services: Services = Depends(get_services)
+) -> dict[str, Any]:
+    body = await read_json_object(request)
+    copies = body.get("copies", 1)
+    if not isinstance(copies, int) or isinstance(copies, bool) or not 1 <= copies <= 64:
+        raise InvalidRequestError(
+            f"'copies' is {copies!r}; it must be an integer from 1 to 64.", param="copies"
+        )
+    model = services.registry.get_model(identifier)
+    await services.serving.warm(model.name, copies)
+    return {"copies": [_copy_body(c) for c in services.serving.copies() if c.model_id == model.id]}

@@ -19,11 +19,15 @@ from outcrop.api.bedrock import control
 from outcrop.api.bedrock.errors import bedrock_error_response
 from outcrop.api.deps import Services
 from outcrop.api.metrics import Metrics
+from outcrop.api.openai import routes as openai_routes
 from outcrop.api.openai.errors import openai_error_response
+from outcrop.api.runtime import routes as runtime_routes
 from outcrop.config import OutcropConfig
 from outcrop.errors import InternalError, InvalidRequestError, NotFoundError, OutcropError
 from outcrop.registry.importer import ImportWorker
 from outcrop.registry.service import Registry
+from outcrop.registry.tokenizers import TokenizerCache
+from outcrop.serving.service import Serving
 from outcrop.store.db import Database
 from outcrop.store.schema import import_jobs, imported_models
 
@@ -73,8 +77,17 @@ def build_services(config: OutcropConfig, *, start_workers: bool = True) -> Serv
     metrics = Metrics()
     metrics.add_state_reader(_store_state(db))
     worker = ImportWorker(registry) if start_workers else None
+    serving = Serving(config, registry)
+    metrics.add_serving_reader(serving.stats)
     return Services(
-        config=config, db=db, registry=registry, metrics=metrics, import_worker=worker, started_at=time.time()
+        config=config,
+        db=db,
+        registry=registry,
+        metrics=metrics,
+        import_worker=worker,
+        serving=serving,
+        tokenizers=TokenizerCache(registry),
+        started_at=time.time(),
     )
 
 
@@ -87,11 +100,13 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if services.import_worker is not None:
             services.import_worker.start()
+        await services.serving.start()
         log.info(
             "outcrop ready",
             extra={"version": __version__, "database": services.db.engine.url.get_backend_name()},
         )
         yield
+        await services.serving.stop()
         if services.import_worker is not None:
             services.import_worker.release_claims()
             services.import_worker.stop()
@@ -164,6 +179,8 @@ def create_app(
         )
 
     app.include_router(control.router)
+    app.include_router(runtime_routes.router)
+    app.include_router(openai_routes.router)
     app.include_router(admin.router)
     app.include_router(ops.router)
     return app

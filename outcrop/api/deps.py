@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
@@ -15,6 +15,10 @@ from outcrop.errors import InvalidRequestError
 from outcrop.registry.importer import ImportWorker
 from outcrop.registry.service import Registry
 from outcrop.store.db import Database
+
+if TYPE_CHECKING:
+    from outcrop.registry.tokenizers import TokenizerCache
+    from outcrop.serving.service import Serving
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -31,6 +35,8 @@ class Services:
     registry: Registry
     metrics: Metrics
     import_worker: ImportWorker | None = None
+    serving: Serving = None  # type: ignore[assignment]  # set by the app factory
+    tokenizers: TokenizerCache = None  # type: ignore[assignment]  # set by the app factory
     started_at: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -56,7 +62,8 @@ def describe_validation_error(exc: ValidationError) -> str:
     return f"{count} validation error{'s' if count > 1 else ''} detected: " + "; ".join(parts)
 
 
-async def parse_body(request: Request, model: type[M]) -> M:
+async def read_json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or InvalidRequestError saying what is wrong with it."""
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise InvalidRequestError(
@@ -68,6 +75,11 @@ async def parse_body(request: Request, model: type[M]) -> M:
         raise InvalidRequestError(f"The request body is not valid JSON: {exc}. Send a JSON object.") from None
     if not isinstance(data, dict):
         raise InvalidRequestError(f"The request body must be a JSON object, not {type(data).__name__}.")
+    return data
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    data = await read_json_object(request)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

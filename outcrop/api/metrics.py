@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 # Request latency buckets: from sub-millisecond control-plane calls to minute-long generations.
@@ -44,6 +45,41 @@ class _StateCollector(Collector):
         models = GaugeMetricFamily("outcrop_imported_models", "Imported models registered.")
         models.add_metric([], state.get("imported_models", {}).get("total", 0))
         yield models
+
+
+class _ServingCollector(Collector):
+    """Copies and queues of the serving layer, read at scrape time."""
+
+    def __init__(self, read: Callable[[], dict[str, Any]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Any]:
+        models = self._read().get("models", {})
+        copies = GaugeMetricFamily(
+            "outcrop_model_copies", "Model copies by state (Bedrock's ModelCopy).", labels=["model", "state"]
+        )
+        queue = GaugeMetricFamily("outcrop_queue_depth", "Requests waiting for a copy.", labels=["model"])
+        in_flight = GaugeMetricFamily(
+            "outcrop_requests_in_flight", "Requests on copies now.", labels=["model"]
+        )
+        cold = CounterMetricFamily(
+            "outcrop_cold_starts", "Copies started for waiting traffic.", labels=["model"]
+        )
+        cold_seconds = CounterMetricFamily(
+            "outcrop_cold_start_seconds", "Total seconds cold starts took until ready.", labels=["model"]
+        )
+        failures = CounterMetricFamily(
+            "outcrop_copy_start_failures", "Copies that failed to start.", labels=["model"]
+        )
+        for name, m in models.items():
+            for state, count in m.get("copies", {}).items():
+                copies.add_metric([name, state], count)
+            queue.add_metric([name], m.get("queue_depth", 0))
+            in_flight.add_metric([name], m.get("in_flight", 0))
+            cold.add_metric([name], m.get("cold_starts", 0))
+            cold_seconds.add_metric([name], m.get("cold_start_seconds_sum", 0.0))
+            failures.add_metric([name], m.get("start_failures", 0))
+        yield from (copies, queue, in_flight, cold, cold_seconds, failures)
 
 
 class Metrics:
@@ -107,6 +143,9 @@ class Metrics:
 
     def add_state_reader(self, read: Callable[[], dict[str, dict[str, int]]]) -> None:
         self.registry.register(_StateCollector(read))
+
+    def add_serving_reader(self, read: Callable[[], dict[str, Any]]) -> None:
+        self.registry.register(_ServingCollector(read))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

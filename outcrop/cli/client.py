@@ -14,7 +14,7 @@ class ServerError(OutcropError):
 
 
 class Client:
-    def __init__(self, endpoint: str, timeout: float = 30.0) -> None:
+    def __init__(self, endpoint: str, timeout: float = 600.0) -> None:
         self.endpoint = endpoint.rstrip("/")
         self._http = httpx.Client(base_url=self.endpoint, timeout=timeout)
 
@@ -60,6 +60,14 @@ class Client:
 
     def delete_model(self, identifier: str) -> None:
         self._call("DELETE", f"/imported-models/{identifier}")
+
+    def warm(self, identifier: str, copies: int) -> list[dict[str, Any]]:
+        return list(
+            self._call("POST", f"/outcrop/models/{identifier}/warm", json={"copies": copies})["copies"]
+        )
+
+    def copies(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/outcrop/copies")["copies"])
 
     def health(self) -> dict[str, Any]:
         return dict(self._call("GET", "/health"))

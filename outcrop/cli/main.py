@@ -357,6 +357,66 @@ def jobs_show(
 
 
 @app.command()
+def warm(
+    name: str = typer.Argument(..., help="Model name or ARN."),
+    copies: int = typer.Option(1, "--copies", "-c", min=1, max=64, help="How many copies to have running."),
+    endpoint: str | None = EndpointOpt,
+) -> None:
+    """Pre-start copies of a model so the first request does not wait for a cold start.
+
+    Examples:
+
+        outcrop warm my-llama
+
+        outcrop warm my-llama --copies 2
+    """
+    client = _client(endpoint)
+    with err_console.status(f"Starting {copies} cop{'y' if copies == 1 else 'ies'} of {name}..."):
+        ready = _run(lambda: client.warm(name, copies))
+    _print_copies(ready)
+
+
+def _age(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    import datetime as dt
+
+    seconds = (
+        dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    ).total_seconds()
+    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
+
+
+def _print_copies(copies: list[dict[str, Any]]) -> None:
+    if not copies:
+        console.print("No copies are running (models scale to zero when idle).")
+        return
+    table = Table("copy", "model", "state", "in flight", "age", "idle", "url", "pid")
+    for c in copies:
+        table.add_row(
+            c["copyId"],
+            c["modelName"],
+            c["state"],
+            str(c["inFlight"]),
+            _age(c["startedAt"]),
+            _age(c["lastUsedAt"]),
+            c["url"] or "-",
+            str(c["pid"] or "-"),
+        )
+    console.print(table)
+
+
+@app.command("copies")
+def list_copies(endpoint: str | None = EndpointOpt) -> None:
+    """List running model copies with their state, load and age.
+
+    Example: outcrop copies
+    """
+    client = _client(endpoint)
+    _print_copies(_run(client.copies))
+
+
+@app.command()
 def demo(
     port: int = typer.Option(8080, help="Port to serve on (a free one is used if it is taken)."),
     keep_serving: bool = typer.Option(

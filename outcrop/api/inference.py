@@ -1,0 +1,123 @@
+"""What the inference routes (Bedrock runtime, OpenAI) share: body parsing, cold-start policy, and the
+bookkeeping of one invocation (latency, first byte, tokens, errors -> metrics)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
+
+from fastapi import Request
+
+from outcrop.api.bedrock.errors import bedrock_error
+from outcrop.api.deps import Services
+from outcrop.api.runtime import eventstream
+from outcrop.errors import InvalidRequestError, OutcropError, ThrottlingError
+from outcrop.serving.service import ColdStartPolicy
+
+COLD_START_HEADER = "x-outcrop-cold-start"
+_STREAM_FAILURES = {
+    "InternalServerException",
+    "ModelErrorException",
+    "ServiceUnavailableException",
+    "ModelTimeoutException",
+}
+
+
+def cold_start_policy(request: Request, *, bedrock: bool) -> ColdStartPolicy:
+    """Bedrock surfaces fail fast with ModelNotReadyException (boto3 retries); OpenAI surfaces wait.
+
+    A request can choose with the ``X-Outcrop-Cold-Start: wait|fail`` header.
+    """
+    choice = request.headers.get(COLD_START_HEADER, "").strip().lower()
+    if choice not in ("", "wait", "fail"):
+        raise InvalidRequestError(
+            f"{COLD_START_HEADER} is {choice!r}; use 'wait' or 'fail'.", param=COLD_START_HEADER
+        )
+    wait = (choice == "wait") if choice else not bedrock
+    services: Services = request.app.state.services
+    return ColdStartPolicy(
+        wait=wait,
+        max_wait_seconds=services.config.serving.cold_start_max_wait_seconds,
+        from_request=bool(choice),
+    )
+
+
+def stream_error_frame(exc: OutcropError) -> bytes:
+    """An error after streaming began, as the exception frame botocore raises while iterating."""
+    name, status = bedrock_error(exc)
+    if name in _STREAM_FAILURES:
+        name = "ModelStreamErrorException"
+    return eventstream.exception(name, exc.message, originalStatusCode=status)
+
+
+class Invocation:
+    """Times one model call and records it in the metrics, however it ends."""
+
+    def __init__(self, services: Services, model: str, operation: str) -> None:
+        self.metrics = services.metrics
+        self.model = model
+        self.operation = operation
+        self.started = time.perf_counter()
+        self.first_byte_ms = 0
+        self.latency_ms = 0
+        self._closed = False
+
+    async def __aenter__(self) -> Invocation:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if isinstance(exc, OutcropError):
+            self.fail(exc)
+        self.close()
+
+    def _elapsed_ms(self) -> int:
+        return int((time.perf_counter() - self.started) * 1000)
+
+    def record(self, usage: dict[str, Any]) -> None:
+        self.latency_ms = self._elapsed_ms()
+        self.metrics.invocations.labels(self.model, self.operation).inc()
+        self.metrics.input_tokens.labels(self.model).inc(int(usage.get("prompt_tokens", 0)))
+        self.metrics.output_tokens.labels(self.model).inc(int(usage.get("completion_tokens", 0)))
+        self.metrics.invocation_latency.labels(self.model).observe(self.latency_ms / 1000)
+
+    def fail(self, exc: OutcropError) -> None:
+        if isinstance(exc, ThrottlingError) or type(exc).__name__ == "ModelNotReadyError":
+            self.metrics.throttles.labels(self.model).inc()
+            return
+        kind = "client" if bedrock_error(exc)[1] < 500 else "server"
+        self.metrics.invocation_errors.labels(self.model, kind).inc()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if not self.latency_ms:
+                self.latency_ms = self._elapsed_ms()
+
+    async def open_stream(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        """Wait for the first chunk so that errors before it become ordinary error responses."""
+        try:
+            first = await chunks.__anext__()
+        except StopAsyncIteration:
+            first = None
+        except OutcropError as exc:
+            self.fail(exc)
+            self.close()
+            raise
+        self.first_byte_ms = self._elapsed_ms()
+        self.metrics.time_to_first_token.labels(self.model).observe(self.first_byte_ms / 1000)
+
+        async def rest() -> AsyncIterator[dict[str, Any]]:
+            if first is not None:
+                yield first
+                async for chunk in chunks:
+                    yield chunk
+
+        return rest()
+
+
+def invocation(services: Services, model: str, operation: str) -> Invocation:
+    return Invocation(services, model, operation)

@@ -1,0 +1,94 @@
+"""OpenAI-compatible surface: /v1/models, /v1/completions, /v1/chat/completions (SSE), for the openai client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from outcrop.api.deps import Services, get_services, read_json_object
+from outcrop.api.inference import cold_start_policy, invocation
+from outcrop.api.openai.errors import openai_error
+from outcrop.errors import InvalidRequestError, ModelNotChatCapableError, OutcropError
+from outcrop.store.imports import ListFilter
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+@router.get("/models", summary="ListModels")
+def list_models(services: Services = Depends(get_services)) -> dict[str, Any]:
+    page = services.registry.list_models(ListFilter(ascending=True))
+    data = [
+        {
+            "id": m.name,
+            "object": "model",
+            "created": int(m.created_at),
+            "owned_by": "outcrop",
+            "root": services.registry.model_arn(m),
+            "max_model_len": m.context_length,
+        }
+        for m in page.items
+    ]
+    return {"object": "list", "data": data}
+
+
+def _model_name(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequestError(
+            "'model' is required: the name of an imported model (see GET /v1/models).", param="model"
+        )
+    return model
+
+
+async def _generate(request: Request, services: Services, path: str, operation: str) -> Response:
+    body = await read_json_object(request)
+    model = _model_name(body)
+    record = services.registry.get_model(model)
+    if path.endswith("chat/completions") and not record.instruct_supported:
+        raise ModelNotChatCapableError(record.name)
+    policy = cold_start_policy(request, bedrock=False)
+    if not body.get("stream"):
+        async with invocation(services, model, operation) as call:
+            resp = await services.serving.post(model, path, body, cold_start=policy)
+            call.record(resp.get("usage") or {})
+        return JSONResponse(resp)
+
+    wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    body = {**body, "stream_options": {"include_usage": True}}
+    call = invocation(services, model, operation)
+    chunks = await call.open_stream(services.serving.stream(model, path, body, cold_start=policy))
+
+    async def events() -> AsyncIterator[bytes]:
+        usage: dict[str, Any] = {}
+        try:
+            async for chunk in chunks:
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                    if not chunk.get("choices") and not wants_usage:
+                        continue
+                yield b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
+            call.record(usage)
+        except OutcropError as exc:
+            call.fail(exc)
+            kind, _status, code = openai_error(exc)
+            error = {"error": {"message": exc.message, "type": kind, "param": None, "code": code}}
+            yield b"data: " + json.dumps(error).encode() + b"\n\n"
+        finally:
+            call.close()
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.post("/completions", summary="CreateCompletion")
+async def completions(request: Request, services: Services = Depends(get_services)) -> Response:
+    return await _generate(request, services, "/v1/completions", "Completions")
+
+
+@router.post("/chat/completions", summary="CreateChatCompletion")
+async def chat_completions(request: Request, services: Services = Depends(get_services)) -> Response:
+    return await _generate(request, services, "/v1/chat/completions", "ChatCompletions")

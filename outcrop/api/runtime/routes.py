@@ -1,0 +1,199 @@
+"""Bedrock runtime: InvokeModel(+stream), Converse(+stream), CountTokens (thin: parse, call, translate)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from outcrop.api.deps import Services, get_services, read_json_object
+from outcrop.api.inference import cold_start_policy, invocation, stream_error_frame
+from outcrop.api.runtime import eventstream
+from outcrop.api.runtime import protocol as p
+from outcrop.errors import InvalidRequestError, ModelNotChatCapableError, OutcropError
+
+router = APIRouter(tags=["bedrock runtime"])
+
+
+def _usage_headers(usage: dict[str, Any], latency_ms: int) -> dict[str, str]:
+    return {
+        "x-amzn-bedrock-input-token-count": str(usage.get("prompt_tokens", 0)),
+        "x-amzn-bedrock-output-token-count": str(usage.get("completion_tokens", 0)),
+        "x-amzn-bedrock-invocation-latency": str(latency_ms),
+    }
+
+
+def _require_chat(services: Services, model_id: str) -> None:
+    model = services.registry.get_model(model_id)
+    if not model.instruct_supported:
+        raise ModelNotChatCapableError(model.name)
+
+
+@router.post("/model/{modelId:path}/invoke", summary="InvokeModel")
+async def invoke_model(
+    modelId: str, request: Request, services: Services = Depends(get_services)
+) -> Response:
+    body = await read_json_object(request)
+    style = p.classify(body)
+    if style is p.InvokeStyle.CHAT:
+        _require_chat(services, modelId)
+    path, copy_body = p.invoke_to_copy(body, style)
+    async with invocation(services, modelId, "InvokeModel") as call:
+        resp = await services.serving.post(
+            modelId, path, copy_body, cold_start=cold_start_policy(request, bedrock=True)
+        )
+        call.record(resp.get("usage") or {})
+    answer = resp if style is p.InvokeStyle.CHAT else p.completion_superset(resp)
+    return JSONResponse(answer, headers=_usage_headers(resp.get("usage") or {}, call.latency_ms))
+
+
+@router.post("/model/{modelId:path}/invoke-with-response-stream", summary="InvokeModelWithResponseStream")
+async def invoke_model_stream(
+    modelId: str, request: Request, services: Services = Depends(get_services)
+) -> Response:
+    body = await read_json_object(request)
+    style = p.classify(body)
+    if style is p.InvokeStyle.CHAT:
+        _require_chat(services, modelId)
+    path, copy_body = p.invoke_to_copy(body, style)
+    copy_body["stream"] = True
+    copy_body["stream_options"] = {"include_usage": True}
+    call = invocation(services, modelId, "InvokeModelWithResponseStream")
+    chunks = await call.open_stream(
+        services.serving.stream(modelId, path, copy_body, cold_start=cold_start_policy(request, bedrock=True))
+    )
+
+    async def frames() -> AsyncIterator[bytes]:
+        pending: dict[str, Any] | None = None  # held back so the metrics ride on the last chunk
+        usage: dict[str, Any] = {}
+        try:
+            async for chunk in chunks:
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                out = chunk if style is p.InvokeStyle.CHAT else p.completion_chunk_superset(chunk)
+                if out is None or (style is p.InvokeStyle.CHAT and not chunk.get("choices")):
+                    continue
+                if pending is not None:
+                    yield eventstream.chunk(pending)
+                pending = out
+            last = pending or {"generation": "", "stop_reason": "stop"}
+            call.record(usage)
+            last["amazon-bedrock-invocationMetrics"] = p.invocation_metrics(
+                usage, call.latency_ms, call.first_byte_ms
+            )
+            yield eventstream.chunk(last)
+        except OutcropError as exc:
+            call.fail(exc)
+            yield stream_error_frame(exc)
+        finally:
+            call.close()
+
+    return StreamingResponse(
+        frames(),
+        media_type=eventstream.CONTENT_TYPE,
+        headers={"X-Amzn-Bedrock-Content-Type": "application/json"},
+    )
+
+
+@router.post("/model/{modelId:path}/converse", summary="Converse")
+async def converse(modelId: str, request: Request, services: Services = Depends(get_services)) -> Response:
+    body = await read_json_object(request)
+    _require_chat(services, modelId)
+    chat = p.converse_to_chat(body)
+    async with invocation(services, modelId, "Converse") as call:
+        resp = await services.serving.post(
+            modelId, "/v1/chat/completions", chat, cold_start=cold_start_policy(request, bedrock=True)
+        )
+        call.record(resp.get("usage") or {})
+    return JSONResponse(p.chat_to_converse(resp, call.latency_ms))
+
+
+@router.post("/model/{modelId:path}/converse-stream", summary="ConverseStream")
+async def converse_stream(
+    modelId: str, request: Request, services: Services = Depends(get_services)
+) -> Response:
+    body = await read_json_object(request)
+    _require_chat(services, modelId)
+    chat = p.converse_to_chat(body)
+    chat["stream"] = True
+    chat["stream_options"] = {"include_usage": True}
+    call = invocation(services, modelId, "ConverseStream")
+    chunks = await call.open_stream(
+        services.serving.stream(
+            modelId, "/v1/chat/completions", chat, cold_start=cold_start_policy(request, bedrock=True)
+        )
+    )
+
+    async def frames() -> AsyncIterator[bytes]:
+        usage: dict[str, Any] = {}
+        finish: str | None = None
+        try:
+            yield eventstream.event("messageStart", {"role": "assistant"})
+            async for chunk in chunks:
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or []:
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        yield eventstream.event(
+                            "contentBlockDelta", {"delta": {"text": text}, "contentBlockIndex": 0}
+                        )
+                    finish = choice.get("finish_reason") or finish
+            yield eventstream.event("contentBlockStop", {"contentBlockIndex": 0})
+            yield eventstream.event("messageStop", {"stopReason": p.converse_stop_reason(finish)})
+            call.record(usage)
+            yield eventstream.event(
+                "metadata", {"usage": p.token_usage(usage), "metrics": {"latencyMs": call.latency_ms}}
+            )
+        except OutcropError as exc:
+            call.fail(exc)
+            yield stream_error_frame(exc)
+        finally:
+            call.close()
+
+    return StreamingResponse(frames(), media_type=eventstream.CONTENT_TYPE)
+
+
+@router.post("/model/{modelId:path}/count-tokens", summary="CountTokens")
+async def count_tokens(
+    modelId: str, request: Request, services: Services = Depends(get_services)
+) -> Response:
+    body = await read_json_object(request)
+    model = services.registry.get_model(modelId)
+    source = body.get("input")
+    if (
+        not isinstance(source, dict)
+        or len(source) != 1
+        or next(iter(source)) not in ("invokeModel", "converse")
+    ):
+        raise InvalidRequestError(
+            "'input' must hold exactly one of 'invokeModel' {body} or 'converse' {messages}.", param="input"
+        )
+    tokenizers = services.tokenizers
+    if "converse" in source:
+        chat = p.converse_to_chat({**source["converse"], "inferenceConfig": {}})
+        count = tokenizers.count_messages(model.id, chat["messages"])
+    else:
+        raw = source["invokeModel"].get("body") if isinstance(source["invokeModel"], dict) else None
+        try:
+            invoke_body = json.loads(base64.b64decode(raw or "", validate=True))
+        except (binascii.Error, ValueError, TypeError):
+            raise InvalidRequestError(
+                "input.invokeModel.body must be the base64 of a JSON InvokeModel body.",
+                param="input.invokeModel.body",
+            ) from None
+        if not isinstance(invoke_body, dict):
+            raise InvalidRequestError(
+                "input.invokeModel.body must be a JSON object.", param="input.invokeModel.body"
+            )
+        style = p.classify(invoke_body)
+        if style is p.InvokeStyle.CHAT:
+            count = tokenizers.count_messages(model.id, invoke_body["messages"])
+        else:
+            count = tokenizers.count_prompt(model.id, str(invoke_body["prompt"]))
+    return JSONResponse({"inputTokens": count})
