@@ -14,8 +14,11 @@ if TYPE_CHECKING:
     from outcrop.serving.launchers import LaunchedCopy
 
 
-class CopyStatus(enum.Enum):
-    """Where a copy is in its life. Starting -> Ready -> Draining -> Stopped; Failed from anywhere."""
+class CopyStatus(enum.StrEnum):
+    """Where a copy is in its life. Starting -> Ready -> Draining -> Stopped; Failed from anywhere.
+
+    ``str(status)`` is the display name (``"Ready"``), as the admin API and ``outcrop copies`` show it.
+    """
 
     STARTING = "Starting"  # launched (or waiting for room); /health has not answered 200 yet
     READY = "Ready"  # healthy; the router sends it requests

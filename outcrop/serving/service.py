@@ -281,10 +281,10 @@ class Serving:
                         exclude = frozenset({copy.copy_id})
                         break
                     chunk = _sse_data(line)
-                    if chunk is None:
-                        continue
                     if chunk == "[DONE]":
                         return
+                    if not isinstance(chunk, dict):
+                        continue  # comments, keep-alives, event names: not data objects
                     error = CopyErrorResponse.parse(chunk) if "error" in chunk else None
                     if error is not None:
                         raise ModelFailedError(
