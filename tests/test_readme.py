@@ -67,6 +67,8 @@ def test_demo_command_serves_imports_and_shows_the_model(tmp_path: Path) -> None
         assert "Outcrop is serving" in output, output
         assert "modelArchitecture: llama" in output
         assert "instructSupported: True" in output
+        assert "boto3 bedrock-runtime invoke_model" in output
+        assert "openai chat.completions.create" in output
         assert "Traceback" not in output
     finally:
         os.killpg(proc.pid, signal.SIGINT)

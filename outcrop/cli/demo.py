@@ -75,7 +75,7 @@ def _run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: 
     url = f"http://127.0.0.1:{port}"
     source = data_dir / "demo" / "tiny-llama"
 
-    console.print(f"[bold]1/4[/] Starting Outcrop on {url} (data dir {data_dir})")
+    console.print(f"[bold]1/5[/] Starting Outcrop on {url} (data dir {data_dir})")
     cmd = [sys.executable, "-m", "outcrop", "--data-dir", str(data_dir), "serve", "--port", str(port)]
     if config.store.database_url:
         cmd[3:3] = ["--database-url", config.store.database_url]
@@ -84,16 +84,16 @@ def _run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: 
         _wait_healthy(url, server)
         if not (source / "config.json").exists():
             console.print(
-                f"[bold]2/4[/] Building a tiny Llama-architecture model (random weights) in {source}"
+                f"[bold]2/5[/] Building a tiny Llama-architecture model (random weights) in {source}"
             )
             build_tiny_model(source, family="llama", hidden_size=128, intermediate_size=256, num_layers=2)
         else:
-            console.print(f"[bold]2/4[/] Reusing the tiny demo model in {source}")
+            console.print(f"[bold]2/5[/] Reusing the tiny demo model in {source}")
 
         bedrock = _bedrock_client(url, config)
         with contextlib.suppress(bedrock.exceptions.ResourceNotFoundException):
             bedrock.delete_imported_model(modelIdentifier=DEMO_MODEL_NAME)
-        console.print("[bold]3/4[/] Importing it with boto3: bedrock.create_model_import_job(...)")
+        console.print("[bold]3/5[/] Importing it with boto3: bedrock.create_model_import_job(...)")
         job_name = f"demo-import-{int(time.time())}"
         job_arn = bedrock.create_model_import_job(
             jobName=job_name,
@@ -107,7 +107,7 @@ def _run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: 
         if job["status"] != "Completed":
             raise OutcropError(f"The demo import failed: {job.get('failureMessage')}")
         model = bedrock.get_imported_model(modelIdentifier=DEMO_MODEL_NAME)
-        console.print("[bold]4/4[/] Imported model, as bedrock.get_imported_model returns it:")
+        console.print("[bold]4/5[/] Imported model, as bedrock.get_imported_model returns it:")
         for key in (
             "modelName",
             "modelArn",
@@ -117,6 +117,7 @@ def _run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: 
             "creationTime",
         ):
             console.print(f"      {key}: {model.get(key)}")
+        _invoke(url, config, console)
         console.print(
             f"\nTry it: [bold]outcrop --data-dir {data_dir} models show {DEMO_MODEL_NAME} --endpoint {url}[/]"
         )
@@ -129,6 +130,43 @@ def _run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: 
             console.print("[bold green]Demo complete.[/]")
     finally:
         _stop(server)
+
+
+def _invoke(url: str, config: OutcropConfig, console: Console) -> None:
+    """Ask the model through both client libraries, exactly as users' code would."""
+    import json
+
+    import boto3
+    from botocore.config import Config
+    from openai import OpenAI
+
+    console.print("[bold]5/5[/] Invoking it (the first call starts a copy: a cold start, retried by boto3)")
+    runtime = boto3.client(
+        "bedrock-runtime",
+        endpoint_url=url,
+        region_name=config.aws.region,
+        aws_access_key_id="demo",
+        aws_secret_access_key="demo",
+        config=Config(retries={"mode": "standard", "total_max_attempts": 15}, read_timeout=300),
+    )
+    started = time.monotonic()
+    response = runtime.invoke_model(
+        modelId=DEMO_MODEL_NAME,
+        body=json.dumps({"prompt": "Hello, Outcrop!", "max_gen_len": 24, "temperature": 0}),
+    )
+    answer = json.loads(response["body"].read())
+    console.print(
+        f"      boto3 bedrock-runtime invoke_model ({time.monotonic() - started:.1f} s): "
+        f"{answer['generation']!r}"
+    )
+    client = OpenAI(base_url=f"{url}/v1", api_key="demo")
+    chat = client.chat.completions.create(
+        model=DEMO_MODEL_NAME, messages=[{"role": "user", "content": "Hello, Outcrop!"}], max_tokens=24
+    )
+    console.print(f"      openai chat.completions.create: {chat.choices[0].message.content!r}")
+    console.print(
+        "      (The demo model has random weights, so its answers are gibberish: the point is the path.)"
+    )
 
 
 def _install_stop_handlers() -> dict[str, bool]:

@@ -423,7 +423,7 @@ def demo(
         True, "--keep-serving/--exit", help="Keep the server up after the demo."
     ),
 ) -> None:
-    """Start a server, build a tiny demo model (random weights), import it through boto3, and show it.
+    """Start a server, build a tiny demo model (random weights), import it and invoke it through boto3 and OpenAI.
 
     Example: outcrop demo --exit
     """
