@@ -146,7 +146,10 @@ class ServingConfig(_Section):
         None, ge=1, le=1024, description="torch threads per local copy (None = the worker's default)."
     )
     worker_max_batch: int | None = Field(
-        None, ge=1, le=4096, description="Most sequences a local copy decodes at once (None = worker default)."
+        None,
+        ge=1,
+        le=4096,
+        description="Most sequences a local copy decodes at once (None = worker default).",
     )
     worker_kv_cache_bytes: int | None = Field(
         None, ge=1, description="KV-cache budget of a local copy (None = the worker's default)."
@@ -184,6 +187,13 @@ class ServingConfig(_Section):
     health_interval_seconds: float = Field(
         2.0, gt=0, le=600, description="How often a ready copy's /health is checked."
     )
+    # Why 5 s: a busy CPU copy may answer /health slowly; one slow answer is not a failure.
+    health_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description="How long one health check of a copy may take before it counts as failed.",
+    )
     health_failures_before_failed: int = Field(
         3, ge=1, le=100, description="Consecutive failed health checks after which a copy is Failed."
     )
@@ -200,7 +210,9 @@ class ServingConfig(_Section):
     # Why 1 GiB: the OS, the gateway and page cache need room; a copy that squeezes them
     # out makes the whole machine swap or the OOM killer pick a victim.
     memory_reserve_bytes: int = Field(
-        GIB, ge=0, description="Memory left free when deciding whether a copy fits (of /proc/meminfo MemAvailable)."
+        GIB,
+        ge=0,
+        description="Memory left free when deciding whether a copy fits (of /proc/meminfo MemAvailable).",
     )
     memory_limit_bytes: int | None = Field(
         None, ge=0, description="Total memory estimate all copies may use together (None = no budget)."
@@ -215,6 +227,20 @@ class ServingConfig(_Section):
     )
 
 
+class ThrottlingConfig(_Section):
+    enabled: bool = Field(True, description="Apply per-principal rate limits to inference requests.")
+    # Generous defaults: they stop a runaway client, not normal use. Tighten per deployment.
+    requests_per_second: float = Field(
+        500.0, gt=0, le=1_000_000, description="Sustained inference requests per second per principal."
+    )
+    burst_seconds: float = Field(
+        2.0, gt=0, le=3600, description="A principal may burst this many seconds' worth of requests at once."
+    )
+    tokens_per_minute: int = Field(
+        10_000_000, gt=0, description="Input + output tokens per minute per principal."
+    )
+
+
 class OutcropConfig(_Section):
     data_dir: Path = Field(Path("~/.outcrop"), description="Where the database, model store and logs live.")
     server: ServerConfig = Field(default_factory=ServerConfig)
@@ -222,6 +248,7 @@ class OutcropConfig(_Section):
     store: StoreConfig = Field(default_factory=StoreConfig)
     s3: S3Config = Field(default_factory=S3Config)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    throttling: ThrottlingConfig = Field(default_factory=ThrottlingConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
 
     @property

@@ -52,8 +52,6 @@ log = logging.getLogger("outcrop.serving")
 # Why 0.05 s: a tiny model is ready in ~1 s; polling /health faster than this costs the
 # loading copy CPU, slower adds visibly to every cold start.
 STARTUP_POLL_SECONDS = 0.05
-# Why 5 s: a busy CPU copy may answer /health slowly; one slow answer is not a failure.
-HEALTH_TIMEOUT_SECONDS = 5.0
 # Why 10 s: connecting over loopback takes microseconds; a copy that does not accept in
 # seconds is dead or wedged, and the request is retried on another copy.
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -770,7 +768,9 @@ class Serving:
                     f"the copy exited with code {code} before it was ready{_tail(launched)}"
                 )
             try:
-                response = await client.get(launched.health_path, timeout=HEALTH_TIMEOUT_SECONDS)
+                response = await client.get(
+                    launched.health_path, timeout=self.settings.health_timeout_seconds
+                )
                 if response.status_code == 200 and copy.transition(CopyStatus.READY):
                     self._on_ready(pool, copy)
                     return
@@ -821,7 +821,9 @@ class Serving:
                 self._fail_copy(pool, copy, f"the process exited with code {code}{_tail(launched)}")
                 return
             try:
-                response = await client.get(launched.health_path, timeout=HEALTH_TIMEOUT_SECONDS)
+                response = await client.get(
+                    launched.health_path, timeout=self.settings.health_timeout_seconds
+                )
                 healthy = response.status_code == 200
             except httpx.TransportError:
                 healthy = False
@@ -836,15 +838,21 @@ class Serving:
         """Stop the copy's process: SIGTERM (it drains), SIGKILL after the drain bound."""
         launched = copy.launched
         if launched is not None and launched.exit_code() is None:
+            # A failed copy is declared dead: no drain. A stopping one finishes its requests.
+            drain = 0.0 if copy.status is CopyStatus.FAILED else self.settings.drain_timeout_seconds
             launched.terminate()
-            deadline = time.monotonic() + self.settings.drain_timeout_seconds
+            deadline = time.monotonic() + drain
             while launched.exit_code() is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             if launched.exit_code() is None:
-                log.warning("copy did not stop in time; killing it", extra={"copy_id": copy.copy_id})
+                if drain:
+                    log.warning("copy did not stop in time; killing it", extra={"copy_id": copy.copy_id})
                 launched.kill()
-                while launched.exit_code() is None:
+                deadline = time.monotonic() + KILL_GRACE_SECONDS
+                while launched.exit_code() is None and time.monotonic() < deadline:
                     await asyncio.sleep(0.05)
+                if launched.exit_code() is None:
+                    log.error("copy survived SIGKILL", extra={"copy_id": copy.copy_id, "pid": launched.pid})
         if not copy.status.is_terminal() and not copy.transition(CopyStatus.STOPPED):
             # Starting/Ready copies reach Stopped only through Draining.
             copy.transition(CopyStatus.DRAINING)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -340,6 +341,46 @@ async def test_stop_drains_requests_in_flight_and_ends_every_copy(
     assert serving.copies() == []
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+async def test_a_copy_that_stops_answering_health_checks_is_failed_and_killed(
+    serving_config: Config, serving_registry: Registry
+) -> None:
+    config = serving_config(
+        **{"serving.health_timeout_seconds": 0.3, "serving.health_failures_before_failed": 2}
+    )
+    async with running(config, serving_registry) as serving:
+        await serving.warm("alpha")
+        pid = serving.copies()[0].pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # alive but wedged
+        await eventually(lambda: serving.copies() == [], 10)
+        stats = serving.stats()["models"]["alpha"]
+        assert stats["copy_failures"] == 1 and "2 health checks of /health failed" in stats["last_failure"]
+        await eventually(lambda: not _alive(pid), 10)
+
+
+async def test_stop_is_bounded_when_a_copy_ignores_sigterm(
+    serving_config: Config, serving_registry: Registry
+) -> None:
+    serving = Serving(serving_config(**{"serving.drain_timeout_seconds": 0.5}), serving_registry)
+    await serving.start()
+    await serving.warm("alpha")
+    pid = serving.copies()[0].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # SIGTERM cannot end a stopped process; SIGKILL can
+    started = time.monotonic()
+    await serving.stop()
+    assert time.monotonic() - started < 5
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 async def test_copies_answer_over_pooled_connections(
