@@ -23,7 +23,9 @@ from outcrop.config import (
     RegistryConfig,
     S3Config,
     ServerConfig,
+    ServingConfig,
     StoreConfig,
+    ThrottlingConfig,
 )
 from outcrop.errors import ConfigError
 
@@ -40,6 +42,8 @@ class _EnvConfig(BaseSettings):
     store: StoreConfig = StoreConfig()
     s3: S3Config = S3Config()
     registry: RegistryConfig = RegistryConfig()
+    throttling: ThrottlingConfig = ThrottlingConfig()
+    serving: ServingConfig = ServingConfig()
 
 
 def load_config(**overrides: Any) -> OutcropConfig:

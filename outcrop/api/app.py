@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from outcrop import __version__
 from outcrop.api import admin, ops
-from outcrop.api.bedrock import control
+from outcrop.api.bedrock import control, logging_config
 from outcrop.api.bedrock.errors import bedrock_error_response
 from outcrop.api.deps import Services
 from outcrop.api.metrics import Metrics
@@ -27,9 +27,12 @@ from outcrop.errors import InternalError, InvalidRequestError, NotFoundError, Ou
 from outcrop.registry.importer import ImportWorker
 from outcrop.registry.service import Registry
 from outcrop.registry.tokenizers import TokenizerCache
+from outcrop.serving.invocation_log import InvocationLogger
 from outcrop.serving.service import Serving
+from outcrop.serving.throttling import Throttler
 from outcrop.store.db import Database
 from outcrop.store.schema import import_jobs, imported_models
+from outcrop.store.settings import SettingsStore
 
 log = logging.getLogger("outcrop.api")
 
@@ -87,6 +90,8 @@ def build_services(config: OutcropConfig, *, start_workers: bool = True) -> Serv
         import_worker=worker,
         serving=serving,
         tokenizers=TokenizerCache(registry),
+        throttler=Throttler(config.throttling),
+        invocation_log=InvocationLogger(config, SettingsStore(db)),
         started_at=time.time(),
     )
 
@@ -179,6 +184,7 @@ def create_app(
         )
 
     app.include_router(control.router)
+    app.include_router(logging_config.router)
     app.include_router(runtime_routes.router)
     app.include_router(openai_routes.router)
     app.include_router(admin.router)

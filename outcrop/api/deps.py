@@ -18,7 +18,9 @@ from outcrop.store.db import Database
 
 if TYPE_CHECKING:
     from outcrop.registry.tokenizers import TokenizerCache
+    from outcrop.serving.invocation_log import InvocationLogger
     from outcrop.serving.service import Serving
+    from outcrop.serving.throttling import Throttler
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -37,6 +39,8 @@ class Services:
     import_worker: ImportWorker | None = None
     serving: Serving = None  # type: ignore[assignment]  # set by the app factory
     tokenizers: TokenizerCache = None  # type: ignore[assignment]  # set by the app factory
+    throttler: Throttler = None  # type: ignore[assignment]  # set by the app factory
+    invocation_log: InvocationLogger = None  # type: ignore[assignment]  # set by the app factory
     started_at: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 

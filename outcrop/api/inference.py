@@ -15,6 +15,7 @@ from outcrop.api.deps import Services
 from outcrop.api.runtime import eventstream
 from outcrop.errors import InvalidRequestError, OutcropError, ThrottlingError
 from outcrop.serving.service import ColdStartPolicy
+from outcrop.serving.throttling import principal_of
 
 COLD_START_HEADER = "x-outcrop-cold-start"
 _STREAM_FAILURES = {
@@ -53,16 +54,29 @@ def stream_error_frame(exc: OutcropError) -> bytes:
 
 
 class Invocation:
-    """Times one model call and records it in the metrics, however it ends."""
+    """One model call: admits it past the principal's rate limits, times it, and records it in the
+    metrics, the token bucket and (when enabled) the invocation log, however it ends."""
 
-    def __init__(self, services: Services, model: str, operation: str) -> None:
+    def __init__(self, services: Services, request: Request, model: str, operation: str) -> None:
+        self.services = services
         self.metrics = services.metrics
         self.model = model
         self.operation = operation
+        self.request_id = getattr(request.state, "request_id", "")
+        self.principal = principal_of(
+            request.headers.get("authorization"),
+            request.headers.get("x-api-key"),
+            request.client.host if request.client else None,
+        )
         self.started = time.perf_counter()
         self.first_byte_ms = 0
         self.latency_ms = 0
         self._closed = False
+        try:
+            services.throttler.admit(self.principal)
+        except ThrottlingError as exc:
+            self.fail(exc)
+            raise
 
     async def __aenter__(self) -> Invocation:
         return self
@@ -77,12 +91,27 @@ class Invocation:
     def _elapsed_ms(self) -> int:
         return int((time.perf_counter() - self.started) * 1000)
 
-    def record(self, usage: dict[str, Any]) -> None:
+    def record(self, usage: dict[str, Any], input_body: Any = None, output_body: Any = None) -> None:
         self.latency_ms = self._elapsed_ms()
+        prompt_tokens, output_tokens = (
+            int(usage.get("prompt_tokens", 0)),
+            int(usage.get("completion_tokens", 0)),
+        )
         self.metrics.invocations.labels(self.model, self.operation).inc()
-        self.metrics.input_tokens.labels(self.model).inc(int(usage.get("prompt_tokens", 0)))
-        self.metrics.output_tokens.labels(self.model).inc(int(usage.get("completion_tokens", 0)))
+        self.metrics.input_tokens.labels(self.model).inc(prompt_tokens)
+        self.metrics.output_tokens.labels(self.model).inc(output_tokens)
         self.metrics.invocation_latency.labels(self.model).observe(self.latency_ms / 1000)
+        self.services.throttler.charge_tokens(self.principal, prompt_tokens + output_tokens)
+        self.services.invocation_log.log(
+            request_id=self.request_id,
+            operation=self.operation,
+            model_id=self.model,
+            principal=self.principal,
+            input_body=input_body,
+            output_body=output_body,
+            input_tokens=prompt_tokens,
+            output_tokens=output_tokens,
+        )
 
     def fail(self, exc: OutcropError) -> None:
         if isinstance(exc, ThrottlingError) or type(exc).__name__ == "ModelNotReadyError":
@@ -119,5 +148,5 @@ class Invocation:
         return rest()
 
 
-def invocation(services: Services, model: str, operation: str) -> Invocation:
-    return Invocation(services, model, operation)
+def invocation(services: Services, request: Request, model: str, operation: str) -> Invocation:
+    return Invocation(services, request, model, operation)

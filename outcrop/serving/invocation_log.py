@@ -102,7 +102,7 @@ class InvocationLogger:
         with_text = logging_config.get("textDataDeliveryEnabled", True)
         now = dt.datetime.now(dt.UTC)
         aws = self.config.aws
-        record = {
+        record: dict[str, Any] = {
             "schemaType": "ModelInvocationLog",
             "schemaVersion": "1.0",
             "timestamp": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),

@@ -75,4 +75,17 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX ix_model_files_sha256 ON model_files (sha256)",
         ],
     ),
+    (
+        2,
+        "shared settings (invocation logging configuration)",
+        [
+            """
+            CREATE TABLE settings (
+                key VARCHAR(64) PRIMARY KEY,
+                value TEXT NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+        ],
+    ),
 ]

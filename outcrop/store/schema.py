@@ -72,3 +72,11 @@ model_files = sa.Table(
     sa.Column("sha256", sa.String(64)),
     sa.Column("size_bytes", sa.BigInteger),
 )
+
+settings = sa.Table(
+    "settings",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text),
+    sa.Column("updated_at", sa.Float),
+)

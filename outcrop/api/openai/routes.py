@@ -52,14 +52,14 @@ async def _generate(request: Request, services: Services, path: str, operation: 
         raise ModelNotChatCapableError(record.name)
     policy = cold_start_policy(request, bedrock=False)
     if not body.get("stream"):
-        async with invocation(services, model, operation) as call:
+        async with invocation(services, request, model, operation) as call:
             resp = await services.serving.post(model, path, body, cold_start=policy)
-            call.record(resp.get("usage") or {})
+        call.record(resp.get("usage") or {}, body, resp)
         return JSONResponse(resp)
 
     wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     body = {**body, "stream_options": {"include_usage": True}}
-    call = invocation(services, model, operation)
+    call = invocation(services, request, model, operation)
     chunks = await call.open_stream(services.serving.stream(model, path, body, cold_start=policy))
 
     async def events() -> AsyncIterator[bytes]:
@@ -71,7 +71,7 @@ async def _generate(request: Request, services: Services, path: str, operation: 
                     if not chunk.get("choices") and not wants_usage:
                         continue
                 yield b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n"
-            call.record(usage)
+            call.record(usage, body, {"streamed": True})
         except OutcropError as exc:
             call.fail(exc)
             kind, _status, code = openai_error(exc)

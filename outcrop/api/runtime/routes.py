@@ -43,12 +43,12 @@ async def invoke_model(
     if style is p.InvokeStyle.CHAT:
         _require_chat(services, modelId)
     path, copy_body = p.invoke_to_copy(body, style)
-    async with invocation(services, modelId, "InvokeModel") as call:
+    async with invocation(services, request, modelId, "InvokeModel") as call:
         resp = await services.serving.post(
             modelId, path, copy_body, cold_start=cold_start_policy(request, bedrock=True)
         )
-        call.record(resp.get("usage") or {})
     answer = resp if style is p.InvokeStyle.CHAT else p.completion_superset(resp)
+    call.record(resp.get("usage") or {}, body, answer)
     return JSONResponse(answer, headers=_usage_headers(resp.get("usage") or {}, call.latency_ms))
 
 
@@ -63,7 +63,7 @@ async def invoke_model_stream(
     path, copy_body = p.invoke_to_copy(body, style)
     copy_body["stream"] = True
     copy_body["stream_options"] = {"include_usage": True}
-    call = invocation(services, modelId, "InvokeModelWithResponseStream")
+    call = invocation(services, request, modelId, "InvokeModelWithResponseStream")
     chunks = await call.open_stream(
         services.serving.stream(modelId, path, copy_body, cold_start=cold_start_policy(request, bedrock=True))
     )
@@ -71,6 +71,7 @@ async def invoke_model_stream(
     async def frames() -> AsyncIterator[bytes]:
         pending: dict[str, Any] | None = None  # held back so the metrics ride on the last chunk
         usage: dict[str, Any] = {}
+        sent: list[dict[str, Any]] = []
         try:
             async for chunk in chunks:
                 if chunk.get("usage"):
@@ -81,8 +82,9 @@ async def invoke_model_stream(
                 if pending is not None:
                     yield eventstream.chunk(pending)
                 pending = out
+                sent.append(out)
             last = pending or {"generation": "", "stop_reason": "stop"}
-            call.record(usage)
+            call.record(usage, body, sent)
             last["amazon-bedrock-invocationMetrics"] = p.invocation_metrics(
                 usage, call.latency_ms, call.first_byte_ms
             )
@@ -105,12 +107,13 @@ async def converse(modelId: str, request: Request, services: Services = Depends(
     body = await read_json_object(request)
     _require_chat(services, modelId)
     chat = p.converse_to_chat(body)
-    async with invocation(services, modelId, "Converse") as call:
+    async with invocation(services, request, modelId, "Converse") as call:
         resp = await services.serving.post(
             modelId, "/v1/chat/completions", chat, cold_start=cold_start_policy(request, bedrock=True)
         )
-        call.record(resp.get("usage") or {})
-    return JSONResponse(p.chat_to_converse(resp, call.latency_ms))
+    answer = p.chat_to_converse(resp, call.latency_ms)
+    call.record(resp.get("usage") or {}, body, answer)
+    return JSONResponse(answer)
 
 
 @router.post("/model/{modelId:path}/converse-stream", summary="ConverseStream")
@@ -122,7 +125,7 @@ async def converse_stream(
     chat = p.converse_to_chat(body)
     chat["stream"] = True
     chat["stream_options"] = {"include_usage": True}
-    call = invocation(services, modelId, "ConverseStream")
+    call = invocation(services, request, modelId, "ConverseStream")
     chunks = await call.open_stream(
         services.serving.stream(
             modelId, "/v1/chat/completions", chat, cold_start=cold_start_policy(request, bedrock=True)
@@ -132,6 +135,7 @@ async def converse_stream(
     async def frames() -> AsyncIterator[bytes]:
         usage: dict[str, Any] = {}
         finish: str | None = None
+        texts: list[str] = []
         try:
             yield eventstream.event("messageStart", {"role": "assistant"})
             async for chunk in chunks:
@@ -140,13 +144,17 @@ async def converse_stream(
                 for choice in chunk.get("choices") or []:
                     text = (choice.get("delta") or {}).get("content")
                     if text:
+                        texts.append(text)
                         yield eventstream.event(
                             "contentBlockDelta", {"delta": {"text": text}, "contentBlockIndex": 0}
                         )
                     finish = choice.get("finish_reason") or finish
             yield eventstream.event("contentBlockStop", {"contentBlockIndex": 0})
             yield eventstream.event("messageStop", {"stopReason": p.converse_stop_reason(finish)})
-            call.record(usage)
+            message = {"role": "assistant", "content": [{"text": "".join(texts)}]}
+            call.record(
+                usage, body, {"output": {"message": message}, "stopReason": p.converse_stop_reason(finish)}
+            )
             yield eventstream.event(
                 "metadata", {"usage": p.token_usage(usage), "metrics": {"latencyMs": call.latency_ms}}
             )
