@@ -323,6 +323,26 @@ class Serving:
                 retry_after_seconds=max(1.0, pool.next_start_at - time.monotonic()),
             )
 
+    async def stop_model(self, model_id: str) -> int:
+        """Drain and stop every copy of a model (by id), e.g. before it is deleted; how many were stopped."""
+        self._resolved = {k: v for k, v in self._resolved.items() if v[1].id != model_id}
+        pool = self._pools.get(model_id)
+        if pool is None:
+            return 0
+        pool.queue.fail_all(
+            ServiceUnavailableError(f"Model '{pool.model.name}' is being removed; its copies are stopping.")
+        )
+        stopping = list(pool.copies.values())
+        for copy in stopping:
+            self._begin_stop(pool, copy, "the model is being removed")
+        tasks = [self._lifecycles[c.copy_id] for c in stopping if c.copy_id in self._lifecycles]
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.settings.drain_timeout_seconds + 2 * KILL_GRACE_SECONDS)
+        if not pool.copies:
+            self._pools.pop(model_id, None)
+        self._folders.pop(model_id, None)
+        return len(stopping)
+
     def copies(self) -> list[CopyInfo]:
         """Every copy that is not stopped or failed, oldest first."""
         found = [c.info() for pool in self._pools.values() for c in pool.copies.values()]

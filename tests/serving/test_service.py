@@ -343,6 +343,37 @@ async def test_stop_drains_requests_in_flight_and_ends_every_copy(
         os.kill(pid, 0)
 
 
+async def test_a_dead_copy_of_a_kept_warm_model_is_replaced_after_the_backoff(
+    serving_config: Config, serving_registry: Registry
+) -> None:
+    config = serving_config(**{"serving.model_overrides": {"alpha": {"min_copies": 1}}})
+    async with running(config, serving_registry) as serving:
+        await eventually(lambda: states(serving) == ["Ready"])
+        first = serving.copies()[0]
+        assert first.pid is not None
+        os.kill(first.pid, signal.SIGKILL)
+        await eventually(
+            lambda: (
+                [c.copy_id for c in serving.copies() if c.state is CopyStatus.READY]
+                not in ([], [first.copy_id])
+            )
+        )
+        stats = serving.stats()["models"]["alpha"]
+        assert stats["copy_failures"] == 1 and "exited with code -9" in stats["last_failure"]
+        assert (await serving.post("alpha", "/v1/completions", PROMPT, cold_start=FAIL_FAST))["choices"]
+
+
+async def test_stop_model_drains_its_copies_and_forgets_it(
+    serving_config: Config, serving_registry: Registry
+) -> None:
+    async with running(serving_config(), serving_registry) as serving:
+        await serving.warm("alpha")
+        await serving.warm("beta")
+        assert await serving.stop_model(serving_registry.get_model("alpha").id) == 1
+        assert [c.model_name for c in serving.copies()] == ["beta"]
+        assert "alpha" not in serving.stats()["models"]
+
+
 async def test_a_copy_that_stops_answering_health_checks_is_failed_and_killed(
     serving_config: Config, serving_registry: Registry
 ) -> None:
