@@ -7,8 +7,10 @@ import re
 from outcrop.config import AwsIdentityConfig
 from outcrop.errors import InvalidRequestError
 
-# Patterns copied from botocore's bedrock 2023-04-20 service model.
-JOB_NAME_RE = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9\+\-\.])*")
+# Patterns of botocore's bedrock 2023-04-20 service model. The job-name pattern there,
+# [a-zA-Z0-9](-*[a-zA-Z0-9\+\-\.])*, backtracks exponentially on 'a----...-!' (both '-*' and the
+# class match '-'); this one accepts exactly the same strings in linear time.
+JOB_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9+.\-]*")
 MODEL_NAME_RE = re.compile(r"([0-9a-zA-Z][_-]?)+")
 ROLE_ARN_RE = re.compile(r"arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+")
 _ARN_RE = re.compile(

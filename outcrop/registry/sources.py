@@ -41,6 +41,11 @@ class Source(Protocol):
 def open_source(uri: str, config: OutcropConfig) -> Source:
     """The source for a modelDataSource URI; raises InvalidRequestError naming the accepted forms."""
     uri = uri.strip()
+    if "\x00" in uri or "%00" in uri:
+        raise InvalidRequestError(
+            f"s3Uri {uri!r} contains a NUL byte; give a plain path or URI.",
+            param="modelDataSource.s3DataSource.s3Uri",
+        )
     if uri.startswith("s3://"):
         return S3Source(uri, config)
     if uri.startswith("file://"):
