@@ -201,6 +201,9 @@ def list_imported_models(
 
 
 @router.delete("/imported-models/{modelIdentifier:path}", summary="DeleteImportedModel")
-def delete_imported_model(modelIdentifier: str, services: Services = Depends(get_services)) -> Response:
-    services.registry.delete_model(modelIdentifier)
+async def delete_imported_model(modelIdentifier: str, services: Services = Depends(get_services)) -> Response:
+    model = services.registry.get_model(modelIdentifier)
+    # Drain its copies first: in-flight requests finish, queued ones get a clear 503.
+    await services.serving.stop_model(model.id)
+    services.registry.delete_model(model.id)
     return Response(status_code=200, content=b"{}", media_type="application/json")
