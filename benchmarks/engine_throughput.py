@@ -80,10 +80,12 @@ def percentile(values: list[float], q: float) -> float:
 class Ceiling:
     """transformers' generate on one left-padded batch, in this process."""
 
-    def __init__(self, model_dir: Path, dtype: str, new_tokens: int) -> None:
+    def __init__(self, model_dir: Path, dtype: str, new_tokens: int, threads: int | None) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if threads:
+            torch.set_num_threads(threads)
         self.torch = torch
         self.new_tokens = new_tokens
         self.tok = AutoTokenizer.from_pretrained(str(model_dir))
@@ -171,7 +173,9 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def start_worker(model_dir: Path, dtype: str, max_batch: int, log: Path) -> tuple[subprocess.Popen, str]:
+def start_worker(
+    model_dir: Path, dtype: str, max_batch: int, log: Path, threads: int | None = None
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [
         sys.executable,
@@ -192,6 +196,8 @@ def start_worker(model_dir: Path, dtype: str, max_batch: int, log: Path) -> tupl
         "--log-level",
         "warning",
     ]
+    if threads:
+        cmd += ["--threads", str(threads)]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -220,13 +226,14 @@ def run_pair(
     rounds: int,
     soak_seconds: float,
     log: Path,
+    threads: int | None,
 ) -> tuple[dict[int, Result], dict[int, Result], dict[str, int]]:
     """Ceiling and worker measured back to back at each point (best of ``rounds``): this
     machine is shared, so both sides of a ratio should see the same background load."""
-    proc, base = start_worker(model_dir, dtype, max(concurrencies), log)
+    proc, base = start_worker(model_dir, dtype, max(concurrencies), log, threads)
     memory: dict[str, int] = {}
     try:
-        ceiling = Ceiling(model_dir, dtype, new_tokens)
+        ceiling = Ceiling(model_dir, dtype, new_tokens, threads)
         wait_healthy(base, proc)
         extra = {"ignore_eos": True}
         ceiling.measure(4)  # warm-up both
@@ -336,6 +343,9 @@ def main() -> None:
     p.add_argument("--soak-seconds", type=float, default=0, help="Steady max-concurrency load afterwards.")
     p.add_argument("--skip-peer", action="store_true")
     p.add_argument(
+        "--threads", type=int, default=None, help="torch threads for ceiling and worker (default: torch's)."
+    )
+    p.add_argument(
         "--work-dir", type=Path, default=None, help="Where models are built (default: a temp dir)."
     )
     args = p.parse_args()
@@ -362,6 +372,7 @@ def main() -> None:
                 args.rounds,
                 args.soak_seconds,
                 work / f"worker-{name}-{dtype}.log",
+                args.threads,
             )
             peer, why_not = (
                 ({}, "skipped (--skip-peer)")

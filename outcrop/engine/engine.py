@@ -58,6 +58,9 @@ class EngineRequest:
     prompt_ids: list[int]
     params: SamplingParams
     sink: Any = None  # opaque to the engine; ``deliver`` routes outputs with it
+    # False: one output when the sequence finishes instead of one per step, which keeps
+    # the HTTP thread (and the GIL) quiet while non-streaming requests decode.
+    stream: bool = True
 
 
 @dataclass
@@ -71,6 +74,8 @@ class Sequence:
     output_ids: list[int] = field(default_factory=list)
     sent_chars: int = 0  # characters of detok.text already delivered
     first_token_time: float | None = None
+    held_token_ids: list[int] = field(default_factory=list)  # non-streaming: not delivered yet
+    held_logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: str | None = None
 
     @property
@@ -264,7 +269,14 @@ class Engine:
                 seq.finish_reason = "length"
             if seq.finish_reason == "length" or is_eos:
                 seq.detok.flush()
-            outputs.append((seq.request, self._output(seq, self._take_text(seq), [token], logprobs)))
+            if seq.request.stream:
+                outputs.append((seq.request, self._output(seq, self._take_text(seq), [token], logprobs)))
+            else:
+                seq.held_token_ids.append(token)
+                seq.held_logprobs.extend(logprobs)
+                if seq.finish_reason is not None:
+                    out = self._output(seq, self._take_text(seq), seq.held_token_ids, seq.held_logprobs)
+                    outputs.append((seq.request, out))
             if seq.finish_reason is not None:
                 self._release(seq)
                 if len(seq.output_ids) > 1 and seq.first_token_time is not None:

@@ -165,7 +165,7 @@ class WorkerRuntime:
                 queue.put_nowait(output)
 
     async def generate(
-        self, sequences: list[tuple[str, list[int], SamplingParams]]
+        self, sequences: list[tuple[str, list[int], SamplingParams]], stream: bool = True
     ) -> AsyncGenerator[tuple[int, RequestOutput], None]:
         """Submit sequences (request_id, prompt_ids, params); yield ``(index, output)`` until all finish.
 
@@ -177,7 +177,7 @@ class WorkerRuntime:
         unfinished = set(index)
         for request_id, prompt_ids, params in sequences:
             self._queues[request_id] = queue
-            self.engine.add_request(EngineRequest(request_id, prompt_ids, params))
+            self.engine.add_request(EngineRequest(request_id, prompt_ids, params, stream=stream))
         try:
             while unfinished:
                 output = await queue.get()

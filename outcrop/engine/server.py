@@ -295,7 +295,7 @@ async def _collect(
 
     async def gather() -> list[list[RequestOutput]]:
         outputs: list[list[RequestOutput]] = [[] for _ in sequences]
-        async with aclosing(rt.generate([s.as_tuple() for s in sequences])) as stream:
+        async with aclosing(rt.generate([s.as_tuple() for s in sequences], stream=False)) as stream:
             async for index, output in stream:
                 _raise_if_failed(output)
                 outputs[index].append(output)
