@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import httpx
-
+    from outcrop.serving.copyclient import CopyClient
     from outcrop.serving.launchers import LaunchedCopy
 
 
@@ -73,7 +72,7 @@ class ModelCopy:
     memory_estimate_bytes: int
     status: CopyStatus = CopyStatus.STARTING
     launched: LaunchedCopy | None = None
-    client: httpx.AsyncClient | None = None
+    client: CopyClient | None = None
     in_flight: int = 0
     started_at: float = field(default_factory=time.time)
     ready_at: float | None = None

@@ -66,6 +66,8 @@ class LaunchedCopy:
     """A started copy process and where to reach it."""
 
     process: subprocess.Popen[bytes]
+    host: str  # where the router connects (a wildcard bind address becomes loopback)
+    port: int
     url: str
     health_path: str
     log_path: Path
@@ -198,6 +200,8 @@ class _ProcessLauncher:
                 ) from None
         return LaunchedCopy(
             process=process,
+            host=url_host(request.host).strip("[]"),
+            port=request.port,
             url=f"http://{url_host(request.host)}:{request.port}",
             health_path=self.health_path(),
             log_path=request.log_path,

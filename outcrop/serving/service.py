@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from outcrop.config import ModelServingSpec, OutcropConfig
 from outcrop.errors import (
     InvalidRequestError,
@@ -39,6 +37,7 @@ from outcrop.registry.modelstore import MANIFEST_NAME
 from outcrop.registry.service import Registry
 from outcrop.serving.autoscaler import CopyView, ModelLoad, ScaleAction, decide
 from outcrop.serving.copies import CopyInfo, CopyStatus, ModelCopy
+from outcrop.serving.copyclient import CopyClient, CopyResponse, CopyTransportError
 from outcrop.serving.launchers import LaunchedCopy, LaunchRequest, free_port, get_launcher
 from outcrop.serving.memory import EvictionCandidate, available_memory_bytes, gib, plan_fit
 from outcrop.serving.protocol import CopyErrorResponse
@@ -52,9 +51,6 @@ log = logging.getLogger("outcrop.serving")
 # Why 0.05 s: a tiny model is ready in ~1 s; polling /health faster than this costs the
 # loading copy CPU, slower adds visibly to every cold start.
 STARTUP_POLL_SECONDS = 0.05
-# Why 10 s: connecting over loopback takes microseconds; a copy that does not accept in
-# seconds is dead or wedged, and the request is retried on another copy.
-CONNECT_TIMEOUT_SECONDS = 10.0
 # Why 20 polls (1 s): a copy whose connection just broke is usually exiting; waiting that
 # long for its exit code fails it at once instead of after several health checks.
 SUSPECT_EXIT_POLLS = 20
@@ -251,7 +247,7 @@ class Serving:
                     copy = await self._acquire(pool, priority, policy, exclude)
             except TimeoutError:
                 raise self._timeout_error(pool, limit) from None
-            response: httpx.Response | None = None
+            response: CopyResponse | None = None
             try:
                 try:
                     async with asyncio.timeout_at(deadline):
@@ -268,12 +264,12 @@ class Serving:
                             line = await anext(lines)
                     except StopAsyncIteration:
                         return
-                    except httpx.TransportError as exc:
+                    except CopyTransportError as exc:
                         self._suspect(pool, copy, exc)
                         if started or attempt == 1:
                             raise ModelFailedError(
                                 f"The copy of '{pool.model.name}' stopped while streaming "
-                                f"({type(exc).__name__}); send the request again.",
+                                f"({exc}); send the request again.",
                                 model_id=pool.model.id,
                             ) from None
                         exclude = frozenset({copy.copy_id})
@@ -390,6 +386,14 @@ class Serving:
             return policy
         return ColdStartPolicy(pool.spec.cold_start_wait, policy.max_wait_seconds, from_request=True)
 
+    async def resolve(self, name_or_arn: str) -> ImportedModel:
+        """``registry.get_model`` cached for ``serving.model_cache_seconds`` (NotFoundError if unknown).
+
+        The request path resolves through this cache; API routes can too, to skip a database
+        query (~0.3-1 ms) per request.
+        """
+        return await self._resolve(name_or_arn)
+
     async def _resolve(self, name_or_arn: str) -> ImportedModel:
         now = time.monotonic()
         hit = self._resolved.get(name_or_arn)
@@ -491,50 +495,46 @@ class Serving:
     ) -> dict[str, Any]:
         assert copy.client is not None
         try:
-            response = await copy.client.post(path, json=payload)
-        except httpx.TransportError as exc:
+            status, body = await copy.client.post_json(path, payload)
+        except CopyTransportError as exc:
             self._suspect(pool, copy, exc)
-            raise _CopyUnusable(type(exc).__name__) from None
-        if response.status_code == 200:
+            raise _CopyUnusable(str(exc)) from None
+        if status == 200:
             try:
-                result: dict[str, Any] = response.json()
+                result = json.loads(body)
             except ValueError:
+                result = None
+            if not isinstance(result, dict):
                 raise ModelFailedError(
-                    f"The copy of '{pool.model.name}' answered with a body that is not JSON; send the request again.",
+                    f"The copy of '{pool.model.name}' answered with a body that is not a JSON object; "
+                    "send the request again.",
                     model_id=pool.model.id,
-                ) from None
+                )
             return result
-        raise self._response_error(pool, response)
+        raise self._response_error(pool, status, body)
 
     async def _open_stream(
         self, pool: _Pool, copy: ModelCopy, path: str, payload: dict[str, Any]
-    ) -> httpx.Response:
+    ) -> CopyResponse:
         assert copy.client is not None
-        request = copy.client.build_request("POST", path, json=payload)
         try:
-            response = await copy.client.send(request, stream=True)
-        except httpx.TransportError as exc:
+            response = await copy.client.request("POST", path, payload)
+            if response.status_code == 200:
+                return response
+            body = await response.aread()
+        except CopyTransportError as exc:
             self._suspect(pool, copy, exc)
-            raise _CopyUnusable(type(exc).__name__) from None
-        if response.status_code == 200:
-            return response
-        try:
-            await response.aread()
-        except httpx.TransportError as exc:
-            self._suspect(pool, copy, exc)
-            raise _CopyUnusable(type(exc).__name__) from None
-        finally:
-            await response.aclose()
-        raise self._response_error(pool, response)
+            raise _CopyUnusable(str(exc)) from None
+        raise self._response_error(pool, response.status_code, body)
 
-    def _response_error(self, pool: _Pool, response: httpx.Response) -> Exception:
-        status = response.status_code
+    def _response_error(self, pool: _Pool, status: int, body: bytes) -> Exception:
         try:
-            payload: Any = response.json()
+            payload: Any = json.loads(body)
         except ValueError:
             payload = None
         parsed = CopyErrorResponse.parse(payload)
-        message = (parsed.error.message if parsed else "") or response.text[:300] or f"HTTP {status}"
+        text = body[:300].decode("utf-8", errors="replace")
+        message = (parsed.error.message if parsed else "") or text or f"HTTP {status}"
         if status in (429, 503):
             return _CopyUnusable(message, status_code=status)
         if 400 <= status < 500:
@@ -767,14 +767,7 @@ class Serving:
             log_path=self.config.resolved_data_dir / "logs" / "copies" / f"{copy.copy_id}.log",
         )
         copy.launched = await asyncio.to_thread(self.launcher.launch, request)
-        cap = pool.spec.max_concurrency_per_copy
-        copy.client = httpx.AsyncClient(
-            base_url=copy.launched.url,
-            timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT_SECONDS),
-            limits=httpx.Limits(
-                max_connections=cap + 4, max_keepalive_connections=cap + 4, keepalive_expiry=60
-            ),
-        )
+        copy.client = CopyClient(copy.launched.host, copy.launched.port)
 
     async def _wait_healthy(self, pool: _Pool, copy: ModelCopy) -> None:
         launched, client = copy.launched, copy.client
@@ -787,20 +780,22 @@ class Serving:
                 raise ServiceUnavailableError(
                     f"the copy exited with code {code} before it was ready{_tail(launched)}"
                 )
-            try:
-                response = await client.get(
-                    launched.health_path, timeout=self.settings.health_timeout_seconds
-                )
-                if response.status_code == 200 and copy.transition(CopyStatus.READY):
-                    self._on_ready(pool, copy)
-                    return
-            except httpx.TransportError:
-                pass
+            if await self._healthy(client, launched) and copy.transition(CopyStatus.READY):
+                self._on_ready(pool, copy)
+                return
             if time.monotonic() > deadline:
                 raise ServiceUnavailableError(
                     f"the copy was not healthy after {limit:g} s (serving.copy_start_timeout_seconds){_tail(launched)}"
                 )
             await _wait_event(copy.wake, STARTUP_POLL_SECONDS)
+
+    async def _healthy(self, client: CopyClient, launched: LaunchedCopy) -> bool:
+        try:
+            async with asyncio.timeout(self.settings.health_timeout_seconds):
+                status, _ = await client.get(launched.health_path)
+        except (CopyTransportError, TimeoutError):
+            return False
+        return status == 200
 
     def _on_ready(self, pool: _Pool, copy: ModelCopy) -> None:
         pool.consecutive_failures = 0
@@ -840,13 +835,7 @@ class Serving:
             if code is not None:
                 self._fail_copy(pool, copy, f"the process exited with code {code}{_tail(launched)}")
                 return
-            try:
-                response = await client.get(
-                    launched.health_path, timeout=self.settings.health_timeout_seconds
-                )
-                healthy = response.status_code == 200
-            except httpx.TransportError:
-                healthy = False
+            healthy = await self._healthy(client, launched)
             misses = 0 if healthy else misses + 1
             if misses >= self.settings.health_failures_before_failed:
                 self._fail_copy(

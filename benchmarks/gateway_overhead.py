@@ -1,0 +1,288 @@
+"""What the gateway hop costs: a null copy called directly vs through ``outcrop serve``.
+
+    .venv/bin/python benchmarks/gateway_overhead.py
+    .venv/bin/python benchmarks/gateway_overhead.py --requests 3000 --rounds 3 --sustain-seconds 10
+
+It starts ``outcrop serve`` whose ``command`` launcher runs null copies
+(``python -m outcrop.serving.nullcopy``: answers at once, speaks the copy contract), imports
+a tiny generated model, warms one copy, and then sends the same OpenAI ``/v1/completions``
+request
+
+1. straight to that copy (the yardstick), and
+2. through the gateway (OpenAI surface -> router -> the same copy),
+
+at 1 and at 32 concurrent clients, alternating direct and gateway rounds so drift hits both.
+It prints p50/p99 latency of each, the added milliseconds, and the requests/s one gateway
+process sustains at 32 clients. Goals (issue 3): added p50 <= 1 ms and p99 <= 5 ms at 1 and
+at 32 clients; >= 1,000 requests/s through one gateway. Throttling is switched off for the
+run (its defaults would cap the rate), invocation logging is left as configured (off).
+
+The load generator is a minimal keep-alive HTTP/1.1 client on asyncio, so the client's own
+cost is small next to the hop being measured. Never run as a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+MODEL_NAME = "gateway-bench"
+# The gateway's bootstrap admin (auth stays on, as in production): boto3 signs with the key
+# pair, the load generator sends the bearer API key.
+ACCESS_KEY_ID, SECRET_ACCESS_KEY = "BENCHKEY", "bench-secret"
+API_KEY = "bench-api-key-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class KeepAliveConnection:
+    """One HTTP/1.1 connection that POSTs JSON and reads Content-Length responses."""
+
+    def __init__(self, host: str, port: int, auth: str = "") -> None:
+        self.host, self.port, self.auth = host, port, auth
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def post(self, path: str, body: bytes) -> int:
+        assert self.reader is not None and self.writer is not None
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{self.auth}\r\n"
+        ).encode()
+        self.writer.write(head + body)
+        status_line = await self.reader.readline()
+        status = int(status_line.split()[1])
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value.strip())
+        await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+@dataclass
+class Run:
+    latencies_s: list[float]
+    seconds: float
+
+    def pct(self, q: float) -> float:
+        ordered = sorted(self.latencies_s)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies_s) / self.seconds
+
+
+async def load(url: str, body: bytes, concurrency: int, requests: int, seconds: float | None = None) -> Run:
+    """``concurrency`` clients, each sending back to back, ``requests`` in all (or for ``seconds``)."""
+    parts = urlsplit(url)
+    host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path
+    auth = f"Authorization: Bearer {API_KEY}\r\n"
+    conns = [KeepAliveConnection(host, port, auth) for _ in range(concurrency)]
+    await asyncio.gather(*(c.open() for c in conns))
+    for c in conns:  # warm each connection
+        await c.post(path, body)
+    latencies: list[float] = []
+    remaining = requests
+    stop_at = time.perf_counter() + seconds if seconds else None
+    errors = 0
+
+    async def client(conn: KeepAliveConnection) -> None:
+        nonlocal remaining, errors
+        while True:
+            if stop_at is not None:
+                if time.perf_counter() >= stop_at:
+                    return
+            else:
+                if remaining <= 0:
+                    return
+                remaining -= 1
+            started = time.perf_counter()
+            status = await conn.post(path, body)
+            latencies.append(time.perf_counter() - started)
+            if status != 200:
+                errors += 1
+
+    began = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in conns))
+    took = time.perf_counter() - began
+    for c in conns:
+        c.close()
+    if errors:
+        raise SystemExit(f"{errors} requests failed against {url}; is the server healthy?")
+    return Run(latencies, took)
+
+
+def start_gateway(root: Path, port: int) -> subprocess.Popen[bytes]:
+    template = (
+        f"{sys.executable} -m outcrop.serving.nullcopy --port {{port}} --host {{host}} "
+        "--served-name {served_name}"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTCROP_")}
+    env.update(
+        {
+            "OUTCROP_SERVING__LAUNCHER": "command",
+            "OUTCROP_SERVING__COMMAND_TEMPLATE": template,
+            "OUTCROP_THROTTLING__ENABLED": "false",
+            "OUTCROP_REGISTRY__ALLOWED_ROOTS": json.dumps([str(root)]),
+            "OUTCROP_SERVER__LOG_LEVEL": "warning",
+            "OUTCROP_AUTH__BOOTSTRAP_ACCESS_KEY_ID": ACCESS_KEY_ID,
+            "OUTCROP_AUTH__BOOTSTRAP_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+            "OUTCROP_AUTH__BOOTSTRAP_API_KEY": API_KEY,
+        }
+    )
+    cmd = [sys.executable, "-m", "outcrop", "--data-dir", str(root / "data"), "serve", "--port", str(port)]
+    log = open(root / "gateway.log", "wb")  # noqa: SIM115 - lives as long as the process
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], root: Path, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"outcrop serve exited:\n{(root / 'gateway.log').read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("outcrop serve did not become healthy")
+
+
+def import_model(url: str, root: Path) -> None:
+    import boto3
+    from botocore.config import Config
+
+    from outcrop.testing.tiny_models import build_tiny_model
+
+    folder = build_tiny_model(root / "model")
+    bedrock = boto3.client(
+        "bedrock",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=ACCESS_KEY_ID,
+        aws_secret_access_key=SECRET_ACCESS_KEY,
+        config=Config(retries={"max_attempts": 1}),
+    )
+    arn = bedrock.create_model_import_job(
+        jobName="gateway-bench",
+        importedModelName=MODEL_NAME,
+        roleArn="arn:aws:iam::123456789012:role/Bench",
+        modelDataSource={"s3DataSource": {"s3Uri": str(folder)}},
+    )["jobArn"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job = bedrock.get_model_import_job(jobIdentifier=arn)
+        if job["status"] != "InProgress":
+            if job["status"] != "Completed":
+                raise SystemExit(f"import failed: {job.get('failureMessage')}")
+            return
+        time.sleep(0.2)
+    raise SystemExit("import did not finish in 120 s")
+
+
+async def measure(args: argparse.Namespace, gateway: str, copy_url: str) -> None:
+    body = json.dumps({"model": MODEL_NAME, "prompt": "Hello", "max_tokens": 3}).encode()
+    direct_url, gateway_url = f"{copy_url}/v1/completions", f"{gateway}/v1/completions"
+    print(
+        f"{'clients':>7} | {'direct p50':>10} {'p99':>7} | {'gateway p50':>11} {'p99':>7} | "
+        f"{'added p50':>9} {'added p99':>9} | goal"
+    )
+    for concurrency in args.concurrency:
+        direct: list[float] = []
+        through: list[float] = []
+        for _ in range(args.rounds):
+            direct += (await load(direct_url, body, concurrency, args.requests)).latencies_s
+            through += (await load(gateway_url, body, concurrency, args.requests)).latencies_s
+        d, g = Run(direct, 1.0), Run(through, 1.0)
+        added50, added99 = g.pct(0.5) - d.pct(0.5), g.pct(0.99) - d.pct(0.99)
+        ok = "met" if added50 <= 1.0 and added99 <= 5.0 else "MISSED"
+        print(
+            f"{concurrency:>7} | {d.pct(0.5):>8.3f}ms {d.pct(0.99):>5.2f}ms | {g.pct(0.5):>9.3f}ms "
+            f"{g.pct(0.99):>5.2f}ms | {added50:>7.3f}ms {added99:>7.3f}ms | p50<=1ms p99<=5ms: {ok}"
+        )
+    sustained = await load(gateway_url, body, 32, 0, seconds=args.sustain_seconds)
+    direct_rate = await load(direct_url, body, 32, 0, seconds=args.sustain_seconds)
+    verdict = "met" if sustained.rps >= 1000 else "MISSED"
+    print(
+        f"\nsustained at 32 clients for {args.sustain_seconds:g} s: gateway {sustained.rps:,.0f} req/s, "
+        f"direct {direct_rate.rps:,.0f} req/s (ratio {sustained.rps / direct_rate.rps:.2f}); "
+        f"goal >= 1,000 req/s through the gateway: {verdict}"
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--requests", type=int, default=2000, help="Requests per round and side.")
+    p.add_argument("--rounds", type=int, default=3, help="Alternating direct/gateway rounds per level.")
+    p.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 32])
+    p.add_argument("--sustain-seconds", type=float, default=5.0)
+    args = p.parse_args()
+    print(f"$ {' '.join(sys.argv)}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}"
+    )
+
+    root = Path(tempfile.mkdtemp(prefix="outcrop-gateway-bench-"))
+    port = free_port()
+    gateway = f"http://127.0.0.1:{port}"
+    proc = start_gateway(root, port)
+    try:
+        wait_healthy(gateway, proc, root)
+        import_model(gateway, root)
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        warm = httpx.post(
+            f"{gateway}/outcrop/models/{MODEL_NAME}/warm", json={"copies": 1}, headers=headers, timeout=120
+        )
+        if warm.status_code != 200:
+            raise SystemExit(f"warming the copy failed: {warm.status_code} {warm.text}")
+        copies = httpx.get(f"{gateway}/outcrop/copies", headers=headers, timeout=10).json()["copies"]
+        (copy,) = [c for c in copies if c["modelName"] == MODEL_NAME]
+        print(f"gateway {gateway} (pid {proc.pid}); null copy {copy['url']} (pid {copy['pid']})\n")
+        asyncio.run(measure(args, gateway, copy["url"]))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
