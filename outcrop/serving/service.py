@@ -1,26 +1,23 @@
-"""The serving service: routes requests to model copies, starts and stops copies, scales them.
+"""The serving service: what the API surfaces call to run a request on a model copy.
 
-Per model (a "pool"): the copies, a bounded wait queue (online before batch), the
-least-outstanding-requests choice among ready copies with a per-copy cap, cold starts,
-and a restart backoff after failures. One task per copy runs its lifecycle
-(launch -> health until Ready -> health checks -> drain -> stop); one autoscaler task
-carries out :func:`outcrop.serving.autoscaler.decide`. Everything runs on one event
-loop, so the bookkeeping needs no locks.
+Per model (a :class:`~outcrop.serving.pool.ModelPool`): a bounded wait queue (online before
+batch), the least-outstanding-requests choice among ready copies under a per-copy cap,
+deadlines, cold starts, one retry on another copy when a copy dies before answering. The
+copies themselves are started, health-checked and stopped by the
+:class:`~outcrop.serving.fleet.Fleet`; one autoscaler task carries out
+:func:`outcrop.serving.autoscaler.decide`. Everything runs on one event loop, so the
+bookkeeping needs no locks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
-import math
-import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from outcrop.config import ModelServingSpec, OutcropConfig
@@ -33,29 +30,19 @@ from outcrop.errors import (
     OutcropError,
     ServiceUnavailableError,
 )
-from outcrop.registry.modelstore import MANIFEST_NAME
 from outcrop.registry.service import Registry
 from outcrop.serving.autoscaler import CopyView, ModelLoad, ScaleAction, decide
 from outcrop.serving.copies import CopyInfo, CopyStatus, ModelCopy
-from outcrop.serving.copyclient import CopyClient, CopyResponse, CopyTransportError
-from outcrop.serving.launchers import LaunchedCopy, LaunchRequest, free_port, get_launcher
-from outcrop.serving.memory import EvictionCandidate, available_memory_bytes, gib, plan_fit
+from outcrop.serving.copyclient import CopyResponse, CopyTransportError
+from outcrop.serving.fleet import KILL_GRACE_SECONDS, STARTUP_POLL_SECONDS, Fleet, wait_event
+from outcrop.serving.pool import ModelPool
 from outcrop.serving.protocol import CopyErrorResponse
-from outcrop.serving.routing import Priority, Waiter, WaitQueue, choose_copy
+from outcrop.serving.routing import Priority, Waiter, choose_copy
 from outcrop.store.imports import ImportedModel, ListFilter
 
 __all__ = ["ColdStartPolicy", "CopyInfo", "CopyStatus", "Priority", "Serving"]
 
 log = logging.getLogger("outcrop.serving")
-
-# Why 0.05 s: a tiny model is ready in ~1 s; polling /health faster than this costs the
-# loading copy CPU, slower adds visibly to every cold start.
-STARTUP_POLL_SECONDS = 0.05
-# Why 20 polls (1 s): a copy whose connection just broke is usually exiting; waiting that
-# long for its exit code fails it at once instead of after several health checks.
-SUSPECT_EXIT_POLLS = 20
-# Stop-request bookkeeping: how long past the drain bound stop() waits for a killed copy.
-KILL_GRACE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -67,47 +54,6 @@ class ColdStartPolicy:
     # True when the caller chose ``wait`` explicitly for this request; otherwise a model's
     # ``cold_start_wait`` override (serving.model_overrides) replaces the surface's default.
     from_request: bool = False
-
-
-@dataclass(eq=False)
-class _Pool:
-    """One model's copies, queue and counters."""
-
-    model: ImportedModel
-    spec: ModelServingSpec
-    copies: dict[str, ModelCopy] = field(default_factory=dict)
-    queue: WaitQueue = field(default_factory=WaitQueue)
-    cold_starts: int = 0
-    cold_start_seconds_sum: float = 0.0
-    cold_start_seconds_last: float | None = None
-    start_failures: int = 0  # copies that never became ready
-    copy_failures: int = 0  # ready copies that died or stopped answering
-    consecutive_failures: int = 0
-    next_start_at: float = 0.0  # monotonic; restart backoff
-    last_failure: str | None = None
-    demand_samples: collections.deque[tuple[float, int]] = field(default_factory=collections.deque)
-    demand_bucket: int = 0  # peak demand since the last sample
-
-    def live(self) -> list[ModelCopy]:
-        return [c for c in self.copies.values() if c.status.is_live()]
-
-    def ready(self) -> list[ModelCopy]:
-        return [c for c in self.copies.values() if c.status is CopyStatus.READY]
-
-    def in_flight(self) -> int:
-        return sum(c.in_flight for c in self.copies.values() if c.status.is_live())
-
-    def note_demand(self) -> None:
-        self.demand_bucket = max(self.demand_bucket, self.in_flight() + self.queue.depth)
-
-    def peak_demand(self, now: float, window_seconds: float) -> int:
-        while self.demand_samples and self.demand_samples[0][0] < now - window_seconds:
-            self.demand_samples.popleft()
-        return max([self.demand_bucket, *(d for _, d in self.demand_samples)])
-
-    def sample(self, now: float) -> None:
-        self.demand_samples.append((now, self.demand_bucket))
-        self.demand_bucket = self.in_flight() + self.queue.depth
 
 
 class _CopyUnusable(Exception):
@@ -126,13 +72,10 @@ class Serving:
         self.config = config
         self.settings = config.serving
         self.registry = registry
-        self.launcher = get_launcher(self.settings)  # fails fast on an unknown launcher / bad template
-        self._pools: dict[str, _Pool] = {}
+        self._pools: dict[str, ModelPool] = {}
+        self.fleet = Fleet(config, registry, self._pools, self._on_change)
         self._resolved: dict[str, tuple[float, ImportedModel]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._lifecycles: dict[str, asyncio.Task[None]] = {}
-        self._folders: dict[str, Path] = {}
-        self._folder_locks: dict[str, asyncio.Lock] = {}
         self._wake: asyncio.Event | None = None
         self._autoscaler: asyncio.Task[None] | None = None
         self._closing = False
@@ -160,24 +103,11 @@ class Serving:
         )
         for pool in self._pools.values():
             pool.queue.fail_all(shutting)
-            for copy in list(pool.copies.values()):
-                self._begin_stop(pool, copy, "Outcrop is shutting down")
-        lifecycles = list(self._lifecycles.values())
-        if lifecycles:
-            await asyncio.wait(
-                lifecycles, timeout=self.settings.drain_timeout_seconds + 2 * KILL_GRACE_SECONDS
-            )
-        for task in [*self._lifecycles.values(), *self._tasks]:
+        await self.fleet.stop_all("Outcrop is shutting down")
+        for task in list(self._tasks):
             task.cancel()
-        for pool in self._pools.values():
-            for copy in list(pool.copies.values()):
-                if copy.launched is not None:
-                    copy.launched.kill()
-                if copy.client is not None:
-                    await copy.client.aclose()
-        pending = [*self._lifecycles.values(), *self._tasks]
-        if pending:
-            await asyncio.wait(pending, timeout=KILL_GRACE_SECONDS)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=KILL_GRACE_SECONDS)
 
     # ------------------------------------------------------------------ requests
 
@@ -265,7 +195,7 @@ class Serving:
                     except StopAsyncIteration:
                         return
                     except CopyTransportError as exc:
-                        self._suspect(pool, copy, exc)
+                        self.fleet.suspect(pool, copy, exc)
                         if started or attempt == 1:
                             raise ModelFailedError(
                                 f"The copy of '{pool.model.name}' stopped while streaming "
@@ -302,7 +232,7 @@ class Serving:
         pool = self._pool(resolved)
         target = max(1, min(copies, pool.spec.max_copies))
         while len(pool.live()) < target:
-            self._start_copy(pool, cold=False)
+            self.fleet.start_copy(pool, cold=False)
         limit = self.settings.copy_start_timeout_seconds
         deadline = time.monotonic() + limit
         while any(c.status is CopyStatus.STARTING for c in pool.copies.values()):
@@ -330,13 +260,11 @@ class Serving:
         )
         stopping = list(pool.copies.values())
         for copy in stopping:
-            self._begin_stop(pool, copy, "the model is being removed")
-        tasks = [self._lifecycles[c.copy_id] for c in stopping if c.copy_id in self._lifecycles]
-        if tasks:
-            await asyncio.wait(tasks, timeout=self.settings.drain_timeout_seconds + 2 * KILL_GRACE_SECONDS)
+            self.fleet.begin_stop(pool, copy, "the model is being removed")
+        await self.fleet.wait_for([c.copy_id for c in stopping])
         if not pool.copies:
             self._pools.pop(model_id, None)
-        self._folders.pop(model_id, None)
+        self.fleet.forget_folder(model_id)
         return len(stopping)
 
     def copies(self) -> list[CopyInfo]:
@@ -381,7 +309,7 @@ class Serving:
 
     # ------------------------------------------------------------------ request path internals
 
-    def _policy(self, pool: _Pool, policy: ColdStartPolicy) -> ColdStartPolicy:
+    def _policy(self, pool: ModelPool, policy: ColdStartPolicy) -> ColdStartPolicy:
         if policy.from_request or pool.spec.cold_start_wait is None:
             return policy
         return ColdStartPolicy(pool.spec.cold_start_wait, policy.max_wait_seconds, from_request=True)
@@ -405,14 +333,14 @@ class Serving:
         self._resolved[name_or_arn] = (now + self.settings.model_cache_seconds, model)
         return model
 
-    def _pool(self, model: ImportedModel) -> _Pool:
+    def _pool(self, model: ImportedModel) -> ModelPool:
         pool = self._pools.get(model.id)
         if pool is None:
-            pool = self._pools[model.id] = _Pool(model=model, spec=self.spec_for(model))
+            pool = self._pools[model.id] = ModelPool(model=model, spec=self.spec_for(model))
         return pool
 
     async def _acquire(
-        self, pool: _Pool, priority: Priority, policy: ColdStartPolicy, exclude: frozenset[str]
+        self, pool: ModelPool, priority: Priority, policy: ColdStartPolicy, exclude: frozenset[str]
     ) -> ModelCopy:
         """A copy slot for one request: at once, after a wait in the queue, or an error."""
         if self._closing:
@@ -430,7 +358,7 @@ class Serving:
         if not any(c.copy_id not in exclude for c in pool.ready()):
             if not pool.live():
                 try:
-                    self._start_copy(pool, cold=True)
+                    self.fleet.start_copy(pool, cold=True)
                 except ServiceUnavailableError:
                     backoff_left = pool.next_start_at - time.monotonic()
                     if not (policy.wait and 0 < backoff_left < policy.max_wait_seconds):
@@ -471,12 +399,12 @@ class Serving:
                 ) from None
             raise
 
-    def _release(self, pool: _Pool, copy: ModelCopy) -> None:
+    def _release(self, pool: ModelPool, copy: ModelCopy) -> None:
         copy.in_flight -= 1
         copy.last_used_at, copy.last_used_mono = time.time(), time.monotonic()
         self._dispatch(pool)
 
-    def _dispatch(self, pool: _Pool) -> None:
+    def _dispatch(self, pool: ModelPool) -> None:
         """Hand free slots to waiting requests, highest priority first."""
         if pool.queue.depth == 0:
             return
@@ -491,13 +419,13 @@ class Serving:
             pool.queue.serve(waiter, copy)
 
     async def _post_once(
-        self, pool: _Pool, copy: ModelCopy, path: str, payload: dict[str, Any]
+        self, pool: ModelPool, copy: ModelCopy, path: str, payload: dict[str, Any]
     ) -> dict[str, Any]:
         assert copy.client is not None
         try:
             status, body = await copy.client.post_json(path, payload)
         except CopyTransportError as exc:
-            self._suspect(pool, copy, exc)
+            self.fleet.suspect(pool, copy, exc)
             raise _CopyUnusable(str(exc)) from None
         if status == 200:
             try:
@@ -514,7 +442,7 @@ class Serving:
         raise self._response_error(pool, status, body)
 
     async def _open_stream(
-        self, pool: _Pool, copy: ModelCopy, path: str, payload: dict[str, Any]
+        self, pool: ModelPool, copy: ModelCopy, path: str, payload: dict[str, Any]
     ) -> CopyResponse:
         assert copy.client is not None
         try:
@@ -523,11 +451,11 @@ class Serving:
                 return response
             body = await response.aread()
         except CopyTransportError as exc:
-            self._suspect(pool, copy, exc)
+            self.fleet.suspect(pool, copy, exc)
             raise _CopyUnusable(str(exc)) from None
         raise self._response_error(pool, response.status_code, body)
 
-    def _response_error(self, pool: _Pool, status: int, body: bytes) -> Exception:
+    def _response_error(self, pool: ModelPool, status: int, body: bytes) -> Exception:
         try:
             payload: Any = json.loads(body)
         except ValueError:
@@ -547,7 +475,7 @@ class Serving:
             model_id=pool.model.id,
         )
 
-    def _unusable_error(self, pool: _Pool, exc: _CopyUnusable) -> OutcropError:
+    def _unusable_error(self, pool: ModelPool, exc: _CopyUnusable) -> OutcropError:
         if exc.status_code is not None:
             return ServiceUnavailableError(
                 f"The copies of '{pool.model.name}' are busy or shutting down (HTTP {exc.status_code}: "
@@ -560,314 +488,20 @@ class Serving:
             model_id=pool.model.id,
         )
 
-    def _timeout_error(self, pool: _Pool, limit: float) -> ModelTimeoutError:
+    def _timeout_error(self, pool: ModelPool, limit: float) -> ModelTimeoutError:
         return ModelTimeoutError(
             f"Model '{pool.model.name}' did not answer within the request's deadline of {limit:g} s. Lower "
             "max_tokens, send the request again, or allow a longer deadline.",
             model_id=pool.model.id,
         )
 
-    def _suspect(self, pool: _Pool, copy: ModelCopy, exc: BaseException) -> None:
-        """A request to ``copy`` failed at the transport level: fail it now if its process is gone."""
-        launched = copy.launched
-        code = launched.exit_code() if launched else None
-        if code is not None:
-            self._fail_copy(pool, copy, f"the process exited with code {code}{_tail(launched)}")
-        else:
-            copy.suspect = True
-            copy.wake.set()  # let its health check look at once
-
     # ------------------------------------------------------------------ copies
 
-    def _start_copy(self, pool: _Pool, *, cold: bool) -> ModelCopy:
-        """Create a Starting copy and its lifecycle task, or raise ServiceUnavailableError (backoff, no room)."""
-        now = time.monotonic()
-        if now < pool.next_start_at:
-            wait = pool.next_start_at - now
-            raise ServiceUnavailableError(
-                f"Copies of '{pool.model.name}' failed {pool.consecutive_failures} time(s) in a row (last: "
-                f"{pool.last_failure}); the next start is allowed in {wait:.1f} s. Fix the cause, or retry later.",
-                retry_after_seconds=max(1.0, wait),
-            )
-        evict = self._make_room(pool)
-        copy = ModelCopy(
-            copy_id=f"copy-{secrets.token_hex(4)}",
-            model_id=pool.model.id,
-            model_name=pool.model.name,
-            memory_estimate_bytes=pool.model.memory_estimate_bytes,
-            cold_start=cold,
-        )
-        pool.copies[copy.copy_id] = copy
-        for victim_pool, victim in evict:
-            self._begin_stop(victim_pool, victim, f"making room for a copy of '{pool.model.name}'")
-        waits = [self._lifecycles[v.copy_id] for _, v in evict if v.copy_id in self._lifecycles]
-        task = asyncio.create_task(self._lifecycle(pool, copy, waits), name=f"outcrop-{copy.copy_id}")
-        self._lifecycles[copy.copy_id] = task
-        task.add_done_callback(lambda _t: self._lifecycles.pop(copy.copy_id, None))
-        log.info(
-            "starting a copy",
-            extra={"model": pool.model.name, "copy_id": copy.copy_id, "cold_start": cold},
-        )
-        return copy
-
-    def _make_room(self, pool: _Pool) -> list[tuple[_Pool, ModelCopy]]:
-        """The idle copies of other models to stop so a copy of ``pool`` fits; or ServiceUnavailableError."""
-        needed = pool.model.memory_estimate_bytes
-        all_copies = [(p, c) for p in self._pools.values() for c in p.copies.values()]
-        free = math.inf
-        available = available_memory_bytes()
-        if available is not None:
-            # Starting copies have not allocated their memory yet: count their estimate as taken.
-            starting = sum(c.memory_estimate_bytes for _, c in all_copies if c.status is CopyStatus.STARTING)
-            free = available - self.settings.memory_reserve_bytes - starting
-        if self.settings.memory_limit_bytes is not None:
-            used = sum(c.memory_estimate_bytes for _, c in all_copies if not c.status.is_terminal())
-            free = min(free, self.settings.memory_limit_bytes - used)
-        if free == math.inf:
-            return []
-        candidates: dict[str, tuple[_Pool, ModelCopy]] = {}
-        for p, c in all_copies:
-            if (
-                p is not pool
-                and c.status is CopyStatus.READY
-                and c.in_flight == 0
-                and p.queue.depth == 0
-                and len(p.live()) > p.spec.min_copies
-            ):
-                candidates[c.copy_id] = (p, c)
-        plan = plan_fit(
-            needed,
-            int(free),
-            [
-                EvictionCandidate(c.copy_id, p.model.name, c.memory_estimate_bytes, c.last_used_mono or 0.0)
-                for p, c in candidates.values()
-            ],
-        )
-        if not plan.fits:
-            where = (
-                "the memory budget (serving.memory_limit_bytes)"
-                if self.settings.memory_limit_bytes
-                else (
-                    f"free memory (MemAvailable minus serving.memory_reserve_bytes {gib(self.settings.memory_reserve_bytes)})"
-                )
-            )
-            raise ServiceUnavailableError(
-                f"A copy of '{pool.model.name}' needs about {gib(needed)} but {where} leaves {gib(max(0, int(free)))}"
-                f", and stopping idle copies of other models would free only {gib(plan.reclaimable_bytes)}. "
-                "Retry when other models are idle, stop copies (`outcrop copies`), or add memory.",
-                retry_after_seconds=max(self.settings.cold_start_retry_after_seconds, 5.0),
-            )
-        if plan.evict:
-            log.info(
-                "stopping idle copies to make room",
-                extra={"model": pool.model.name, "copies": list(plan.evict)},
-            )
-        return [candidates[i] for i in plan.evict]
-
-    def _begin_stop(self, pool: _Pool, copy: ModelCopy, reason: str) -> None:
-        if copy.transition(CopyStatus.DRAINING):
-            log.info(
-                "stopping a copy", extra={"model": pool.model.name, "copy_id": copy.copy_id, "reason": reason}
-            )
-            copy.wake.set()
-
-    def _fail_copy(self, pool: _Pool, copy: ModelCopy, reason: str) -> None:
-        if copy.status.is_terminal():
-            return
-        was_ready = copy.ready_at is not None
-        copy.transition(CopyStatus.FAILED)
-        copy.failure = reason
-        copy.wake.set()
-        if was_ready:
-            pool.copy_failures += 1
-        else:
-            pool.start_failures += 1
-        pool.consecutive_failures += 1
-        backoff = min(
-            self.settings.restart_backoff_initial_seconds * 2 ** (pool.consecutive_failures - 1),
-            self.settings.restart_backoff_max_seconds,
-        )
-        pool.next_start_at = time.monotonic() + backoff
-        pool.last_failure = f"copy {copy.copy_id}: {reason}"
-        log.warning(
-            "copy failed",
-            extra={"model": pool.model.name, "copy_id": copy.copy_id, "reason": reason, "backoff_s": backoff},
-        )
-        if not pool.live() and pool.queue.depth:
-            pool.queue.fail_all(
-                ServiceUnavailableError(
-                    f"The copy of '{pool.model.name}' failed ({reason}); Outcrop starts another in "
-                    f"{backoff:.1f} s. Retry then.",
-                    retry_after_seconds=max(1.0, backoff),
-                )
-            )
-        self._poke()
-
-    async def _lifecycle(self, pool: _Pool, copy: ModelCopy, evicting: list[asyncio.Task[None]]) -> None:
-        """Launch -> wait for health -> Ready -> health checks -> drain -> Stopped (or Failed)."""
-        try:
-            if evicting:
-                await asyncio.wait(evicting, timeout=self.settings.drain_timeout_seconds + KILL_GRACE_SECONDS)
-            if copy.status is CopyStatus.STARTING:
-                await self._launch(pool, copy)
-            if copy.status is CopyStatus.STARTING:
-                await self._wait_healthy(pool, copy)
-            if copy.status is CopyStatus.READY:
-                await self._watch(pool, copy)
-        except asyncio.CancelledError:
-            if copy.launched is not None:
-                copy.launched.kill()
-            raise
-        except OutcropError as exc:
-            self._fail_copy(pool, copy, exc.message)
-        except Exception as exc:  # a launcher or registry bug must not leave a copy half-started
-            log.exception("copy lifecycle crashed", extra={"copy_id": copy.copy_id})
-            self._fail_copy(pool, copy, f"{type(exc).__name__}: {exc}")
-        try:
-            await self._shut_down(pool, copy)
-        finally:
-            pool.copies.pop(copy.copy_id, None)
-            if copy.client is not None:
-                await copy.client.aclose()
-            self._dispatch(pool)
-            self._poke()
-
-    async def _model_folder(self, pool: _Pool) -> Path:
-        """The model's materialised folder, made once per model and shared by its copies.
-
-        ``Registry.model_folder`` rebuilds the folder in place, which must not happen twice at
-        once nor under a copy that is still loading from it.
-        """
-        model_id = pool.model.id
-        async with self._folder_locks.setdefault(model_id, asyncio.Lock()):
-            folder = self._folders.get(model_id)
-            if folder is None or not (folder / MANIFEST_NAME).is_file():
-                try:
-                    folder = await asyncio.to_thread(self.registry.model_folder, model_id)
-                except NotFoundError:
-                    raise ServiceUnavailableError(
-                        f"Model '{pool.model.name}' was deleted while its copy was starting.",
-                        retry_after_seconds=1.0,
-                    ) from None
-                self._folders[model_id] = folder
-            return folder
-
-    async def _launch(self, pool: _Pool, copy: ModelCopy) -> None:
-        model_dir = await self._model_folder(pool)
-        if copy.status is not CopyStatus.STARTING:
-            return
-        host = self.settings.copy_host
-        request = LaunchRequest(
-            copy_id=copy.copy_id,
-            model_id=pool.model.id,
-            served_name=pool.model.name,
-            model_dir=model_dir,
-            host=host,
-            port=free_port(host),
-            log_path=self.config.resolved_data_dir / "logs" / "copies" / f"{copy.copy_id}.log",
-        )
-        copy.launched = await asyncio.to_thread(self.launcher.launch, request)
-        copy.client = CopyClient(copy.launched.host, copy.launched.port)
-
-    async def _wait_healthy(self, pool: _Pool, copy: ModelCopy) -> None:
-        launched, client = copy.launched, copy.client
-        assert launched is not None and client is not None
-        limit = self.settings.copy_start_timeout_seconds
-        deadline = time.monotonic() + limit
-        while copy.status is CopyStatus.STARTING:
-            code = launched.exit_code()
-            if code is not None:
-                raise ServiceUnavailableError(
-                    f"the copy exited with code {code} before it was ready{_tail(launched)}"
-                )
-            if await self._healthy(client, launched) and copy.transition(CopyStatus.READY):
-                self._on_ready(pool, copy)
-                return
-            if time.monotonic() > deadline:
-                raise ServiceUnavailableError(
-                    f"the copy was not healthy after {limit:g} s (serving.copy_start_timeout_seconds){_tail(launched)}"
-                )
-            await _wait_event(copy.wake, STARTUP_POLL_SECONDS)
-
-    async def _healthy(self, client: CopyClient, launched: LaunchedCopy) -> bool:
-        try:
-            async with asyncio.timeout(self.settings.health_timeout_seconds):
-                status, _ = await client.get(launched.health_path)
-        except (CopyTransportError, TimeoutError):
-            return False
-        return status == 200
-
-    def _on_ready(self, pool: _Pool, copy: ModelCopy) -> None:
-        pool.consecutive_failures = 0
-        pool.next_start_at = 0.0
-        took = time.monotonic() - copy.started_mono
-        if copy.cold_start:
-            pool.cold_starts += 1
-            pool.cold_start_seconds_sum += took
-            pool.cold_start_seconds_last = took
-        log.info(
-            "copy ready",
-            extra={
-                "model": pool.model.name,
-                "copy_id": copy.copy_id,
-                "seconds": round(took, 3),
-                "url": copy.url,
-            },
-        )
-        self._dispatch(pool)
-
-    async def _watch(self, pool: _Pool, copy: ModelCopy) -> None:
-        """Health checks while Ready; a dead or unresponsive copy is Failed (and replaced by demand)."""
-        launched, client = copy.launched, copy.client
-        assert launched is not None and client is not None
-        misses = 0
-        while copy.status is CopyStatus.READY:
-            await _wait_event(copy.wake, self.settings.health_interval_seconds)
-            if copy.status is not CopyStatus.READY:
-                return
-            if copy.suspect:  # a request just lost its connection: the process may be exiting
-                copy.suspect = False
-                for _ in range(SUSPECT_EXIT_POLLS):
-                    if launched.exit_code() is not None:
-                        break
-                    await asyncio.sleep(0.05)
-            code = launched.exit_code()
-            if code is not None:
-                self._fail_copy(pool, copy, f"the process exited with code {code}{_tail(launched)}")
-                return
-            healthy = await self._healthy(client, launched)
-            misses = 0 if healthy else misses + 1
-            if misses >= self.settings.health_failures_before_failed:
-                self._fail_copy(
-                    pool, copy, f"{misses} health checks of {launched.health_path} failed in a row"
-                )
-                return
-
-    async def _shut_down(self, pool: _Pool, copy: ModelCopy) -> None:
-        """Stop the copy's process: SIGTERM (it drains), SIGKILL after the drain bound."""
-        launched = copy.launched
-        if launched is not None and launched.exit_code() is None:
-            # A failed copy is declared dead: no drain. A stopping one finishes its requests.
-            drain = 0.0 if copy.status is CopyStatus.FAILED else self.settings.drain_timeout_seconds
-            launched.terminate()
-            deadline = time.monotonic() + drain
-            while launched.exit_code() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if launched.exit_code() is None:
-                if drain:
-                    log.warning("copy did not stop in time; killing it", extra={"copy_id": copy.copy_id})
-                launched.kill()
-                deadline = time.monotonic() + KILL_GRACE_SECONDS
-                while launched.exit_code() is None and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
-                if launched.exit_code() is None:
-                    log.error("copy survived SIGKILL", extra={"copy_id": copy.copy_id, "pid": launched.pid})
-        if not copy.status.is_terminal() and not copy.transition(CopyStatus.STOPPED):
-            # Starting/Ready copies reach Stopped only through Draining.
-            copy.transition(CopyStatus.DRAINING)
-            copy.transition(CopyStatus.STOPPED)
-
     # ------------------------------------------------------------------ autoscaler executor
+
+    def _on_change(self, pool: ModelPool) -> None:
+        self._dispatch(pool)
+        self._poke()
 
     def _poke(self) -> None:
         if self._wake is not None:
@@ -876,7 +510,7 @@ class Serving:
     async def _autoscale_loop(self) -> None:
         assert self._wake is not None
         while True:
-            await _wait_event(self._wake, self.settings.autoscaler_interval_seconds)
+            await wait_event(self._wake, self.settings.autoscaler_interval_seconds)
             try:
                 self.autoscale_once()
             except Exception:  # the loop must survive a bug in one round
@@ -909,14 +543,14 @@ class Serving:
                     if now < pool.next_start_at:
                         break
                     try:
-                        self._start_copy(pool, cold=not pool.ready())
+                        self.fleet.start_copy(pool, cold=not pool.ready())
                     except ServiceUnavailableError as exc:
                         log.info("cannot scale up", extra={"model": pool.model.name, "reason": exc.message})
                         if pool.queue.depth and not pool.live():
                             pool.queue.fail_all(exc)
                         break
                 elif decision.copy_id in pool.copies:
-                    self._begin_stop(pool, pool.copies[decision.copy_id], decision.reason)
+                    self.fleet.begin_stop(pool, pool.copies[decision.copy_id], decision.reason)
 
     async def _warm_min_copies(self) -> None:
         """At start: bring every model with ``min_copies`` > 0 up to it."""
@@ -947,13 +581,6 @@ class Serving:
         task.add_done_callback(self._tasks.discard)
 
 
-def _tail(launched: LaunchedCopy | None) -> str:
-    if launched is None:
-        return ""
-    tail = launched.log_tail()
-    return f"; its last output: {tail}" if tail else f"; see {launched.log_path}"
-
-
 def _sse_data(line: str) -> Any:
     """The JSON of an SSE ``data:`` line, the string ``"[DONE]"``, or None for other lines."""
     if not line.startswith("data:"):
@@ -967,12 +594,3 @@ def _sse_data(line: str) -> Any:
         return json.loads(data)
     except ValueError:
         return None
-
-
-async def _wait_event(event: asyncio.Event, timeout: float) -> None:
-    """Sleep up to ``timeout`` seconds or until ``event`` is set; clears it."""
-    if not event.is_set():
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await event.wait()
-    event.clear()
