@@ -241,6 +241,77 @@ class ThrottlingConfig(_Section):
     )
 
 
+# -- batch ----------------------------------------------------------------------------
+
+# Why 10: Bedrock's "10 batch inference jobs submitted per model per Region"; here it is a
+# queue, not a rejection (DESIGN.md), so users moving over see the same concurrency.
+DEFAULT_BATCH_JOBS_PER_MODEL = 10
+
+
+class BatchConfig(_Section):
+    max_running_jobs_per_model: int = Field(
+        DEFAULT_BATCH_JOBS_PER_MODEL,
+        ge=1,
+        le=10_000,
+        description="Batch jobs of one model that run at once; more wait in Scheduled, first in first out.",
+    )
+    # Why 1 s: a job created or finished on THIS server wakes the runner at once; the poll only
+    # matters for work another server sharing the store made claimable (a crash, a freed slot).
+    poll_seconds: float = Field(
+        1.0, gt=0, le=600, description="How often the runner looks for work other servers made claimable."
+    )
+    # Why 0.5 s / 64: a crash loses at most half a second of model time, and a 2,000-record job
+    # does tens of store writes, not thousands.
+    checkpoint_interval_seconds: float = Field(
+        0.5, gt=0, le=600, description="Longest time finished records wait before they are checkpointed."
+    )
+    checkpoint_records: int = Field(
+        64,
+        ge=1,
+        le=100_000,
+        description="Finished records that trigger a checkpoint before the interval ends.",
+    )
+    max_in_flight_per_model: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="Batch records sent to one model at once (None = max_concurrency_per_copy x max_copies).",
+    )
+    # Why 3: a copy that restarts or a full queue passes in seconds; a record that fails three
+    # times with a retryable error gets an error line instead of holding the job forever.
+    record_max_attempts: int = Field(
+        3, ge=1, le=100, description="Tries per record on retryable errors (busy, copy restarting, timeout)."
+    )
+    record_deadline_seconds: float = Field(
+        600.0, gt=0, le=24 * 3600, description="Deadline of one record's model call (error line after it)."
+    )
+    # Bedrock's limits: 1 GB per input file, 5 GB per job; record counts are generous defaults.
+    max_file_bytes: int = Field(10**9, gt=0, description="Largest input .jsonl file accepted.")
+    max_job_bytes: int = Field(5 * 10**9, gt=0, description="Largest total input of one job.")
+    # Why 4 MiB: far above any prompt a copy can take, small enough to stop a runaway line.
+    max_record_bytes: int = Field(4 * 1024**2, gt=0, description="Largest single input line (one record).")
+    max_records_per_file: int = Field(1_000_000, ge=1, description="Most records in one input file.")
+    max_records_per_job: int = Field(1_000_000, ge=1, description="Most records in one job.")
+    # Bedrock asks for 100; a self-hosted queue has no per-job overhead worth a minimum.
+    min_records_per_job: int = Field(1, ge=1, description="Fewest records a job may have.")
+    default_timeout_hours: int = Field(
+        24,
+        ge=1,
+        le=168,
+        description="timeoutDurationInHours of a job that gives none (Scheduled longer: Expired).",
+    )
+    watch_uri: str | None = Field(
+        None,
+        description="Watched folder (local path or s3://): each .jsonl dropped in its toprocess/ becomes a "
+        "job; outputs land in processed/. None = off.",
+    )
+    watch_model: str | None = Field(None, description="Model (name or ARN) the watched folder's jobs use.")
+    webhook_url: str | None = Field(
+        None,
+        description="POST each job state change here (Bedrock 'Batch Inference Job State Change' detail).",
+    )
+
+
 class OutcropConfig(_Section):
     data_dir: Path = Field(Path("~/.outcrop"), description="Where the database, model store and logs live.")
     server: ServerConfig = Field(default_factory=ServerConfig)
@@ -250,6 +321,7 @@ class OutcropConfig(_Section):
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     throttling: ThrottlingConfig = Field(default_factory=ThrottlingConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
 
     @property
     def resolved_data_dir(self) -> Path:

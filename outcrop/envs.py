@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from outcrop.config import (
     AwsIdentityConfig,
+    BatchConfig,
     OutcropConfig,
     RegistryConfig,
     S3Config,
@@ -44,6 +45,7 @@ class _EnvConfig(BaseSettings):
     registry: RegistryConfig = RegistryConfig()
     throttling: ThrottlingConfig = ThrottlingConfig()
     serving: ServingConfig = ServingConfig()
+    batch: BatchConfig = BatchConfig()
 
 
 def load_config(**overrides: Any) -> OutcropConfig:

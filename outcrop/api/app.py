@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from outcrop import __version__
 from outcrop.api import admin, ops
+from outcrop.api.bedrock import batch as batch_routes
 from outcrop.api.bedrock import control, logging_config
 from outcrop.api.bedrock.errors import bedrock_error_response
 from outcrop.api.deps import Services
@@ -22,6 +23,7 @@ from outcrop.api.metrics import Metrics
 from outcrop.api.openai import routes as openai_routes
 from outcrop.api.openai.errors import openai_error_response
 from outcrop.api.runtime import routes as runtime_routes
+from outcrop.batch.service import build_batch_service
 from outcrop.config import OutcropConfig
 from outcrop.errors import InternalError, InvalidRequestError, NotFoundError, OutcropError
 from outcrop.registry.importer import ImportWorker
@@ -93,6 +95,7 @@ def build_services(config: OutcropConfig, *, start_workers: bool = True) -> Serv
         throttler=Throttler(config.throttling),
         invocation_log=InvocationLogger(config, SettingsStore(db)),
         started_at=time.time(),
+        extra={"batch": build_batch_service(config, db, registry, serving, start_runner=start_workers)},
     )
 
 
@@ -106,11 +109,13 @@ def create_app(
         if services.import_worker is not None:
             services.import_worker.start()
         await services.serving.start()
+        await services.extra["batch"].start()
         log.info(
             "outcrop ready",
             extra={"version": __version__, "database": services.db.engine.url.get_backend_name()},
         )
         yield
+        await services.extra["batch"].stop()
         await services.serving.stop()
         if services.import_worker is not None:
             services.import_worker.release_claims()
@@ -184,6 +189,7 @@ def create_app(
         )
 
     app.include_router(control.router)
+    app.include_router(batch_routes.router)
     app.include_router(logging_config.router)
     app.include_router(runtime_routes.router)
     app.include_router(openai_routes.router)

@@ -88,4 +88,72 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        3,
+        "batch inference jobs, their input files, finished records and the watched folder",
+        [
+            """
+            CREATE TABLE batch_jobs (
+                id VARCHAR(12) PRIMARY KEY,
+                name VARCHAR(63) NOT NULL UNIQUE,
+                model_id TEXT NOT NULL,
+                model_key VARCHAR(12) NOT NULL,
+                role_arn TEXT,
+                input_uri TEXT NOT NULL,
+                output_uri TEXT NOT NULL,
+                invocation_type VARCHAR(16) NOT NULL,
+                status VARCHAR(24) NOT NULL,
+                message TEXT,
+                client_request_token VARCHAR(256),
+                tags TEXT NOT NULL DEFAULT '[]',
+                vpc_config TEXT,
+                timeout_hours INTEGER NOT NULL,
+                total_records BIGINT NOT NULL DEFAULT 0,
+                processed_records BIGINT NOT NULL DEFAULT 0,
+                success_records BIGINT NOT NULL DEFAULT 0,
+                error_records BIGINT NOT NULL DEFAULT 0,
+                input_tokens BIGINT NOT NULL DEFAULT 0,
+                output_tokens BIGINT NOT NULL DEFAULT 0,
+                claimed_by TEXT,
+                heartbeat_at DOUBLE PRECISION,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                started_at DOUBLE PRECISION,
+                ended_at DOUBLE PRECISION,
+                expires_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            "CREATE INDEX ix_batch_jobs_status ON batch_jobs (status)",
+            "CREATE INDEX ix_batch_jobs_created_at ON batch_jobs (created_at)",
+            """
+            CREATE TABLE batch_files (
+                job_id VARCHAR(12) NOT NULL,
+                file_index INTEGER NOT NULL,
+                name TEXT NOT NULL,
+                size_bytes BIGINT NOT NULL,
+                sha256 VARCHAR(64) NOT NULL,
+                record_count BIGINT NOT NULL,
+                output_bytes BIGINT NOT NULL DEFAULT 0,
+                PRIMARY KEY (job_id, file_index)
+            )
+            """,
+            """
+            CREATE TABLE batch_records (
+                job_id VARCHAR(12) NOT NULL,
+                file_index INTEGER NOT NULL,
+                line_no BIGINT NOT NULL,
+                ok BOOLEAN NOT NULL,
+                PRIMARY KEY (job_id, file_index, line_no)
+            )
+            """,
+            """
+            CREATE TABLE batch_watch (
+                source_key TEXT PRIMARY KEY,
+                job_id VARCHAR(12),
+                created_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+        ],
+    ),
 ]

@@ -80,3 +80,65 @@ settings = sa.Table(
     sa.Column("value", sa.Text),
     sa.Column("updated_at", sa.Float),
 )
+
+batch_jobs = sa.Table(
+    "batch_jobs",
+    metadata,
+    sa.Column("id", sa.String(12), primary_key=True),
+    sa.Column("name", sa.String(63)),
+    sa.Column("model_id", sa.Text),
+    sa.Column("model_key", sa.String(12)),
+    sa.Column("role_arn", sa.Text),
+    sa.Column("input_uri", sa.Text),
+    sa.Column("output_uri", sa.Text),
+    sa.Column("invocation_type", sa.String(16)),
+    sa.Column("status", sa.String(24)),
+    sa.Column("message", sa.Text),
+    sa.Column("client_request_token", sa.String(256)),
+    sa.Column("tags", sa.Text),
+    sa.Column("vpc_config", sa.Text),
+    sa.Column("timeout_hours", sa.Integer),
+    sa.Column("total_records", sa.BigInteger),
+    sa.Column("processed_records", sa.BigInteger),
+    sa.Column("success_records", sa.BigInteger),
+    sa.Column("error_records", sa.BigInteger),
+    sa.Column("input_tokens", sa.BigInteger),
+    sa.Column("output_tokens", sa.BigInteger),
+    sa.Column("claimed_by", sa.Text),
+    sa.Column("heartbeat_at", sa.Float),
+    sa.Column("attempts", sa.Integer),
+    sa.Column("created_at", sa.Float),
+    sa.Column("updated_at", sa.Float),
+    sa.Column("started_at", sa.Float),
+    sa.Column("ended_at", sa.Float),
+    sa.Column("expires_at", sa.Float),
+)
+
+batch_files = sa.Table(
+    "batch_files",
+    metadata,
+    sa.Column("job_id", sa.String(12), primary_key=True),
+    sa.Column("file_index", sa.Integer, primary_key=True),
+    sa.Column("name", sa.Text),
+    sa.Column("size_bytes", sa.BigInteger),
+    sa.Column("sha256", sa.String(64)),
+    sa.Column("record_count", sa.BigInteger),
+    sa.Column("output_bytes", sa.BigInteger),
+)
+
+batch_records = sa.Table(
+    "batch_records",
+    metadata,
+    sa.Column("job_id", sa.String(12), primary_key=True),
+    sa.Column("file_index", sa.Integer, primary_key=True),
+    sa.Column("line_no", sa.BigInteger, primary_key=True),
+    sa.Column("ok", sa.Boolean),
+)
+
+batch_watch = sa.Table(
+    "batch_watch",
+    metadata,
+    sa.Column("source_key", sa.Text, primary_key=True),
+    sa.Column("job_id", sa.String(12)),
+    sa.Column("created_at", sa.Float),
+)

@@ -1,0 +1,148 @@
+"""One batch record through the model: the same translation as the online Bedrock runtime.
+
+``modelInput`` is an InvokeModel body (modelInvocationType ``InvokeModel``) or a Converse
+request (``Converse``); ``modelOutput`` is exactly what InvokeModel / Converse would answer.
+A record whose input is malformed, or that the model rejects, becomes an error line with
+Bedrock's ``{errorCode, errorMessage}``; retryable failures (busy copies, a copy restarting)
+are tried again first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from outcrop.api.runtime import protocol as p
+from outcrop.batch.inputs import Record
+from outcrop.errors import (
+    InvalidRequestError,
+    ModelFailedError,
+    ModelNotChatCapableError,
+    ModelNotReadyError,
+    ModelTimeoutError,
+    NotFoundError,
+    OutcropError,
+    ServiceUnavailableError,
+    ThrottlingError,
+)
+from outcrop.serving.routing import Priority
+from outcrop.serving.service import ColdStartPolicy, Serving
+
+INVOKE_MODEL = "InvokeModel"
+CONVERSE = "Converse"
+INVOCATION_TYPES = (INVOKE_MODEL, CONVERSE)
+# Longest pause between tries of one record; a busy model frees slots within seconds.
+MAX_RETRY_PAUSE_SECONDS = 5.0
+
+_RETRYABLE = (
+    ServiceUnavailableError,
+    ModelNotReadyError,
+    ModelTimeoutError,
+    ModelFailedError,
+    ThrottlingError,
+)
+
+
+def error_code(exc: OutcropError) -> int:
+    """The HTTP status Bedrock would have answered this record with."""
+    for cls, code in (
+        (InvalidRequestError, 400),
+        (NotFoundError, 404),
+        (ModelTimeoutError, 408),
+        (ModelFailedError, 424),
+        (ModelNotReadyError, 429),
+        (ThrottlingError, 429),
+        (ServiceUnavailableError, 503),
+    ):
+        if isinstance(exc, cls):
+            return code
+    return 500
+
+
+@dataclass(frozen=True)
+class Outcome:
+    record: Record
+    line: dict[str, Any]  # the output line: recordId, modelInput and modelOutput or error
+    ok: bool
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class RecordCall:
+    """What a job's records share: the model, how to call it, and the retry policy."""
+
+    serving: Serving
+    model_key: str
+    model_name: str
+    chat_capable: bool
+    invocation_type: str
+    cold_start: ColdStartPolicy
+    deadline_seconds: float
+    max_attempts: int
+
+    def _translate(self, body: Any) -> tuple[str, dict[str, Any], p.InvokeStyle | None]:
+        if not isinstance(body, dict):
+            raise InvalidRequestError(
+                f"modelInput is a JSON {type(body).__name__}; it must be an object (the "
+                f"{self.invocation_type} request body).",
+                param="modelInput",
+            )
+        if self.invocation_type == CONVERSE:
+            if not self.chat_capable:
+                raise ModelNotChatCapableError(self.model_name)
+            return "/v1/chat/completions", p.converse_to_chat(body), None
+        style = p.classify(body)
+        if style is p.InvokeStyle.CHAT and not self.chat_capable:
+            raise ModelNotChatCapableError(self.model_name)
+        path, copy_body = p.invoke_to_copy(body, style)
+        return path, copy_body, style
+
+    async def run(self, record: Record) -> Outcome:
+        base = {"recordId": record.record_id, "modelInput": record.model_input}
+        try:
+            path, copy_body, style = self._translate(record.model_input)
+            started = time.perf_counter()
+            resp = await self._post(path, copy_body)
+            latency_ms = int((time.perf_counter() - started) * 1000)
+        except OutcropError as exc:
+            return Outcome(
+                record, {**base, "error": {"errorCode": error_code(exc), "errorMessage": exc.message}}, False
+            )
+        except (TypeError, ValueError, KeyError) as exc:  # a body shape the translation did not expect
+            message = f"modelInput could not be read ({type(exc).__name__}: {exc}); check it against the request format."
+            return Outcome(record, {**base, "error": {"errorCode": 400, "errorMessage": message}}, False)
+        usage = resp.get("usage") or {}
+        if self.invocation_type == CONVERSE:
+            output = p.chat_to_converse(resp, latency_ms)
+        elif style is p.InvokeStyle.CHAT:
+            output = resp
+        else:
+            output = p.completion_superset(resp)
+        return Outcome(
+            record,
+            {**base, "modelOutput": output},
+            True,
+            int(usage.get("prompt_tokens", 0)),
+            int(usage.get("completion_tokens", 0)),
+        )
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return await self.serving.post(
+                    self.model_key,
+                    path,
+                    body,
+                    cold_start=self.cold_start,
+                    priority=Priority.BATCH,
+                    deadline_seconds=self.deadline_seconds,
+                )
+            except _RETRYABLE as exc:
+                if attempt == self.max_attempts:
+                    raise
+                pause = float(getattr(exc, "retry_after_seconds", 0.5) or 0.5)
+                await asyncio.sleep(min(pause * attempt, MAX_RETRY_PAUSE_SECONDS))
+        raise AssertionError("unreachable")  # pragma: no cover
