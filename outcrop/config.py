@@ -142,6 +142,11 @@ class ServingConfig(_Section):
         "/health", pattern=r"^/", description="For launcher 'command': GET path answering 200 once ready."
     )
     copy_host: str = Field("127.0.0.1", description="Address copies bind and the router calls.")
+    worker_device: str = Field(
+        "cpu",
+        pattern=r"^(cpu|cuda(:[0-9]+)?)$",
+        description="Device of local copies (cpu, cuda, cuda:N); on CUDA the fit check reads free GPU memory.",
+    )
     worker_threads: int | None = Field(
         None, ge=1, le=1024, description="torch threads per local copy (None = the worker's default)."
     )
@@ -312,6 +317,31 @@ class BatchConfig(_Section):
     )
 
 
+class AuthConfig(_Section):
+    enabled: bool = Field(
+        True,
+        description="Require credentials (SigV4 or bearer API key) on every API route but /health, /metrics.",
+    )
+    server_key_file: Path | None = Field(
+        None,
+        description="Key that encrypts stored secrets (None = <data-dir>/server.key); share it between "
+        "gateways of one store.",
+    )
+    bootstrap_access_key_id: str | None = Field(
+        None,
+        min_length=4,
+        max_length=32,
+        description="Access key id of the admin created on first start (None = random).",
+    )
+    bootstrap_secret_access_key: str | None = Field(
+        None, min_length=4, max_length=128, description="Its secret (None = random)."
+    )
+    bootstrap_api_key: str | None = Field(
+        None, min_length=8, max_length=256, description="Its bearer API key (None = random)."
+    )
+    audit_log: bool = Field(True, description="Write <data-dir>/audit/audit.jsonl.")
+
+
 class OutcropConfig(_Section):
     data_dir: Path = Field(Path("~/.outcrop"), description="Where the database, model store and logs live.")
     server: ServerConfig = Field(default_factory=ServerConfig)
@@ -320,6 +350,7 @@ class OutcropConfig(_Section):
     s3: S3Config = Field(default_factory=S3Config)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     throttling: ThrottlingConfig = Field(default_factory=ThrottlingConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
 
@@ -334,6 +365,15 @@ class OutcropConfig(_Section):
     @property
     def model_store_url(self) -> str:
         return self.registry.model_store_url or str(self.resolved_data_dir / "models")
+
+    @property
+    def server_key_path(self) -> Path:
+        return (self.auth.server_key_file or self.resolved_data_dir / "server.key").expanduser()
+
+    @property
+    def credentials_path(self) -> Path:
+        """Where the first start writes the admin's credentials (mode 0600), for the CLI and the demo."""
+        return self.resolved_data_dir / "credentials.json"
 
     def import_roots(self) -> list[Path]:
         """The folders local imports may read from, resolved."""

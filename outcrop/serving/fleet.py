@@ -25,7 +25,14 @@ from outcrop.registry.service import Registry
 from outcrop.serving.copies import CopyStatus, ModelCopy
 from outcrop.serving.copyclient import CopyClient, CopyTransportError
 from outcrop.serving.launchers import LaunchedCopy, LaunchRequest, free_port, get_launcher
-from outcrop.serving.memory import EvictionCandidate, available_memory_bytes, gib, plan_fit
+from outcrop.serving.memory import (
+    EvictionCandidate,
+    available_gpu_memory_bytes,
+    available_memory_bytes,
+    gib,
+    gpu_index,
+    plan_fit,
+)
 from outcrop.serving.pool import ModelPool
 
 log = logging.getLogger("outcrop.serving")
@@ -133,11 +140,15 @@ class Fleet:
         needed = pool.model.memory_estimate_bytes
         all_copies = [(p, c) for p in self.pools.values() for c in p.copies.values()]
         free = math.inf
-        available = available_memory_bytes()
+        # Starting copies have not allocated their memory yet: count their estimate as taken.
+        starting = sum(c.memory_estimate_bytes for _, c in all_copies if c.status is CopyStatus.STARTING)
+        on_gpu = self.launcher.name == "local" and gpu_index(self.settings.worker_device) is not None
+        available = (
+            available_gpu_memory_bytes(self.settings.worker_device) if on_gpu else available_memory_bytes()
+        )
         if available is not None:
-            # Starting copies have not allocated their memory yet: count their estimate as taken.
-            starting = sum(c.memory_estimate_bytes for _, c in all_copies if c.status is CopyStatus.STARTING)
-            free = available - self.settings.memory_reserve_bytes - starting
+            reserve = 0 if on_gpu else self.settings.memory_reserve_bytes
+            free = available - reserve - starting
         if self.settings.memory_limit_bytes is not None:
             used = sum(c.memory_estimate_bytes for _, c in all_copies if not c.status.is_terminal())
             free = min(free, self.settings.memory_limit_bytes - used)
@@ -162,13 +173,13 @@ class Fleet:
             ],
         )
         if not plan.fits:
-            where = (
-                "the memory budget (serving.memory_limit_bytes)"
-                if self.settings.memory_limit_bytes
-                else (
-                    f"free memory (MemAvailable minus serving.memory_reserve_bytes {gib(self.settings.memory_reserve_bytes)})"
-                )
-            )
+            if self.settings.memory_limit_bytes is not None:
+                where = "the memory budget (serving.memory_limit_bytes)"
+            elif on_gpu:
+                where = f"free memory of {self.settings.worker_device} (nvidia-smi)"
+            else:
+                reserve_gib = gib(self.settings.memory_reserve_bytes)
+                where = f"free memory (MemAvailable minus serving.memory_reserve_bytes {reserve_gib})"
             raise ServiceUnavailableError(
                 f"A copy of '{pool.model.name}' needs about {gib(needed)} but {where} leaves {gib(max(0, int(free)))}"
                 f", and stopping idle copies of other models would free only {gib(plan.reclaimable_bytes)}. "

@@ -227,6 +227,8 @@ class LocalLauncher(_ProcessLauncher):
             request.host,
             "--served-name",
             request.served_name,
+            "--device",
+            cfg.worker_device,
         ]
         if cfg.worker_max_batch is not None:
             cmd += ["--max-batch", str(cfg.worker_max_batch)]

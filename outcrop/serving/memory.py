@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 MEMINFO = Path("/proc/meminfo")
+NVIDIA_SMI_QUERY = ("--query-gpu=index,memory.free", "--format=csv,noheader,nounits")
+# Why 10 s: nvidia-smi answers in ~50 ms; a wedged driver must not hold a copy start for long.
+NVIDIA_SMI_TIMEOUT_SECONDS = 10.0
 
 
 def available_memory_bytes(meminfo: Path = MEMINFO) -> int | None:
@@ -20,6 +25,46 @@ def available_memory_bytes(meminfo: Path = MEMINFO) -> int | None:
             parts = line.split()
             return int(parts[1]) * (1024 if parts[-1] == "kB" else 1)
     return None
+
+
+def gpu_index(device: str) -> int | None:
+    """``cuda`` -> 0, ``cuda:3`` -> 3, anything else -> None (not a GPU copy)."""
+    if device == "cuda":
+        return 0
+    if device.startswith("cuda:") and device[5:].isdigit():
+        return int(device[5:])
+    return None
+
+
+def parse_nvidia_smi_free(output: str, index: int) -> int | None:
+    """Free bytes of GPU ``index`` from ``nvidia-smi --query-gpu=index,memory.free`` CSV (MiB)."""
+    for line in output.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0].isdigit() and int(parts[0]) == index and parts[1].isdigit():
+            return int(parts[1]) * 1024**2
+    return None
+
+
+def available_gpu_memory_bytes(device: str, run: Callable[..., str] | None = None) -> int | None:
+    """Free memory of the GPU ``device`` names, from nvidia-smi; None when it cannot be read."""
+    index = gpu_index(device)
+    if index is None:
+        return None
+    if run is None:
+        exe = shutil.which("nvidia-smi")
+        if exe is None:
+            return None
+
+        def run(*args: str) -> str:
+            done = subprocess.run(
+                [exe, *args], capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT_SECONDS, check=False
+            )
+            return done.stdout if done.returncode == 0 else ""
+
+    try:
+        return parse_nvidia_smi_free(run(*NVIDIA_SMI_QUERY), index)
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 @dataclass(frozen=True)

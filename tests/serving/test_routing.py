@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from outcrop.serving.copies import CopyStatus, ModelCopy
-from outcrop.serving.memory import EvictionCandidate, available_memory_bytes, plan_fit
+from outcrop.serving.memory import (
+    EvictionCandidate,
+    available_gpu_memory_bytes,
+    available_memory_bytes,
+    gpu_index,
+    parse_nvidia_smi_free,
+    plan_fit,
+)
 from outcrop.serving.routing import Priority, Waiter, WaitQueue, choose_copy
 
 
@@ -85,3 +92,20 @@ def test_free_memory_comes_from_meminfo(tmp_path: Path) -> None:
     assert available_memory_bytes(tmp_path / "missing") is None
     real = available_memory_bytes()
     assert real is None or real > 0
+
+
+def test_free_gpu_memory_comes_from_nvidia_smi_for_the_copies_device() -> None:
+    output = "0, 81000\n1, 1024\n"
+    assert parse_nvidia_smi_free(output, 1) == 1024 * 1024**2
+    assert parse_nvidia_smi_free(output, 2) is None
+    assert parse_nvidia_smi_free("No devices were found", 0) is None
+    assert [gpu_index(d) for d in ("cpu", "cuda", "cuda:3")] == [None, 0, 3]
+    calls: list[tuple[str, ...]] = []
+
+    def fake_nvidia_smi(*args: str) -> str:
+        calls.append(args)
+        return output
+
+    assert available_gpu_memory_bytes("cuda", run=fake_nvidia_smi) == 81000 * 1024**2
+    assert calls == [("--query-gpu=index,memory.free", "--format=csv,noheader,nounits")]
+    assert available_gpu_memory_bytes("cpu", run=fake_nvidia_smi) is None
