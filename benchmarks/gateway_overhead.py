@@ -12,6 +12,7 @@ request
 2. through the gateway (OpenAI surface -> router -> the same copy),
 
 at 1 and at 32 concurrent clients, alternating direct and gateway rounds so drift hits both.
+The per-copy cap is raised to 64 for the run so that both sides give the copy all 32 clients.
 It prints p50/p99 latency of each, the added milliseconds, and the requests/s one gateway
 process sustains at 32 clients. Goals (issue 3): added p50 <= 1 ms and p99 <= 5 ms at 1 and
 at 32 clients; >= 1,000 requests/s through one gateway. Throttling is switched off for the
@@ -158,6 +159,9 @@ def start_gateway(root: Path, port: int) -> subprocess.Popen[bytes]:
             "OUTCROP_SERVING__LAUNCHER": "command",
             "OUTCROP_SERVING__COMMAND_TEMPLATE": template,
             "OUTCROP_THROTTLING__ENABLED": "false",
+            # The hop is measured, not the per-copy cap: let the one copy take all 32 clients
+            # at once, as it does when called directly (16, the default, would queue half).
+            "OUTCROP_SERVING__DEFAULTS__MAX_CONCURRENCY_PER_COPY": "64",
             "OUTCROP_REGISTRY__ALLOWED_ROOTS": json.dumps([str(root)]),
             "OUTCROP_SERVER__LOG_LEVEL": "warning",
             "OUTCROP_AUTH__BOOTSTRAP_ACCESS_KEY_ID": ACCESS_KEY_ID,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from outcrop.serving.copies import CopyStatus, ModelCopy
@@ -70,15 +70,15 @@ class WaitQueue:
             waiter.future.cancel()
             self._settle(waiter)
 
-    def pending(self) -> list[Waiter]:
-        """Waiters still waiting, in service order."""
-        found: list[Waiter] = []
+    def pending(self) -> Iterator[Waiter]:
+        """Waiters still waiting, in service order (lazily: dispatch stops at the first it cannot serve)."""
         for priority in sorted(self.lanes):
             lane = self.lanes[priority]
             while lane and lane[0].settled:
                 lane.popleft()
-            found += [w for w in lane if w.waiting]
-        return found
+            for waiter in lane:  # serve() and fail_all() settle waiters without changing the lane
+                if waiter.waiting:
+                    yield waiter
 
     def serve(self, waiter: Waiter, copy: ModelCopy) -> None:
         waiter.future.set_result(copy)

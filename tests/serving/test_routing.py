@@ -59,13 +59,13 @@ def test_wait_queue_serves_online_before_batch_and_fifo_within_a_class() -> None
             w = Waiter(loop.create_future(), prio)
             names[id(w)] = name
             queue.push(w)
-        gone = queue.pending()[1]  # o2 gives up
+        gone = list(queue.pending())[1]  # o2 gives up
         queue.abandon(gone)
         assert queue.depth == 3
         order = [names[id(w)] for w in queue.pending()]
         for w in queue.pending():
             queue.serve(w, copy(1))
-        assert queue.depth == 0 and queue.pending() == []
+        assert queue.depth == 0 and list(queue.pending()) == []
         return order
 
     assert asyncio.run(run()) == ["o1", "b1", "b2"]

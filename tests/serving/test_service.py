@@ -115,6 +115,20 @@ async def test_stream_yields_each_chunk_but_not_done(
         assert serving.copies()[0].in_flight == 0
 
 
+async def test_a_stream_abandoned_by_its_client_frees_the_slot_at_once(
+    serving_config: Config, serving_registry: Registry
+) -> None:
+    async with running(serving_config("--chunk-delay-ms", "2000"), serving_registry) as serving:
+        await serving.warm("alpha")
+        stream = serving.stream("alpha", "/v1/completions", PROMPT, cold_start=HOLD)
+        first = await anext(stream)
+        assert first["choices"][0]["text"] == "null"
+        assert serving.copies()[0].in_flight == 1
+        started = time.monotonic()
+        await stream.aclose()  # what the API does when its client hangs up
+        assert serving.copies()[0].in_flight == 0 and time.monotonic() - started < 1
+
+
 async def test_a_copy_4xx_is_an_invalid_request_with_the_copy_message(
     serving_config: Config, serving_registry: Registry
 ) -> None:
