@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import gc
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -349,6 +350,8 @@ def main() -> None:
         "--work-dir", type=Path, default=None, help="Where models are built (default: a temp dir)."
     )
     args = p.parse_args()
+    # A SIGTERM (e.g. from `timeout`) unwinds through the finally blocks that stop the servers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="outcrop-bench-"))
     work.mkdir(parents=True, exist_ok=True)

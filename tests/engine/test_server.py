@@ -223,3 +223,18 @@ def test_health_is_503_until_loaded(tiny_models: dict[str, Path]) -> None:
         assert c.get("/health").status_code == 503
         r = c.post("/v1/completions", json={"model": "m", "prompt": "x"})
         assert r.status_code == 503 and "Retry-After" in r.headers
+
+
+def test_requests_beyond_the_kv_budget_wait_and_all_complete(tiny_models: dict[str, Path]) -> None:
+    # A budget for two 256-token sequences: the other requests queue instead of failing.
+    runtime = make_runtime(tiny_models["llama"], max_batch=8, kv_cache_bytes=2 * 257 * 2 * 2 * 2 * 16 * 4)
+    assert runtime.engine is not None and runtime.engine.num_slots == 2
+    with TestClient(create_app(runtime)) as c:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(i: int) -> int:
+            body = {"model": "m", "prompt": f"Hello {i}", "max_tokens": 20, "ignore_eos": True}
+            return c.post("/v1/completions", json=body).json()["usage"]["completion_tokens"]
+
+        with ThreadPoolExecutor(6) as pool:
+            assert list(pool.map(one, range(6))) == [20] * 6
