@@ -263,12 +263,14 @@ class Engine:
             is_eos = token in self.eos_token_ids and not params.ignore_eos
             if not is_eos:
                 seq.detok.push(token)
-            if is_eos or self._hit_stop_string(seq):
+            if is_eos:
+                seq.detok.flush()
+                seq.finish_reason = "stop"
+            elif self._hit_stop_string(seq):
                 seq.finish_reason = "stop"
             elif len(seq.output_ids) >= params.max_tokens or seq.num_cached >= self.max_model_len:
-                seq.finish_reason = "length"
-            if seq.finish_reason == "length" or is_eos:
-                seq.detok.flush()
+                seq.detok.flush()  # held-back bytes may complete a stop string
+                seq.finish_reason = "stop" if self._hit_stop_string(seq) else "length"
             if seq.request.stream:
                 outputs.append((seq.request, self._output(seq, self._take_text(seq), [token], logprobs)))
             else:

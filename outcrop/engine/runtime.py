@@ -23,12 +23,15 @@ from outcrop.engine.model_runner import ModelRunner, resolve_dtype
 from outcrop.engine.sampling import SamplingParams
 from outcrop.engine.scheduler import SchedulerLimits
 from outcrop.engine.tokenization import ModelTokenizer
-from outcrop.errors import ConfigError
+from outcrop.errors import ConfigError, ServiceUnavailableError
 
 log = logging.getLogger(__name__)
 
 # Why 32: the benchmark's top concurrency, and where a 2-core CPU stops gaining throughput.
 DEFAULT_MAX_BATCH = 32
+# Why 1024: the gateway throttles and sheds load before a copy; this only stops a runaway
+# client from queueing unbounded work (and memory) inside one copy.
+DEFAULT_MAX_QUEUED = 1024
 
 
 @dataclass
@@ -42,6 +45,7 @@ class WorkerOptions:
     max_model_len: int | None = None  # None = the model's max_position_embeddings
     max_prefill_tokens: int = SchedulerLimits().max_prefill_tokens
     threads: int | None = None  # torch intra-op threads; None = torch's default
+    max_queued: int = DEFAULT_MAX_QUEUED  # sequences waiting for a slot before new ones get 503
 
     @property
     def model_id(self) -> str:
@@ -163,6 +167,17 @@ class WorkerRuntime:
             queue = self._queues.get(request.request_id)
             if queue is not None:
                 queue.put_nowait(output)
+
+    def check_capacity(self, new_sequences: int) -> None:
+        """Load shedding: refuse (503) rather than queue without bound."""
+        assert self.engine is not None
+        queued = self.engine.num_unfinished - self.engine.num_slots
+        if queued + new_sequences > self.options.max_queued:
+            raise ServiceUnavailableError(
+                f"This model copy already has {self.engine.num_unfinished} sequences in flight and its queue "
+                f"(--max-queued {self.options.max_queued}) is full; retry shortly or add copies.",
+                retry_after_seconds=1.0,
+            )
 
     async def generate(
         self, sequences: list[tuple[str, list[int], SamplingParams]], stream: bool = True

@@ -200,6 +200,7 @@ def create_app(runtime: WorkerRuntime, lifespan: Any = None) -> FastAPI:
         prompts = req.completion_prompts(body, rt.tokenizer, rt.engine.runner.vocab_size if rt.engine else 0)
         params = req.completion_params(body, [len(p) for p in prompts], rt.max_model_len)
         sequences = req.fan_out(prompts, params, body.n)
+        rt.check_capacity(len(sequences))
         response_id = new_id("cmpl")
         if body.stream:
             return _sse(_stream_completion(rt, body, sequences, response_id))
@@ -230,6 +231,7 @@ def create_app(runtime: WorkerRuntime, lifespan: Any = None) -> FastAPI:
         prompt = rt.tokenizer.encode_chat(req.chat_messages(body.messages), body.add_generation_prompt)
         params = req.chat_params(body, len(prompt), rt.max_model_len)
         sequences = req.fan_out([prompt], [params], body.n)
+        rt.check_capacity(len(sequences))
         response_id = new_id("chatcmpl")
         if body.stream:
             return _sse(_stream_chat(rt, body, sequences, response_id))

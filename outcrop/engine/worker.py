@@ -24,7 +24,13 @@ from typing import Any
 
 import uvicorn
 
-from outcrop.engine.runtime import DEFAULT_MAX_BATCH, WorkerOptions, WorkerRuntime, WorkerStatus
+from outcrop.engine.runtime import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_QUEUED,
+    WorkerOptions,
+    WorkerRuntime,
+    WorkerStatus,
+)
 from outcrop.engine.scheduler import SchedulerLimits
 from outcrop.engine.server import create_app
 from outcrop.errors import OutcropError
@@ -67,6 +73,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=SchedulerLimits().max_prefill_tokens,
         help="Padded prompt tokens computed per prefill step (chunked prefill).",
+    )
+    p.add_argument(
+        "--max-queued",
+        type=int,
+        default=DEFAULT_MAX_QUEUED,
+        help="Sequences that may wait for a slot; beyond that requests get 503 + Retry-After.",
     )
     p.add_argument("--served-name", default=None, help="Model id reported to clients (default: folder name).")
     p.add_argument(
@@ -118,6 +130,7 @@ def build_server(args: argparse.Namespace) -> tuple[_DrainingServer, WorkerRunti
         max_model_len=args.max_model_len,
         max_prefill_tokens=args.max_prefill_tokens,
         threads=args.threads,
+        max_queued=args.max_queued,
     )
     runtime = WorkerRuntime(options)
     server_box: list[_DrainingServer] = []

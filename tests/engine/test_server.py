@@ -238,3 +238,13 @@ def test_requests_beyond_the_kv_budget_wait_and_all_complete(tiny_models: dict[s
 
         with ThreadPoolExecutor(6) as pool:
             assert list(pool.map(one, range(6))) == [20] * 6
+
+
+def test_a_full_queue_sheds_load_with_503(tiny_models: dict[str, Path]) -> None:
+    runtime = make_runtime(tiny_models["llama"], max_batch=2, max_queued=1)
+    with TestClient(create_app(runtime)) as c:
+        r = c.post("/v1/completions", json={"model": "m", "prompt": "Hello", "n": 4, "max_tokens": 2})
+        assert r.status_code == 503 and "Retry-After" in r.headers
+        assert "--max-queued" in r.json()["error"]["message"]
+        ok = c.post("/v1/completions", json={"model": "m", "prompt": "Hello", "n": 3, "max_tokens": 2})
+        assert ok.status_code == 200
