@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from outcrop.config import (
+    AuthConfig,
     AwsIdentityConfig,
     BatchConfig,
     OutcropConfig,
@@ -44,6 +45,7 @@ class _EnvConfig(BaseSettings):
     s3: S3Config = S3Config()
     registry: RegistryConfig = RegistryConfig()
     throttling: ThrottlingConfig = ThrottlingConfig()
+    auth: AuthConfig = AuthConfig()
     serving: ServingConfig = ServingConfig()
     batch: BatchConfig = BatchConfig()
 
@@ -104,3 +106,8 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
     return env
+
+
+def cli_api_key() -> str | None:
+    """The API key the CLI sends: ``OUTCROP_API_KEY``, else the admin's from the data dir."""
+    return os.environ.get("OUTCROP_API_KEY")

@@ -23,6 +23,13 @@ from outcrop.envs import load_config, test_postgres_url
 from outcrop.testing.tiny_models import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
+# Credentials of the admin that test servers create on first start (boto3_client signs with test/test).
+TEST_ACCESS_KEY_ID = "test"
+TEST_SECRET_ACCESS_KEY = "test"
+TEST_API_KEY = "test-api-key-0001"
+AUTH = {"Authorization": f"Bearer {TEST_API_KEY}"}
+# An httpx client that authenticates like the admin, for the admin API and raw-HTTP tests.
+api = httpx.Client(headers=AUTH, timeout=60)
 SERVER_START_TIMEOUT_SECONDS = 90
 
 
@@ -70,6 +77,9 @@ def make_config(tmp_path: Path) -> Callable[..., OutcropConfig]:
             "data_dir": tmp_path / "data",
             "registry.allowed_roots": [tmp_path],
             "store.job_lease_seconds": 2.0,
+            "auth.bootstrap_access_key_id": TEST_ACCESS_KEY_ID,
+            "auth.bootstrap_secret_access_key": TEST_SECRET_ACCESS_KEY,
+            "auth.bootstrap_api_key": TEST_API_KEY,
         }
         values.update(overrides)
         return load_config(**values)
@@ -204,6 +214,9 @@ def server_env(tmp_root: Path, **extra: str) -> dict[str, str]:
         {
             "OUTCROP_REGISTRY__ALLOWED_ROOTS": f'["{tmp_root}"]',
             "OUTCROP_STORE__JOB_LEASE_SECONDS": "2",
+            "OUTCROP_AUTH__BOOTSTRAP_ACCESS_KEY_ID": TEST_ACCESS_KEY_ID,
+            "OUTCROP_AUTH__BOOTSTRAP_SECRET_ACCESS_KEY": TEST_SECRET_ACCESS_KEY,
+            "OUTCROP_AUTH__BOOTSTRAP_API_KEY": TEST_API_KEY,
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -245,8 +258,8 @@ def boto3_client(service: str, url: str, **config: Any) -> Any:
         service,
         endpoint_url=url,
         region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
+        aws_access_key_id=TEST_ACCESS_KEY_ID,
+        aws_secret_access_key=TEST_SECRET_ACCESS_KEY,
         config=Config(**{"retries": {"max_attempts": 1}, **config}),
     )
 
@@ -302,7 +315,7 @@ def serving_server(
         if name == "chat":
             chat_arn = job["importedModelArn"]
     for name in ("chat", "plain"):
-        response = httpx.post(f"{server.url}/outcrop/models/{name}/warm", json={"copies": 1}, timeout=180)
+        response = api.post(f"{server.url}/outcrop/models/{name}/warm", json={"copies": 1}, timeout=180)
         assert response.status_code == 200, response.text
     yield ServingServer(server=server, chat="chat", plain="plain", chat_arn=chat_arn)
     server.stop()

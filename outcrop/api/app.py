@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import sqlalchemy as sa
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from outcrop import __version__
-from outcrop.api import admin, ops
+from outcrop.api import admin, keys, ops
 from outcrop.api.bedrock import batch as batch_routes
 from outcrop.api.bedrock import control, logging_config
 from outcrop.api.bedrock.errors import bedrock_error_response
@@ -23,6 +23,10 @@ from outcrop.api.metrics import Metrics
 from outcrop.api.openai import routes as openai_routes
 from outcrop.api.openai.errors import openai_error_response
 from outcrop.api.runtime import routes as runtime_routes
+from outcrop.auth.audit import AuditLog
+from outcrop.auth.bootstrap import ensure_admin
+from outcrop.auth.guard import Guard
+from outcrop.auth.keys import KeyStore, load_or_create_server_key
 from outcrop.batch.service import build_batch_service
 from outcrop.config import OutcropConfig
 from outcrop.errors import InternalError, InvalidRequestError, NotFoundError, OutcropError
@@ -84,6 +88,10 @@ def build_services(config: OutcropConfig, *, start_workers: bool = True) -> Serv
     worker = ImportWorker(registry) if start_workers else None
     serving = Serving(config, registry)
     metrics.add_serving_reader(serving.stats)
+    key_store = KeyStore(db, load_or_create_server_key(config.server_key_path))
+    if config.auth.enabled:
+        ensure_admin(config, key_store)
+    audit = AuditLog(config.resolved_data_dir / "audit" / "audit.jsonl", enabled=config.auth.audit_log)
     return Services(
         config=config,
         db=db,
@@ -94,6 +102,8 @@ def build_services(config: OutcropConfig, *, start_workers: bool = True) -> Serv
         tokenizers=TokenizerCache(registry),
         throttler=Throttler(config.throttling),
         invocation_log=InvocationLogger(config, SettingsStore(db)),
+        keys=key_store,
+        guard=Guard(config, key_store, audit, registry),
         started_at=time.time(),
         extra={"batch": build_batch_service(config, db, registry, serving, start_runner=start_workers)},
     )
@@ -127,6 +137,7 @@ def create_app(
         version=__version__,
         description="Self-hosted Bedrock Custom Model Import: Bedrock control plane and runtime, OpenAI API, admin.",
         lifespan=lifespan,
+        dependencies=[Depends(services.guard)],
     )
     app.state.services = services
 
@@ -150,6 +161,16 @@ def create_app(
         operation = getattr(route, "summary", None) or getattr(route, "path", "unmatched")
         surface = _surface(request.url.path)
         services.metrics.requests.labels(surface, operation, str(response.status_code)).inc()
+        auth = getattr(request.state, "auth", None)
+        if auth is not None and request.method != "GET" and surface in ("bedrock", "admin"):
+            services.guard.audit.write(
+                outcome="allowed" if response.status_code < 400 else "failed",
+                principal=auth.principal.name,
+                action=auth.action,
+                resource=auth.resource,
+                status=response.status_code,
+                request_id=request_id,
+            )
         services.metrics.latency.labels(surface, operation).observe(time.perf_counter() - started)
         return response
 
@@ -194,5 +215,6 @@ def create_app(
     app.include_router(runtime_routes.router)
     app.include_router(openai_routes.router)
     app.include_router(admin.router)
+    app.include_router(keys.router)
     app.include_router(ops.router)
     return app

@@ -17,6 +17,8 @@ from outcrop.registry.service import Registry
 from outcrop.store.db import Database
 
 if TYPE_CHECKING:
+    from outcrop.auth.guard import Guard
+    from outcrop.auth.keys import KeyStore
     from outcrop.registry.tokenizers import TokenizerCache
     from outcrop.serving.invocation_log import InvocationLogger
     from outcrop.serving.service import Serving
@@ -41,6 +43,8 @@ class Services:
     tokenizers: TokenizerCache = None  # type: ignore[assignment]  # set by the app factory
     throttler: Throttler = None  # type: ignore[assignment]  # set by the app factory
     invocation_log: InvocationLogger = None  # type: ignore[assignment]  # set by the app factory
+    keys: KeyStore = None  # type: ignore[assignment]  # set by the app factory
+    guard: Guard = None  # type: ignore[assignment]  # set by the app factory
     started_at: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -13,6 +13,7 @@ from fastapi import Request
 from outcrop.api.bedrock.errors import bedrock_error
 from outcrop.api.deps import Services
 from outcrop.api.runtime import eventstream
+from outcrop.auth.guard import principal_name
 from outcrop.errors import InvalidRequestError, OutcropError, ThrottlingError
 from outcrop.serving.service import ColdStartPolicy
 from outcrop.serving.throttling import principal_of
@@ -63,7 +64,7 @@ class Invocation:
         self.model = model
         self.operation = operation
         self.request_id = getattr(request.state, "request_id", "")
-        self.principal = principal_of(
+        self.principal = principal_name(request) or principal_of(
             request.headers.get("authorization"),
             request.headers.get("x-api-key"),
             request.client.host if request.client else None,

@@ -14,9 +14,10 @@ class ServerError(OutcropError):
 
 
 class Client:
-    def __init__(self, endpoint: str, timeout: float = 600.0) -> None:
+    def __init__(self, endpoint: str, api_key: str | None = None, timeout: float = 600.0) -> None:
         self.endpoint = endpoint.rstrip("/")
-        self._http = httpx.Client(base_url=self.endpoint, timeout=timeout)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.endpoint, timeout=timeout, headers=headers)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
@@ -68,6 +69,20 @@ class Client:
 
     def copies(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/outcrop/copies")["copies"])
+
+    def create_key(self, name: str, policy: str, models: list[str]) -> dict[str, Any]:
+        return dict(
+            self._call("POST", "/outcrop/keys", json={"name": name, "policy": policy, "models": models})
+        )
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/outcrop/keys")["keys"])
+
+    def delete_key(self, name: str) -> None:
+        self._call("DELETE", f"/outcrop/keys/{name}")
+
+    def rotate_key(self, name: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/outcrop/keys/{name}/rotate"))
 
     def health(self) -> dict[str, Any]:
         return dict(self._call("GET", "/health"))

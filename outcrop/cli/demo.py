@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 
+from outcrop.auth.bootstrap import read_credentials
 from outcrop.config import OutcropConfig
 from outcrop.envs import subprocess_env
 from outcrop.errors import OutcropError
@@ -46,15 +47,25 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise OutcropError(f"The demo server did not become healthy within {SERVER_START_TIMEOUT_SECONDS} s.")
 
 
+def _credentials(config: OutcropConfig) -> dict[str, str]:
+    """The admin credentials the server wrote on its first start (or placeholders when auth is off)."""
+    return read_credentials(config) or {
+        "aws_access_key_id": "none",
+        "aws_secret_access_key": "none",
+        "api_key": "none",
+    }
+
+
 def _bedrock_client(url: str, config: OutcropConfig) -> Any:
     import boto3
 
+    creds = _credentials(config)
     return boto3.client(
         "bedrock",
         endpoint_url=url,
         region_name=config.aws.region,
-        aws_access_key_id="demo",
-        aws_secret_access_key="demo",
+        aws_access_key_id=creds["aws_access_key_id"],
+        aws_secret_access_key=creds["aws_secret_access_key"],
     )
 
 
@@ -119,7 +130,8 @@ def _run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: 
             console.print(f"      {key}: {model.get(key)}")
         _invoke(url, config, console)
         console.print(
-            f"\nTry it: [bold]outcrop --data-dir {data_dir} models show {DEMO_MODEL_NAME} --endpoint {url}[/]"
+            f"\nTry it: [bold]outcrop --data-dir {data_dir} models show {DEMO_MODEL_NAME} --endpoint {url}[/]\n"
+            f"Credentials (admin; keep them safe): {config.credentials_path}"
         )
         if keep_serving:
             stop = _install_stop_handlers()
@@ -141,12 +153,13 @@ def _invoke(url: str, config: OutcropConfig, console: Console) -> None:
     from openai import OpenAI
 
     console.print("[bold]5/5[/] Invoking it (the first call starts a copy: a cold start, retried by boto3)")
+    creds = _credentials(config)
     runtime = boto3.client(
         "bedrock-runtime",
         endpoint_url=url,
         region_name=config.aws.region,
-        aws_access_key_id="demo",
-        aws_secret_access_key="demo",
+        aws_access_key_id=creds["aws_access_key_id"],
+        aws_secret_access_key=creds["aws_secret_access_key"],
         config=Config(retries={"mode": "standard", "total_max_attempts": 15}, read_timeout=300),
     )
     started = time.monotonic()
@@ -159,7 +172,7 @@ def _invoke(url: str, config: OutcropConfig, console: Console) -> None:
         f"      boto3 bedrock-runtime invoke_model ({time.monotonic() - started:.1f} s): "
         f"{answer['generation']!r}"
     )
-    client = OpenAI(base_url=f"{url}/v1", api_key="demo")
+    client = OpenAI(base_url=f"{url}/v1", api_key=creds["api_key"])
     chat = client.chat.completions.create(
         model=DEMO_MODEL_NAME, messages=[{"role": "user", "content": "Hello, Outcrop!"}], max_tokens=24
     )

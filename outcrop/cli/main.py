@@ -25,9 +25,10 @@ from rich.progress import (
 from rich.table import Table
 
 from outcrop import __version__
+from outcrop.auth.bootstrap import read_credentials
 from outcrop.cli.client import Client
 from outcrop.config import OutcropConfig
-from outcrop.envs import default_endpoint, load_config
+from outcrop.envs import cli_api_key, default_endpoint, load_config
 from outcrop.errors import OutcropError
 
 console = Console(soft_wrap=True)
@@ -43,8 +44,12 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="List, inspect and delete imported models.", no_args_is_help=False)
 jobs_app = typer.Typer(help="List and inspect model import jobs.", no_args_is_help=False)
+keys_app = typer.Typer(
+    help="Manage principals and their keys (SigV4 access keys and bearer API keys).", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(keys_app, name="keys")
 
 _state: dict[str, Any] = {}
 
@@ -74,7 +79,10 @@ def _config() -> OutcropConfig:
 
 
 def _client(endpoint: str | None) -> Client:
-    return Client(endpoint or default_endpoint(_config()))
+    """A client with the caller's API key: $OUTCROP_API_KEY, else the admin's from the data dir."""
+    config = _config()
+    api_key = cli_api_key() or (read_credentials(config) or {}).get("api_key")
+    return Client(endpoint or default_endpoint(config), api_key=api_key)
 
 
 def _human_bytes(n: float) -> str:
@@ -126,6 +134,9 @@ def serve(
     port: int | None = typer.Option(None, help="Port (default 8080; 0 picks a free one)."),
     log_json: bool = typer.Option(False, "--log-json", help="Log one JSON object per line."),
     log_level: str | None = typer.Option(None, help="debug, info, warning or error."),
+    insecure_no_auth: bool = typer.Option(
+        False, "--insecure-no-auth", help="Accept requests without credentials. Local experiments only."
+    ),
 ) -> None:
     """Start the Outcrop server: Bedrock control plane, admin API, /health and /metrics on one port.
 
@@ -151,8 +162,25 @@ def serve(
     }.items():
         if value is not None:
             overrides[key] = value
+    if insecure_no_auth:
+        overrides["auth.enabled"] = False
     config: OutcropConfig = _run(lambda: load_config(**overrides))
     setup_logging(config.server.log_level, config.server.log_json)
+    loopback = config.server.host in ("127.0.0.1", "localhost", "::1") or config.server.host.startswith(
+        "127."
+    )
+    if not config.auth.enabled:
+        if not loopback:
+            _run(
+                lambda: _refuse(
+                    f"Refusing to serve {config.server.host} without credentials: anyone on the "
+                    "network could use and delete your models. Drop --insecure-no-auth or bind 127.0.0.1."
+                )
+            )
+        err_console.print(
+            "[bold yellow]WARNING: authentication is OFF (--insecure-no-auth): any local process "
+            "can call every API. Do not use this outside local experiments.[/]"
+        )
     application = _run(lambda: create_app(config))
     err_console.print(
         f"[bold green]Outcrop {__version__}[/] serving on http://{config.server.host}:{config.server.port} "
@@ -166,6 +194,10 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+
+
+def _refuse(message: str) -> None:
+    raise OutcropError(message)
 
 
 def _wait_for_import(client: Client, job_arn: str, *, quiet: bool = False) -> dict[str, Any]:
@@ -416,6 +448,60 @@ def list_copies(endpoint: str | None = EndpointOpt) -> None:
     _print_copies(_run(client.copies))
 
 
+def _print_new_key(k: dict[str, Any]) -> None:
+    console.print(f"[bold]{k['name']}[/] (shown once; store them now)")
+    console.print(f"  aws_access_key_id     = {k['accessKeyId']}")
+    console.print(f"  aws_secret_access_key = {k['secretAccessKey']}")
+    console.print(f"  api key (Bearer)      = {k['apiKey']}")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str = typer.Argument(..., help="Principal name (letters, digits, '-', '_')."),
+    policy: str = typer.Option("invoke-only", help="admin, invoke-only or read-only."),
+    model: list[str] = typer.Option([], "--model", "-m", help="invoke-only: limit to these models (repeat)."),
+    endpoint: str | None = EndpointOpt,
+) -> None:
+    """Create a principal with an access key pair and an API key.
+
+    Examples:
+
+        outcrop keys create app-backend --policy invoke-only --model my-llama
+
+        outcrop keys create dashboards --policy read-only
+    """
+    client = _client(endpoint)
+    _print_new_key(_run(lambda: client.create_key(name, policy, model)))
+
+
+@keys_app.command("ls")
+def keys_ls(endpoint: str | None = EndpointOpt) -> None:
+    """List principals (never their secrets)."""
+    client = _client(endpoint)
+    table = Table("name", "access key id", "api key", "policy actions", "created")
+    for k in _run(client.list_keys):
+        actions = sorted({a for st in k["policy"]["Statement"] for a in st["Action"]})
+        table.add_row(
+            k["name"], k["accessKeyId"], f"{k['apiKeyPrefix']}...", ", ".join(actions)[:60], k["createdAt"]
+        )
+    console.print(table)
+
+
+@keys_app.command("rm")
+def keys_rm(name: str = typer.Argument(...), endpoint: str | None = EndpointOpt) -> None:
+    """Delete a principal: its keys stop working at once."""
+    client = _client(endpoint)
+    _run(lambda: client.delete_key(name))
+    console.print(f"Deleted {name}.")
+
+
+@keys_app.command("rotate")
+def keys_rotate(name: str = typer.Argument(...), endpoint: str | None = EndpointOpt) -> None:
+    """Replace a principal's keys (same policy); the old ones stop working at once."""
+    client = _client(endpoint)
+    _print_new_key(_run(lambda: client.rotate_key(name)))
+
+
 @app.command()
 def demo(
     port: int = typer.Option(8080, help="Port to serve on (a free one is used if it is taken)."),
@@ -430,6 +516,12 @@ def demo(
     from outcrop.cli.demo import run_demo
 
     _run(lambda: run_demo(_config(), port=port, keep_serving=keep_serving, console=err_console))
+
+
+# `outcrop bench` lives in its own module; registered last because it uses the helpers above.
+from outcrop.cli.bench import bench_command  # noqa: E402
+
+app.command("bench")(bench_command)
 
 
 def main() -> None:

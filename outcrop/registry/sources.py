@@ -7,6 +7,7 @@ fetches one file into the staging area, hashing it on the way.
 from __future__ import annotations
 
 import hashlib
+import queue
 import shutil
 import threading
 from collections.abc import Callable
@@ -97,30 +98,10 @@ class LocalSource:
         return [SourceFile(p, (self.root / p).stat().st_size) for p in list_source_files(self.root)]
 
     def fetch(self, path: str, dest: Path, on_bytes: ProgressFn) -> str:
-        """Kernel copy in one thread while this thread hashes the source: time ~ max(copy, hash)."""
+        """Kernel copy, and a hash of the source computed while it is read (see ``_pipelined_copy``)."""
         src = self.root / path
         dest.parent.mkdir(parents=True, exist_ok=True)
-        errors: list[BaseException] = []
-
-        def _copy() -> None:
-            try:
-                shutil.copyfile(src, dest)
-            except BaseException as exc:  # surfaced below
-                errors.append(exc)
-
-        copier = threading.Thread(target=_copy, name=f"copy:{path}", daemon=True)
-        copier.start()
-        digest = hashlib.sha256()
-        buf = bytearray(self.chunk_bytes)
-        view = memoryview(buf)
-        with open(src, "rb", buffering=0) as fh:
-            while n := fh.readinto(buf):
-                digest.update(view[:n])
-                on_bytes(n)
-        copier.join()
-        if errors:
-            raise errors[0]
-        return digest.hexdigest()
+        return _pipelined_copy(src, dest, self.chunk_bytes, on_bytes)
 
 
 class S3Source:
@@ -188,6 +169,73 @@ class S3Source:
                 out.write(chunk)
                 on_bytes(len(chunk))
         return digest.hexdigest()
+
+
+# Buffers cycling between the reader and the hasher: one being filled, one being hashed, one spare.
+PREFETCH_BUFFERS = 3
+
+
+def _hash_while_reading(src: Path, chunk_bytes: int, on_bytes: ProgressFn) -> str:
+    """sha256 of ``src``; a reader thread fills the next buffer while this thread hashes the last."""
+    free: queue.Queue[bytearray] = queue.Queue()
+    for _ in range(PREFETCH_BUFFERS):
+        free.put(bytearray(chunk_bytes))
+    full: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            with open(src, "rb", buffering=0) as fh:
+                while not stop.is_set():
+                    buf = free.get()
+                    n = fh.readinto(buf)
+                    if not n:
+                        break
+                    full.put((buf, n))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            full.put(None)
+
+    reader = threading.Thread(target=read, name=f"read:{src.name}", daemon=True)
+    reader.start()
+    digest = hashlib.sha256()
+    try:
+        while (item := full.get()) is not None:
+            buf, n = item
+            digest.update(memoryview(buf)[:n])
+            free.put(buf)
+            on_bytes(n)
+    finally:
+        stop.set()
+        free.put(bytearray(0))  # wake a reader waiting for a buffer
+        reader.join()
+    if errors:
+        raise errors[0]
+    return digest.hexdigest()
+
+
+def _pipelined_copy(src: Path, dest: Path, chunk_bytes: int, on_bytes: ProgressFn) -> str:
+    """Copy ``src`` to ``dest`` in the kernel (one thread) while hashing it (two more threads):
+    the time is about max(copy, read, hash) rather than their sum."""
+    errors: list[BaseException] = []
+
+    def copy() -> None:
+        try:
+            shutil.copyfile(src, dest)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    copier = threading.Thread(target=copy, name=f"copy:{src.name}", daemon=True)
+    copier.start()
+    try:
+        digest = _hash_while_reading(src, chunk_bytes, on_bytes)
+    finally:
+        copier.join()
+    if errors:
+        raise errors[0]
+    return digest
 
 
 def _s3_client(config: OutcropConfig) -> Any:

@@ -1,6 +1,7 @@
 """Append-only schema migrations.
 
-Each entry is ``(version, description, statements)``. Never edit an entry that has shipped:
+Each entry is ``(version, description, statements)``; versions are unique, applied in list
+order, and each is recorded once applied (a gap in the numbers is harmless). Never edit an entry that has shipped:
 add a new one. The statements are plain SQL that SQLite and PostgreSQL both accept
 (timestamps are epoch seconds as DOUBLE PRECISION; JSON is TEXT).
 """
@@ -84,6 +85,24 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 key VARCHAR(64) PRIMARY KEY,
                 value TEXT NOT NULL,
                 updated_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+        ],
+    ),
+    (
+        4,
+        "principals: access keys (secret encrypted) and API keys (hashed) with policies",
+        [
+            """
+            CREATE TABLE principals (
+                id VARCHAR(12) PRIMARY KEY,
+                name VARCHAR(64) NOT NULL UNIQUE,
+                access_key_id VARCHAR(32) NOT NULL UNIQUE,
+                secret_encrypted TEXT NOT NULL,
+                api_key_hash VARCHAR(64) UNIQUE,
+                api_key_prefix VARCHAR(16),
+                policy TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL
             )
             """,
         ],

@@ -81,6 +81,19 @@ settings = sa.Table(
     sa.Column("updated_at", sa.Float),
 )
 
+principals = sa.Table(
+    "principals",
+    metadata,
+    sa.Column("id", sa.String(12), primary_key=True),
+    sa.Column("name", sa.String(64)),
+    sa.Column("access_key_id", sa.String(32)),
+    sa.Column("secret_encrypted", sa.Text),
+    sa.Column("api_key_hash", sa.String(64)),
+    sa.Column("api_key_prefix", sa.String(16)),
+    sa.Column("policy", sa.Text),
+    sa.Column("created_at", sa.Float),
+)
+
 batch_jobs = sa.Table(
     "batch_jobs",
     metadata,

@@ -10,10 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.conftest import ServerProcess, boto3_client, wait_for_job
+from tests.conftest import ServerProcess, api, boto3_client, wait_for_job
 
 pytestmark = pytest.mark.e2e
 
@@ -192,7 +191,7 @@ def test_two_models_sharing_files_store_them_once_and_delete_keeps_shared_blobs(
     assert wait_for_job(bedrock, a_arn)["status"] == "Completed"
     b_arn, b_name = start_import(bedrock, twin)
     assert wait_for_job(bedrock, b_arn)["status"] == "Completed"
-    detail = httpx.get(f"{server.url}/outcrop/models/{b_name}").json()
+    detail = api.get(f"{server.url}/outcrop/models/{b_name}").json()
     blobs = server.data_dir / "models" / "blobs" / "sha256"
     paths = [blobs / f["sha256"][:2] / f["sha256"] for f in detail["files"]]
     assert all(p.exists() for p in paths)
@@ -272,7 +271,7 @@ def test_bad_list_parameters_from_curl_are_validation_errors(
     shared_server: ServerProcess, query: dict[str, str]
 ) -> None:
     # botocore checks these client-side; curl users get the server's answer.
-    response = httpx.get(f"{shared_server.url}/imported-models", params=query)
+    response = api.get(f"{shared_server.url}/imported-models", params=query)
     assert response.status_code == 400
     assert response.headers["x-amzn-errortype"].startswith("ValidationException")
     assert next(iter(query)) in response.json()["message"]
@@ -285,14 +284,14 @@ def test_bad_list_parameters_from_curl_are_validation_errors(
 def test_garbage_bodies_get_a_clear_400_and_the_server_stays_up(
     shared_server: ServerProcess, body: bytes
 ) -> None:
-    response = httpx.post(f"{shared_server.url}/model-import-jobs", content=body)
+    response = api.post(f"{shared_server.url}/model-import-jobs", content=body)
     assert response.status_code == 400
     assert response.headers["x-amzn-errortype"].startswith("ValidationException")
     assert response.json()["message"]
-    assert httpx.get(f"{shared_server.url}/health").status_code == 200
+    assert api.get(f"{shared_server.url}/health").status_code == 200
 
 
 def test_unknown_path_is_a_bedrock_style_404(shared_server: ServerProcess) -> None:
-    response = httpx.get(f"{shared_server.url}/no/such/thing")
+    response = api.get(f"{shared_server.url}/no/such/thing")
     assert response.status_code == 404
     assert response.headers["x-amzn-errortype"].startswith("ResourceNotFoundException")

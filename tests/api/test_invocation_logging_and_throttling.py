@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ServerProcess, ServingServer, boto3_client
+from tests.conftest import ServerProcess, ServingServer, api, boto3_client
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +41,7 @@ def test_invocation_logging_writes_bedrock_records_once_enabled(serving_server: 
             record["output"]["outputTokenCount"]
             == record["output"]["outputBodyJson"]["generation_token_count"]
         )
-        assert record["identity"]["arn"] == "aws:test"
+        assert record["identity"]["arn"] == "admin"  # the authenticated principal
     finally:
         bedrock.delete_model_invocation_logging_configuration()
     assert "loggingConfig" not in bedrock.get_model_invocation_logging_configuration()
@@ -60,7 +60,9 @@ def test_a_principal_over_its_request_rate_gets_throttling_exceptions(
     with pytest.raises(runtime.exceptions.ThrottlingException, match="requests/s") as info:
         runtime.invoke_model(modelId="absent", body=json.dumps(body))
     assert int(info.value.response["ResponseMetadata"]["HTTPHeaders"]["retry-after"]) >= 1
+    second = api.post(f"{server.url}/outcrop/keys", json={"name": "second", "policy": "invoke-only"}).json()
     other = boto3_client("bedrock-runtime", server.url)
-    other._request_signer._credentials.access_key = "another-principal"  # a second caller has its own bucket
+    other._request_signer._credentials.access_key = second["accessKeyId"]  # a second caller has its own bucket
+    other._request_signer._credentials.secret_key = second["secretAccessKey"]
     with pytest.raises(other.exceptions.ResourceNotFoundException):
         other.invoke_model(modelId="absent", body=json.dumps(body))

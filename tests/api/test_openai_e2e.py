@@ -5,14 +5,14 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.conftest import ServingServer
+from tests.conftest import TEST_API_KEY, ServingServer
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def client(serving_server: ServingServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{serving_server.url}/v1", api_key="unused", max_retries=0)
+    return openai.OpenAI(base_url=f"{serving_server.url}/v1", api_key=TEST_API_KEY, max_retries=0)
 
 
 def test_models_are_listed(client: openai.OpenAI, serving_server: ServingServer) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from outcrop.api.bedrock.protocol import CreateModelImportJobRequest
 from outcrop.envs import load_config
 from outcrop.registry.importer import ImportWorker
 from outcrop.registry.service import CreateImportJob, Registry
+from tests.conftest import AUTH, TEST_ACCESS_KEY_ID, TEST_API_KEY, TEST_SECRET_ACCESS_KEY
 
 CREATE_PATH = "/model-import-jobs"
 SEEDED_MODEL = "seeded_model"
@@ -107,7 +109,14 @@ def with_create_body(raw: dict[str, Any]) -> dict[str, Any]:
 def target(tmp_path_factory: pytest.TempPathFactory, tiny_model_cache: Callable[..., Path]) -> FuzzTarget:
     root = tmp_path_factory.mktemp("fuzz")
     config = load_config(
-        data_dir=root / "data", **{"registry.allowed_roots": [root], "store.job_lease_seconds": 2.0}
+        data_dir=root / "data",
+        **{
+            "registry.allowed_roots": [root],
+            "store.job_lease_seconds": 2.0,
+            "auth.bootstrap_access_key_id": TEST_ACCESS_KEY_ID,
+            "auth.bootstrap_secret_access_key": TEST_SECRET_ACCESS_KEY,
+            "auth.bootstrap_api_key": TEST_API_KEY,
+        },
     )
     # No background worker: fuzzed jobs stay queued, so every response comes from the request path.
     services = build_services(config, start_workers=False)
@@ -136,7 +145,7 @@ def test_fuzzing_covers_the_control_plane_admin_and_ops(target: FuzzTarget) -> N
 
 
 def assert_no_server_error(case: schemathesis.Case) -> None:
-    response = case.call()
+    response = case.call(headers=AUTH)
     assert response.status_code < 500, (
         f"{response.status_code} for {case.as_curl_command()}\n"
         f"body sent: {json.dumps(case.body, default=str) if case.body is not None else '-'}\n"
@@ -262,7 +271,7 @@ def test_job_identifier_check_takes_linear_time(target: FuzzTarget) -> None:
         path_parameters={"jobIdentifier": "a" + "-" * 24 + "!"}
     )
     started = time.perf_counter()
-    response = case.call()
+    response = case.call(headers=AUTH)
     assert response.status_code == 400
     assert time.perf_counter() - started < 0.5
 
@@ -276,8 +285,30 @@ def test_source_uri_with_nul_byte_is_a_validation_exception(target: FuzzTarget, 
             "modelDataSource": {"s3DataSource": {"s3Uri": uri}},
         }
     )
-    response = case.call()
+    response = case.call(headers=AUTH)
     assert response.status_code == 400
     headers = {k.lower(): v for k, v in response.headers.items()}
     value = headers["x-amzn-errortype"]
     assert "ValidationException" in (value if isinstance(value, str) else value[0])
+
+
+def test_no_route_answers_a_caller_without_credentials(target: FuzzTarget) -> None:
+    """Every operation of every surface, called with no or a wrong key, is refused (never served, never 500)."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(target.schema.app, raise_server_exceptions=False)
+    checked = 0
+    for template, operations in target.schema.app.openapi()["paths"].items():
+        if template in ("/health", "/metrics"):
+            continue
+        path = re.sub(r"\{[^}]+\}", "x", template)
+        for method in operations:
+            for headers in ({}, {"Authorization": "Bearer ocp-wrong"}):
+                response = client.request(
+                    method.upper(), path, headers=headers, json={} if method in ("post", "put") else None
+                )
+                assert response.status_code in (401, 403), (
+                    f"{method.upper()} {path} -> {response.status_code}"
+                )
+                checked += 1
+    assert checked >= 40

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ServerProcess, ServingServer, boto3_client, import_and_wait
+from tests.conftest import ServerProcess, ServingServer, api, boto3_client, import_and_wait
 
 pytestmark = pytest.mark.e2e
 
@@ -158,15 +158,14 @@ def test_cold_model_answers_model_not_ready_then_serves_after_retries(
 def test_deleting_a_served_model_stops_its_copies(
     start_server: Callable[..., ServerProcess], tiny_model: Callable[..., Path]
 ) -> None:
-    import httpx
 
     server = start_server(OUTCROP_SERVING__WORKER_THREADS="1")
     bedrock = boto3_client("bedrock", server.url)
     import_and_wait(bedrock, tiny_model("qwen3"), "doomed")
-    warm = httpx.post(f"{server.url}/outcrop/models/doomed/warm", json={"copies": 1}, timeout=180)
+    warm = api.post(f"{server.url}/outcrop/models/doomed/warm", json={"copies": 1}, timeout=180)
     assert warm.status_code == 200 and warm.json()["copies"][0]["state"].lower() == "ready"
     bedrock.delete_imported_model(modelIdentifier="doomed")
-    assert httpx.get(f"{server.url}/outcrop/copies").json()["copies"] == []
+    assert api.get(f"{server.url}/outcrop/copies").json()["copies"] == []
     runtime = boto3_client("bedrock-runtime", server.url)
     with pytest.raises(runtime.exceptions.ResourceNotFoundException):
         invoke(runtime, "doomed", {"prompt": "x"})

@@ -12,10 +12,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.conftest import ServerProcess, boto3_client, free_port, server_env, wait_for_job
+from tests.conftest import ServerProcess, api, boto3_client, free_port, server_env, wait_for_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.s3]
 
@@ -113,13 +112,13 @@ def test_model_uploaded_to_s3_imports_with_its_facts_and_file_hashes(
     model = bedrock.get_imported_model(modelIdentifier=name)
     assert model["modelArchitecture"] == "qwen2"
     assert model["instructSupported"] is True
-    detail = httpx.get(f"{s3_server.url}/outcrop/models/{name}").json()
+    detail = api.get(f"{s3_server.url}/outcrop/models/{name}").json()
     assert detail["modelType"] == "qwen2"
     assert detail["source"] == f"s3://{bucket}/finetunes/qwen-demo/"
     assert detail["parameterCount"] > 0 and detail["contextLength"] == 2048
     assert detail["sizeBytes"] == sum((folder / rel).stat().st_size for rel in digests)
     assert {f["path"]: f["sha256"] for f in detail["files"]} == digests
-    progress = httpx.get(f"{s3_server.url}/outcrop/import-jobs/{job['jobName']}").json()
+    progress = api.get(f"{s3_server.url}/outcrop/import-jobs/{job['jobName']}").json()
     assert progress["bytesDone"] == progress["bytesTotal"] == detail["sizeBytes"]
 
 
@@ -171,7 +170,7 @@ def test_key_with_dot_dot_segment_is_rejected_before_anything_is_stored(
     assert "model/sub/../../escape.json" in job["failureMessage"] and ".." in job["failureMessage"]
     with pytest.raises(bedrock.exceptions.ResourceNotFoundException):
         bedrock.get_imported_model(modelIdentifier=name)
-    progress = httpx.get(f"{s3_server.url}/outcrop/import-jobs/{job['jobName']}").json()
+    progress = api.get(f"{s3_server.url}/outcrop/import-jobs/{job['jobName']}").json()
     assert progress["bytesDone"] == 0  # rejected while listing, before a byte was fetched
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -9,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, ServerProcess, free_port
+from tests.conftest import REPO, TEST_API_KEY, ServerProcess, free_port
 
 
 def outcrop(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
+    """Runs the CLI as a user would, with the test servers' admin API key."""
+    env = {**os.environ, "OUTCROP_API_KEY": TEST_API_KEY, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "outcrop", *args],
         capture_output=True,
@@ -88,3 +91,18 @@ def test_no_wait_prints_the_job_arn(
     result = outcrop("import", str(tiny_model()), "--name", "later", "--no-wait", "--endpoint", server.url)
     assert result.returncode == 0
     assert result.stdout.strip().startswith("arn:aws:bedrock:")
+
+
+@pytest.mark.e2e
+def test_keys_are_created_listed_rotated_and_removed(start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server()
+    created = outcrop("keys", "create", "ci-bot", "--policy", "read-only", "--endpoint", server.url)
+    assert created.returncode == 0, created.stderr
+    assert "aws_secret_access_key" in created.stdout and "ocp-" in created.stdout
+    listed = outcrop("keys", "ls", "--endpoint", server.url)
+    assert "ci-bot" in listed.stdout and "admin" in listed.stdout
+    assert "aws_secret_access_key" not in listed.stdout
+    assert outcrop("keys", "rotate", "ci-bot", "--endpoint", server.url).returncode == 0
+    assert outcrop("keys", "rm", "ci-bot", "--endpoint", server.url).returncode == 0
+    denied = outcrop("models", "--endpoint", server.url, env={"OUTCROP_API_KEY": "ocp-wrong"})
+    assert denied.returncode == 1 and "AccessDeniedException" in denied.stderr

@@ -7,10 +7,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import ServerProcess, boto3_client, wait_for_job
+from tests.conftest import ServerProcess, api, boto3_client, wait_for_job
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +34,7 @@ def test_server_killed_mid_import_resumes_on_restart_without_half_registered_mod
     deadline = time.monotonic() + 30
     phase = "queued"
     while time.monotonic() < deadline:
-        phase = httpx.get(f"{server.url}/outcrop/import-jobs/{job_id}").json()["phase"]
+        phase = api.get(f"{server.url}/outcrop/import-jobs/{job_id}").json()["phase"]
         if phase in ("fetching", "validating", "storing"):
             break
         time.sleep(0.01)
@@ -48,7 +47,7 @@ def test_server_killed_mid_import_resumes_on_restart_without_half_registered_mod
     bedrock = boto3_client("bedrock", restarted.url)
     job = wait_for_job(bedrock, arn, timeout=60)
     assert job["status"] == "Completed", job.get("failureMessage")
-    detail = httpx.get(f"{restarted.url}/outcrop/import-jobs/{job_id}").json()
+    detail = api.get(f"{restarted.url}/outcrop/import-jobs/{job_id}").json()
     assert detail["attempts"] == 2
     models = bedrock.list_imported_models()["modelSummaries"]
     assert [m["modelName"] for m in models] == ["survivor"]
@@ -78,7 +77,7 @@ def test_two_servers_on_one_store_run_each_job_exactly_once(
         assert job["status"] == "Completed", job.get("failureMessage")
     holders = set()
     for arn in arns:
-        detail = httpx.get(f"{a.url}/outcrop/import-jobs/{arn.rsplit('/', 1)[-1]}").json()
+        detail = api.get(f"{a.url}/outcrop/import-jobs/{arn.rsplit('/', 1)[-1]}").json()
         assert detail["attempts"] == 1, detail
         holders.add(detail["claimedBy"])
     listed = {m["modelName"] for m in clients[1].list_imported_models()["modelSummaries"]}
@@ -111,10 +110,10 @@ def test_progress_and_metrics_are_visible(
     total = sum(p.stat().st_size for p in folder.iterdir())
     arn = _create(bedrock, folder, "watched")
     wait_for_job(bedrock, arn)
-    detail = httpx.get(f"{server.url}/outcrop/import-jobs/job-watched").json()
+    detail = api.get(f"{server.url}/outcrop/import-jobs/job-watched").json()
     assert detail["bytesDone"] == detail["bytesTotal"] == total
     assert detail["filesDone"] == detail["filesTotal"] == len(list(folder.iterdir()))
-    metrics = httpx.get(f"{server.url}/metrics").text
+    metrics = api.get(f"{server.url}/metrics").text
     assert 'outcrop_import_jobs{status="Completed"} 1.0' in metrics
     assert "outcrop_imported_models 1.0" in metrics
     assert (

@@ -18,6 +18,7 @@ from outcrop.api.bedrock.protocol import (
     parse_timestamp,
 )
 from outcrop.api.deps import Services, get_services, parse_body
+from outcrop.auth.guard import Guard
 from outcrop.registry import arns
 from outcrop.registry.service import CreateImportJob
 from outcrop.store.imports import ImportedModel, ImportJob, ImportJobStatus, ListFilter
@@ -170,6 +171,7 @@ def get_imported_model(modelIdentifier: str, services: Services = Depends(get_se
 
 @router.get("/imported-models", summary="ListImportedModels")
 def list_imported_models(
+    request: Request,
     services: Services = Depends(get_services),
     creationTimeAfter: str | None = Query(None),
     creationTimeBefore: str | None = Query(None),
@@ -189,13 +191,18 @@ def list_imported_models(
         sort_order=sortOrder,
     )
     page = services.registry.list_models(flt)
+    visible = [
+        m
+        for m in page.items
+        if Guard.allows(request, "bedrock:GetImportedModel", services.registry.model_arn(m))
+    ]
     summaries = [
         {
             k: v
             for k, v in _model_body(services, m).items()
             if k in ("modelArn", "modelName", "creationTime", "instructSupported", "modelArchitecture")
         }
-        for m in page.items
+        for m in visible
     ]
     return drop_none({"modelSummaries": summaries, "nextToken": page.next_token})
 

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from outcrop.api.deps import Services, get_services, read_json_object
 from outcrop.api.inference import cold_start_policy, invocation
 from outcrop.api.openai.errors import openai_error
+from outcrop.auth.guard import Guard
 from outcrop.errors import InvalidRequestError, ModelNotChatCapableError, OutcropError
 from outcrop.store.imports import ListFilter
 
@@ -19,8 +20,9 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 
 
 @router.get("/models", summary="ListModels")
-def list_models(services: Services = Depends(get_services)) -> dict[str, Any]:
+def list_models(request: Request, services: Services = Depends(get_services)) -> dict[str, Any]:
     page = services.registry.list_models(ListFilter(ascending=True))
+    arn = services.registry.model_arn
     data = [
         {
             "id": m.name,
@@ -31,6 +33,7 @@ def list_models(services: Services = Depends(get_services)) -> dict[str, Any]:
             "max_model_len": m.context_length,
         }
         for m in page.items
+        if Guard.allows(request, "bedrock:InvokeModel", arn(m))
     ]
     return {"object": "list", "data": data}
 

@@ -1,0 +1,70 @@
+"""Admin API for principals and their keys (``outcrop keys``). Secrets are shown once, on create/rotate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from outcrop.api.bedrock.protocol import iso8601
+from outcrop.api.deps import Services, get_services, read_json_object
+from outcrop.auth import policies
+from outcrop.auth.keys import NewCredentials, Principal
+from outcrop.errors import InvalidRequestError
+from outcrop.registry import arns
+
+router = APIRouter(prefix="/outcrop/keys", tags=["outcrop admin"])
+
+
+def _principal_body(p: Principal) -> dict[str, Any]:
+    return {
+        "name": p.name,
+        "accessKeyId": p.access_key_id,
+        "apiKeyPrefix": p.api_key_prefix,
+        "policy": p.policy,
+        "createdAt": iso8601(p.created_at),
+    }
+
+
+def _credentials_body(c: NewCredentials) -> dict[str, Any]:
+    return {**_principal_body(c.principal), "secretAccessKey": c.secret_access_key, "apiKey": c.api_key}
+
+
+@router.post("", summary="CreateKey")
+async def create_key(request: Request, services: Services = Depends(get_services)) -> dict[str, Any]:
+    body = await read_json_object(request)
+    name = body.get("name")
+    if not isinstance(name, str) or not arns.MODEL_NAME_RE.fullmatch(name) or len(name) > 64:
+        raise InvalidRequestError("'name' must be 1-64 letters, digits, '-' or '_'.", param="name")
+    kind = body.get("policy", "invoke-only")
+    if isinstance(kind, str):
+        if kind not in policies.BUILT_IN:
+            raise InvalidRequestError(
+                f"Unknown policy {kind!r}; built-in: {', '.join(policies.BUILT_IN)}, or "
+                "give a policy document.",
+                param="policy",
+            )
+        if kind == "invoke-only" and body.get("models"):
+            models = [services.registry.model_arn(services.registry.get_model(m)) for m in body["models"]]
+            policy = policies.invoke_only(models)
+        else:
+            policy = policies.BUILT_IN[kind]()
+    else:
+        policy = policies.validate(kind)
+    return _credentials_body(services.keys.create(name, policy))
+
+
+@router.get("", summary="ListKeys")
+def list_keys(services: Services = Depends(get_services)) -> dict[str, Any]:
+    return {"keys": [_principal_body(p) for p in services.keys.list()]}
+
+
+@router.delete("/{name}", summary="DeleteKey")
+def delete_key(name: str, services: Services = Depends(get_services)) -> dict[str, Any]:
+    services.keys.delete(name)
+    return {}
+
+
+@router.post("/{name}/rotate", summary="RotateKey")
+def rotate_key(name: str, services: Services = Depends(get_services)) -> dict[str, Any]:
+    return _credentials_body(services.keys.rotate(name))

@@ -1,0 +1,164 @@
+"""Authentication and authorization of every API request (a global FastAPI dependency).
+
+Bedrock surfaces take AWS SigV4 (as boto3 signs) or ``Authorization: Bearer <api key>``; the
+OpenAI surface takes the bearer key. The action comes from the route (its Bedrock operation
+name), the resource from the model the request names. ``/health`` and ``/metrics`` are open.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+
+from outcrop.auth import policies
+from outcrop.auth.audit import AuditLog
+from outcrop.auth.keys import KeyStore, Principal
+from outcrop.auth.sigv4 import SignedRequest, verify
+from outcrop.config import OutcropConfig
+from outcrop.errors import AccessDeniedError, AuthenticationError
+from outcrop.registry import arns
+
+OPEN_ENDPOINTS = frozenset({"health", "metrics"})
+# Routes whose operation is not a Bedrock one: endpoint function name -> action.
+ACTION_OVERRIDES = {
+    "list_models": "bedrock:ListImportedModels",
+    "completions": "bedrock:InvokeModel",
+    "chat_completions": "bedrock:InvokeModel",
+    "import_job_detail": "bedrock:GetModelImportJob",
+    "model_detail": "bedrock:GetImportedModel",
+    "list_copies": "outcrop:ListCopies",
+    "warm_model": "outcrop:WarmModel",
+    "create_key": "outcrop:CreateKey",
+    "list_keys": "outcrop:ListKeys",
+    "delete_key": "outcrop:DeleteKey",
+    "rotate_key": "outcrop:RotateKey",
+}
+MODEL_PARAMS = ("modelId", "modelIdentifier", "identifier")
+ANONYMOUS = Principal("anonymous", "anonymous", "", None, policies.admin(), 0.0)
+
+
+@dataclass
+class AuthContext:
+    principal: Principal
+    action: str
+    resource: str
+
+
+class Guard:
+    def __init__(self, config: OutcropConfig, keys: KeyStore | None, audit: AuditLog, registry: Any) -> None:
+        self.config = config
+        self.keys = keys
+        self.audit = audit
+        self.registry = registry
+
+    def action_for(self, request: Request) -> str | None:
+        route = request.scope.get("route")
+        name = getattr(route, "name", None)
+        if name is None or name in OPEN_ENDPOINTS:
+            return None
+        if name in ACTION_OVERRIDES:
+            return ACTION_OVERRIDES[name]
+        summary = getattr(route, "summary", None) or name
+        return f"bedrock:{summary}" if summary.isalnum() else f"outcrop:{name}"
+
+    async def _resource(self, request: Request) -> str:
+        identifier = next((request.path_params[p] for p in MODEL_PARAMS if p in request.path_params), None)
+        if identifier is None and request.url.path.startswith("/v1/") and request.method == "POST":
+            try:
+                identifier = json.loads(await request.body() or b"{}").get("model")
+            except (ValueError, AttributeError):
+                identifier = None
+        if not isinstance(identifier, str) or not identifier:
+            return "*"
+        if request.url.path.startswith("/model-import-jobs") or request.url.path.startswith(
+            "/outcrop/import-jobs"
+        ):
+            return "*"
+        try:
+            return self.registry.model_arn(self.registry.get_model(identifier))
+        except Exception:  # unknown or malformed: the route answers that, if the caller may ask
+            return arns.model_arn(self.config.aws, "unknown")
+
+    async def _authenticate(self, request: Request) -> Principal:
+        assert self.keys is not None
+        authorization = request.headers.get("authorization", "")
+        if authorization.startswith("AWS4-HMAC-SHA256"):
+            signed = SignedRequest(
+                method=request.method,
+                raw_path=request.scope.get("raw_path", request.url.path.encode()).decode("latin-1"),
+                query_string=request.scope.get("query_string", b"").decode("latin-1"),
+                headers={k.lower(): v for k, v in request.headers.items()},
+                body=await request.body(),
+            )
+            found: dict[str, Principal] = {}
+
+            def secret_for(access_key_id: str) -> str | None:
+                hit = self.keys.by_access_key(access_key_id) if self.keys else None
+                if hit is None:
+                    return None
+                found["principal"] = hit[0]
+                return hit[1]
+
+            verify(signed, secret_for)
+            return found["principal"]
+        api_key = request.headers.get("x-api-key") or (
+            authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
+        )
+        if api_key:
+            principal = self.keys.by_api_key(api_key)
+            if principal is not None:
+                return principal
+            raise AuthenticationError("The API key is not valid. Create one with `outcrop keys create`.")
+        raise AuthenticationError(
+            "Missing credentials: sign the request with AWS SigV4 (boto3 does) or send "
+            "'Authorization: Bearer <api key>'. The admin credentials are in <data-dir>/credentials.json."
+        )
+
+    async def __call__(self, request: Request) -> None:
+        action = self.action_for(request)
+        if action is None:
+            return
+        if not self.config.auth.enabled:
+            request.state.auth = AuthContext(ANONYMOUS, action, "*")
+            return
+        source = request.client.host if request.client else None
+        try:
+            principal = await self._authenticate(request)
+        except AuthenticationError as exc:
+            self.audit.write(
+                outcome="unauthenticated",
+                action=action,
+                path=request.url.path,
+                source=source,
+                reason=exc.message[:120],
+                request_id=getattr(request.state, "request_id", ""),
+            )
+            raise
+        resource = await self._resource(request)
+        request.state.auth = AuthContext(principal, action, resource)
+        if not policies.evaluate(principal.policy, action, resource):
+            self.audit.write(
+                outcome="denied",
+                principal=principal.name,
+                action=action,
+                resource=resource,
+                source=source,
+                request_id=getattr(request.state, "request_id", ""),
+            )
+            raise AccessDeniedError(
+                f"User: {principal.arn} is not authorized to perform: {action} on resource: {resource}"
+            )
+
+    @staticmethod
+    def allows(request: Request, action: str, resource: str) -> bool:
+        """For listings: may the caller see this item?"""
+        auth: AuthContext | None = getattr(request.state, "auth", None)
+        return auth is None or policies.evaluate(auth.principal.policy, action, resource)
+
+
+def principal_name(request: Request) -> str | None:
+    auth: AuthContext | None = getattr(request.state, "auth", None)
+    return None if auth is None or auth.principal is ANONYMOUS else auth.principal.name
