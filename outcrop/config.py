@@ -29,6 +29,8 @@ class ServerConfig(_Section):
     port: int = Field(8080, ge=0, le=65535, description="TCP port of the one HTTP server (0 = any free).")
     log_level: str = Field("info", description="Log level: debug, info, warning or error.")
     log_json: bool = Field(False, description="Write logs as one JSON object per line.")
+    tls_cert_file: Path | None = Field(None, description="PEM certificate: serve HTTPS (with tls_key_file).")
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
 
 
 class AwsIdentityConfig(_Section):

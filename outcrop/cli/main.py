@@ -134,6 +134,8 @@ def serve(
     port: int | None = typer.Option(None, help="Port (default 8080; 0 picks a free one)."),
     log_json: bool = typer.Option(False, "--log-json", help="Log one JSON object per line."),
     log_level: str | None = typer.Option(None, help="debug, info, warning or error."),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate file: serve HTTPS."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM private key for --tls-cert."),
     insecure_no_auth: bool = typer.Option(
         False, "--insecure-no-auth", help="Accept requests without credentials. Local experiments only."
     ),
@@ -164,6 +166,9 @@ def serve(
             overrides[key] = value
     if insecure_no_auth:
         overrides["auth.enabled"] = False
+    if tls_cert is not None or tls_key is not None:
+        overrides["server.tls_cert_file"] = tls_cert
+        overrides["server.tls_key_file"] = tls_key
     config: OutcropConfig = _run(lambda: load_config(**overrides))
     setup_logging(config.server.log_level, config.server.log_json)
     loopback = config.server.host in ("127.0.0.1", "localhost", "::1") or config.server.host.startswith(
@@ -181,9 +186,13 @@ def serve(
             "[bold yellow]WARNING: authentication is OFF (--insecure-no-auth): any local process "
             "can call every API. Do not use this outside local experiments.[/]"
         )
+    tls = config.server.tls_cert_file, config.server.tls_key_file
+    if (tls[0] is None) != (tls[1] is None):
+        _run(lambda: _refuse("HTTPS needs both --tls-cert and --tls-key."))
     application = _run(lambda: create_app(config))
+    scheme = "https" if tls[0] else "http"
     err_console.print(
-        f"[bold green]Outcrop {__version__}[/] serving on http://{config.server.host}:{config.server.port} "
+        f"[bold green]Outcrop {__version__}[/] serving on {scheme}://{config.server.host}:{config.server.port} "
         f"(data: {config.resolved_data_dir}, store: {application.state.services.db.engine.url.get_backend_name()})"
     )
     uvicorn.run(
@@ -193,6 +202,8 @@ def serve(
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        ssl_certfile=str(tls[0]) if tls[0] else None,
+        ssl_keyfile=str(tls[1]) if tls[1] else None,
     )
 
 
