@@ -9,6 +9,8 @@
     ``{model_dir}``, ``{port}``, ``{host}`` and ``{served_name}``; it is ready when
     ``serving.command_health_path`` answers 200. The template is split like a shell line
     (``shlex``) and then each word is filled in, so paths with spaces are safe; no shell runs.
+    A first word of ``python`` or ``python3`` means the gateway's own interpreter; give a full
+    path to run another one (e.g. a vLLM virtual environment's ``bin/python``).
 
     vLLM (GPU fleets)::
 

@@ -118,7 +118,7 @@ async def test_stream_yields_each_chunk_but_not_done(
 async def test_a_stream_abandoned_by_its_client_frees_the_slot_at_once(
     serving_config: Config, serving_registry: Registry
 ) -> None:
-    async with running(serving_config("--chunk-delay-ms", "2000"), serving_registry) as serving:
+    async with running(serving_config("--chunk-delay-ms", "800"), serving_registry) as serving:
         await serving.warm("alpha")
         stream = serving.stream("alpha", "/v1/completions", PROMPT, cold_start=HOLD)
         first = await anext(stream)
@@ -205,7 +205,7 @@ async def test_online_requests_go_ahead_of_batch_requests(
 async def test_deadline_raises_model_timeout_and_frees_the_slot(
     serving_config: Config, serving_registry: Registry
 ) -> None:
-    async with running(serving_config("--delay-ms", "3000"), serving_registry) as serving:
+    async with running(serving_config("--delay-ms", "1500"), serving_registry) as serving:
         await serving.warm("alpha")
         started = time.monotonic()
         with pytest.raises(ModelTimeoutError) as info:
