@@ -294,15 +294,18 @@ class Serving:
         return {"models": models}
 
     def spec_for(self, model: ImportedModel) -> ModelServingSpec:
-        """``serving.defaults`` with the fields a ``serving.model_overrides`` entry (name or id) sets."""
+        """``serving.defaults`` with the fields a ``serving.model_overrides`` entry (name or id) sets.
+
+        A ``min_copies`` above ``max_copies`` raises ``max_copies`` to it (keeping copies warm wins).
+        """
+        spec = self.settings.defaults
         override = self.settings.model_overrides.get(model.name) or self.settings.model_overrides.get(
             model.id
         )
-        if override is None:
-            return self.settings.defaults
-        merged = self.settings.defaults.model_dump()
-        merged.update({k: getattr(override, k) for k in override.model_fields_set})
-        spec = ModelServingSpec.model_validate(merged)
+        if override is not None:
+            merged = spec.model_dump()
+            merged.update({k: getattr(override, k) for k in override.model_fields_set})
+            spec = ModelServingSpec.model_validate(merged)
         if spec.min_copies > spec.max_copies:
             spec = spec.model_copy(update={"max_copies": spec.min_copies})
         return spec

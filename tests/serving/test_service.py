@@ -441,6 +441,36 @@ async def test_copies_answer_over_pooled_connections(
         assert "nullcopy_requests_total 20" in metrics
 
 
+def test_model_overrides_replace_only_the_fields_they_set(
+    serving_config: Config, serving_registry: Registry
+) -> None:
+    alpha, beta, gamma = (serving_registry.get_model(n) for n in ("alpha", "beta", "gamma"))
+    config = serving_config(
+        **{
+            "serving.defaults.max_copies": 3,
+            "serving.defaults.idle_seconds_before_scale_down": 60,
+            "serving.model_overrides": {"alpha": {"min_copies": 1}, beta.id: {"min_copies": 5}},
+        }
+    )
+    serving = Serving(config, serving_registry)
+    a, b, g = serving.spec_for(alpha), serving.spec_for(beta), serving.spec_for(gamma)
+    assert (a.min_copies, a.max_copies, a.idle_seconds_before_scale_down) == (1, 3, 60)
+    assert (b.min_copies, b.max_copies) == (5, 5)  # keeping copies warm wins over max_copies
+    assert (g.min_copies, g.max_copies, g.max_concurrency_per_copy) == (0, 3, 16)
+
+
+async def test_default_min_copies_warms_every_imported_model_at_start(
+    serving_config: Config, serving_registry: Registry
+) -> None:
+    async with running(serving_config(**{"serving.defaults.min_copies": 1}), serving_registry) as serving:
+        await eventually(
+            lambda: (
+                sorted(c.model_name for c in serving.copies() if c.state is CopyStatus.READY)
+                == ["alpha", "beta", "gamma"]
+            )
+        )
+
+
 def test_launchers_are_chosen_by_name_and_templates_are_checked(
     serving_config: Config, serving_registry: Registry
 ) -> None:
