@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -21,7 +22,7 @@ from outcrop.api.deps import Services, get_services, parse_body
 from outcrop.auth.guard import Guard
 from outcrop.registry import arns
 from outcrop.registry.service import CreateImportJob
-from outcrop.store.imports import ImportedModel, ImportJob, ImportJobStatus, ListFilter
+from outcrop.store.imports import ImportedModel, ImportJob, ListFilter
 
 router = APIRouter(tags=["bedrock control plane"])
 
@@ -84,26 +85,28 @@ def _model_body(services: Services, model: ImportedModel) -> dict[str, Any]:
     return drop_none(body)
 
 
-def _list_filter(
-    *,
-    created_after: str | None,
-    created_before: str | None,
-    name_contains: str | None,
-    max_results: str | None,
-    next_token: str | None,
-    sort_by: str | None,
-    sort_order: str | None,
-    status: ImportJobStatus | None = None,
-) -> ListFilter:
-    return ListFilter(
-        created_after=parse_timestamp(created_after, "creationTimeAfter"),
-        created_before=parse_timestamp(created_before, "creationTimeBefore"),
-        name_contains=name_contains,
-        status=status,
-        ascending=parse_sort(sort_by, sort_order),
-        max_results=parse_max_results(max_results),
-        next_token=next_token or None,
-    )
+@dataclass
+class ListQuery:
+    """The query parameters every Bedrock List* operation shares (a FastAPI dependency)."""
+
+    creationTimeAfter: str | None = Query(None)
+    creationTimeBefore: str | None = Query(None)
+    nameContains: str | None = Query(None)
+    maxResults: str | None = Query(None)
+    nextToken: str | None = Query(None)
+    sortBy: str | None = Query(None)
+    sortOrder: str | None = Query(None)
+
+    def filter(self, status: Any = None) -> ListFilter:
+        return ListFilter(
+            created_after=parse_timestamp(self.creationTimeAfter, "creationTimeAfter"),
+            created_before=parse_timestamp(self.creationTimeBefore, "creationTimeBefore"),
+            name_contains=self.nameContains,
+            status=status,
+            ascending=parse_sort(self.sortBy, self.sortOrder),
+            max_results=parse_max_results(self.maxResults),
+            next_token=self.nextToken or None,
+        )
 
 
 @router.post("/model-import-jobs", status_code=201, summary="CreateModelImportJob")
@@ -136,26 +139,10 @@ def get_model_import_job(jobIdentifier: str, services: Services = Depends(get_se
 @router.get("/model-import-jobs", summary="ListModelImportJobs")
 def list_model_import_jobs(
     services: Services = Depends(get_services),
-    creationTimeAfter: str | None = Query(None),
-    creationTimeBefore: str | None = Query(None),
+    query: ListQuery = Depends(),
     statusEquals: str | None = Query(None),
-    nameContains: str | None = Query(None),
-    maxResults: str | None = Query(None),
-    nextToken: str | None = Query(None),
-    sortBy: str | None = Query(None),
-    sortOrder: str | None = Query(None),
 ) -> dict[str, Any]:
-    flt = _list_filter(
-        created_after=creationTimeAfter,
-        created_before=creationTimeBefore,
-        name_contains=nameContains,
-        max_results=maxResults,
-        next_token=nextToken,
-        sort_by=sortBy,
-        sort_order=sortOrder,
-        status=parse_status(statusEquals),
-    )
-    page = services.registry.list_jobs(flt)
+    page = services.registry.list_jobs(query.filter(parse_status(statusEquals)))
     return drop_none(
         {
             "modelImportJobSummaries": [_job_summary(services, j) for j in page.items],
@@ -173,24 +160,9 @@ def get_imported_model(modelIdentifier: str, services: Services = Depends(get_se
 def list_imported_models(
     request: Request,
     services: Services = Depends(get_services),
-    creationTimeAfter: str | None = Query(None),
-    creationTimeBefore: str | None = Query(None),
-    nameContains: str | None = Query(None),
-    maxResults: str | None = Query(None),
-    nextToken: str | None = Query(None),
-    sortBy: str | None = Query(None),
-    sortOrder: str | None = Query(None),
+    query: ListQuery = Depends(),
 ) -> dict[str, Any]:
-    flt = _list_filter(
-        created_after=creationTimeAfter,
-        created_before=creationTimeBefore,
-        name_contains=nameContains,
-        max_results=maxResults,
-        next_token=nextToken,
-        sort_by=sortBy,
-        sort_order=sortOrder,
-    )
-    page = services.registry.list_models(flt)
+    page = services.registry.list_models(query.filter())
     visible = [
         m
         for m in page.items

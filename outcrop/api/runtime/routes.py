@@ -34,15 +34,23 @@ def _require_chat(services: Services, model_id: str) -> None:
         raise ModelNotChatCapableError(model.name)
 
 
+async def _invoke_request(
+    request: Request, services: Services, model_id: str
+) -> tuple[dict[str, Any], p.InvokeStyle, str, dict[str, Any]]:
+    """An InvokeModel body: parsed, its style recognised, translated for the copy."""
+    body = await read_json_object(request)
+    style = p.classify(body)
+    if style is p.InvokeStyle.CHAT:
+        _require_chat(services, model_id)
+    path, copy_body = p.invoke_to_copy(body, style)
+    return body, style, path, copy_body
+
+
 @router.post("/model/{modelId:path}/invoke", summary="InvokeModel")
 async def invoke_model(
     modelId: str, request: Request, services: Services = Depends(get_services)
 ) -> Response:
-    body = await read_json_object(request)
-    style = p.classify(body)
-    if style is p.InvokeStyle.CHAT:
-        _require_chat(services, modelId)
-    path, copy_body = p.invoke_to_copy(body, style)
+    body, style, path, copy_body = await _invoke_request(request, services, modelId)
     async with invocation(services, request, modelId, "InvokeModel") as call:
         resp = await services.serving.post(
             modelId, path, copy_body, cold_start=cold_start_policy(request, bedrock=True)
@@ -56,11 +64,7 @@ async def invoke_model(
 async def invoke_model_stream(
     modelId: str, request: Request, services: Services = Depends(get_services)
 ) -> Response:
-    body = await read_json_object(request)
-    style = p.classify(body)
-    if style is p.InvokeStyle.CHAT:
-        _require_chat(services, modelId)
-    path, copy_body = p.invoke_to_copy(body, style)
+    body, style, path, copy_body = await _invoke_request(request, services, modelId)
     copy_body["stream"] = True
     copy_body["stream_options"] = {"include_usage": True}
     call = invocation(services, request, modelId, "InvokeModelWithResponseStream")
