@@ -10,7 +10,8 @@ fi
 stamp=.venv/.outcrop-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/constraints.txt -nt "$stamp" ]; then
   echo "outcrop: installing into .venv (first run takes a few minutes)..." >&2
-  .venv/bin/python -m pip install -q --disable-pip-version-check -c scripts/constraints.txt "torch==2.13.0"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c scripts/constraints.txt "torch==2.13.0" \
+    2> >(grep -vE "is ignored: it is neither|^\s*$" >&2 || true)
   .venv/bin/python -m pip install -q --disable-pip-version-check -c scripts/constraints.txt -e ".[dev]" \
     2> >(grep -vE "is ignored: it is neither|BuildBackendWarning|^\s*$" >&2 || true)
   touch "$stamp"
