@@ -103,7 +103,7 @@ def build_services(config: OutcropConfig, *, start_workers: bool = True) -> Serv
         throttler=Throttler(config.throttling),
         invocation_log=InvocationLogger(config, SettingsStore(db)),
         keys=key_store,
-        guard=Guard(config, key_store, audit, registry),
+        guard=Guard(config, key_store, audit, registry, serving.resolve),
         started_at=time.time(),
         extra={"batch": build_batch_service(config, db, registry, serving, start_runner=start_workers)},
     )

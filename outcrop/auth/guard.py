@@ -8,6 +8,7 @@ name), the resource from the model the request names. ``/health`` and ``/metrics
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,11 +49,19 @@ class AuthContext:
 
 
 class Guard:
-    def __init__(self, config: OutcropConfig, keys: KeyStore | None, audit: AuditLog, registry: Any) -> None:
+    def __init__(
+        self,
+        config: OutcropConfig,
+        keys: KeyStore | None,
+        audit: AuditLog,
+        registry: Any,
+        resolve: Callable[[str], Awaitable[Any]],
+    ) -> None:
         self.config = config
         self.keys = keys
         self.audit = audit
         self.registry = registry
+        self.resolve = resolve  # name or ARN -> ImportedModel, cached (serving's resolver)
 
     def action_for(self, request: Request) -> str | None:
         route = request.scope.get("route")
@@ -78,7 +87,7 @@ class Guard:
         ):
             return "*"
         try:
-            return self.registry.model_arn(self.registry.get_model(identifier))
+            return self.registry.model_arn(await self.resolve(identifier))
         except Exception:  # unknown or malformed: the route answers that, if the caller may ask
             return arns.model_arn(self.config.aws, "unknown")
 

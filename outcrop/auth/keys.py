@@ -25,6 +25,9 @@ from outcrop.store.db import Database
 from outcrop.store.schema import principals
 
 ACCESS_KEY_PREFIX = "OCKA"
+# Verified keys are remembered this long, so a request costs no database query. A key deleted or
+# rotated on another gateway stops working within this time (on this one, at once).
+KEY_CACHE_SECONDS = 5.0
 API_KEY_PREFIX = "ocp-"
 
 
@@ -80,7 +83,17 @@ class KeyStore:
     def __init__(self, db: Database, server_key: bytes) -> None:
         self.db = db
         self._fernet = Fernet(server_key)
-        self._secrets: dict[str, str] = {}
+        self._cache: dict[str, tuple[float, Any]] = {}
+
+    def _cached(self, key: str) -> Any:
+        hit = self._cache.get(key)
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+    def _remember(self, key: str, value: Any) -> Any:
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (time.monotonic() + KEY_CACHE_SECONDS, value)
+        return value
 
     def _row_to_principal(self, row: Any) -> Principal:
         m = row._mapping
@@ -152,16 +165,19 @@ class KeyStore:
         with self.db.begin() as conn:
             if conn.execute(principals.delete().where(principals.c.name == name)).rowcount != 1:
                 raise NotFoundError("Principal", name)
-        self._secrets.clear()
+        self._cache.clear()
 
     def rotate(self, name: str) -> NewCredentials:
         old = self.get(name)
         with self.db.begin() as conn:
             conn.execute(principals.delete().where(principals.c.id == old.id))
-        self._secrets.clear()
+        self._cache.clear()
         return self.create(name, old.policy)
 
     def by_access_key(self, access_key_id: str) -> tuple[Principal, str] | None:
+        hit = self._cached("ak:" + access_key_id)
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
         with self.db.engine.connect() as conn:
             row = conn.execute(
                 sa.select(principals).where(principals.c.access_key_id == access_key_id)
@@ -175,11 +191,15 @@ class KeyStore:
                 "Stored secrets cannot be decrypted with this server key; every gateway of one "
                 "store must use the same server key file."
             ) from None
-        return self._row_to_principal(row), secret
+        return self._remember("ak:" + access_key_id, (self._row_to_principal(row), secret))  # type: ignore[no-any-return]
 
     def by_api_key(self, api_key: str) -> Principal | None:
+        digest = hash_api_key(api_key)
+        hit = self._cached("api:" + digest)
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
         with self.db.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(principals).where(principals.c.api_key_hash == hash_api_key(api_key))
-            ).first()
-        return self._row_to_principal(row) if row is not None else None
+            row = conn.execute(sa.select(principals).where(principals.c.api_key_hash == digest)).first()
+        if row is None:
+            return None
+        return self._remember("api:" + digest, self._row_to_principal(row))  # type: ignore[no-any-return]

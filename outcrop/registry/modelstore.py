@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -120,24 +121,38 @@ class ModelStore:
             problems.append("Delete the model and import it again to repair the store.")
             raise ModelValidationError(problems)
         folder = self.materialized / model_id
-        tmp = self.materialized / f".{model_id}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        for f in files:
-            dest = tmp / f.path
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(self.blob_path(f.sha256), dest)
-            except OSError:
-                shutil.copyfile(self.blob_path(f.sha256), dest)
-        (tmp / MANIFEST_NAME).write_text(
-            json.dumps({"model_id": model_id, "files": _files_dict(files)}, indent=2)
-        )
-        shutil.rmtree(folder, ignore_errors=True)
+        manifest: dict[str, object] = {"model_id": model_id, "files": _files_dict(files)}
+        if _same_manifest(folder, manifest):
+            return folder  # built before (by this or another process): never rebuilt under a loading copy
+        tmp = self.materialized / f".{model_id}.{uuid.uuid4().hex[:8]}.tmp"
         try:
-            os.replace(tmp, folder)
-        except OSError as exc:
-            raise InternalError(f"Could not materialise model {model_id} into {folder}: {exc}") from None
+            for f in files:
+                dest = tmp / f.path
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(self.blob_path(f.sha256), dest)
+                except OSError:
+                    shutil.copyfile(self.blob_path(f.sha256), dest)
+            (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+            if folder.exists() and not _same_manifest(folder, manifest):
+                shutil.rmtree(folder, ignore_errors=True)  # a stale folder from an older store layout
+            try:
+                os.rename(tmp, folder)
+            except OSError:
+                if not _same_manifest(
+                    folder, manifest
+                ):  # lost a race to a concurrent builder: fine if it matches
+                    raise InternalError(f"Could not materialise model {model_id} into {folder}.") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return folder
+
+
+def _same_manifest(folder: Path, manifest: dict[str, object]) -> bool:
+    try:
+        return bool(json.loads((folder / MANIFEST_NAME).read_text()) == manifest)
+    except (OSError, ValueError):
+        return False
 
 
 def _files_dict(files: Iterable[ModelFile]) -> dict[str, dict[str, object]]:

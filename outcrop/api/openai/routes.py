@@ -50,7 +50,7 @@ def _model_name(body: dict[str, Any]) -> str:
 async def _generate(request: Request, services: Services, path: str, operation: str) -> Response:
     body = await read_json_object(request)
     model = _model_name(body)
-    record = services.registry.get_model(model)
+    record = await services.serving.resolve(model)
     if path.endswith("chat/completions") and not record.instruct_supported:
         raise ModelNotChatCapableError(record.name)
     policy = cold_start_policy(request, bedrock=False)

@@ -28,8 +28,8 @@ def _usage_headers(usage: dict[str, Any], latency_ms: int) -> dict[str, str]:
     }
 
 
-def _require_chat(services: Services, model_id: str) -> None:
-    model = services.registry.get_model(model_id)
+async def _require_chat(services: Services, model_id: str) -> None:
+    model = await services.serving.resolve(model_id)
     if not model.instruct_supported:
         raise ModelNotChatCapableError(model.name)
 
@@ -41,7 +41,7 @@ async def _invoke_request(
     body = await read_json_object(request)
     style = p.classify(body)
     if style is p.InvokeStyle.CHAT:
-        _require_chat(services, model_id)
+        await _require_chat(services, model_id)
     path, copy_body = p.invoke_to_copy(body, style)
     return body, style, path, copy_body
 
@@ -109,7 +109,7 @@ async def invoke_model_stream(
 @router.post("/model/{modelId:path}/converse", summary="Converse")
 async def converse(modelId: str, request: Request, services: Services = Depends(get_services)) -> Response:
     body = await read_json_object(request)
-    _require_chat(services, modelId)
+    await _require_chat(services, modelId)
     chat = p.converse_to_chat(body)
     async with invocation(services, request, modelId, "Converse") as call:
         resp = await services.serving.post(
@@ -125,7 +125,7 @@ async def converse_stream(
     modelId: str, request: Request, services: Services = Depends(get_services)
 ) -> Response:
     body = await read_json_object(request)
-    _require_chat(services, modelId)
+    await _require_chat(services, modelId)
     chat = p.converse_to_chat(body)
     chat["stream"] = True
     chat["stream_options"] = {"include_usage": True}
@@ -176,7 +176,7 @@ async def count_tokens(
     modelId: str, request: Request, services: Services = Depends(get_services)
 ) -> Response:
     body = await read_json_object(request)
-    model = services.registry.get_model(modelId)
+    model = await services.serving.resolve(modelId)
     source = body.get("input")
     if (
         not isinstance(source, dict)
