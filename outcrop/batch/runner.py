@@ -66,6 +66,7 @@ class _Run:
     stopping: bool = False  # a user asked to stop: finish in-flight records, then Stopped
     expired: bool = False  # the job's timeout passed: PartiallyCompleted
     lost: bool = False
+    dispatched: bool = False  # every record was handed out and finished: the checkpointer's last round
     first_error: str | None = None
 
 
@@ -379,11 +380,13 @@ class BatchRunner:
             for task in run.in_flight:
                 task.cancel()
             raise
-        finally:
+        except BaseException:
             checkpointer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await checkpointer
-        await self._checkpoint(run)
+            raise
+        # The checkpointer writes what is left and exits (never cancelled mid-write).
+        run.dispatched = True
+        run.flush_now.set()
+        await checkpointer
 
     async def _safe_run(self, call: RecordCall, record: object) -> Outcome:
         from outcrop.batch.inputs import Record
@@ -423,7 +426,10 @@ class BatchRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(run.flush_now.wait(), timeout=interval)
             run.flush_now.clear()
+            last = run.dispatched
             await self._checkpoint(run)
+            if last:
+                return
 
     async def _checkpoint(self, run: _Run) -> None:
         async with run.lock:
@@ -441,7 +447,14 @@ class BatchRunner:
                     run.job.id, self.worker_id, Checkpoint(cp_records, sizes, in_tokens, out_tokens)
                 )
 
-            status = await asyncio.to_thread(commit)
+            # The write + commit runs to its end even if this task is cancelled (shutdown): the
+            # lock is held until it is done, so checkpoints never overlap or land after the finish.
+            future = asyncio.ensure_future(asyncio.to_thread(commit))
+            try:
+                status = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                await asyncio.wait([future])
+                raise
             if status is None:
                 run.lost = True
                 raise _LostClaim(run.job.id)
