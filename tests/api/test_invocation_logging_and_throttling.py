@@ -62,7 +62,8 @@ def test_a_principal_over_its_request_rate_gets_throttling_exceptions(
     assert int(info.value.response["ResponseMetadata"]["HTTPHeaders"]["retry-after"]) >= 1
     second = api.post(f"{server.url}/outcrop/keys", json={"name": "second", "policy": "invoke-only"}).json()
     other = boto3_client("bedrock-runtime", server.url)
-    other._request_signer._credentials.access_key = second["accessKeyId"]  # a second caller has its own bucket
+    # A second caller has its own bucket.
+    other._request_signer._credentials.access_key = second["accessKeyId"]
     other._request_signer._credentials.secret_key = second["secretAccessKey"]
     with pytest.raises(other.exceptions.ResourceNotFoundException):
         other.invoke_model(modelId="absent", body=json.dumps(body))
