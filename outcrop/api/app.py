@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from outcrop import __version__
 from outcrop.api import admin, keys, ops
@@ -79,6 +82,70 @@ def _store_state(db: Database) -> Callable[[], dict[str, dict[str, int]]]:
     return read
 
 
+class RequestContext:
+    """Pure ASGI middleware (cheaper than Starlette's BaseHTTPMiddleware, and it leaves streams
+    alone): gives every request an id, and after it ends records metrics and the audit line."""
+
+    def __init__(self, app: ASGIApp, services: Services) -> None:
+        self.app = app
+        self.services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        request_id = headers.get(b"x-amzn-requestid", b"").decode("latin-1") or str(uuid.uuid4())
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                MutableHeaders(scope=message).setdefault("x-amzn-RequestId", request_id)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:  # a bug escaped every handler: never show a stack trace to the caller
+            log.exception("unhandled error", extra={"request_id": request_id, "path": scope.get("path")})
+            if not response_started:
+                response = error_response(
+                    Request(scope),
+                    InternalError(
+                        f"An internal error occurred (request id {request_id}); see the server log."
+                    ),
+                )
+                await response(scope, receive, send_with_id)
+        finally:
+            self._record(scope, state, request_id, status, time.perf_counter() - started)
+
+    def _record(
+        self, scope: Scope, state: dict[str, Any], request_id: str, status: int, seconds: float
+    ) -> None:
+        route = scope.get("route")
+        operation = getattr(route, "summary", None) or getattr(route, "path", "unmatched")
+        surface = _surface(scope.get("path", ""))
+        metrics = self.services.metrics
+        metrics.requests.labels(surface, operation, str(status)).inc()
+        metrics.latency.labels(surface, operation).observe(seconds)
+        auth = state.get("auth")
+        if auth is not None and scope.get("method") != "GET" and surface in ("bedrock", "admin"):
+            self.services.guard.audit.write(
+                outcome="allowed" if status < 400 else "failed",
+                principal=auth.principal.name,
+                action=auth.action,
+                resource=auth.resource,
+                status=status,
+                request_id=request_id,
+            )
+
+
 def build_services(config: OutcropConfig, *, start_workers: bool = True) -> Services:
     db = Database(config.database_url)
     db.migrate()
@@ -141,38 +208,7 @@ def create_app(
     )
     app.state.services = services
 
-    @app.middleware("http")
-    async def request_context(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        request_id = request.headers.get("x-amzn-requestid") or str(uuid.uuid4())
-        request.state.request_id = request_id
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception:  # a bug escaped every handler: never show a stack trace to the caller
-            log.exception("unhandled error", extra={"request_id": request_id, "path": request.url.path})
-            response = error_response(
-                request,
-                InternalError(f"An internal error occurred (request id {request_id}); see the server log."),
-            )
-        response.headers.setdefault("x-amzn-RequestId", request_id)
-        route = request.scope.get("route")
-        operation = getattr(route, "summary", None) or getattr(route, "path", "unmatched")
-        surface = _surface(request.url.path)
-        services.metrics.requests.labels(surface, operation, str(response.status_code)).inc()
-        auth = getattr(request.state, "auth", None)
-        if auth is not None and request.method != "GET" and surface in ("bedrock", "admin"):
-            services.guard.audit.write(
-                outcome="allowed" if response.status_code < 400 else "failed",
-                principal=auth.principal.name,
-                action=auth.action,
-                resource=auth.resource,
-                status=response.status_code,
-                request_id=request_id,
-            )
-        services.metrics.latency.labels(surface, operation).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(RequestContext, services=services)
 
     @app.exception_handler(OutcropError)
     async def _outcrop_error(request: Request, exc: OutcropError) -> Response:
