@@ -42,6 +42,7 @@ from outcrop.serving.throttling import Throttler
 from outcrop.store.db import Database
 from outcrop.store.schema import import_jobs, imported_models
 from outcrop.store.settings import SettingsStore
+from outcrop.store.token_usage import TokenLedger
 
 log = logging.getLogger("outcrop.api")
 
@@ -167,7 +168,7 @@ def build_services(config: OutcropConfig, *, start_workers: bool = True) -> Serv
         import_worker=worker,
         serving=serving,
         tokenizers=TokenizerCache(registry),
-        throttler=Throttler(config.throttling),
+        throttler=Throttler(config.throttling, TokenLedger(db)),
         invocation_log=InvocationLogger(config, SettingsStore(db)),
         keys=key_store,
         guard=Guard(config, key_store, audit, registry, serving.resolve),
@@ -186,6 +187,7 @@ def create_app(
         if services.import_worker is not None:
             services.import_worker.start()
         await services.serving.start()
+        services.throttler.start()
         await services.extra["batch"].start()
         log.info(
             "outcrop ready",
@@ -194,6 +196,7 @@ def create_app(
         yield
         await services.extra["batch"].stop()
         await services.serving.stop()
+        services.throttler.stop()
         if services.import_worker is not None:
             services.import_worker.release_claims()
             services.import_worker.stop()

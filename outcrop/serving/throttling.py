@@ -3,17 +3,28 @@
 Requests are admitted while the principal's request bucket holds a token; tokens are charged
 after the fact (the output length is unknown up front), so the token bucket may go negative
 and then refuses requests until it refills. Refusals name the limit and when to retry.
+
+With a shared ``TokenLedger`` (gateways on one store), each gateway also flushes its token
+counts per principal per minute to the store about once a second and reads everyone's back;
+a principal over ``tokens_per_minute`` across all gateways (sliding window over the current
+and previous minute) is refused on every gateway. The hot path never waits on the database.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from dataclasses import dataclass
 
 from outcrop.config import ThrottlingConfig
 from outcrop.errors import ThrottlingError
+from outcrop.store.token_usage import TokenLedger
+
+log = logging.getLogger("outcrop.throttling")
+# How often gateways exchange token counts through the store: the shared limit lags by about this.
+LEDGER_SYNC_SECONDS = 1.0
 
 
 @dataclass
@@ -45,11 +56,54 @@ def principal_of(authorization: str | None, api_key: str | None, client_host: st
 
 
 class Throttler:
-    def __init__(self, config: ThrottlingConfig) -> None:
+    def __init__(self, config: ThrottlingConfig, ledger: TokenLedger | None = None) -> None:
         self.config = config
+        self.ledger = ledger
         self._requests: dict[str, TokenBucket] = {}
         self._tokens: dict[str, TokenBucket] = {}
         self._lock = threading.Lock()
+        self._unflushed: dict[str, int] = {}
+        self._global_usage: dict[str, float] = {}  # principal -> tokens in the last minute, all gateways
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the shared ledger ------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.ledger is not None and self.config.enabled:
+            self._thread = threading.Thread(target=self._sync_loop, name="token-ledger", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.sync()
+
+    def _sync_loop(self) -> None:
+        while not self._stop.wait(LEDGER_SYNC_SECONDS):
+            try:
+                self.sync()
+            except Exception:  # the store may be briefly unreachable; local limits still apply
+                log.warning("token ledger sync failed; will retry", exc_info=True)
+
+    def sync(self, now: float | None = None) -> None:
+        """Flush this gateway's tokens and read every gateway's usage (sliding one-minute window)."""
+        if self.ledger is None:
+            return
+        now = time.time() if now is None else now
+        minute = int(now // 60)
+        with self._lock:
+            pending, self._unflushed = self._unflushed, {}
+        self.ledger.add(minute, pending)
+        totals = self.ledger.totals(minute - 1)
+        elapsed = (now % 60) / 60
+        usage: dict[str, float] = {}
+        for (principal, m), tokens in totals.items():
+            weight = 1.0 if m == minute else (1.0 - elapsed)
+            usage[principal] = usage.get(principal, 0.0) + tokens * weight
+        with self._lock:
+            self._global_usage = usage
 
     def _buckets(self, principal: str, now: float) -> tuple[TokenBucket, TokenBucket]:
         c = self.config
@@ -72,6 +126,14 @@ class Throttler:
         now = time.monotonic() if now is None else now
         with self._lock:
             requests, tokens = self._buckets(principal, now)
+            shared = self._global_usage.get(principal, 0.0)
+            if shared >= self.config.tokens_per_minute:
+                raise ThrottlingError(
+                    f"Too many tokens: {principal} used about {int(shared):,} tokens in the last minute across all "
+                    f"gateways, over {self.config.tokens_per_minute:,} (throttling.tokens_per_minute). "
+                    f"Retry in {LEDGER_SYNC_SECONDS * 2:.0f} s or more.",
+                    retry_after_seconds=LEDGER_SYNC_SECONDS * 2,
+                )
             if tokens.level <= 0:
                 wait = tokens.seconds_until(1)
                 raise ThrottlingError(
@@ -95,3 +157,5 @@ class Throttler:
         with self._lock:
             _, tokens = self._buckets(principal, now)
             tokens.level -= count
+            if self.ledger is not None:
+                self._unflushed[principal] = self._unflushed.get(principal, 0) + count

@@ -175,4 +175,18 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        5,
+        "tokens used per principal per minute, shared by every gateway of a store",
+        [
+            """
+            CREATE TABLE token_usage (
+                principal VARCHAR(128) NOT NULL,
+                minute BIGINT NOT NULL,
+                tokens BIGINT NOT NULL,
+                PRIMARY KEY (principal, minute)
+            )
+            """,
+        ],
+    ),
 ]

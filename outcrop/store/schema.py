@@ -155,3 +155,11 @@ batch_watch = sa.Table(
     sa.Column("job_id", sa.String(12)),
     sa.Column("created_at", sa.Float),
 )
+
+token_usage = sa.Table(
+    "token_usage",
+    metadata,
+    sa.Column("principal", sa.String(128), primary_key=True),
+    sa.Column("minute", sa.BigInteger, primary_key=True),
+    sa.Column("tokens", sa.BigInteger),
+)

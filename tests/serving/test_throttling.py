@@ -65,3 +65,42 @@ def test_principal_is_the_caller_identity(
     authorization: str | None, api_key: str | None, host: str | None, expected: str
 ) -> None:
     assert principal_of(authorization, api_key, host).startswith(expected)
+
+
+def test_the_token_limit_holds_across_gateways_sharing_a_store(database_url: str) -> None:
+    from outcrop.store.db import Database
+    from outcrop.store.token_usage import TokenLedger
+
+    db = Database(database_url)
+    db.migrate()
+    config = ThrottlingConfig(tokens_per_minute=1000)
+    gateway_a, gateway_b = Throttler(config, TokenLedger(db)), Throttler(config, TokenLedger(db))
+    now = 600.0  # the start of a minute
+    gateway_a.admit("p", now=now)
+    gateway_a.charge_tokens("p", 700, now=now)
+    gateway_b.admit("p", now=now)
+    gateway_b.charge_tokens("p", 400, now=now)  # each gateway alone is under the limit
+    gateway_a.sync(now=now + 1)
+    gateway_b.sync(now=now + 1)
+    gateway_a.sync(now=now + 2)  # a's next sync sees b's tokens too
+    for gateway in (gateway_a, gateway_b):
+        with pytest.raises(ThrottlingError, match="across all gateways"):
+            gateway.admit("p", now=now + 2)
+        gateway.admit("someone-else", now=now + 2)
+    # Two minutes later the window has slid past those tokens.
+    gateway_a.sync(now=now + 125)
+    gateway_a.admit("p", now=now + 125)
+
+
+def test_ledger_rows_accumulate_per_principal_and_minute(database_url: str) -> None:
+    from outcrop.store.db import Database
+    from outcrop.store.token_usage import TokenLedger
+
+    db = Database(database_url)
+    db.migrate()
+    ledger = TokenLedger(db)
+    ledger.add(10, {"a": 5, "b": 1})
+    ledger.add(10, {"a": 7})
+    ledger.add(11, {"a": 1})
+    assert ledger.totals(10) == {("a", 10): 12, ("b", 10): 1, ("a", 11): 1}
+    assert ledger.totals(11) == {("a", 11): 1}
