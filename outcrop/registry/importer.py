@@ -21,7 +21,7 @@ from outcrop.envs import worker_id_hint
 from outcrop.errors import ModelValidationError, OutcropError
 from outcrop.registry.service import Registry
 from outcrop.registry.sources import open_source
-from outcrop.registry.validation import validate_model_folder
+from outcrop.registry.validation import validate_model_folder, warm_up_validation
 from outcrop.store.imports import ImportedModel, ImportJob, ImportPhase, ModelFile, new_id
 
 log = logging.getLogger("outcrop.import")
@@ -77,6 +77,9 @@ class ImportWorker:
         self._thread = threading.Thread(target=self._loop, name="import-worker", daemon=True)
         self._thread.start()
         threading.Thread(target=self._heartbeat_loop, name="import-heartbeat", daemon=True).start()
+        # Validation needs transformers' model classes; importing them takes seconds, so do it now
+        # rather than inside the first import a user waits on.
+        threading.Thread(target=warm_up_validation, name="import-warmup", daemon=True).start()
 
     def _heartbeat_loop(self) -> None:
         """Keep the leases of running jobs fresh, also through long steps that report no progress."""

@@ -603,6 +603,15 @@ def _check_tensors_match_config(state: _State) -> None:
 _TRANSFORMERS_IMPORT_LOCK = threading.Lock()
 
 
+def warm_up_validation() -> None:
+    """Import what validation needs (torch, transformers' model classes) ahead of the first import."""
+    try:
+        _import_transformers_once()
+        import torch  # noqa: F401
+    except Exception:  # a broken install shows up, with its message, in the first import's result
+        pass
+
+
 def _import_transformers_once() -> None:
     """transformers resolves its lazy module on first use, and that is not thread-safe: two imports
     validating at once can see a half-initialised module. Do the first resolution under a lock."""
