@@ -26,6 +26,7 @@ from rich.table import Table
 
 from outcrop import __version__
 from outcrop.auth.bootstrap import read_credentials
+from outcrop.cli.batch import batch_app
 from outcrop.cli.client import Client
 from outcrop.config import OutcropConfig
 from outcrop.envs import cli_api_key, default_endpoint, load_config
@@ -49,6 +50,7 @@ keys_app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(batch_app, name="batch")
 app.add_typer(keys_app, name="keys")
 
 _state: dict[str, Any] = {}

@@ -101,6 +101,9 @@ def job_body(service: BatchService, job: BatchJob) -> dict[str, Any]:
             "processedRecordCount": job.processed_records,
             "successRecordCount": job.success_records,
             "errorRecordCount": job.error_records,
+            # Outcrop's additions (clients ignore members they do not know): the manifest's token counts.
+            "inputTokenCount": job.input_tokens,
+            "outputTokenCount": job.output_tokens,
         }
     )
 

@@ -1,0 +1,241 @@
+"""``outcrop batch``: submit, follow, list, show and stop batch inference jobs on a running server."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+TERMINAL = {"Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired"}
+# How often --wait asks for progress: smooth for a person, negligible for the server.
+POLL_SECONDS = 0.5
+
+batch_app = typer.Typer(
+    help="Batch inference jobs: submit a .jsonl of records, follow it, list, show and stop jobs.",
+    no_args_is_help=True,
+)
+
+
+def _cli() -> Any:
+    from outcrop.cli import main  # late: main registers this sub-app
+
+    return main
+
+
+def _endpoint_opt() -> Any:
+    return typer.Option(
+        None, "--endpoint", "-e", help="URL of the Outcrop server (default: $OUTCROP_ENDPOINT)."
+    )
+
+
+def _uri(value: str) -> str:
+    return value if "://" in value else str(Path(value).expanduser().resolve())
+
+
+def _get(client: Any, job: str) -> dict[str, Any]:
+    return dict(client._call("GET", f"/model-invocation-job/{job}"))
+
+
+@batch_app.command("submit")
+def submit(
+    model: str = typer.Option(..., "--model", "-m", help="Imported model name or ARN."),
+    input_path: str = typer.Option(
+        ...,
+        "--input",
+        "-i",
+        help="A .jsonl file or a folder of them: local path (read by the server), file:// or s3://.",
+    ),
+    output: str = typer.Option(..., "--output", "-o", help="Output folder; results go to OUTPUT/<job-id>/."),
+    name: str | None = typer.Option(
+        None, "--name", "-n", help="Job name (default: batch-<model>-<timestamp>)."
+    ),
+    converse: bool = typer.Option(
+        False, "--converse", help="Records are Converse requests (default: InvokeModel bodies)."
+    ),
+    timeout_hours: int | None = typer.Option(
+        None, "--timeout-hours", help="Expire the job if it has not started by then (24-168)."
+    ),
+    wait: bool = typer.Option(
+        False, "--wait", "-w", help="Follow the job with a progress bar until it ends."
+    ),
+    endpoint: str | None = _endpoint_opt(),
+) -> None:
+    """Submit a batch job; prints its ARN, or with --wait follows it to the end.
+
+    Examples:
+
+        outcrop batch submit --model my-llama --input ./prompts.jsonl --output ./results --wait
+
+        outcrop batch submit -m my-llama -i s3://bucket/in/ -o s3://bucket/out/
+    """
+    cli = _cli()
+    client = cli._client(endpoint)
+    job_name = name or f"batch-{model.rsplit('/', 1)[-1]}-{time.strftime('%Y%m%d%H%M%S')}".replace("_", "-")
+    body: dict[str, Any] = {
+        "jobName": job_name,
+        "modelId": model,
+        "roleArn": "arn:aws:iam::000000000000:role/outcrop-batch",
+        "inputDataConfig": {"s3InputDataConfig": {"s3Uri": _uri(input_path)}},
+        "outputDataConfig": {"s3OutputDataConfig": {"s3Uri": _uri(output)}},
+        "modelInvocationType": "Converse" if converse else "InvokeModel",
+    }
+    if timeout_hours is not None:
+        body["timeoutDurationInHours"] = timeout_hours
+    arn = cli._run(lambda: client._call("POST", "/model-invocation-job", json=body)["jobArn"])
+    cli.err_console.print(f"Batch job [bold]{job_name}[/] submitted: {arn}")
+    if not wait:
+        cli.console.print(arn)
+        return
+    job = cli._run(lambda: _follow(client, arn))
+    _print_job(job)
+    if job["status"] in ("Failed", "Expired"):
+        cli.err_console.print(
+            f"[bold red]Batch job {job['status'].lower()}:[/] {job.get('message', '')}", highlight=False
+        )
+        raise typer.Exit(1)
+
+
+def _follow(client: Any, arn: str) -> dict[str, Any]:
+    """A progress bar (records done / total, output tokens/s, ETA) until the job ends."""
+    cli = _cli()
+    columns = [
+        TextColumn("[bold]{task.description:<12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("records  {task.fields[tokens_per_second]:>7.1f} tok/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    ]
+    started: tuple[float, int] | None = None
+    with Progress(*columns, console=cli.err_console, transient=False) as progress:
+        task = progress.add_task("Submitted", total=None, tokens_per_second=0.0)
+        while True:
+            job = _get(client, arn)
+            tokens = int(job.get("outputTokenCount", 0))
+            rate = 0.0
+            if job["status"] == "InProgress":
+                if started is None:
+                    started = (time.monotonic(), tokens)
+                elapsed = time.monotonic() - started[0]
+                rate = (tokens - started[1]) / elapsed if elapsed > 0 else 0.0
+            progress.update(
+                task,
+                description=job["status"],
+                completed=job.get("processedRecordCount", 0),
+                total=job.get("totalRecordCount") or None,
+                tokens_per_second=rate,
+            )
+            if job["status"] in TERMINAL:
+                return job
+            time.sleep(POLL_SECONDS)
+
+
+def _print_job(job: dict[str, Any]) -> None:
+    cli = _cli()
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("name", job.get("jobName")),
+        ("arn", job.get("jobArn")),
+        ("status", job.get("status")),
+        ("model", job.get("modelId")),
+        ("type", job.get("modelInvocationType")),
+        ("input", job["inputDataConfig"]["s3InputDataConfig"]["s3Uri"]),
+        ("output", job["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"]),
+        (
+            "records",
+            f"{job.get('processedRecordCount', 0)} of {job.get('totalRecordCount', 0)} processed "
+            f"({job.get('successRecordCount', 0)} ok, {job.get('errorRecordCount', 0)} errors)",
+        ),
+        ("tokens", f"{job.get('inputTokenCount', 0)} in, {job.get('outputTokenCount', 0)} out"),
+        ("submitted", job.get("submitTime")),
+        ("ended", job.get("endTime")),
+        ("message", job.get("message")),
+    ]
+    for key, value in rows:
+        if value is not None:
+            table.add_row(key, str(value))
+    cli.console.print(table)
+
+
+@batch_app.command("ls")
+def list_jobs(
+    status: str | None = typer.Option(None, "--status", help="Only jobs in this status (e.g. InProgress)."),
+    endpoint: str | None = _endpoint_opt(),
+) -> None:
+    """List batch jobs, newest first.
+
+    Examples:
+
+        outcrop batch ls
+
+        outcrop batch ls --status Scheduled
+    """
+    cli = _cli()
+    client = cli._client(endpoint)
+    params: dict[str, str] = {"sortOrder": "Descending"}
+    if status:
+        params["statusEquals"] = status
+    jobs = cli._run(
+        lambda: client._call("GET", "/model-invocation-jobs", params=params)["invocationJobSummaries"]
+    )
+    if not jobs:
+        cli.err_console.print("No batch jobs yet. Submit one with `outcrop batch submit`.")
+        return
+    table = Table("name", "status", "model", "records", "submitted")
+    for job in jobs:
+        table.add_row(
+            job["jobName"],
+            job["status"],
+            job["modelId"],
+            f"{job.get('processedRecordCount', 0)}/{job.get('totalRecordCount', 0)}",
+            job["submitTime"],
+        )
+    cli.console.print(table)
+
+
+@batch_app.command("show")
+def show(
+    job: str = typer.Argument(..., help="Job ARN, id or name."),
+    endpoint: str | None = _endpoint_opt(),
+) -> None:
+    """Show a batch job: status, counters, tokens, input and output.
+
+    Example:
+
+        outcrop batch show my-batch-job
+    """
+    cli = _cli()
+    client = cli._client(endpoint)
+    _print_job(cli._run(lambda: _get(client, job)))
+
+
+@batch_app.command("stop")
+def stop(
+    job: str = typer.Argument(..., help="Job ARN, id or name."),
+    endpoint: str | None = _endpoint_opt(),
+) -> None:
+    """Stop a batch job: records in flight finish; outputs and the manifest hold what was processed.
+
+    Example:
+
+        outcrop batch stop my-batch-job
+    """
+    cli = _cli()
+    client = cli._client(endpoint)
+    cli._run(lambda: client._call("POST", f"/model-invocation-job/{job}/stop"))
+    status = cli._run(lambda: _get(client, job))["status"]
+    cli.err_console.print(f"Batch job [bold]{job}[/] is {status}.")
