@@ -53,7 +53,7 @@ class Services:
             self.import_worker.wake()
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
