@@ -252,7 +252,8 @@ def run_pair(
             ceil_results[conc], worker_results[conc] = c, w
             steps = {k: v - steps_before.get(k, 0) for k, v in step_counts(base).items()}
             print(
-                f"  conc {conc}: worker steps " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(steps.items()))
+                f"  conc {conc}: ceiling {c.tokens_per_second:.0f} tok/s, worker {w.tokens_per_second:.0f} tok/s; "
+                "worker steps " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(steps.items()))
             )
             if conc == max(concurrencies):
                 memory["rss_after_max_conc"], memory["hwm_after_max_conc"] = rss_bytes(proc.pid)
