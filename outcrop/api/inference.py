@@ -14,7 +14,7 @@ from outcrop.api.bedrock.errors import bedrock_error
 from outcrop.api.deps import Services
 from outcrop.api.runtime import eventstream
 from outcrop.auth.guard import principal_name
-from outcrop.errors import InvalidRequestError, OutcropError, ThrottlingError
+from outcrop.errors import InvalidRequestError, ModelNotReadyError, OutcropError, ThrottlingError
 from outcrop.serving.service import ColdStartPolicy
 from outcrop.serving.throttling import principal_of
 
@@ -115,7 +115,7 @@ class Invocation:
         )
 
     def fail(self, exc: OutcropError) -> None:
-        if isinstance(exc, ThrottlingError) or type(exc).__name__ == "ModelNotReadyError":
+        if isinstance(exc, ThrottlingError | ModelNotReadyError):
             self.metrics.throttles.labels(self.model).inc()
             return
         kind = "client" if bedrock_error(exc)[1] < 500 else "server"

@@ -137,9 +137,6 @@ class Metrics:
         self.output_tokens = Counter(
             "outcrop_output_tokens", "Tokens generated.", model, registry=self.registry
         )
-        self.import_bytes = Counter(
-            "outcrop_import_bytes", "Bytes copied and hashed by import jobs.", registry=self.registry
-        )
 
     def add_state_reader(self, read: Callable[[], dict[str, dict[str, int]]]) -> None:
         self.registry.register(_StateCollector(read))
