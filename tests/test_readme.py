@@ -7,11 +7,12 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, ServerProcess
 
 
 def readme_commands() -> list[str]:
@@ -74,3 +75,29 @@ def test_demo_command_serves_imports_and_shows_the_model(tmp_path: Path) -> None
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=60)
     assert proc.returncode == 0
+
+
+@pytest.mark.e2e
+def test_readme_python_example_runs_against_a_real_server(
+    start_server: Callable[..., ServerProcess], tiny_model: Callable[..., Path]
+) -> None:
+    """The README's Python block, with only the server's address, key file and model path swapped in."""
+    text = (REPO / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S)
+    assert code, "README.md has a python example"
+    server = start_server()
+    source = code.group(1)
+    for old, new in (
+        (
+            'os.path.expanduser("~/.outcrop/credentials.json")',
+            repr(str(server.data_dir / "credentials.json")),
+        ),
+        ("http://127.0.0.1:8080", server.url),
+        ("/data/models/my-llama", str(tiny_model())),
+    ):
+        assert old in source, f"the README example no longer contains {old!r}"
+        source = source.replace(old, new)
+    namespace: dict[str, object] = {}
+    exec(compile(source, "README.md", "exec"), namespace)
+    body = namespace["body"]
+    assert isinstance(body, dict) and body["generation"] == body["outputs"][0]["text"]
