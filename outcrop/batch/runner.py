@@ -27,6 +27,7 @@ import logging
 import shutil
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,6 +95,8 @@ class BatchRunner:
         self._validating: dict[str, asyncio.Task[None]] = {}
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._closing = False
+        # Called (in a thread) on every poll: the watched folder's scan.
+        self.on_poll: Callable[[], object] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -141,6 +144,11 @@ class BatchRunner:
             self._wake.clear()
 
     async def poll_once(self) -> None:
+        if self.on_poll is not None:
+            try:
+                await asyncio.to_thread(self.on_poll)
+            except Exception:
+                log.exception("watched folder scan failed; retrying at the next poll")
         for job_id in await asyncio.to_thread(
             self.store.claim_for_validation, self.worker_id, self.lease_seconds
         ):
@@ -149,9 +157,9 @@ class BatchRunner:
             self.store.allocate_slots, self.worker_id, self.settings.max_running_jobs_per_model
         )
         for job_id in expired:
-            await self._publish(job_id)
+            await self._publish(job_id, S.EXPIRED)
         for job_id in started:
-            await self._publish(job_id)
+            await self._publish(job_id, S.IN_PROGRESS)
             self._spawn(self._jobs, job_id, self._run_job(job_id))
         for job_id in await asyncio.to_thread(self.store.claimable_running, self.lease_seconds):
             if job_id in self._jobs:
@@ -170,12 +178,12 @@ class BatchRunner:
 
         task.add_done_callback(done)
 
-    async def _publish(self, job_id: str) -> None:
+    async def _publish(self, job_id: str, status: BatchJobStatus) -> None:
         try:
             job = await asyncio.to_thread(self.store.get_job, job_id)
         except NotFoundError:
             return
-        events.publish(self.config, job)
+        events.publish(self.config, job, status.value)
 
     # -- validation ---------------------------------------------------------------------
 
@@ -183,7 +191,7 @@ class BatchRunner:
         return self.config.resolved_data_dir / "batch" / job_id
 
     async def _validate(self, job_id: str) -> None:
-        await self._publish(job_id)
+        await self._publish(job_id, S.VALIDATING)
         beat = asyncio.create_task(self._heartbeat(job_id))
         try:
             job = await asyncio.to_thread(self.store.get_job, job_id)
@@ -193,7 +201,7 @@ class BatchRunner:
             if await asyncio.to_thread(
                 self.store.move, job_id, S.FAILED, worker=self.worker_id, message=exc.message
             ):
-                await self._publish(job_id)
+                await self._publish(job_id, S.FAILED)
             return
         except OSError as exc:
             beat.cancel()
@@ -201,12 +209,12 @@ class BatchRunner:
             if await asyncio.to_thread(
                 self.store.move, job_id, S.FAILED, worker=self.worker_id, message=message
             ):
-                await self._publish(job_id)
+                await self._publish(job_id, S.FAILED)
             return
         finally:
             beat.cancel()
         if await asyncio.to_thread(self.store.finish_validation, job_id, self.worker_id, files):
-            await self._publish(job_id)
+            await self._publish(job_id, S.SCHEDULED)
         self.wake()
 
     async def _heartbeat(self, job_id: str) -> None:
@@ -311,7 +319,7 @@ class BatchRunner:
             if await asyncio.to_thread(
                 self.store.move, job_id, S.FAILED, worker=self.worker_id, message=message
             ):
-                await self._publish(job_id)
+                await self._publish(job_id, S.FAILED)
 
     async def _prepare(self, job_id: str) -> _Run | None:
         job = await asyncio.to_thread(self.store.get_job, job_id)
@@ -484,5 +492,5 @@ class BatchRunner:
             target = S.COMPLETED
         await asyncio.to_thread(run.writer.finish, job)
         if await asyncio.to_thread(self.store.move, job.id, target, worker=self.worker_id, message=message):
-            await self._publish(job.id)
+            await self._publish(job.id, target)
             shutil.rmtree(self._job_dir(job.id), ignore_errors=True)

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import re
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 from outcrop.batch import events
-from outcrop.batch.inputs import parse_location
+from outcrop.batch.inputs import list_inputs, parse_location
 from outcrop.batch.records import INVOCATION_TYPES
 from outcrop.batch.status import BatchJobStatus
 from outcrop.batch.store import BatchJob, BatchStore
 from outcrop.config import OutcropConfig
-from outcrop.errors import InvalidRequestError
+from outcrop.errors import InvalidRequestError, OutcropError
 from outcrop.registry import arns
 from outcrop.registry.service import Registry
 from outcrop.serving.service import Serving
 from outcrop.store.db import Database
 from outcrop.store.imports import ListFilter, Page, new_id
+
+log = logging.getLogger("outcrop.batch")
 
 # Bedrock's bounds of timeoutDurationInHours.
 MIN_TIMEOUT_HOURS, MAX_TIMEOUT_HOURS = 24, 168
@@ -113,6 +119,50 @@ class BatchService:
         self.wake()
         return job
 
+    # -- the watched folder ---------------------------------------------------------------
+
+    def scan_watch_folder(self) -> list[BatchJob]:
+        """Submit a job for each new ``.jsonl`` in ``<watch_uri>/toprocess/``; outputs go to ``processed/``.
+
+        A file is known by its location, size and modification time (or S3 ETag); its job has a
+        name and clientRequestToken derived from that key, so a file is never submitted twice,
+        even by two servers at once or across restarts.
+        """
+        settings = self.config.batch
+        if not settings.watch_uri or not settings.watch_model:
+            return []
+        base = settings.watch_uri.rstrip("/")
+        inbox = parse_location(f"{base}/toprocess/", self.config, "batch.watch_uri")
+        try:
+            files = list_inputs(inbox, self.config)
+        except OutcropError:
+            return []  # no files (or no folder) yet
+        keys = {f"{inbox.uri}{f.name}:{f.size_bytes}:{_version(inbox, f.source)}": f for f in files}
+        seen = self.store.watched(keys)
+        created: list[BatchJob] = []
+        for key, item in keys.items():
+            if key in seen:
+                continue
+            digest = hashlib.sha256(key.encode()).hexdigest()
+            stem = re.sub(r"[^a-zA-Z0-9-]+", "-", PurePosixPath(item.name).stem).strip("-")[:40] or "file"
+            try:
+                job = self.create_job(
+                    CreateBatchJob(
+                        job_name=f"watch-{stem}-{digest[:10]}",
+                        model_id=settings.watch_model,
+                        input_uri=f"{inbox.uri}{item.name}",
+                        output_uri=f"{base}/processed/",
+                        client_request_token=digest[:64],
+                    )
+                )
+            except OutcropError as exc:
+                log.warning("watched file not submitted", extra={"file": item.name, "reason": exc.message})
+                continue
+            self.store.mark_watched(key)
+            self.store.set_watch_job(key, job.id)
+            created.append(job)
+        return created
+
     async def start(self) -> None:
         if self.runner is not None:
             await self.runner.start()
@@ -131,4 +181,14 @@ def build_batch_service(
     service = BatchService(config, db, registry)
     if start_runner:
         service.runner = BatchRunner(config, service.store, registry, serving)
+        service.runner.on_poll = service.scan_watch_folder
     return service
+
+
+def _version(location: Any, source: str) -> str:
+    """What changes when a file is replaced: mtime for local files (S3 keys: their size is enough)."""
+    if location.is_s3:
+        return "s3"
+    import os
+
+    return str(os.stat(source).st_mtime_ns)
