@@ -434,9 +434,9 @@ def _panel(
     plot_left, plot_right = left + 70, left + width - 15
     finite = [y for y in ys if not math.isnan(y)]
     y_top = nice_ceiling(max(finite) if finite else 1.0)
-    for i in range(5):  # horizontal grid and y tick labels
-        value = y_top * i / 4
-        y = plot_bottom - round((plot_bottom - plot_top) * i / 4)
+    for i in range(6):  # grid and y ticks: fifths of a 1/2/2.5/5 x 10^k top are round numbers
+        value = y_top * i / 5
+        y = plot_bottom - round((plot_bottom - plot_top) * i / 5)
         canvas.line(plot_left, y, plot_right, y, GRID)
         canvas.text(plot_left - 8, y - 7, _tick_label(value, y_top), anchor="right")
     canvas.line(plot_left, plot_top, plot_left, plot_bottom, INK)
