@@ -51,6 +51,8 @@ NUM_HEADS = 16
 NUM_KV_HEADS = 8
 VOCAB_SIZE = 512
 SHARD_SIZE = "256MB"  # a realistic multi-shard folder with model.safetensors.index.json
+# The admin the benchmark's server creates on first start (its credentials never leave the run).
+BENCH_ACCESS_KEY, BENCH_SECRET_KEY, BENCH_API_KEY = "bench", "bench-secret", "bench-api-key-0001"
 POLL_SECONDS = 0.05  # default job/phase polling period; small against imports of several seconds
 SERVER_START_TIMEOUT_SECONDS = 90
 IMPORT_TIMEOUT_SECONDS = 1800
@@ -145,6 +147,9 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("OUTCROP_")}
         env["OUTCROP_REGISTRY__ALLOWED_ROOTS"] = f'["{import_root}"]'
+        env["OUTCROP_AUTH__BOOTSTRAP_ACCESS_KEY_ID"] = BENCH_ACCESS_KEY
+        env["OUTCROP_AUTH__BOOTSTRAP_SECRET_ACCESS_KEY"] = BENCH_SECRET_KEY
+        env["OUTCROP_AUTH__BOOTSTRAP_API_KEY"] = BENCH_API_KEY
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         cmd = [
@@ -192,8 +197,8 @@ def bedrock_client(url: str) -> Any:
         "bedrock",
         endpoint_url=url,
         region_name="us-east-1",
-        aws_access_key_id="bench",
-        aws_secret_access_key="bench",
+        aws_access_key_id=BENCH_ACCESS_KEY,
+        aws_secret_access_key=BENCH_SECRET_KEY,
         config=Config(retries={"max_attempts": 1}),
     )
 
@@ -208,7 +213,9 @@ def time_import(server: Server, bedrock: Any, source: Path, poll_seconds: float)
         roleArn="arn:aws:iam::123456789012:role/Importer",
         modelDataSource={"s3DataSource": {"s3Uri": str(source)}},
     )["jobArn"]
-    with httpx.Client(base_url=server.url, timeout=30) as admin:
+    with httpx.Client(
+        base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {BENCH_API_KEY}"}
+    ) as admin:
         while True:
             now = time.perf_counter()
             if now - started > IMPORT_TIMEOUT_SECONDS:
