@@ -103,6 +103,8 @@ class Server:
         )
         if args.threads:
             env["OUTCROP_SERVING__WORKER_THREADS"] = str(args.threads)
+        if args.batch_in_flight:
+            env["OUTCROP_BATCH__MAX_IN_FLIGHT_PER_MODEL"] = str(args.batch_in_flight)
         self.log = root / "server.log"
         cmd = [
             sys.executable,
@@ -219,6 +221,12 @@ def main() -> None:
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--max-batch", type=int, default=32, help="The copy's batch size (and the ceiling's).")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's).")
+    p.add_argument(
+        "--batch-in-flight",
+        type=int,
+        default=None,
+        help="batch.max_in_flight_per_model (default: the copy's slots minus those reserved for online).",
+    )
     p.add_argument("--online-rate", type=float, default=1.0, help="Online requests per second.")
     p.add_argument("--online-seconds", type=float, default=20.0)
     p.add_argument("--sequential-sample", type=int, default=40)

@@ -282,7 +282,13 @@ class BatchConfig(_Section):
         None,
         ge=1,
         le=100_000,
-        description="Batch records sent to one model at once (None = max_concurrency_per_copy x max_copies).",
+        description="Batch records sent to one model at once "
+        "(None = (max_concurrency_per_copy - online_reserved_slots_per_copy) x max_copies).",
+    )
+    # Why 2: an online request that arrives while a job fills every copy slot waits for a whole
+    # batch generation; two free slots per copy let it start at once, for ~6% of batch throughput.
+    online_reserved_slots_per_copy: int = Field(
+        2, ge=0, le=4096, description="Copy slots batch records leave free for online requests."
     )
     # Why 3: a copy that restarts or a full queue passes in seconds; a record that fails three
     # times with a retryable error gets an error line instead of holding the job forever.

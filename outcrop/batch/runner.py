@@ -11,9 +11,10 @@ records go through :class:`~outcrop.serving.service.Serving` with the batch prio
 It wakes at once on every state change made in this process (a job created, validated,
 stopped or finished), and every ``batch.poll_seconds`` for changes made by other servers.
 
-A running job keeps up to ``max_concurrency_per_copy x max_copies`` records of its model in
-flight (one semaphore per model, shared by that model's jobs), so the copies' continuous
-batches stay full. Finished records are checkpointed (output lines fsynced first, then the
+A running job keeps up to ``(max_concurrency_per_copy - online_reserved_slots_per_copy) x
+max_copies`` records of its model in flight (one semaphore per model, shared by that model's
+jobs), so the copies' continuous batches stay full while online requests still find a free
+slot (and, waiting, go first: the batch priority class). Finished records are checkpointed (output lines fsynced first, then the
 store) every ``checkpoint_interval_seconds`` or ``checkpoint_records``; on resume the
 output files are truncated to the checkpoint and only unrecorded records run again, so
 the outputs hold every input record exactly once.
@@ -348,7 +349,8 @@ class BatchRunner:
                 "submit a new job."
             ) from None
         spec = self.serving.spec_for(model)
-        limit = self.settings.max_in_flight_per_model or spec.max_concurrency_per_copy * spec.max_copies
+        per_copy = max(1, spec.max_concurrency_per_copy - self.settings.online_reserved_slots_per_copy)
+        limit = self.settings.max_in_flight_per_model or per_copy * spec.max_copies
         sem = self._semaphore(model.id, limit)
         call = RecordCall(
             serving=self.serving,

@@ -26,18 +26,25 @@ class SlotJob:
 
 
 def jobs_to_start(jobs: Iterable[SlotJob], limit_per_model: int) -> list[str]:
-    """The ids of the Scheduled jobs to start now, in start order."""
+    """The ids of the Scheduled jobs to start now, in start order.
+
+    Strict FIFO per model: a job still being validated keeps its place in the queue (it takes
+    the free slot it will use), so a later job whose validation happened to finish first
+    does not overtake it.
+    """
     jobs = list(jobs)
     busy = Counter(j.model_key for j in jobs if j.status.holds_slot())
-    waiting = sorted(
-        (j for j in jobs if j.status is BatchJobStatus.SCHEDULED), key=lambda j: (j.created_at, j.id)
-    )
+    queued = sorted((j for j in jobs if j.status in _QUEUED), key=lambda j: (j.created_at, j.id))
     start: list[str] = []
-    for job in waiting:
+    for job in queued:
         if busy[job.model_key] < limit_per_model:
             busy[job.model_key] += 1
-            start.append(job.id)
+            if job.status is BatchJobStatus.SCHEDULED:
+                start.append(job.id)
     return start
+
+
+_QUEUED = (BatchJobStatus.SUBMITTED, BatchJobStatus.VALIDATING, BatchJobStatus.SCHEDULED)
 
 
 def jobs_to_expire(jobs: Iterable[SlotJob], now: float) -> list[str]:

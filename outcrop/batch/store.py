@@ -287,7 +287,7 @@ class BatchStore:
                     batch_jobs.c.status,
                     batch_jobs.c.created_at,
                     batch_jobs.c.expires_at,
-                ).where(batch_jobs.c.status.in_([S.SCHEDULED.value, S.IN_PROGRESS.value, S.STOPPING.value]))
+                ).where(batch_jobs.c.status.in_([s.value for s in S if not s.is_terminal()]))
             )
             jobs = [slots.SlotJob(r[0], r[1], BatchJobStatus(r[2]), r[3], r[4]) for r in rows]
             expired = slots.jobs_to_expire(jobs, now)

@@ -24,6 +24,7 @@ from outcrop.registry.importer import ImportWorker
 from outcrop.registry.service import CreateImportJob, Registry
 from outcrop.serving.service import Serving
 from outcrop.store.db import Database
+from outcrop.store.imports import ListFilter
 
 # alpha: llama with a chat template; plain: qwen2 without one (chat-style records are errors).
 MODELS = {"alpha": {"family": "llama"}, "plain": {"family": "qwen2", "chat_template": False}}
@@ -125,8 +126,12 @@ async def wait_until(service: BatchService, job_id: str, *statuses: str, timeout
         if (job.status.value in statuses) if statuses else job.status.is_terminal():
             return job
         await asyncio.sleep(0.05)
+    others = [
+        (j.name, j.status.value, j.started_at, j.ended_at, j.processed_records, j.message)
+        for j in service.store.list_jobs(ListFilter(ascending=True)).items
+    ]
     raise AssertionError(
-        f"job {job_id} is {job.status.value} after {timeout} s (wanted {statuses or 'terminal'})"
+        f"job {job_id} is {job.status.value} after {timeout} s (wanted {statuses or 'terminal'}); jobs: {others}"
     )
 
 

@@ -122,7 +122,7 @@ async def test_create_rejects_unknown_model_and_paths_outside_allowed_roots(
 async def test_jobs_beyond_the_slot_limit_wait_in_scheduled_and_start_fifo(
     batch_config: Callable[..., OutcropConfig], tmp_path: Path
 ) -> None:
-    write_jsonl(tmp_path / "in.jsonl", [prompt_record(i) for i in range(30)])
+    write_jsonl(tmp_path / "in.jsonl", [prompt_record(i) for i in range(300)])
     config = batch_config("--delay-ms", "20", **{"batch.max_running_jobs_per_model": 1})
     async with running(config) as service:
         jobs = [

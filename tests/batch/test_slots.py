@@ -53,10 +53,22 @@ def job(
             id="finished jobs free slots",
         ),
         pytest.param(
-            [job("v", status=S.VALIDATING), job("u", status=S.SUBMITTED), job("a", created=1)],
+            [job("v", status=S.VALIDATING, created=1), job("a", created=2)],
+            1,
+            [],
+            id="an earlier job still validating keeps its place",
+        ),
+        pytest.param(
+            [job("u", status=S.SUBMITTED, created=1), job("a", created=2), job("b", created=3)],
+            2,
+            ["a"],
+            id="an earlier job being validated takes one of the free slots",
+        ),
+        pytest.param(
+            [job("a", created=1), job("v", status=S.VALIDATING, created=2)],
             1,
             ["a"],
-            id="jobs not yet validated hold no slot",
+            id="a later job being validated does not block an earlier one",
         ),
     ],
 )
