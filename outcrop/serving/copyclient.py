@@ -43,6 +43,10 @@ class CopyTransportError(Exception):
     """The connection to a copy failed (refused, reset, closed mid-response)."""
 
 
+class CopyRefusedError(CopyTransportError):
+    """Nothing listens on the copy's port any more: its server is gone, whatever its process says."""
+
+
 class _Exchange:
     """One request/response on a connection."""
 
@@ -255,6 +259,8 @@ class CopyClient:
             raise CopyTransportError(
                 f"connecting to {self.host}:{self.port} took over {CONNECT_TIMEOUT_SECONDS:g} s"
             ) from None
+        except ConnectionRefusedError as exc:
+            raise CopyRefusedError(f"cannot connect to {self.host}:{self.port} ({exc})") from None
         except OSError as exc:
             raise CopyTransportError(f"cannot connect to {self.host}:{self.port} ({exc})") from None
         self._all.add(conn)

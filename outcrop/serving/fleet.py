@@ -23,7 +23,7 @@ from outcrop.errors import NotFoundError, OutcropError, ServiceUnavailableError
 from outcrop.registry.modelstore import MANIFEST_NAME
 from outcrop.registry.service import Registry
 from outcrop.serving.copies import CopyStatus, ModelCopy
-from outcrop.serving.copyclient import CopyClient, CopyTransportError
+from outcrop.serving.copyclient import CopyClient, CopyRefusedError, CopyTransportError
 from outcrop.serving.launchers import LaunchedCopy, LaunchRequest, free_port, get_launcher
 from outcrop.serving.memory import (
     EvictionCandidate,
@@ -100,6 +100,9 @@ class Fleet:
         code = launched.exit_code() if launched else None
         if code is not None:
             self.fail_copy(pool, copy, f"the process exited with code {code}{_tail(launched)}")
+        elif isinstance(exc, CopyRefusedError):
+            # The process may not be reaped yet, but nothing listens: retries must not come back here.
+            self.fail_copy(pool, copy, f"it refused connections ({exc})")
         else:
             copy.suspect = True
             copy.wake.set()  # let its health check look at once
@@ -222,7 +225,11 @@ class Fleet:
             "copy failed",
             extra={"model": pool.model.name, "copy_id": copy.copy_id, "reason": reason, "backoff_s": backoff},
         )
-        if not pool.live() and pool.queue.depth:
+        # When a copy that had been serving dies, waiting requests outlast a short restart backoff:
+        # the autoscaler starts the replacement when it ends and they are served by it. A copy that
+        # never started (a likely persistent fault), or a long backoff, fails them now with the reason.
+        keep_waiting = was_ready and backoff <= self.settings.cold_start_max_wait_seconds
+        if not pool.live() and pool.queue.depth and not keep_waiting:
             pool.queue.fail_all(
                 ServiceUnavailableError(
                     f"The copy of '{pool.model.name}' failed ({reason}); Outcrop starts another in "

@@ -348,8 +348,14 @@ class Serving:
         """A copy slot for one request: at once, after a wait in the queue, or an error."""
         if self._closing:
             raise ServiceUnavailableError("Outcrop is shutting down; retry against another server.")
-        if exclude and not any(c.copy_id not in exclude for c in pool.live()):
+        if (
+            exclude
+            and not any(c.copy_id not in exclude for c in pool.live())
+            and not any(c.suspect for c in pool.live() if c.copy_id in exclude)
+        ):
             exclude = frozenset()  # nothing else to try: the same copy once more beats failing
+        # A suspect copy (its connection just broke) is not tried again: the request waits for its
+        # health check to clear it, or for the replacement started when it is failed.
         cap = pool.spec.max_concurrency_per_copy
         if pool.queue.depth == 0:
             copy = choose_copy(pool.copies.values(), cap, exclude)
