@@ -209,6 +209,16 @@ class ImportStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    def _one_by_id_or_name(self, table: sa.Table, identifier: str, kind: str, hint: str) -> sa.Row[Any]:
+        """The row whose id or name is ``identifier``, or NotFoundError naming ``kind``."""
+        with self.db.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(table).where(sa.or_(table.c.id == identifier, table.c.name == identifier))
+            ).first()
+        if row is None:
+            raise NotFoundError(kind, identifier, hint)
+        return row
+
     # -- jobs -------------------------------------------------------------------------
 
     def create_job(self, job: ImportJob, *, max_in_progress: int, max_models: int) -> ImportJob:
@@ -287,16 +297,12 @@ class ImportStore:
 
     def get_job(self, identifier: str) -> ImportJob:
         """A job by id or by name."""
-        with self.db.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(import_jobs).where(
-                    sa.or_(import_jobs.c.id == identifier, import_jobs.c.name == identifier)
-                )
-            ).first()
-        if row is None:
-            raise NotFoundError(
-                "Model import job", identifier, "List jobs with `outcrop jobs` or list_model_import_jobs."
-            )
+        row = self._one_by_id_or_name(
+            import_jobs,
+            identifier,
+            "Model import job",
+            "List jobs with `outcrop jobs` or list_model_import_jobs.",
+        )
         return _job_from_row(row)
 
     def list_jobs(self, flt: ListFilter) -> Page:
@@ -426,16 +432,12 @@ class ImportStore:
 
     def get_model(self, identifier: str) -> ImportedModel:
         """A model by id or name."""
-        with self.db.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(imported_models).where(
-                    sa.or_(imported_models.c.id == identifier, imported_models.c.name == identifier)
-                )
-            ).first()
-        if row is None:
-            raise NotFoundError(
-                "Imported model", identifier, "List models with `outcrop models` or list_imported_models."
-            )
+        row = self._one_by_id_or_name(
+            imported_models,
+            identifier,
+            "Imported model",
+            "List models with `outcrop models` or list_imported_models.",
+        )
         return _model_from_row(row)
 
     def list_models(self, flt: ListFilter) -> Page:

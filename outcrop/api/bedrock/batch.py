@@ -17,6 +17,7 @@ from outcrop.api.bedrock.protocol import (
     VpcConfig,
     drop_none,
     iso8601,
+    parse_enum,
     parse_max_results,
     parse_sort,
     parse_timestamp,
@@ -25,7 +26,7 @@ from outcrop.api.deps import Services, get_services, parse_body
 from outcrop.batch.service import BatchService, CreateBatchJob
 from outcrop.batch.status import BatchJobStatus
 from outcrop.batch.store import BatchJob
-from outcrop.errors import InternalError, InvalidRequestError
+from outcrop.errors import InternalError
 from outcrop.store.imports import ListFilter
 
 router = APIRouter(tags=["bedrock batch inference"])
@@ -108,20 +109,6 @@ def job_body(service: BatchService, job: BatchJob) -> dict[str, Any]:
     )
 
 
-def parse_batch_status(value: str | None) -> BatchJobStatus | None:
-    if value is None:
-        return None
-    try:
-        return BatchJobStatus(value)
-    except ValueError:
-        allowed = ", ".join(s.value for s in BatchJobStatus)
-        raise InvalidRequestError(
-            f"1 validation error detected: Value {value!r} at 'statusEquals' failed to satisfy constraint: "
-            f"Member must satisfy enum value set: [{allowed}].",
-            param="statusEquals",
-        ) from None
-
-
 @router.post("/model-invocation-job", summary="CreateModelInvocationJob")
 async def create_model_invocation_job(
     request: Request, services: Services = Depends(get_services)
@@ -182,7 +169,7 @@ def list_model_invocation_jobs(
         max_results=parse_max_results(maxResults),
         next_token=nextToken or None,
     )
-    page = service.list_jobs(flt, parse_batch_status(statusEquals))
+    page = service.list_jobs(flt, parse_enum(statusEquals, BatchJobStatus))
     return drop_none(
         {"invocationJobSummaries": [job_body(service, j) for j in page.items], "nextToken": page.next_token}
     )

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import math
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from outcrop.errors import InvalidRequestError
 from outcrop.store.imports import ImportJobStatus
+
+E = TypeVar("E", bound=enum.Enum)
 
 # A Custom Model Unit is Bedrock's abstract unit of hardware per copy; Bedrock quotes
 # Llama-3.1-8B (about 16 GB of bf16 weights) at 2 CMU, so one CMU is taken as 8 GiB.
@@ -78,18 +81,23 @@ def parse_timestamp(value: str | None, param: str) -> float | None:
     return parsed.timestamp()
 
 
-def parse_status(value: str | None) -> ImportJobStatus | None:
+def parse_enum(value: str | None, enum_cls: type[E], param: str = "statusEquals") -> E | None:
+    """A status query parameter as its enum, or the ValidationException listing the allowed values."""
     if value is None:
         return None
     try:
-        return ImportJobStatus(value)
+        return enum_cls(value)
     except ValueError:
-        allowed = ", ".join(s.value for s in ImportJobStatus)
+        allowed = ", ".join(str(s.value) for s in enum_cls)
         raise InvalidRequestError(
-            f"1 validation error detected: Value {value!r} at 'statusEquals' failed to satisfy constraint: "
+            f"1 validation error detected: Value {value!r} at '{param}' failed to satisfy constraint: "
             f"Member must satisfy enum value set: [{allowed}].",
-            param="statusEquals",
+            param=param,
         ) from None
+
+
+def parse_status(value: str | None) -> ImportJobStatus | None:
+    return parse_enum(value, ImportJobStatus)
 
 
 def parse_sort(sort_by: str | None, sort_order: str | None) -> bool:
