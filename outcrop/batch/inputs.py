@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlparse
 
 from outcrop.config import BatchConfig, OutcropConfig
 from outcrop.errors import InvalidRequestError, OutcropError
+from outcrop.registry.sources import resolve_within_roots
 
 # Problems listed in a failure message; the rest are counted ("... and 12 more").
 MAX_PROBLEMS_LISTED = 20
@@ -71,19 +72,7 @@ def parse_location(uri: str, config: OutcropConfig, param: str) -> Location:
             "file:///absolute/path or an absolute path on the server (/data/batch/input.jsonl).",
             param=param,
         )
-    if ".." in path.parts:
-        raise InvalidRequestError(
-            f"{param} {uri!r} contains '..'; give the absolute path without it.", param=param
-        )
-    resolved = path.resolve()
-    roots = config.import_roots()
-    if not any(resolved == root or root in resolved.parents for root in roots):
-        allowed = ", ".join(str(r) for r in roots)
-        raise InvalidRequestError(
-            f"{param} {resolved} is outside the folders this server may use ({allowed}). Move the files into "
-            "one of them, or add its parent to OUTCROP_REGISTRY__ALLOWED_ROOTS.",
-            param=param,
-        )
+    resolved = resolve_within_roots(path, uri, config, param=param, purpose="use", items="the files")
     return Location(uri, path=resolved)
 
 

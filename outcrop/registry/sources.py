@@ -66,27 +66,40 @@ def open_source(uri: str, config: OutcropConfig) -> Source:
     )
 
 
+def resolve_within_roots(
+    path: Path, uri: str, config: OutcropConfig, *, param: str, purpose: str, items: str
+) -> Path:
+    """``path`` resolved, if it has no '..' and lies inside an allowed root; else InvalidRequestError."""
+    if ".." in path.parts:
+        raise InvalidRequestError(
+            f"{param} {uri!r} contains '..'; give the absolute path without '..' segments.", param=param
+        )
+    resolved = path.resolve()
+    roots = config.import_roots()
+    if not any(resolved == root or root in resolved.parents for root in roots):
+        allowed = ", ".join(str(r) for r in roots)
+        raise InvalidRequestError(
+            f"{resolved} is outside the folders this server may {purpose} ({allowed}). Move {items} into one "
+            "of them, or add its parent to OUTCROP_REGISTRY__ALLOWED_ROOTS.",
+            param=param,
+        )
+    return resolved
+
+
 class LocalSource:
     """A folder on the server's filesystem, inside one of the configured allowed roots."""
 
     def __init__(self, uri: str, path: Path, config: OutcropConfig) -> None:
         self.uri = uri
         self.chunk_bytes = config.registry.copy_chunk_bytes
-        if ".." in path.parts:
-            raise InvalidRequestError(
-                f"s3Uri {uri!r} contains '..'; give the model folder's absolute path without '..' segments.",
-                param="modelDataSource.s3DataSource.s3Uri",
-            )
-        resolved = path.resolve()
-        roots = config.import_roots()
-        if not any(resolved == root or root in resolved.parents for root in roots):
-            allowed = ", ".join(str(r) for r in roots)
-            raise InvalidRequestError(
-                f"{resolved} is outside the folders this server may import from ({allowed}). Move the model "
-                "into one of them, or add its parent to OUTCROP_REGISTRY__ALLOWED_ROOTS.",
-                param="modelDataSource.s3DataSource.s3Uri",
-            )
-        self.root = resolved
+        self.root = resolve_within_roots(
+            path,
+            uri,
+            config,
+            param="modelDataSource.s3DataSource.s3Uri",
+            purpose="import from",
+            items="the model",
+        )
 
     def list_files(self) -> list[SourceFile]:
         if not self.root.is_dir():
