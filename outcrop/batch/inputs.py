@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlparse
 
 from outcrop.config import BatchConfig, OutcropConfig
 from outcrop.errors import InvalidRequestError, OutcropError
-from outcrop.registry.sources import resolve_within_roots
+from outcrop.registry.sources import resolve_within_roots, s3_client  # the one S3 client set-up
 
 # Problems listed in a failure message; the rest are counted ("... and 12 more").
 MAX_PROBLEMS_LISTED = 20
@@ -74,12 +74,6 @@ def parse_location(uri: str, config: OutcropConfig, param: str) -> Location:
         )
     resolved = resolve_within_roots(path, uri, config, param=param, purpose="use", items="the files")
     return Location(uri, path=resolved)
-
-
-def s3_client(config: OutcropConfig) -> Any:
-    from outcrop.registry.sources import _s3_client  # the one S3 client set-up (endpoint, keys, retries)
-
-    return _s3_client(config)
 
 
 # -- the input files ------------------------------------------------------------------

@@ -15,10 +15,11 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from outcrop.batch.inputs import Location, s3_client
+from outcrop.batch.inputs import Location
 from outcrop.batch.store import BatchFile, BatchJob
 from outcrop.config import OutcropConfig
 from outcrop.errors import OutcropError
+from outcrop.registry.sources import s3_client
 
 MANIFEST_NAME = "manifest.json.out"
 

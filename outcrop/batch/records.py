@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from outcrop.api.runtime import protocol as p
 from outcrop.batch.inputs import Record
 from outcrop.errors import (
     InvalidRequestError,
@@ -27,6 +26,7 @@ from outcrop.errors import (
     ServiceUnavailableError,
     ThrottlingError,
 )
+from outcrop.serving import bedrock_protocol as p
 from outcrop.serving.routing import Priority
 from outcrop.serving.service import ColdStartPolicy, Serving
 

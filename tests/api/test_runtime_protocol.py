@@ -10,8 +10,8 @@ import pytest
 from botocore.eventstream import EventStreamBuffer
 
 from outcrop.api.runtime import eventstream
-from outcrop.api.runtime import protocol as p
 from outcrop.errors import InvalidRequestError
+from outcrop.serving import bedrock_protocol as p
 
 COPY_COMPLETION = {
     "id": "cmpl-1",

@@ -14,8 +14,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from outcrop.api.deps import Services, get_services, read_json_object
 from outcrop.api.inference import cold_start_policy, invocation, stream_error_frame
 from outcrop.api.runtime import eventstream
-from outcrop.api.runtime import protocol as p
 from outcrop.errors import InvalidRequestError, ModelNotChatCapableError, OutcropError
+from outcrop.serving import bedrock_protocol as p
 
 router = APIRouter(tags=["bedrock runtime"])
 

@@ -1,5 +1,8 @@
 """Translation between Bedrock runtime bodies and the copy contract (OpenAI completions / chat).
 
+Shared by the runtime routes (outcrop.api.runtime) and the batch runner (outcrop.batch), so it lives
+beside the router rather than in the API layer (DESIGN: api -> batch -> serving).
+
 Pure functions, unit-tested; the routes only parse, call serving and translate.
 
 Invoke bodies come in three styles (../shared/reference/bedrock-wire.md §2.2):
