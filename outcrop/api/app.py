@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -188,6 +189,7 @@ def create_app(
             services.import_worker.start()
         await services.serving.start()
         services.throttler.start()
+        services.invocation_log.start()
         await services.extra["batch"].start()
         log.info(
             "outcrop ready",
@@ -197,6 +199,7 @@ def create_app(
         await services.extra["batch"].stop()
         await services.serving.stop()
         services.throttler.stop()
+        await asyncio.to_thread(services.invocation_log.stop)  # ships what is left to S3
         if services.import_worker is not None:
             services.import_worker.release_claims()
             services.import_worker.stop()

@@ -134,7 +134,7 @@ class S3Source:
                 param="modelDataSource.s3DataSource.s3Uri",
             )
         self.chunk_bytes = config.registry.copy_chunk_bytes
-        self._client = _s3_client(config)
+        self._client = s3_client(config)
 
     def list_files(self) -> list[SourceFile]:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -251,7 +251,7 @@ def _pipelined_copy(src: Path, dest: Path, chunk_bytes: int, on_bytes: ProgressF
     return digest
 
 
-def _s3_client(config: OutcropConfig) -> Any:
+def s3_client(config: OutcropConfig) -> Any:
     import boto3
     from botocore.config import Config
 
