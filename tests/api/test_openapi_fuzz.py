@@ -1,11 +1,13 @@
-"""Schemathesis against the in-process app's own OpenAPI: no request to the control plane,
-the admin API or the ops endpoints may end in a 500.
+"""Schemathesis against the in-process app's own OpenAPI: no request to the control plane
+(imports, batch inference jobs, invocation logging), the admin API or the ops endpoints may end
+in a 500.
 
 Every operation is fuzzed with schema-valid (positive) and schema-breaking (negative) data.
-The create operation reads its body by hand (for Bedrock-shaped validation errors), so its
-OpenAPI entry has no request body; the test adds the wire model's JSON schema to it, so the
-fuzzer generates and mutates real CreateModelImportJob bodies. A model imported before
-fuzzing is also used as the path identifier, so the found-paths of get and delete run too.
+The create operations read their bodies by hand (for Bedrock-shaped validation errors), so their
+OpenAPI entries have no request body; the test adds the wire models' JSON schemas to them, so the
+fuzzer generates and mutates real CreateModelImportJob and CreateModelInvocationJob bodies. A
+model imported and a batch job created before fuzzing are also used as path identifiers, so the
+found-paths of get, stop and delete run too.
 
 Schemathesis' pytest plugin (``from_fixture``) does not work with this pytest, so each
 operation's hypothesis strategy is driven with ``@given`` directly.
@@ -28,20 +30,29 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
+from pydantic import BaseModel
 from schemathesis.generation import GenerationMode
 
 from outcrop.api.app import build_services, create_app
+from outcrop.api.bedrock.batch import CreateModelInvocationJobRequest
 from outcrop.api.bedrock.protocol import CreateModelImportJobRequest
+from outcrop.batch.service import CreateBatchJob
 from outcrop.envs import load_config
 from outcrop.registry.importer import ImportWorker
 from outcrop.registry.service import CreateImportJob, Registry
 from tests.conftest import AUTH, TEST_ACCESS_KEY_ID, TEST_API_KEY, TEST_SECRET_ACCESS_KEY
 
 CREATE_PATH = "/model-import-jobs"
+BATCH_CREATE_PATH = "/model-invocation-job"
+HAND_READ_BODIES: dict[str, type[BaseModel]] = {
+    CREATE_PATH: CreateModelImportJobRequest,
+    BATCH_CREATE_PATH: CreateModelInvocationJobRequest,
+}
 SEEDED_MODEL = "seeded_model"
 SEEDED_JOB = "seeded-job"
-EXAMPLES_PER_OPERATION = 25  # x 2 modes x ~10 operations: a few seconds in-process
-FUZZED_TAGS = {"bedrock control plane", "outcrop admin", "ops"}
+SEEDED_BATCH_JOB = "seeded-batch"
+EXAMPLES_PER_OPERATION = 25  # x 2 modes x ~15 operations: several seconds in-process
+FUZZED_TAGS = {"bedrock control plane", "bedrock batch inference", "outcrop admin", "ops"}
 # Admin writes (warming a model, ...) start model copies: the serving tests cover them, not this one.
 READ_ONLY_TAGS = {"outcrop admin"}
 # NUL in a source URI is a known 500 (test_source_uri_with_nul_byte_is_a_validation_exception); kept out
@@ -55,10 +66,13 @@ class FuzzTarget:
     operations: list[tuple[str, str]]  # (METHOD, path) fuzzed, deletes last
     seeded_job_arn: str
     seeded_model_arn: str
+    seeded_batch_arn: str
     import_root: Path
 
     def existing_identifier(self, path: str) -> str:
         """An identifier that exists, for the operation's one path parameter."""
+        if path.startswith(BATCH_CREATE_PATH):
+            return self.seeded_batch_arn
         is_job = "import-job" in path
         if path.startswith("/outcrop/"):  # admin routes take names (an ARN's '/' ends the segment)
             return SEEDED_JOB if is_job else SEEDED_MODEL
@@ -89,19 +103,18 @@ def fuzzed_operations(raw: dict[str, Any]) -> list[tuple[str, str]]:
     return sorted(found, key=lambda op: op[0] == "DELETE")
 
 
-def with_create_body(raw: dict[str, Any]) -> dict[str, Any]:
-    """The app's OpenAPI plus the JSON schema of the body CreateModelImportJob reads by hand."""
+def with_create_bodies(raw: dict[str, Any]) -> dict[str, Any]:
+    """The app's OpenAPI plus the JSON schemas of the bodies the create operations read by hand."""
     raw = copy.deepcopy(raw)
-    body = CreateModelImportJobRequest.model_json_schema(ref_template="#/components/schemas/{model}")
     components = raw.setdefault("components", {}).setdefault("schemas", {})
-    components.update(body.pop("$defs", {}))
-    components["CreateModelImportJobRequest"] = body
-    raw["paths"][CREATE_PATH]["post"]["requestBody"] = {
-        "required": True,
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/CreateModelImportJobRequest"}}
-        },
-    }
+    for path, wire in HAND_READ_BODIES.items():
+        body = wire.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(body.pop("$defs", {}))
+        components[wire.__name__] = body
+        raw["paths"][path]["post"]["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{wire.__name__}"}}},
+        }
     return raw
 
 
@@ -123,8 +136,18 @@ def target(tmp_path_factory: pytest.TempPathFactory, tiny_model_cache: Callable[
     folder = root / "models" / "seed"
     shutil.copytree(tiny_model_cache(family="llama"), folder)
     job_arn, model_arn = import_synchronously(services.registry, folder)
+    (root / "batch-in.jsonl").write_text('{"recordId": "r1", "modelInput": {"prompt": "hi"}}\n')
+    batch = services.extra["batch"]
+    batch_job = batch.create_job(
+        CreateBatchJob(
+            job_name=SEEDED_BATCH_JOB,
+            model_id=SEEDED_MODEL,
+            input_uri=str(root / "batch-in.jsonl"),
+            output_uri=str(root / "batch-out"),
+        )
+    )
     app = create_app(config, services=services)
-    raw = with_create_body(app.openapi())
+    raw = with_create_bodies(app.openapi())
     schema = schemathesis.openapi.from_dict(raw)
     schema.app = app
     return FuzzTarget(
@@ -132,6 +155,7 @@ def target(tmp_path_factory: pytest.TempPathFactory, tiny_model_cache: Callable[
         operations=fuzzed_operations(raw),
         seeded_job_arn=job_arn,
         seeded_model_arn=model_arn,
+        seeded_batch_arn=batch.job_arn(batch_job),
         import_root=root,
     )
 
@@ -141,6 +165,9 @@ def test_fuzzing_covers_the_control_plane_admin_and_ops(target: FuzzTarget) -> N
     assert {("POST", CREATE_PATH), ("GET", "/model-import-jobs/{jobIdentifier}")} <= fuzzed
     assert {("GET", "/imported-models"), ("DELETE", "/imported-models/{modelIdentifier}")} <= fuzzed
     assert {("GET", "/outcrop/import-jobs/{identifier}"), ("GET", "/health"), ("GET", "/metrics")} <= fuzzed
+    assert {("POST", BATCH_CREATE_PATH), ("GET", "/model-invocation-jobs")} <= fuzzed
+    assert ("POST", "/model-invocation-job/{jobIdentifier}/stop") in fuzzed
+    assert {("PUT", "/logging/modelinvocations"), ("DELETE", "/logging/modelinvocations")} <= fuzzed
     assert target.operations[-1][0] == "DELETE"
 
 
@@ -259,6 +286,63 @@ def test_near_valid_create_requests_end_in_no_server_error(target: FuzzTarget) -
 
     @settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy(), body=near_valid_create_bodies(import_root))
+    def run(case: schemathesis.Case, body: dict[str, Any]) -> None:
+        case.body = body
+        assert_no_server_error(case)
+
+    run()
+
+
+def near_valid_batch_bodies(import_root: Path) -> st.SearchStrategy[dict[str, Any]]:
+    """CreateModelInvocationJob bodies that pass the shapes, so validation behind them runs: names,
+    models (present, absent, ARNs), input and output locations of every kind, types, timeouts."""
+    uris = st.sampled_from(
+        [
+            str(import_root / "batch-in.jsonl"),
+            f"file://{import_root}/batch-in.jsonl",
+            str(import_root),
+            str(import_root / "missing.jsonl"),
+            "/etc/passwd",
+            "s3://bucket/in/",
+            "s3://",
+            "file:///%2e%2e/etc",
+            "relative.jsonl",
+            "",
+        ]
+    ) | st.text(st.characters(exclude_characters=NUL), max_size=30)
+    return st.fixed_dictionaries(
+        {
+            "jobName": st.sampled_from(["b", "dup", SEEDED_BATCH_JOB])
+            | st.from_regex(r"[a-zA-Z0-9]{1,12}", fullmatch=True),
+            "modelId": st.sampled_from(
+                [SEEDED_MODEL, "absent", "arn:aws:bedrock:us-east-1:1:imported-model/x"]
+            )
+            | st.text(min_size=1, max_size=20),
+            "inputDataConfig": st.fixed_dictionaries(
+                {"s3InputDataConfig": st.fixed_dictionaries({"s3Uri": uris})}
+            ),
+            "outputDataConfig": st.fixed_dictionaries(
+                {"s3OutputDataConfig": st.fixed_dictionaries({"s3Uri": uris})}
+            ),
+        },
+        optional={
+            "roleArn": st.sampled_from(["arn:aws:iam::123456789012:role/Batch", "x"]),
+            "timeoutDurationInHours": st.integers(-5, 500),
+            "modelInvocationType": st.sampled_from(["InvokeModel", "Converse", "Embed", ""]),
+            "clientRequestToken": st.text(min_size=1, max_size=8),
+            "tags": st.lists(
+                st.fixed_dictionaries({"key": st.text(max_size=10), "value": st.text(max_size=10)}),
+                max_size=3,
+            ),
+        },
+    )
+
+
+def test_near_valid_batch_requests_end_in_no_server_error(target: FuzzTarget) -> None:
+    operation = target.schema[BATCH_CREATE_PATH]["POST"]
+
+    @settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(), body=near_valid_batch_bodies(target.import_root))
     def run(case: schemathesis.Case, body: dict[str, Any]) -> None:
         case.body = body
         assert_no_server_error(case)
