@@ -248,36 +248,28 @@ async def measure(args: argparse.Namespace, gateway: str, copy_url: str) -> None
     body = json.dumps({"model": MODEL_NAME, "prompt": "Hello", "max_tokens": 3}).encode()
     direct_url, gateway_url = f"{copy_url}/v1/completions", f"{gateway}/v1/completions"
     print(
-        f"{'clients':>7} | {'direct p50':>10} {'p99':>7} | {'gateway p50':>11} {'p99':>7} | "
+        f"{'clients':>8} | {'direct p50':>10} {'p99':>7} | {'gateway p50':>11} {'p99':>7} | "
         f"{'added p50':>9} {'added p99':>9} | goal"
     )
-    for concurrency in args.concurrency:
+
+    async def compare(label: str, concurrency: int, requests: int, rate: float | None = None) -> None:
         direct: list[float] = []
         through: list[float] = []
-        for _ in range(args.rounds):
-            direct += (await load(direct_url, body, concurrency, args.requests)).latencies_s
-            through += (await load(gateway_url, body, concurrency, args.requests)).latencies_s
+        for _ in range(args.rounds):  # alternating, so drift hits both sides
+            direct += (await load(direct_url, body, concurrency, requests, rate=rate)).latencies_s
+            through += (await load(gateway_url, body, concurrency, requests, rate=rate)).latencies_s
         d, g = Run(direct, 1.0), Run(through, 1.0)
         added50, added99 = g.pct(0.5) - d.pct(0.5), g.pct(0.99) - d.pct(0.99)
         ok = "met" if added50 <= 1.0 and added99 <= 5.0 else "MISSED"
         print(
-            f"{concurrency:>7} | {d.pct(0.5):>8.3f}ms {d.pct(0.99):>5.2f}ms | {g.pct(0.5):>9.3f}ms "
+            f"{label:>8} | {d.pct(0.5):>8.3f}ms {d.pct(0.99):>5.2f}ms | {g.pct(0.5):>9.3f}ms "
             f"{g.pct(0.99):>5.2f}ms | {added50:>7.3f}ms {added99:>7.3f}ms | p50<=1ms p99<=5ms: {ok}"
         )
+
+    for concurrency in args.concurrency:
+        await compare(str(concurrency), concurrency, args.requests)
     for rate in args.paced_rates:
-        direct = []
-        through = []
-        for _ in range(args.rounds):
-            n = max(200, int(rate * args.paced_seconds))
-            direct += (await load(direct_url, body, 32, n, rate=rate)).latencies_s
-            through += (await load(gateway_url, body, 32, n, rate=rate)).latencies_s
-        d, g = Run(direct, 1.0), Run(through, 1.0)
-        added50, added99 = g.pct(0.5) - d.pct(0.5), g.pct(0.99) - d.pct(0.99)
-        ok = "met" if added50 <= 1.0 and added99 <= 5.0 else "MISSED"
-        print(
-            f"{'32@' + format(rate, 'g') + '/s':>7} | {d.pct(0.5):>8.3f}ms {d.pct(0.99):>5.2f}ms | {g.pct(0.5):>9.3f}ms "
-            f"{g.pct(0.99):>5.2f}ms | {added50:>7.3f}ms {added99:>7.3f}ms | p50<=1ms p99<=5ms: {ok}"
-        )
+        await compare(f"32@{rate:g}/s", 32, max(200, int(rate * args.paced_seconds)), rate)
     sustained = await load(gateway_url, body, 32, 0, seconds=args.sustain_seconds)
     direct_rate = await load(direct_url, body, 32, 0, seconds=args.sustain_seconds)
     verdict = "met" if sustained.rps >= 1000 else "MISSED"
