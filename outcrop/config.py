@@ -133,7 +133,9 @@ class ModelServingSpec(_Section):
 
 class ServingConfig(_Section):
     launcher: str = Field(
-        "local", description="How copies start: 'local' (Outcrop's worker) or 'command' (a command template)."
+        "local",
+        description="How copies start: 'local' (Outcrop's worker), 'command' (a command template) or "
+        "'ray' (in Ray actors on a cluster's nodes; see the ray section).",
     )
     command_template: str | None = Field(
         None,
@@ -231,6 +233,77 @@ class ServingConfig(_Section):
     # hop under 1 ms, and a deleted model stops being served within seconds.
     model_cache_seconds: float = Field(
         5.0, ge=0, le=3600, description="How long a resolved model name is cached by the router."
+    )
+
+
+# -- cluster (the ``ray`` launcher) ---------------------------------------------------
+
+
+class RayCopyResources(_Section):
+    """What one copy of a model reserves on a Ray node (a ``ray.model_resources`` entry)."""
+
+    num_cpus: float | None = Field(None, ge=0, le=1024, description="CPUs per copy (None = ray.num_cpus).")
+    num_gpus: float | None = Field(None, ge=0, le=64, description="GPUs per copy (None = ray.num_gpus).")
+    memory_bytes: int | None = Field(
+        None, ge=0, description="Memory reserved per copy (None = the model's recorded memory estimate)."
+    )
+
+
+class RayConfig(_Section):
+    address: str = Field(
+        "auto",
+        description="Ray cluster to join: 'auto' (the node's running cluster), 'ray://host:10001' "
+        "(Ray Client) or 'local' (start a private one-node cluster). Also read from OUTCROP_RAY_ADDRESS.",
+    )
+    namespace: str = Field(
+        "outcrop",
+        min_length=1,
+        max_length=64,
+        description="Ray namespace of the copy actors; gateways sharing one store must use the same one.",
+    )
+    copy_launcher: str = Field(
+        "local",
+        description="Which launcher builds the command a copy actor runs on its node: 'local' "
+        "(Outcrop's worker) or 'command' (serving.command_template, e.g. vLLM).",
+    )
+    # Why 1: Outcrop's CPU worker uses the cores it is given; a copy per core is the honest default.
+    num_cpus: float = Field(
+        1.0, ge=0, le=1024, description="CPUs a copy reserves unless overridden per model."
+    )
+    num_gpus: float = Field(0.0, ge=0, le=64, description="GPUs a copy reserves unless overridden per model.")
+    reserve_memory: bool = Field(
+        True, description="Reserve each copy's memory estimate in Ray (so Ray only places copies that fit)."
+    )
+    model_resources: dict[str, RayCopyResources] = Field(
+        default_factory=dict, description="Per-model resources by model name or id, replacing the defaults."
+    )
+    spread: bool = Field(True, description="Place copies of one model on different nodes when possible.")
+    copy_host: str | None = Field(
+        None, description="Address copies bind on their node (None = the node's IP, which is also their URL)."
+    )
+    node_cache_dir: Path | None = Field(
+        None,
+        description="Where a node without the shared model store materialises verified model folders "
+        "(None = <tmp>/outcrop-node-cache).",
+    )
+    # Why 10 s: starting an actor on a busy node takes ~1 s; a minute-long Ray call means a lost node.
+    call_timeout_seconds: float = Field(
+        10.0, gt=0, le=600, description="Longest wait for one call to a copy actor (start, describe, stop)."
+    )
+    # Why 60 s: a cluster autoscaler adds a node in about a minute; longer means no node will fit.
+    placement_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="How long a copy may wait for a node with its resources before it fails.",
+    )
+    # Why 1 s: copies another gateway started are routed to within a second.
+    sync_interval_seconds: float = Field(
+        1.0, gt=0, le=600, description="How often a gateway looks for copies other gateways started."
+    )
+    # Why 10 s: three missed renewals (autoscaler rounds) before another gateway takes over scaling.
+    scaler_lease_seconds: float = Field(
+        10.0, gt=0, le=3600, description="How long the autoscaler lease lasts without renewal."
     )
 
 
@@ -361,6 +434,7 @@ class OutcropConfig(_Section):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -4,6 +4,8 @@ Environment variables (all optional):
 
 - ``OUTCROP_DATA_DIR``: data folder (default ``~/.outcrop``).
 - ``OUTCROP_DATABASE_URL``: metadata store URL, e.g. ``postgresql+psycopg://user@host/db``.
+- ``OUTCROP_RAY_ADDRESS``: the Ray cluster of the ``ray`` launcher (``auto``, ``ray://head:10001``);
+  same as ``OUTCROP_RAY__ADDRESS``, which wins when both are set.
 - ``OUTCROP_<SECTION>__<FIELD>``: any field of ``OutcropConfig``, e.g. ``OUTCROP_SERVER__PORT=9000``,
   ``OUTCROP_REGISTRY__ALLOWED_ROOTS='["/data/models"]'``, ``OUTCROP_S3__ENDPOINT_URL=http://127.0.0.1:9000``.
 - ``OUTCROP_TEST_POSTGRES_URL``: PostgreSQL used by the test suite.
@@ -22,6 +24,7 @@ from outcrop.config import (
     AwsIdentityConfig,
     BatchConfig,
     OutcropConfig,
+    RayConfig,
     RegistryConfig,
     S3Config,
     ServerConfig,
@@ -48,6 +51,8 @@ class _EnvConfig(BaseSettings):
     auth: AuthConfig = AuthConfig()
     serving: ServingConfig = ServingConfig()
     batch: BatchConfig = BatchConfig()
+    ray: RayConfig = RayConfig()
+    ray_address: str | None = None
 
 
 def load_config(**overrides: Any) -> OutcropConfig:
@@ -59,9 +64,11 @@ def load_config(**overrides: Any) -> OutcropConfig:
         env = _EnvConfig()
     except ValidationError as exc:
         raise ConfigError(f"An OUTCROP_* environment variable is invalid: {_first_error(exc)}") from None
-    data: dict[str, Any] = env.model_dump(exclude_unset=True, exclude={"database_url"})
+    data: dict[str, Any] = env.model_dump(exclude_unset=True, exclude={"database_url", "ray_address"})
     if env.database_url:
         data.setdefault("store", {})["database_url"] = env.database_url
+    if env.ray_address and "address" not in data.get("ray", {}):
+        data.setdefault("ray", {})["address"] = env.ray_address
     for key, value in overrides.items():
         if value is None:
             continue

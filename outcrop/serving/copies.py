@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from outcrop.cluster.launchers import LaunchedCopy
     from outcrop.serving.copyclient import CopyClient
-    from outcrop.serving.launchers import LaunchedCopy
 
 
 class CopyStatus(enum.StrEnum):

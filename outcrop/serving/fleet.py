@@ -5,6 +5,12 @@ health checks while Ready -> drain and stop (SIGTERM, SIGKILL after the drain bo
 Failed. A copy that fails sets its model's restart backoff; if it was the model's last
 live copy, the requests waiting for it get ServiceUnavailable with the reason (never a hang).
 Replacements come from demand: the autoscaler and cold starts call :meth:`Fleet.start_copy`.
+
+With a launcher whose copies every gateway of the store sees (``ray``), :meth:`Fleet.sync_loop`
+adopts the copies this gateway did not start (it routes to every ready copy) and keeps two
+leases in the store: this gateway's presence, and the autoscaler lease. Only the lease holder
+scales and stops the shared copies (it owns them); a gateway that stops while another is
+alive leaves its copies to it instead of stopping them.
 """
 
 from __future__ import annotations
@@ -18,13 +24,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from outcrop.cluster.launchers import FoundCopy, LaunchedCopy, LaunchRequest, free_port, get_launcher
 from outcrop.config import OutcropConfig
+from outcrop.envs import worker_id_hint
 from outcrop.errors import NotFoundError, OutcropError, ServiceUnavailableError
 from outcrop.registry.modelstore import MANIFEST_NAME
 from outcrop.registry.service import Registry
 from outcrop.serving.copies import CopyStatus, ModelCopy
 from outcrop.serving.copyclient import CopyClient, CopyRefusedError, CopyTransportError
-from outcrop.serving.launchers import LaunchedCopy, LaunchRequest, free_port, get_launcher
 from outcrop.serving.memory import (
     EvictionCandidate,
     available_gpu_memory_bytes,
@@ -34,6 +41,8 @@ from outcrop.serving.memory import (
     plan_fit,
 )
 from outcrop.serving.pool import ModelPool
+from outcrop.store.imports import ImportedModel
+from outcrop.store.leases import AUTOSCALER_LEASE, GATEWAY_PREFIX, Leases
 
 log = logging.getLogger("outcrop.serving")
 
@@ -60,15 +69,36 @@ class Fleet:
         self.config = config
         self.settings = config.serving
         self.registry = registry
-        self.launcher = get_launcher(self.settings)  # fails fast on an unknown launcher / bad template
+        self.launcher = get_launcher(config)  # fails fast on an unknown launcher / bad template
         self.pools = pools  # shared with Serving: model id -> pool
         self.on_change = on_change  # a copy became ready, failed or ended: hand out slots, rescale
         self.lifecycles: dict[str, asyncio.Task[None]] = {}
         self._folders: dict[str, Path] = {}
         self._folder_locks: dict[str, asyncio.Lock] = {}
+        self.gateway_id = f"{worker_id_hint()}:{secrets.token_hex(3)}"
+        self.leases = Leases(registry.db)
+        # A fleet of its own is always scaled here; a shared one only by the autoscaler lease holder.
+        self.scaler = not self.launcher.shares_copies
+        self._stopping = False
+
+    def may_autoscale(self) -> bool:
+        """Whether this gateway starts and stops copies by the autoscaler's decisions now."""
+        return self.scaler and not self._stopping
 
     async def stop_all(self, reason: str) -> None:
-        """Drain and stop every copy, bounded; kill what is left."""
+        """Drain and stop every copy this gateway owns, bounded; kill what is left.
+
+        On a shared fleet with another gateway alive, the copies are left to it (it adopts them).
+        """
+        self._stopping = True
+        if self.launcher.shares_copies:
+            others = await asyncio.to_thread(self._others_alive)
+            if others:
+                log.info("leaving the copies to the other gateways", extra={"gateways": others})
+                for copy in self._all_copies():
+                    if copy.launched is not None:
+                        copy.launched.owned = False
+            await asyncio.to_thread(self._release_leases)
         for pool in self.pools.values():
             for copy in list(pool.copies.values()):
                 self.begin_stop(pool, copy, reason)
@@ -84,6 +114,94 @@ class Fleet:
         pending = list(self.lifecycles.values())
         if pending:
             await asyncio.wait(pending, timeout=KILL_GRACE_SECONDS)
+        self.launcher.close()
+
+    # ------------------------------------------------------------------ a fleet shared by gateways
+
+    def _all_copies(self) -> list[ModelCopy]:
+        return [c for p in self.pools.values() for c in p.copies.values()]
+
+    def _others_alive(self) -> list[str]:
+        return [g for g in self.leases.live_holders(GATEWAY_PREFIX) if g != self.gateway_id]
+
+    def _release_leases(self) -> None:
+        self.leases.release(AUTOSCALER_LEASE, self.gateway_id)
+        self.leases.release(GATEWAY_PREFIX + self.gateway_id, self.gateway_id)
+
+    def _renew_leases(self) -> bool:
+        seconds = self.config.ray.scaler_lease_seconds
+        self.leases.acquire(GATEWAY_PREFIX + self.gateway_id, self.gateway_id, seconds)
+        return self.leases.acquire(AUTOSCALER_LEASE, self.gateway_id, seconds)
+
+    async def sync_loop(self, pool_for: Callable[[ImportedModel], ModelPool]) -> None:
+        """On a shared fleet: renew the leases and adopt copies found running, every sync interval."""
+        if not self.launcher.shares_copies:
+            return
+        while not self._stopping:
+            try:
+                await self.sync_once(pool_for)
+            except Exception:  # the loop must survive a lost database connection or a Ray hiccup
+                log.exception("fleet sync round failed")
+            await asyncio.sleep(self.config.ray.sync_interval_seconds)
+
+    async def sync_once(self, pool_for: Callable[[ImportedModel], ModelPool]) -> None:
+        """Renew the leases; adopt the copies other gateways (or a crashed one) started; own them if scaling."""
+        scaler = await asyncio.to_thread(self._renew_leases)
+        if self._stopping:
+            return
+        if scaler != self.scaler:
+            log.info(
+                "autoscaler lease " + ("taken" if scaler else "lost"), extra={"gateway": self.gateway_id}
+            )
+            self.scaler = scaler
+        for copy in self._all_copies():
+            if copy.launched is not None and copy.status is not CopyStatus.STARTING:
+                copy.launched.owned = scaler  # the scaler owns every copy; the others only route
+        known = {c.copy_id for c in self._all_copies()}
+        for found in await asyncio.to_thread(self.launcher.discover, known):
+            await self._adopt(found, pool_for)
+
+    async def _adopt(self, found: FoundCopy, pool_for: Callable[[ImportedModel], ModelPool]) -> None:
+        """Route to a found copy of a known model; the scaler removes one of an unknown model or that exited."""
+        try:
+            model: ImportedModel | None = await asyncio.to_thread(self.registry.get_model, found.model_id)
+        except NotFoundError:
+            model = None
+        launched = found.launched
+        if model is None or not found.running:
+            if self.scaler:
+                why = (
+                    "its process exited" if model is not None else f"model {found.model_id} no longer exists"
+                )
+                log.info("removing a copy found running", extra={"copy_id": found.copy_id, "reason": why})
+                launched.owned = True
+                launched.kill()
+                launched.release()
+            return
+        launched.owned = self.scaler
+        pool = pool_for(model)
+        copy = ModelCopy(
+            copy_id=found.copy_id,
+            model_id=model.id,
+            model_name=model.name,
+            memory_estimate_bytes=model.memory_estimate_bytes,
+            launched=launched,
+            client=CopyClient(launched.host, launched.port),
+        )
+        copy.started_at = found.started_at
+        pool.copies[copy.copy_id] = copy
+        task = asyncio.create_task(self._lifecycle(pool, copy, []), name=f"outcrop-{copy.copy_id}")
+        self.lifecycles[copy.copy_id] = task
+        task.add_done_callback(lambda _t: self.lifecycles.pop(copy.copy_id, None))
+        log.info(
+            "adopted a copy found running",
+            extra={
+                "model": model.name,
+                "copy_id": copy.copy_id,
+                "url": launched.url,
+                "owned": launched.owned,
+            },
+        )
 
     async def wait_for(self, copy_ids: list[str]) -> None:
         """Wait (bounded by the drain timeout) until the lifecycles of these copies ended."""
@@ -146,9 +264,13 @@ class Fleet:
         # Starting copies have not allocated their memory yet: count their estimate as taken.
         starting = sum(c.memory_estimate_bytes for _, c in all_copies if c.status is CopyStatus.STARTING)
         on_gpu = self.launcher.name == "local" and gpu_index(self.settings.worker_device) is not None
-        available = (
-            available_gpu_memory_bytes(self.settings.worker_device) if on_gpu else available_memory_bytes()
-        )
+        available: int | None = None
+        if self.launcher.uses_local_memory:  # otherwise the launcher places copies where they fit
+            available = (
+                available_gpu_memory_bytes(self.settings.worker_device)
+                if on_gpu
+                else available_memory_bytes()
+            )
         if available is not None:
             reserve = 0 if on_gpu else self.settings.memory_reserve_bytes
             free = available - reserve - starting
@@ -244,7 +366,7 @@ class Fleet:
         try:
             if evicting:
                 await asyncio.wait(evicting, timeout=self.settings.drain_timeout_seconds + KILL_GRACE_SECONDS)
-            if copy.status is CopyStatus.STARTING:
+            if copy.status is CopyStatus.STARTING and copy.launched is None:
                 await self._launch(pool, copy)
             if copy.status is CopyStatus.STARTING:
                 await self._wait_healthy(pool, copy)
@@ -292,6 +414,7 @@ class Fleet:
         if copy.status is not CopyStatus.STARTING:
             return
         host = self.settings.copy_host
+        files = await asyncio.to_thread(self.registry.jobs.model_files, pool.model.id)
         request = LaunchRequest(
             copy_id=copy.copy_id,
             model_id=pool.model.id,
@@ -300,6 +423,9 @@ class Fleet:
             host=host,
             port=free_port(host),
             log_path=self.config.resolved_data_dir / "logs" / "copies" / f"{copy.copy_id}.log",
+            memory_estimate_bytes=pool.model.memory_estimate_bytes,
+            model_files=tuple(files),
+            store_root=str(self.registry.store.root),
         )
         copy.launched = await asyncio.to_thread(self.launcher.launch, request)
         copy.client = CopyClient(copy.launched.host, copy.launched.port)
@@ -379,9 +505,12 @@ class Fleet:
                 return
 
     async def _shut_down(self, pool: ModelPool, copy: ModelCopy) -> None:
-        """Stop the copy's process: SIGTERM (it drains), SIGKILL after the drain bound."""
+        """Stop the copy's process: SIGTERM (it drains), SIGKILL after the drain bound.
+
+        A copy this gateway does not own (another gateway scales it) is only forgotten here.
+        """
         launched = copy.launched
-        if launched is not None and launched.exit_code() is None:
+        if launched is not None and launched.owned and launched.exit_code() is None:
             # A failed copy is declared dead: no drain. A stopping one finishes its requests.
             drain = 0.0 if copy.status is CopyStatus.FAILED else self.settings.drain_timeout_seconds
             launched.terminate()
@@ -397,6 +526,8 @@ class Fleet:
                     await asyncio.sleep(0.05)
                 if launched.exit_code() is None:
                     log.error("copy survived SIGKILL", extra={"copy_id": copy.copy_id, "pid": launched.pid})
+        if launched is not None and launched.owned:
+            launched.release()
         if not copy.status.is_terminal() and not copy.transition(CopyStatus.STOPPED):
             # Starting/Ready copies reach Stopped only through Draining.
             copy.transition(CopyStatus.DRAINING)

@@ -189,4 +189,17 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        6,
+        "named leases: the one gateway that autoscales a shared fleet, and which gateways are alive",
+        [
+            """
+            CREATE TABLE leases (
+                name VARCHAR(128) PRIMARY KEY,
+                holder VARCHAR(256) NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+        ],
+    ),
 ]

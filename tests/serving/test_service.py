@@ -474,8 +474,8 @@ async def test_default_min_copies_warms_every_imported_model_at_start(
 def test_launchers_are_chosen_by_name_and_templates_are_checked(
     serving_config: Config, serving_registry: Registry
 ) -> None:
-    with pytest.raises(ConfigError, match="valid: command, local"):
-        Serving(serving_config(**{"serving.launcher": "ray"}), serving_registry)
+    with pytest.raises(ConfigError, match="valid: command, local, ray"):
+        Serving(serving_config(**{"serving.launcher": "slurm"}), serving_registry)
     with pytest.raises(ConfigError, match="unknown or malformed placeholder"):
         Serving(
             serving_config(**{"serving.command_template": "srv --port {port} --gpu {gpu}"}), serving_registry

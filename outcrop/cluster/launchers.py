@@ -28,8 +28,17 @@
 
         OUTCROP_SERVING__COMMAND_TEMPLATE='python -m outcrop.engine.worker --model-dir {model_dir} --port {port} --host {host} --served-name {served_name}'
 
+``ray``
+    Each copy in a Ray actor on whichever node of a Ray cluster has the CPUs, GPUs and memory
+    it reserves; the actor runs the command that ``ray.copy_launcher`` (``local`` or
+    ``command``) builds, on the node's IP. See :mod:`outcrop.cluster.ray_launcher`.
+
 Each copy runs in its own process group (``start_new_session``), so stopping a copy also
 stops the processes a server forks (vLLM's engine core, SGLang's schedulers).
+
+What a launcher hands back is a :class:`LaunchedCopy`: the narrow seam through which the
+fleet watches and stops a copy, whether it is a subprocess here (:class:`SubprocessCopy`)
+or a process in a Ray actor on another node.
 """
 
 from __future__ import annotations
@@ -45,9 +54,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-from outcrop.config import ServingConfig
+from outcrop.config import OutcropConfig, ServingConfig
 from outcrop.envs import subprocess_env
 from outcrop.errors import ConfigError
+from outcrop.store.imports import ModelFile
 
 PLACEHOLDERS = ("model_dir", "port", "host", "served_name")
 
@@ -58,14 +68,58 @@ class LaunchRequest:
     model_id: str
     served_name: str
     model_dir: Path
-    host: str
-    port: int
+    host: str  # what the copy binds (a launcher that places copies elsewhere picks its own)
+    port: int  # a port free here (likewise)
     log_path: Path
+    memory_estimate_bytes: int = 0
+    model_files: tuple[ModelFile, ...] = ()  # what model_dir must hold, for a node that fetches it
+    store_root: str | None = None  # the model store the blobs come from
+
+
+class LaunchedCopy(Protocol):
+    """A started copy: where to reach it, and how to watch and stop it (the fleet's only view)."""
+
+    host: str  # where the router connects
+    port: int
+    url: str
+    health_path: str
+    log_path: Path
+    # False: another gateway started it and stops it; this one only routes to it (and health-checks it).
+    owned: bool
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def exit_code(self) -> int | None:
+        """None while the copy runs; its exit code once it ended (negative: a signal, or its node died)."""
+
+    def terminate(self) -> None:
+        """Ask the copy to drain and exit (SIGTERM)."""
+
+    def kill(self) -> None:
+        """End the copy now (SIGKILL)."""
+
+    def release(self) -> None:
+        """Free what held the copy's place once it ended (a Ray actor); the copy must be gone first."""
+
+    def log_tail(self, max_chars: int = 600) -> str:
+        """The end of the copy's output, for failure messages."""
+
+
+@dataclass(frozen=True)
+class FoundCopy:
+    """A copy a launcher found running that this gateway does not know (another gateway's, or a crashed one's)."""
+
+    copy_id: str
+    model_id: str
+    launched: LaunchedCopy
+    started_at: float  # wall-clock seconds
+    running: bool  # its process had not exited when it was found
 
 
 @dataclass
-class LaunchedCopy:
-    """A started copy process and where to reach it."""
+class SubprocessCopy:
+    """A copy process started on this machine."""
 
     process: subprocess.Popen[bytes]
     host: str  # where the router connects (a wildcard bind address becomes loopback)
@@ -74,10 +128,14 @@ class LaunchedCopy:
     health_path: str
     log_path: Path
     command: tuple[str, ...]
+    owned: bool = True
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    def release(self) -> None:
+        return None
 
     def exit_code(self) -> int | None:
         return self.process.poll()
@@ -101,24 +159,34 @@ class LaunchedCopy:
         self.signal(signal.SIGKILL)
 
     def log_tail(self, max_chars: int = 600) -> str:
-        """The end of the copy's output, for failure messages."""
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                size = f.tell()
-                f.seek(max(0, size - max_chars * 4))
-                text = f.read().decode("utf-8", errors="replace")
-        except OSError:
-            return ""
-        lines = [line for line in text.strip().splitlines() if line.strip()]
-        tail = "\n".join(lines[-6:])
-        return tail[-max_chars:]
+        return read_log_tail(self.log_path, max_chars)
+
+
+def read_log_tail(log_path: Path, max_chars: int = 600) -> str:
+    """The last lines of a copy's log file (at most ``max_chars``), for failure messages."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_chars * 4))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    tail = "\n".join(lines[-6:])
+    return tail[-max_chars:]
 
 
 class Launcher(Protocol):
     """Starts one copy process; the router health-checks and stops it."""
 
     name: ClassVar[str]
+    # True: copies use this machine's memory, so the fleet checks they fit before starting one.
+    # False: the launcher places copies on other nodes by their reserved resources itself.
+    uses_local_memory: ClassVar[bool]
+    # True: every gateway of the store sees the copies (a Ray namespace), so one gateway at a time
+    # scales them (a lease in the store) and the others adopt what they find and route to it.
+    shares_copies: ClassVar[bool]
 
     def command(self, request: LaunchRequest) -> list[str]: ...
 
@@ -126,32 +194,56 @@ class Launcher(Protocol):
 
     def launch(self, request: LaunchRequest) -> LaunchedCopy: ...
 
+    def discover(self, known: set[str]) -> list[FoundCopy]:
+        """Running copies whose ids are not in ``known`` (a launcher without shared copies: none)."""
+        ...
 
-_LAUNCHERS: dict[str, Callable[[ServingConfig], Launcher]] = {}
+    def close(self) -> None: ...
+
+
+_LAUNCHERS: dict[str, Callable[[OutcropConfig], Launcher]] = {}
 
 
 def register_launcher(name: str) -> Callable[[type[_ProcessLauncher]], type[_ProcessLauncher]]:
     def add(cls: type[_ProcessLauncher]) -> type[_ProcessLauncher]:
         cls.name = name
-        _LAUNCHERS[name] = cls
+        _LAUNCHERS[name] = lambda config: cls(config.serving)
         return cls
 
     return add
+
+
+def _ray_launcher(config: OutcropConfig) -> Launcher:
+    from outcrop.cluster.ray_launcher import RayLauncher  # imports ray: only when it is used
+
+    return RayLauncher(config)
+
+
+_LAUNCHERS["ray"] = _ray_launcher
 
 
 def launcher_names() -> list[str]:
     return sorted(_LAUNCHERS)
 
 
-def get_launcher(config: ServingConfig) -> Launcher:
-    """The launcher ``config.launcher`` names; ConfigError listing the valid names otherwise."""
-    factory = _LAUNCHERS.get(config.launcher)
+def get_launcher(config: OutcropConfig) -> Launcher:
+    """The launcher ``serving.launcher`` names; ConfigError listing the valid names otherwise."""
+    factory = _LAUNCHERS.get(config.serving.launcher)
     if factory is None:
         raise ConfigError(
-            f"serving.launcher is '{config.launcher}', which is not a launcher; "
+            f"serving.launcher is '{config.serving.launcher}', which is not a launcher; "
             f"valid: {', '.join(launcher_names())} (set OUTCROP_SERVING__LAUNCHER)."
         )
     return factory(config)
+
+
+def process_launcher(name: str, config: ServingConfig) -> Launcher:
+    """The ``local`` or ``command`` launcher, e.g. to build the command a Ray actor runs."""
+    if name not in ("local", "command"):
+        raise ConfigError(
+            f"ray.copy_launcher is '{name}'; valid: command, local (set OUTCROP_RAY__COPY_LAUNCHER)."
+        )
+    return _LAUNCHERS[name](OutcropConfig(serving=config))
 
 
 def free_port(host: str) -> int:
@@ -172,9 +264,17 @@ def url_host(host: str) -> str:
 
 class _ProcessLauncher:
     name: ClassVar[str] = ""
+    uses_local_memory: ClassVar[bool] = True
+    shares_copies: ClassVar[bool] = False
 
     def __init__(self, config: ServingConfig) -> None:
         self.config = config
+
+    def discover(self, known: set[str]) -> list[FoundCopy]:
+        return []  # a subprocess dies with its gateway (its own session, but the gateway stops it)
+
+    def close(self) -> None:
+        return None
 
     def command(self, request: LaunchRequest) -> list[str]:
         raise NotImplementedError
@@ -182,7 +282,7 @@ class _ProcessLauncher:
     def health_path(self) -> str:
         return "/health"
 
-    def launch(self, request: LaunchRequest) -> LaunchedCopy:
+    def launch(self, request: LaunchRequest) -> SubprocessCopy:
         cmd = self.command(request)
         request.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(request.log_path, "ab") as log:
@@ -200,7 +300,7 @@ class _ProcessLauncher:
                     f"Cannot start a copy with the {self.name} launcher: '{cmd[0]}' failed to run ({exc}). "
                     "Check serving.command_template (OUTCROP_SERVING__COMMAND_TEMPLATE)."
                 ) from None
-        return LaunchedCopy(
+        return SubprocessCopy(
             process=process,
             host=url_host(request.host).strip("[]"),
             port=request.port,

@@ -1,0 +1,301 @@
+"""The ``ray`` launcher: each copy in a Ray actor on whichever node has its resources.
+
+Ray places the actor (``num_cpus`` / ``num_gpus`` / ``memory`` from the model's recorded
+memory estimate, ``ray.model_resources`` per model; ``SPREAD`` so copies of a model land on
+different nodes), the actor prepares a verified model folder on its node and starts the
+command the ``ray.copy_launcher`` launcher builds, bound to the node's IP; the router reaches
+it at ``http://<node-ip>:<port>``.
+
+Actors are named (``outcrop-copy-<copy id>``) and detached in the ``ray.namespace``, so every
+gateway of a store finds every copy (:meth:`RayLauncher.discover`) and a restarted gateway
+adopts or removes what a crashed one left. A lost node or actor shows at once in
+:meth:`RayCopy.exit_code`: the gateway keeps one ``wait_exit`` call pending per copy, and Ray
+fails it with ``ActorDiedError`` when the actor or its node dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import ray
+from ray.exceptions import GetTimeoutError, RayError
+
+from outcrop.cluster.copy_actor import CopyActor
+from outcrop.cluster.launchers import (
+    FoundCopy,
+    Launcher,
+    LaunchRequest,
+    process_launcher,
+    read_log_tail,
+    url_host,
+)
+from outcrop.config import OutcropConfig, RayConfig, RayCopyResources
+from outcrop.envs import worker_id_hint
+from outcrop.errors import ConfigError, ServiceUnavailableError
+
+log = logging.getLogger("outcrop.cluster")
+
+ACTOR_PREFIX = "outcrop-copy-"
+# Exit code reported for a copy whose actor or node died (as if SIGKILLed).
+LOST_EXIT_CODE = -int(signal.SIGKILL)
+# Why 3 s: a copy asked to exit with SIGKILL is gone in milliseconds; an actor that has not
+# reported it by then is stuck or on a lost node, and Ray kills it instead.
+KILL_ESCALATE_SECONDS = 3.0
+# Why 2 s: describing a live actor takes milliseconds; one that does not answer is not adopted.
+DESCRIBE_TIMEOUT_SECONDS = 2.0
+
+_RemoteCopyActor: Any = None
+
+
+def _actor_class() -> Any:
+    global _RemoteCopyActor
+    if _RemoteCopyActor is None:
+        _RemoteCopyActor = ray.remote(max_restarts=0, max_task_retries=0)(CopyActor)
+    return _RemoteCopyActor
+
+
+def connect(config: RayConfig) -> None:
+    """Join the configured Ray cluster once per process (a driver already connected is reused)."""
+    if ray.is_initialized():
+        return
+    address = None if config.address == "local" else config.address
+    try:
+        ray.init(
+            address=address,
+            namespace=config.namespace,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            configure_logging=False,
+        )
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ConfigError(
+            f"Cannot join the Ray cluster at ray.address '{config.address}': {exc}. Start one "
+            "(`ray start --head`), or set OUTCROP_RAY_ADDRESS to 'auto', 'ray://head:10001' or 'local'."
+        ) from None
+
+
+class RayCopy:
+    """A copy running in a Ray actor (the fleet's :class:`~outcrop.cluster.launchers.LaunchedCopy`)."""
+
+    def __init__(
+        self,
+        actor: Any,
+        *,
+        host: str,
+        port: int,
+        health_path: str,
+        log_path: Path,
+        pid: int | None,
+        owned: bool,
+        node_id: str = "",
+    ) -> None:
+        self.actor = actor
+        self.host = host
+        self.port = port
+        self.url = f"http://{url_host(host)}:{port}"
+        self.health_path = health_path
+        self.log_path = log_path
+        self.owned = owned
+        self.node_id = node_id
+        self._pid = pid
+        self._exit_ref = actor.wait_exit.remote()
+        self._code: int | None = None
+        self._lost: str | None = None
+        self._kill_sent_at: float | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+    def exit_code(self) -> int | None:
+        if self._code is not None:
+            return self._code
+        ready, _ = ray.wait([self._exit_ref], timeout=0)
+        if ready:
+            try:
+                self._code = int(ray.get(self._exit_ref))
+            except RayError as exc:
+                self._lost = f"its Ray actor or node was lost ({type(exc).__name__})"
+                self._code = LOST_EXIT_CODE
+        elif self._kill_sent_at is not None and time.monotonic() - self._kill_sent_at > KILL_ESCALATE_SECONDS:
+            self._kill_sent_at = None
+            ray.kill(self.actor, no_restart=True)
+        return self._code
+
+    def terminate(self) -> None:
+        if self.owned:
+            self.actor.signal.remote(int(signal.SIGTERM))
+
+    def kill(self) -> None:
+        if self.owned and self._code is None:
+            self.actor.signal.remote(int(signal.SIGKILL))
+            if self._kill_sent_at is None:
+                self._kill_sent_at = time.monotonic()
+
+    def release(self) -> None:
+        if self.owned:
+            try:
+                ray.kill(self.actor, no_restart=True)
+            except RayError:
+                pass
+
+    def log_tail(self, max_chars: int = 600) -> str:
+        tail = read_log_tail(self.log_path, max_chars)  # the nodes of one machine share the data dir
+        if not tail and self._lost is None:
+            try:
+                tail = str(ray.get(self.actor.log_tail.remote(max_chars), timeout=1.0))
+            except RayError:
+                tail = ""
+        return f"{self._lost}; {tail}" if self._lost else tail
+
+
+class RayLauncher:
+    """Starts copies in Ray actors (see the module docstring)."""
+
+    name: ClassVar[str] = "ray"
+    uses_local_memory: ClassVar[bool] = False
+    shares_copies: ClassVar[bool] = True
+
+    def __init__(self, config: OutcropConfig) -> None:
+        self.config = config
+        self.settings = config.ray
+        self.inner: Launcher = process_launcher(self.settings.copy_launcher, config.serving)
+        self.owner = worker_id_hint()
+        connect(self.settings)
+
+    def command(self, request: LaunchRequest) -> list[str]:
+        return self.inner.command(request)
+
+    def health_path(self) -> str:
+        return self.inner.health_path()
+
+    def resources(self, request: LaunchRequest) -> dict[str, Any]:
+        """The actor options that reserve one copy's CPUs, GPUs and memory."""
+        cfg = self.settings
+        override = cfg.model_resources.get(request.served_name) or cfg.model_resources.get(request.model_id)
+        override = override or RayCopyResources()
+        options: dict[str, Any] = {
+            "num_cpus": cfg.num_cpus if override.num_cpus is None else override.num_cpus,
+            "num_gpus": cfg.num_gpus if override.num_gpus is None else override.num_gpus,
+        }
+        memory = override.memory_bytes
+        if memory is None and cfg.reserve_memory and request.memory_estimate_bytes > 0:
+            memory = request.memory_estimate_bytes
+        if memory:
+            options["memory"] = memory
+        return options
+
+    def launch(self, request: LaunchRequest) -> RayCopy:
+        cfg = self.settings
+        resources = self.resources(request)
+        actor = (
+            _actor_class()
+            .options(
+                name=ACTOR_PREFIX + request.copy_id,
+                namespace=cfg.namespace,
+                lifetime="detached",
+                scheduling_strategy="SPREAD" if cfg.spread else "DEFAULT",
+                **resources,
+            )
+            .remote(request.copy_id, request.model_id, request.served_name, self.owner)
+        )
+        try:
+            try:
+                host, port, node_id = ray.get(
+                    actor.address.remote(cfg.copy_host), timeout=cfg.placement_timeout_seconds
+                )
+            except GetTimeoutError:
+                raise ServiceUnavailableError(
+                    f"No node of the Ray cluster had {_describe(resources)} free for a copy of "
+                    f"'{request.served_name}' within {cfg.placement_timeout_seconds:g} s "
+                    "(ray.placement_timeout_seconds). Add nodes, or lower ray.model_resources for the model "
+                    "(`ray status` shows what is free).",
+                    retry_after_seconds=10.0,
+                ) from None
+            files = [(f.path, f.sha256, f.size_bytes) for f in request.model_files]
+            cache = str(cfg.node_cache_dir) if cfg.node_cache_dir else None
+            model_dir = ray.get(
+                actor.prepare_model.remote(str(request.model_dir), files, request.store_root, cache),
+                timeout=self.config.serving.copy_start_timeout_seconds,
+            )
+            bind = cfg.copy_host or host
+            argv = self.inner.command(replace(request, host=bind, port=port, model_dir=Path(model_dir)))
+            url = f"http://{url_host(host)}:{port}"
+            pid = ray.get(
+                actor.start.remote(argv, str(request.log_path), url, self.health_path()),
+                timeout=cfg.call_timeout_seconds,
+            )
+        except BaseException:
+            ray.kill(actor, no_restart=True)
+            raise
+        log.info(
+            "copy actor placed",
+            extra={"copy_id": request.copy_id, "node_id": node_id, "url": url, "resources": resources},
+        )
+        return RayCopy(
+            actor,
+            host=host,
+            port=port,
+            health_path=self.health_path(),
+            log_path=request.log_path,
+            pid=pid,
+            owned=True,
+            node_id=node_id,
+        )
+
+    def discover(self, known: set[str]) -> list[FoundCopy]:
+        """The copy actors of the namespace that ``known`` lacks, described (an unreachable one is skipped)."""
+        names = [
+            entry["name"]
+            for entry in ray.util.list_named_actors(all_namespaces=True)
+            if entry["namespace"] == self.settings.namespace and entry["name"].startswith(ACTOR_PREFIX)
+        ]
+        found: list[FoundCopy] = []
+        for name in names:
+            copy_id = name[len(ACTOR_PREFIX) :]
+            if copy_id in known:
+                continue
+            try:
+                actor = ray.get_actor(name, namespace=self.settings.namespace)
+                info: Any = ray.get(actor.describe.remote(), timeout=DESCRIBE_TIMEOUT_SECONDS)
+            except (RayError, ValueError):
+                continue  # it died between the listing and now, or is still being placed
+            if not info["url"]:
+                continue  # still starting on another gateway: found again next round
+            launched = RayCopy(
+                actor,
+                host=info["host"],
+                port=int(info["port"]),
+                health_path=info["health_path"],
+                log_path=Path(info["log_path"]),
+                pid=info["pid"],
+                owned=False,
+            )
+            found.append(
+                FoundCopy(
+                    copy_id=copy_id,
+                    model_id=info["model_id"],
+                    launched=launched,
+                    started_at=float(info["started_at"]),
+                    running=info["exit_code"] is None,
+                )
+            )
+        return found
+
+    def close(self) -> None:
+        return None
+
+
+def _describe(resources: dict[str, Any]) -> str:
+    parts = [f"{resources['num_cpus']:g} CPU(s)"]
+    if resources.get("num_gpus"):
+        parts.append(f"{resources['num_gpus']:g} GPU(s)")
+    if resources.get("memory"):
+        parts.append(f"{resources['memory'] / 1024**3:.2f} GiB of memory")
+    return ", ".join(parts)
