@@ -61,6 +61,9 @@ class EngineRequest:
     # False: one output when the sequence finishes instead of one per step, which keeps
     # the HTTP thread (and the GIL) quiet while non-streaming requests decode.
     stream: bool = True
+    # Lower is sooner (vLLM's convention; the router sends 0 for online, 10 for batch records):
+    # see ``scheduler`` for how a more urgent class pauses less urgent sequences.
+    priority: int = 0
 
 
 @dataclass
@@ -83,7 +86,13 @@ class Sequence:
         return len(self.request.prompt_ids)
 
     def view(self) -> SeqView:
-        return SeqView(self.seq_id, self.prompt_len, min(self.num_cached, self.prompt_len), self.slot)
+        return SeqView(
+            self.seq_id,
+            self.prompt_len,
+            min(self.num_cached, self.prompt_len),
+            self.slot,
+            self.request.priority,
+        )
 
 
 Deliver = Callable[[list[tuple[EngineRequest, RequestOutput]]], None]
@@ -117,6 +126,7 @@ class Engine:
         self.running: dict[int, Sequence] = {}  # seq_id -> sequence holding a slot
         self.free_slots: list[int] = list(range(self.num_slots))
         self._last_kind = StepKind.IDLE
+        self._paused = 0  # sequences the last step skipped for a more urgent class
         self.metrics.kv_cache_bytes.set(runner.kv.bytes_total)
 
     # ------------------------------------------------------------ thread-safe API
@@ -162,6 +172,7 @@ class Engine:
             self._last_kind,
         )
         self._admit(plan)
+        self._paused = len(plan.paused)
         if plan.kind is StepKind.PREFILL:
             self._run_prefill(plan, outputs)
         elif plan.kind is StepKind.DECODE:
@@ -348,6 +359,7 @@ class Engine:
 
     def _update_gauges(self) -> None:
         self.metrics.running.set(len(self.running))
+        self.metrics.paused.set(self._paused)
         self.metrics.waiting.set(len(self.waiting) + len(self._inbox))
         used = sum(s.num_cached for s in self.running.values())
         self.metrics.kv_cache_usage.set(used / max(1, self.num_slots * self.max_model_len))

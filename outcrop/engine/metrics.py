@@ -17,6 +17,11 @@ class EngineMetrics:
         self.running = Gauge(
             "outcrop_engine_requests_running", "Sequences holding a KV-cache slot.", registry=r
         )
+        self.paused = Gauge(
+            "outcrop_engine_requests_paused",
+            "Sequences holding a slot but skipped while a more urgent priority class runs.",
+            registry=r,
+        )
         self.waiting = Gauge("outcrop_engine_requests_waiting", "Sequences queued for a slot.", registry=r)
         self.kv_cache_usage = Gauge(
             "outcrop_engine_kv_cache_usage_ratio", "Fraction of KV-cache token capacity in use.", registry=r

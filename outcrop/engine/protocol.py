@@ -45,6 +45,11 @@ class SamplingFields(_Strict):
     ignore_eos: StrictBool = False
     user: StrictStr | None = None
     logit_bias: dict[str, Number] | None = None
+    # vLLM's extension (``--scheduling-policy priority``): lower is served sooner. Outcrop's router
+    # sends 10 for batch records and leaves it out (0) for online requests.
+    priority: StrictInt = Field(
+        0, ge=-(2**31), le=2**31 - 1, description="Scheduling priority; lower runs sooner (extension)."
+    )
 
 
 class CompletionRequest(SamplingFields):

@@ -44,6 +44,7 @@ class WorkerOptions:
     kv_cache_bytes: int | None = None  # None = a share of free memory
     max_model_len: int | None = None  # None = the model's max_position_embeddings
     max_prefill_tokens: int = SchedulerLimits().max_prefill_tokens
+    max_lower_priority_seqs: int = SchedulerLimits().max_lower_priority_seqs
     threads: int | None = None  # torch intra-op threads; None = torch's default
     max_queued: int = DEFAULT_MAX_QUEUED  # sequences waiting for a slot before new ones get 503
 
@@ -113,7 +114,10 @@ class WorkerRuntime:
             runner,
             self.tokenizer.tokenizer,
             self.tokenizer.eos_token_ids,
-            SchedulerLimits(max_prefill_tokens=opts.max_prefill_tokens),
+            SchedulerLimits(
+                max_prefill_tokens=opts.max_prefill_tokens,
+                max_lower_priority_seqs=opts.max_lower_priority_seqs,
+            ),
             self.metrics,
         )
         log.info(
@@ -180,7 +184,10 @@ class WorkerRuntime:
             )
 
     async def generate(
-        self, sequences: list[tuple[str, list[int], SamplingParams]], stream: bool = True
+        self,
+        sequences: list[tuple[str, list[int], SamplingParams]],
+        stream: bool = True,
+        priority: int = 0,
     ) -> AsyncGenerator[tuple[int, RequestOutput], None]:
         """Submit sequences (request_id, prompt_ids, params); yield ``(index, output)`` until all finish.
 
@@ -192,7 +199,9 @@ class WorkerRuntime:
         unfinished = set(index)
         for request_id, prompt_ids, params in sequences:
             self._queues[request_id] = queue
-            self.engine.add_request(EngineRequest(request_id, prompt_ids, params, stream=stream))
+            self.engine.add_request(
+                EngineRequest(request_id, prompt_ids, params, stream=stream, priority=priority)
+            )
         try:
             while unfinished:
                 output = await queue.get()

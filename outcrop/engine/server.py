@@ -204,7 +204,7 @@ def create_app(runtime: WorkerRuntime, lifespan: Any = None) -> FastAPI:
         response_id = new_id("cmpl")
         if body.stream:
             return _sse(_stream_completion(rt, body, sequences, response_id))
-        outputs = await _collect(rt, sequences, request)
+        outputs = await _collect(rt, sequences, request, body.priority)
         if outputs is None:
             return Response(status_code=499)
         choices = []
@@ -235,7 +235,7 @@ def create_app(runtime: WorkerRuntime, lifespan: Any = None) -> FastAPI:
         response_id = new_id("chatcmpl")
         if body.stream:
             return _sse(_stream_chat(rt, body, sequences, response_id))
-        outputs = await _collect(rt, sequences, request)
+        outputs = await _collect(rt, sequences, request, body.priority)
         if outputs is None:
             return Response(status_code=499)
         choices = []
@@ -291,13 +291,15 @@ async def _wait_for_disconnect(request: Request) -> None:
 
 
 async def _collect(
-    rt: WorkerRuntime, sequences: list[req.Sequence], request: Request
+    rt: WorkerRuntime, sequences: list[req.Sequence], request: Request, priority: int
 ) -> list[list[RequestOutput]] | None:
     """All outputs per sequence, or None if the client went away (generation is aborted)."""
 
     async def gather() -> list[list[RequestOutput]]:
         outputs: list[list[RequestOutput]] = [[] for _ in sequences]
-        async with aclosing(rt.generate([s.as_tuple() for s in sequences], stream=False)) as stream:
+        async with aclosing(
+            rt.generate([s.as_tuple() for s in sequences], stream=False, priority=priority)
+        ) as stream:
             async for index, output in stream:
                 _raise_if_failed(output)
                 outputs[index].append(output)
@@ -341,7 +343,7 @@ async def _stream_completion(
     created = now_seconds()
     last: dict[int, RequestOutput] = {}
     try:
-        async with aclosing(rt.generate([s.as_tuple() for s in sequences])) as stream:
+        async with aclosing(rt.generate([s.as_tuple() for s in sequences], priority=body.priority)) as stream:
             async for index, output in stream:
                 _raise_if_failed(output)
                 last[index] = output
@@ -386,7 +388,7 @@ async def _stream_chat(
     for i in range(len(sequences)):
         yield chunk([ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content=""))])
     try:
-        async with aclosing(rt.generate([s.as_tuple() for s in sequences])) as stream:
+        async with aclosing(rt.generate([s.as_tuple() for s in sequences], priority=body.priority)) as stream:
             async for index, output in stream:
                 _raise_if_failed(output)
                 last[index] = output

@@ -75,6 +75,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Padded prompt tokens computed per prefill step (chunked prefill).",
     )
     p.add_argument(
+        "--max-lower-priority-seqs",
+        type=int,
+        default=SchedulerLimits().max_lower_priority_seqs,
+        help="Sequences of a less urgent priority (e.g. batch, 10) that keep running while a more "
+        "urgent one (online, 0) is active; the others pause, keeping their KV cache.",
+    )
+    p.add_argument(
         "--max-queued",
         type=int,
         default=DEFAULT_MAX_QUEUED,
@@ -96,6 +103,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--max-batch must be at least 1")
     if args.max_prefill_tokens < 1:
         p.error("--max-prefill-tokens must be at least 1")
+    if args.max_lower_priority_seqs < 0:
+        p.error("--max-lower-priority-seqs must be 0 or more")
     return args
 
 
@@ -129,6 +138,7 @@ def build_server(args: argparse.Namespace) -> tuple[_DrainingServer, WorkerRunti
         kv_cache_bytes=args.kv_cache_bytes,
         max_model_len=args.max_model_len,
         max_prefill_tokens=args.max_prefill_tokens,
+        max_lower_priority_seqs=args.max_lower_priority_seqs,
         threads=args.threads,
         max_queued=args.max_queued,
     )

@@ -16,6 +16,10 @@ Semantics the router relies on:
 - A request abandoned mid-response (deadline, client gone) closes its connection, so the
   copy sees the disconnect and stops generating.
 - Idle connections are dropped after ``IDLE_SECONDS`` (servers close theirs after ~5 s).
+- A body's ``priority`` field (vLLM's scheduling priority, which the router sets for batch
+  records) is optional to the copy: a copy that answers 400 naming it (vLLM without
+  ``--scheduling-policy priority`` says "Priority scheduling is not enabled"; a strict server
+  calls it an unknown field) gets the request again without it, and never gets it again.
 """
 
 from __future__ import annotations
@@ -195,6 +199,16 @@ class CopyResponse:
         self.close()
 
 
+async def _refuses_priority(response: CopyResponse) -> bool:
+    """Whether a (complete, small) 400 answer is about the ``priority`` field; the body stays readable."""
+    exchange = response._exchange
+    try:
+        await exchange.finished
+    except CopyTransportError:
+        return False
+    return b"priority" in b"".join(exchange.chunks).lower()
+
+
 class CopyClient:
     """Pooled keep-alive connections to one copy at ``host:port``."""
 
@@ -204,9 +218,22 @@ class CopyClient:
         self._idle: collections.deque[_Connection] = collections.deque()
         self._all: set[_Connection] = set()
         self._closed = False
+        self.takes_priority = True  # False once the copy refused the ``priority`` field
 
     async def request(self, method: str, path: str, payload: Any = None) -> CopyResponse:
         """Send a request; returns once the status line and headers arrived (body: see CopyResponse)."""
+        with_priority = isinstance(payload, dict) and "priority" in payload
+        if with_priority and not self.takes_priority:
+            payload = {k: v for k, v in payload.items() if k != "priority"}
+            with_priority = False
+        response = await self._send(method, path, payload)
+        if with_priority and response.status_code == 400 and await _refuses_priority(response):
+            response.close()
+            self.takes_priority = False
+            return await self.request(method, path, payload)
+        return response
+
+    async def _send(self, method: str, path: str, payload: Any) -> CopyResponse:
         body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"

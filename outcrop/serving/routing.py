@@ -1,4 +1,17 @@
-"""Routing: the least-outstanding-requests choice (pure) and each model's bounded wait queue."""
+"""Routing: the least-outstanding-requests choice (pure) and each model's bounded wait queue.
+
+Batch records yield to online requests at three places:
+
+* **Copy slots** (:func:`slot_cap`): a batch record takes a copy slot only while at least
+  ``batch.online_reserved_slots_per_copy`` of the copy's ``max_concurrency_per_copy`` stay
+  free, so an online request never waits for a slot that batch records hold.
+* **The wait queue** (:class:`WaitQueue`): online waiters are served first.
+* **Inside the copy** (:func:`with_priority`): the request body carries the class as vLLM's
+  integer ``priority`` field (lower is sooner); Outcrop's worker, and vLLM started with
+  ``--scheduling-policy priority``, then run online sequences ahead of batch ones. The
+  router sets the field from the route's class and drops a caller's own value, so an
+  outside client cannot jump ahead of other online traffic.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +20,39 @@ import collections
 import enum
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from outcrop.serving.copies import CopyStatus, ModelCopy
 
 
 class Priority(enum.IntEnum):
-    """Request classes; a lower value is served first when requests wait for a copy."""
+    """Request classes; a lower value is served first, by the router and inside the copy.
 
-    ONLINE = 0  # interactive API traffic (Bedrock runtime, OpenAI)
-    BATCH = 1  # batch-job records: take a free slot only when no online request waits
+    The value is what copies get in the body's ``priority`` field (vLLM's convention: an
+    integer, lower sooner, 0 by default).
+    """
+
+    ONLINE = 0  # interactive API traffic (Bedrock runtime, OpenAI); the field is left out (0)
+    BATCH = 10  # batch-job records: spare capacity only; yield slots, queue places and steps
+
+
+def slot_cap(priority: Priority, max_concurrency_per_copy: int, online_reserved: int) -> int:
+    """Requests of this class that may be in flight on one copy before it counts as full for them.
+
+    Online requests may use every slot; batch records leave ``online_reserved`` free (but may
+    always use one, so a job cannot stall on a copy whose cap is below the reserve).
+    """
+    if priority is Priority.ONLINE:
+        return max_concurrency_per_copy
+    return max(1, max_concurrency_per_copy - online_reserved)
+
+
+def with_priority(body: dict[str, Any], priority: Priority) -> dict[str, Any]:
+    """The copy's request body with the route's class as ``priority`` (a caller's own is dropped)."""
+    out = {k: v for k, v in body.items() if k != "priority"}
+    if priority is not Priority.ONLINE:
+        out["priority"] = int(priority)
+    return out
 
 
 def choose_copy(
@@ -63,6 +100,12 @@ class WaitQueue:
     def _settle(self, waiter: Waiter) -> None:
         waiter.settled = True
         self.depth -= 1
+
+    def has_waiter_at_or_before(self, priority: Priority) -> bool:
+        """True when a request of this class or a more urgent one is already waiting (it goes first)."""
+        for waiter in self.pending():
+            return waiter.priority <= priority
+        return False
 
     def abandon(self, waiter: Waiter) -> None:
         """The waiter gave up (timeout, cancel) before being served."""

@@ -37,7 +37,7 @@ from outcrop.serving.copyclient import CopyResponse, CopyTransportError
 from outcrop.serving.fleet import KILL_GRACE_SECONDS, STARTUP_POLL_SECONDS, Fleet, wait_event
 from outcrop.serving.pool import ModelPool
 from outcrop.serving.protocol import CopyErrorResponse
-from outcrop.serving.routing import Priority, Waiter, choose_copy
+from outcrop.serving.routing import Priority, Waiter, choose_copy, slot_cap, with_priority
 from outcrop.store.imports import ImportedModel, ListFilter
 
 __all__ = ["ColdStartPolicy", "CopyInfo", "CopyStatus", "Priority", "Serving"]
@@ -127,7 +127,7 @@ class Serving:
         deadline = loop.time() + limit
         resolved = await self._resolve(model)
         pool = self._pool(resolved)
-        payload = {**body, "model": resolved.name}
+        payload = with_priority({**body, "model": resolved.name}, priority)
         policy = self._policy(pool, cold_start)
         try:
             async with asyncio.timeout_at(deadline):
@@ -167,7 +167,7 @@ class Serving:
         deadline = loop.time() + limit
         resolved = await self._resolve(model)
         pool = self._pool(resolved)
-        payload = {**body, "model": resolved.name, "stream": True}
+        payload = with_priority({**body, "model": resolved.name, "stream": True}, priority)
         policy = self._policy(pool, cold_start)
         exclude: frozenset[str] = frozenset()
         started = False
@@ -356,8 +356,8 @@ class Serving:
             exclude = frozenset()  # nothing else to try: the same copy once more beats failing
         # A suspect copy (its connection just broke) is not tried again: the request waits for its
         # health check to clear it, or for the replacement started when it is failed.
-        cap = pool.spec.max_concurrency_per_copy
-        if pool.queue.depth == 0:
+        cap = self._slot_cap(pool, priority)
+        if not pool.queue.has_waiter_at_or_before(priority):  # online passes waiting batch records
             copy = choose_copy(pool.copies.values(), cap, exclude)
             if copy is not None:
                 copy.in_flight += 1
@@ -417,15 +417,18 @@ class Serving:
         """Hand free slots to waiting requests, highest priority first."""
         if pool.queue.depth == 0:
             return
-        cap = pool.spec.max_concurrency_per_copy
         for waiter in pool.queue.pending():
-            copy = choose_copy(pool.copies.values(), cap, waiter.exclude)
+            copy = choose_copy(pool.copies.values(), self._slot_cap(pool, waiter.priority), waiter.exclude)
             if copy is None:
                 if not waiter.exclude:
                     break
                 continue
             copy.in_flight += 1
             pool.queue.serve(waiter, copy)
+
+    def _slot_cap(self, pool: ModelPool, priority: Priority) -> int:
+        reserved = self.config.batch.online_reserved_slots_per_copy
+        return slot_cap(priority, pool.spec.max_concurrency_per_copy, reserved)
 
     async def _post_once(
         self, pool: ModelPool, copy: ModelCopy, path: str, payload: dict[str, Any]

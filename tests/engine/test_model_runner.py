@@ -73,6 +73,42 @@ def test_greedy_output_is_the_same_alone_and_inside_a_busy_batch(
     assert collected == alone
 
 
+def test_batch_sequences_pause_for_online_ones_and_their_greedy_output_is_unchanged(
+    tiny_models: dict[str, Path],
+) -> None:
+    runtime = make_runtime(tiny_models["llama"], max_batch=6, max_lower_priority_seqs=1)
+    engine = runtime.engine
+    assert engine is not None and runtime.tokenizer is not None
+    texts = ["Once upon a time", "SELECT name FROM", "def add(a, b):", "Hello, world! How"]
+    ids = [runtime.tokenizer.encode(t) for t in texts]
+    alone = {
+        f"b{i}": tokens_of(run_engine(engine, [EngineRequest(f"b{i}", p, greedy(20))])[f"b{i}"])
+        for i, p in enumerate(ids[:3])
+    }
+    online_alone = tokens_of(run_engine(engine, [EngineRequest("o", ids[3], greedy(12))])["o"])
+
+    for i, p in enumerate(ids[:3]):
+        engine.add_request(EngineRequest(f"b{i}", p, greedy(20), priority=10))
+    collected: dict[str, list[int]] = {name: [] for name in [*alone, "o"]}
+    for _ in range(3):  # the batch sequences are decoding when the online one arrives
+        for req, out in engine.step():
+            collected[req.request_id] += out.token_ids
+    engine.add_request(EngineRequest("o", ids[3], greedy(12)))
+    rows_beside_online: list[int] = []
+    for _ in range(500):
+        online_running = any(s.request.request_id == "o" for s in engine.running.values())
+        stepped = engine.step()
+        produced = [req.request_id for req, out in stepped if out.token_ids]
+        if online_running and "o" in produced:
+            rows_beside_online.append(len(produced) - 1)
+        for req, out in stepped:
+            collected[req.request_id] += out.token_ids
+        if not engine.running and not engine.waiting:
+            break
+    assert rows_beside_online and max(rows_beside_online) <= 1  # the other batch rows paused
+    assert collected == {**alone, "o": online_alone}
+
+
 def test_bfloat16_generation_runs_and_stays_in_vocabulary(tiny_models: dict[str, Path]) -> None:
     runtime = make_runtime(tiny_models["qwen2"], max_batch=2, dtype="bfloat16")
     engine = runtime.engine

@@ -7,8 +7,17 @@ import pytest
 from outcrop.engine.scheduler import PrefillChunk, SchedulerLimits, SeqView, StepKind, schedule
 
 
-def seq(seq_id: int, prompt_len: int, computed: int = 0, slot: int | None = None) -> SeqView:
-    return SeqView(seq_id, prompt_len, computed, slot)
+def seq(
+    seq_id: int, prompt_len: int, computed: int = 0, slot: int | None = None, priority: int = 0
+) -> SeqView:
+    return SeqView(seq_id, prompt_len, computed, slot, priority)
+
+
+ONLINE, BATCH = 0, 10
+
+
+def batch(seq_id: int, prompt_len: int, computed: int = 0, slot: int | None = None) -> SeqView:
+    return seq(seq_id, prompt_len, computed, slot, BATCH)
 
 
 LIMITS = SchedulerLimits(max_prefill_tokens=16)
@@ -145,3 +154,130 @@ def test_schedule_does_not_mutate_its_inputs() -> None:
     schedule(waiting, [], free, LIMITS)
     assert free == [0, 1]
     assert waiting == [seq(1, 5)]
+
+
+PRIORITY_LIMITS = SchedulerLimits(max_prefill_tokens=16, max_lower_priority_seqs=1)
+
+
+@pytest.mark.parametrize(
+    ("case", "waiting", "running", "free", "last", "kind", "admitted", "prefill", "decode", "paused"),
+    [
+        (
+            "admission takes the lowest priority value first, arrival order within it",
+            [batch(1, 5), seq(2, 5), batch(3, 5), seq(4, 5)],
+            [],
+            [0, 1],
+            StepKind.IDLE,
+            StepKind.PREFILL,
+            [(2, 0), (4, 1)],
+            [PrefillChunk(2, 0, 0, 5), PrefillChunk(4, 1, 0, 5)],
+            [],
+            [],
+        ),
+        (
+            "a lone class runs in full, whatever its priority",
+            [],
+            [batch(1, 5, 5, 0), batch(2, 5, 5, 1), batch(3, 5, 5, 2)],
+            [],
+            StepKind.DECODE,
+            StepKind.DECODE,
+            [],
+            [],
+            [1, 2, 3],
+            [],
+        ),
+        (
+            "while online decodes, batch keeps only its oldest rows and the rest pause",
+            [],
+            [batch(3, 5, 5, 0), seq(9, 5, 5, 1), batch(1, 5, 5, 2), batch(2, 5, 5, 3)],
+            [],
+            StepKind.DECODE,
+            StepKind.DECODE,
+            [],
+            [],
+            [9, 1],
+            [2, 3],
+        ),
+        (
+            "an online prompt is prefilled first; paused batch prompts are not",
+            [seq(9, 4)],
+            [batch(1, 5, 5, 0), batch(2, 6, 0, 1)],
+            [2],
+            StepKind.DECODE,
+            StepKind.PREFILL,
+            [(9, 2)],
+            [PrefillChunk(9, 2, 0, 4)],
+            [],
+            [2],
+        ),
+        (
+            "online prefill and batch decode still alternate (no long stalls for either)",
+            [],
+            [seq(9, 40, 16, 2), batch(1, 5, 5, 0)],
+            [],
+            StepKind.PREFILL,
+            StepKind.DECODE,
+            [],
+            [],
+            [1],
+            [],
+        ),
+        (
+            "a batch prompt within the allowance is prefilled beside online ones",
+            [],
+            [seq(9, 4, 0, 2), batch(1, 3, 0, 0), batch(2, 3, 0, 1)],
+            [],
+            StepKind.DECODE,
+            StepKind.PREFILL,
+            [],
+            [PrefillChunk(9, 2, 0, 4), PrefillChunk(1, 0, 0, 3)],
+            [],
+            [2],
+        ),
+        (
+            "paused sequences resume when the online ones leave",
+            [],
+            [batch(1, 5, 5, 0), batch(2, 5, 5, 1)],
+            [2],
+            StepKind.DECODE,
+            StepKind.DECODE,
+            [],
+            [],
+            [1, 2],
+            [],
+        ),
+        (
+            "more urgent classes stack: the allowance goes to the next class first",
+            [],
+            [batch(1, 5, 5, 0), seq(2, 5, 5, 1, priority=5), seq(3, 5, 5, 2, priority=-1)],
+            [],
+            StepKind.DECODE,
+            StepKind.DECODE,
+            [],
+            [],
+            [3, 2],
+            [1],
+        ),
+    ],
+)
+def test_schedule_by_priority_decides(
+    case: str,
+    waiting: list[SeqView],
+    running: list[SeqView],
+    free: list[int],
+    last: StepKind,
+    kind: StepKind,
+    admitted: list[tuple[int, int]],
+    prefill: list[PrefillChunk],
+    decode: list[int],
+    paused: list[int],
+) -> None:
+    plan = schedule(waiting, running, free, PRIORITY_LIMITS, last)
+    got = (plan.kind, plan.admitted, plan.prefill, plan.decode, plan.paused)
+    assert got == (kind, admitted, prefill, decode, paused), case
+
+
+def test_no_lower_priority_allowance_pauses_every_batch_sequence_beside_online_ones() -> None:
+    limits = SchedulerLimits(max_prefill_tokens=16, max_lower_priority_seqs=0)
+    plan = schedule([], [seq(9, 5, 5, 1), batch(1, 5, 5, 0)], [], limits, StepKind.DECODE)
+    assert (plan.decode, plan.paused) == ([9], [1])

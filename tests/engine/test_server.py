@@ -149,6 +149,7 @@ def test_health_models_and_metrics(client: TestClient) -> None:
     for name in (
         "outcrop_engine_requests_running",
         "outcrop_engine_requests_waiting",
+        "outcrop_engine_requests_paused",
         "outcrop_engine_generation_tokens_total",
         "outcrop_engine_time_to_first_token_seconds_bucket",
         "outcrop_engine_time_per_output_token_seconds_bucket",
@@ -172,6 +173,8 @@ def test_health_models_and_metrics(client: TestClient) -> None:
         ({"prompt": "Hello", "n": 0}, "n", "n"),
         ({"prompt": "Hello", "echo": True}, "echo", "echo"),
         ({"max_tokens": 5}, "prompt", "required"),
+        ({"prompt": "Hello", "priority": "high"}, "priority", "valid integer"),
+        ({"prompt": "Hello", "priority": 1.5}, "priority", "valid integer"),
     ],
 )
 def test_bad_completion_requests_are_400_openai_errors(
@@ -184,6 +187,14 @@ def test_bad_completion_requests_are_400_openai_errors(
     assert error["type"] == "invalid_request_error"
     assert error["param"] == param
     assert fragment in error["message"]
+
+
+def test_priority_is_accepted_on_completions_chat_and_streams(client: TestClient) -> None:
+    assert _complete(client, max_tokens=2, priority=10).status_code == 200
+    assert _complete(client, max_tokens=2, priority=10, stream=True).status_code == 200
+    chat = {"model": "m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "priority": -1}
+    r = client.post("/v1/chat/completions", json=chat)
+    assert r.status_code == 200, r.text
 
 
 def test_context_overflow_names_both_numbers_and_the_limit(client: TestClient) -> None:

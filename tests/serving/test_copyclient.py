@@ -73,6 +73,49 @@ async def test_requests_reuse_one_keep_alive_connection() -> None:
         await client.aclose()
 
 
+async def test_a_copy_that_refuses_the_priority_field_gets_requests_without_it() -> None:
+    received: list[bytes] = []
+
+    async def vllm_without_priority_policy(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            body = await read_request(reader)
+            received.append(body)
+            if b'"priority"' in body:
+                error = b'{"error":{"message":"Got priority 10 but Priority scheduling is not enabled."}}'
+                writer.write(ok(error).replace(b"200 OK", b"400 Bad Request"))
+            else:
+                writer.write(ok(body))
+            await writer.drain()
+
+    async with server(vllm_without_priority_policy) as (port, _):
+        client = CopyClient("127.0.0.1", port)
+        assert await client.post_json("/x", {"i": 1, "priority": 10}) == (200, b'{"i":1}')
+        assert await client.post_json("/x", {"i": 2, "priority": 10}) == (200, b'{"i":2}')
+        assert received == [b'{"i":1,"priority":10}', b'{"i":1}', b'{"i":2}']  # asked once, then never
+        await client.aclose()
+
+
+async def test_other_400_answers_to_a_request_with_priority_are_returned_as_they_are() -> None:
+    async def rejects(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(
+                ok(b'{"error":{"message":"max_tokens is too large"}}').replace(b"200 OK", b"400 Bad")
+            )
+            await writer.drain()
+
+    async with server(rejects) as (port, connections):
+        client = CopyClient("127.0.0.1", port)
+        assert await client.post_json("/x", {"priority": 10}) == (
+            400,
+            b'{"error":{"message":"max_tokens is too large"}}',
+        )
+        assert client.takes_priority and len(connections) == 1
+        await client.aclose()
+
+
 async def test_an_idle_connection_the_server_closed_is_replaced_transparently() -> None:
     async def one_per_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         body = await read_request(reader)

@@ -16,7 +16,7 @@ from outcrop.serving.memory import (
     parse_nvidia_smi_free,
     plan_fit,
 )
-from outcrop.serving.routing import Priority, Waiter, WaitQueue, choose_copy
+from outcrop.serving.routing import Priority, Waiter, WaitQueue, choose_copy, slot_cap, with_priority
 
 
 def copy(
@@ -69,6 +69,64 @@ def test_wait_queue_serves_online_before_batch_and_fifo_within_a_class() -> None
         return order
 
     assert asyncio.run(run()) == ["o1", "b1", "b2"]
+
+
+@pytest.mark.parametrize(
+    ("priority", "cap", "reserved", "expected"),
+    [
+        (Priority.ONLINE, 16, 2, 16),  # online may use every slot
+        (Priority.BATCH, 16, 2, 14),  # batch leaves the reserve free
+        (Priority.BATCH, 16, 0, 16),
+        (Priority.BATCH, 2, 2, 1),  # but always gets one slot, or a job could never run
+        (Priority.BATCH, 1, 4, 1),
+    ],
+)
+def test_batch_records_leave_reserved_slots_to_online_requests(
+    priority: Priority, cap: int, reserved: int, expected: int
+) -> None:
+    assert slot_cap(priority, cap, reserved) == expected
+
+
+def test_a_batch_record_never_takes_a_copy_at_its_batch_cap() -> None:
+    copies = [copy(1, in_flight=14), copy(2, in_flight=15)]
+    assert choose_copy(copies, slot_cap(Priority.BATCH, 16, 2)) is None
+    chosen = choose_copy(copies, slot_cap(Priority.ONLINE, 16, 2))
+    assert chosen is not None and chosen.copy_id == "c1"
+
+
+@pytest.mark.parametrize(
+    ("body", "priority", "sent"),
+    [
+        ({"prompt": "x"}, Priority.ONLINE, {"prompt": "x"}),  # online: the field is left out (0)
+        ({"prompt": "x", "priority": -100}, Priority.ONLINE, {"prompt": "x"}),  # a caller cannot jump
+        ({"prompt": "x"}, Priority.BATCH, {"prompt": "x", "priority": 10}),  # vLLM's convention
+        ({"prompt": "x", "priority": 0}, Priority.BATCH, {"prompt": "x", "priority": 10}),
+    ],
+)
+def test_the_copy_gets_the_routes_class_as_priority(
+    body: dict[str, object], priority: Priority, sent: dict[str, object]
+) -> None:
+    assert with_priority(body, priority) == sent
+
+
+def test_an_online_request_passes_waiting_batch_records_but_not_waiting_online_ones() -> None:
+    async def run() -> list[bool]:
+        loop = asyncio.get_running_loop()
+        queue = WaitQueue()
+        seen = [queue.has_waiter_at_or_before(Priority.ONLINE)]
+        queue.push(Waiter(loop.create_future(), Priority.BATCH))
+        seen += [
+            queue.has_waiter_at_or_before(Priority.ONLINE),
+            queue.has_waiter_at_or_before(Priority.BATCH),
+        ]
+        online = Waiter(loop.create_future(), Priority.ONLINE)
+        queue.push(online)
+        seen.append(queue.has_waiter_at_or_before(Priority.ONLINE))
+        queue.abandon(online)
+        seen.append(queue.has_waiter_at_or_before(Priority.ONLINE))
+        return seen
+
+    assert asyncio.run(run()) == [False, False, True, True, False]
 
 
 def test_fit_plan_stops_least_recently_used_copies_only_as_needed() -> None:

@@ -202,6 +202,33 @@ async def test_online_requests_go_ahead_of_batch_requests(
         assert finished == ["first", "online", "batch0", "batch1"]
 
 
+async def test_batch_records_leave_reserved_slots_so_online_requests_start_at_once(
+    serving_config: Config, serving_registry: Registry
+) -> None:
+    config = serving_config(
+        "--delay-ms",
+        "300",
+        **{"serving.defaults.max_concurrency_per_copy": 3, "batch.online_reserved_slots_per_copy": 2},
+    )
+    async with running(config, serving_registry) as serving:
+        await serving.warm("alpha")
+        finished: list[str] = []
+
+        async def call(name: str, priority: Priority) -> None:
+            await serving.post("alpha", "/v1/completions", PROMPT, cold_start=HOLD, priority=priority)
+            finished.append(name)
+
+        batch = [asyncio.create_task(call(f"batch{i}", Priority.BATCH)) for i in range(3)]
+        await asyncio.sleep(0.1)
+        assert serving.copies()[0].in_flight == 1  # 3 slots, 2 kept for online traffic
+        assert serving.stats()["models"]["alpha"]["queue_depth"] == 2
+        online = asyncio.create_task(call("online", Priority.ONLINE))
+        await asyncio.sleep(0.05)
+        assert serving.copies()[0].in_flight == 2  # it passed the waiting batch records
+        await asyncio.gather(*batch, online)
+        assert finished == ["batch0", "online", "batch1", "batch2"]
+
+
 async def test_deadline_raises_model_timeout_and_frees_the_slot(
     serving_config: Config, serving_registry: Registry
 ) -> None:
