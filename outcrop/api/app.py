@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from outcrop import __version__
-from outcrop.api import admin, keys, ops
+from outcrop.api import admin, console, keys, ops
 from outcrop.api.bedrock import batch as batch_routes
 from outcrop.api.bedrock import control, logging_config
 from outcrop.api.bedrock.errors import bedrock_error_response
@@ -259,4 +259,5 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(keys.router)
     app.include_router(ops.router)
+    app.include_router(console.router)
     return app

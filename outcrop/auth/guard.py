@@ -2,7 +2,8 @@
 
 Bedrock surfaces take AWS SigV4 (as boto3 signs) or ``Authorization: Bearer <api key>``; the
 OpenAI surface takes the bearer key. The action comes from the route (its Bedrock operation
-name), the resource from the model the request names. ``/health`` and ``/metrics`` are open.
+name), the resource from the model the request names. ``/health``, ``/metrics`` and the
+``/console`` page (which holds no data) are open.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from outcrop.config import OutcropConfig
 from outcrop.errors import AccessDeniedError, AuthenticationError
 from outcrop.registry import arns
 
-OPEN_ENDPOINTS = frozenset({"health", "metrics"})
+# The console page holds no data: what it shows it fetches with the key the user types.
+OPEN_ENDPOINTS = frozenset({"health", "metrics", "console"})
 # Routes whose operation is not a Bedrock one: endpoint function name -> action.
 ACTION_OVERRIDES = {
     "list_models": "bedrock:ListImportedModels",
