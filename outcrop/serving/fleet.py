@@ -9,13 +9,15 @@ Replacements come from demand: the autoscaler and cold starts call :meth:`Fleet.
 With a launcher whose copies every gateway of the store sees (``ray``), :meth:`Fleet.sync_loop`
 adopts the copies this gateway did not start (it routes to every ready copy) and keeps two
 leases in the store: this gateway's presence, and the autoscaler lease. Only the lease holder
-scales and stops the shared copies (it owns them); a gateway that stops while another is
-alive leaves its copies to it instead of stopping them.
+scales and stops the shared copies (it owns them), adding the demand the other gateways
+publish in the store to its own; a gateway that stops while another is alive leaves its
+copies to it instead of stopping them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -41,6 +43,7 @@ from outcrop.serving.memory import (
     plan_fit,
 )
 from outcrop.serving.pool import ModelPool
+from outcrop.store.fleet_demand import DemandBoard
 from outcrop.store.imports import ImportedModel
 from outcrop.store.leases import AUTOSCALER_LEASE, GATEWAY_PREFIX, Leases
 
@@ -80,10 +83,23 @@ class Fleet:
         # A fleet of its own is always scaled here; a shared one only by the autoscaler lease holder.
         self.scaler = not self.launcher.shares_copies
         self._stopping = False
+        self.demand_board = DemandBoard(registry.db)
+        # model id -> (monotonic time, demand of the other gateways) samples, newest last
+        self._remote_demand: dict[str, collections.deque[tuple[float, int]]] = {}
 
     def may_autoscale(self) -> bool:
         """Whether this gateway starts and stops copies by the autoscaler's decisions now."""
         return self.scaler and not self._stopping
+
+    def remote_demand(self, model_id: str, window_seconds: float) -> tuple[int, int]:
+        """(now, peak over the last ``window_seconds``) of the other gateways' demand for a model."""
+        samples = self._remote_demand.get(model_id)
+        if not samples:
+            return 0, 0
+        horizon = time.monotonic() - window_seconds
+        while len(samples) > 1 and samples[0][0] < horizon:
+            samples.popleft()
+        return samples[-1][1], max(d for _, d in samples)
 
     async def stop_all(self, reason: str) -> None:
         """Drain and stop every copy this gateway owns, bounded; kill what is left.
@@ -125,13 +141,18 @@ class Fleet:
         return [g for g in self.leases.live_holders(GATEWAY_PREFIX) if g != self.gateway_id]
 
     def _release_leases(self) -> None:
+        self.demand_board.clear(self.gateway_id)
         self.leases.release(AUTOSCALER_LEASE, self.gateway_id)
         self.leases.release(GATEWAY_PREFIX + self.gateway_id, self.gateway_id)
 
-    def _renew_leases(self) -> bool:
+    def _renew_leases(self, demand: dict[str, int]) -> tuple[bool, dict[str, int]]:
+        """Renew this gateway's leases and publish its demand; (holds the autoscaler lease, others' demand)."""
         seconds = self.config.ray.scaler_lease_seconds
         self.leases.acquire(GATEWAY_PREFIX + self.gateway_id, self.gateway_id, seconds)
-        return self.leases.acquire(AUTOSCALER_LEASE, self.gateway_id, seconds)
+        scaler = self.leases.acquire(AUTOSCALER_LEASE, self.gateway_id, seconds)
+        self.demand_board.publish(self.gateway_id, demand)
+        others = self.demand_board.others(self.gateway_id, seconds) if scaler else {}
+        return scaler, others
 
     async def sync_loop(self, pool_for: Callable[[ImportedModel], ModelPool]) -> None:
         """On a shared fleet: renew the leases and adopt copies found running, every sync interval."""
@@ -146,9 +167,22 @@ class Fleet:
 
     async def sync_once(self, pool_for: Callable[[ImportedModel], ModelPool]) -> None:
         """Renew the leases; adopt the copies other gateways (or a crashed one) started; own them if scaling."""
-        scaler = await asyncio.to_thread(self._renew_leases)
+        # Peak since the last round: a burst between two rounds still counts.
+        horizon = time.monotonic() - self.config.ray.sync_interval_seconds
+        demand = {}
+        for p in self.pools.values():
+            recent = max([p.demand_bucket, p.in_flight() + p.queue.depth], default=0)
+            recent = max([recent, *(d for t, d in p.demand_samples if t >= horizon)])
+            if recent:
+                demand[p.model.id] = recent
+        scaler, others = await asyncio.to_thread(self._renew_leases, demand)
         if self._stopping:
             return
+        now = time.monotonic()
+        for model_id in set(others) | set(self._remote_demand):
+            self._remote_demand.setdefault(model_id, collections.deque()).append(
+                (now, others.get(model_id, 0))
+            )
         if scaler != self.scaler:
             log.info(
                 "autoscaler lease " + ("taken" if scaler else "lost"), extra={"gateway": self.gateway_id}
@@ -493,6 +527,9 @@ class Fleet:
                         break
                     await asyncio.sleep(0.05)
             code = launched.exit_code()
+            if code == 0 and not launched.owned:
+                self.begin_stop(pool, copy, "the gateway that scales it stopped it")
+                return
             if code is not None:
                 self.fail_copy(pool, copy, f"the process exited with code {code}{_tail(launched)}")
                 return

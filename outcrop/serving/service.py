@@ -88,6 +88,7 @@ class Serving:
         self._wake = asyncio.Event()
         self._autoscaler = asyncio.create_task(self._autoscale_loop(), name="outcrop-autoscaler")
         self._spawn(self._warm_min_copies())
+        self._spawn(self.fleet.sync_loop(self._pool))  # a fleet shared by gateways: leases, adoption
 
     async def stop(self) -> None:
         """Drain and stop every copy (SIGTERM, then SIGKILL after the drain bound)."""
@@ -533,11 +534,15 @@ class Serving:
         now = time.monotonic()
         for pool in list(self._pools.values()):
             pool.sample(now)
+            if not self.fleet.may_autoscale():
+                continue  # another gateway scales this shared fleet (it holds the autoscaler lease)
+            window = pool.spec.idle_seconds_before_scale_down
+            remote_now, remote_peak = self.fleet.remote_demand(pool.model.id, window)  # other gateways'
             load = ModelLoad(
                 model_id=pool.model.id,
-                in_flight=pool.in_flight(),
+                in_flight=pool.in_flight() + remote_now,
                 queued=pool.queue.depth,
-                peak_demand_in_window=pool.peak_demand(now, pool.spec.idle_seconds_before_scale_down),
+                peak_demand_in_window=max(pool.peak_demand(now, window), remote_peak),
             )
             views = [
                 CopyView(

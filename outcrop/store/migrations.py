@@ -202,4 +202,19 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        7,
+        "each gateway's current demand per model, so the one that autoscales a shared fleet sees all traffic",
+        [
+            """
+            CREATE TABLE fleet_demand (
+                gateway VARCHAR(256) NOT NULL,
+                model_id VARCHAR(12) NOT NULL,
+                demand INTEGER NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (gateway, model_id)
+            )
+            """,
+        ],
+    ),
 ]
