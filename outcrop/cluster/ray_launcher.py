@@ -80,6 +80,22 @@ def connect(config: RayConfig) -> None:
         ) from None
 
 
+def copy_resources(cfg: RayConfig, request: LaunchRequest) -> dict[str, Any]:
+    """The actor options that reserve one copy's CPUs, GPUs and memory (a per-model override wins)."""
+    override = cfg.model_resources.get(request.served_name) or cfg.model_resources.get(request.model_id)
+    override = override or RayCopyResources()
+    options: dict[str, Any] = {
+        "num_cpus": cfg.num_cpus if override.num_cpus is None else override.num_cpus,
+        "num_gpus": cfg.num_gpus if override.num_gpus is None else override.num_gpus,
+    }
+    memory = override.memory_bytes
+    if memory is None and cfg.reserve_memory and request.memory_estimate_bytes > 0:
+        memory = request.memory_estimate_bytes
+    if memory:
+        options["memory"] = memory
+    return options
+
+
 class RayCopy:
     """A copy running in a Ray actor (the fleet's :class:`~outcrop.cluster.launchers.LaunchedCopy`)."""
 
@@ -175,25 +191,9 @@ class RayLauncher:
     def health_path(self) -> str:
         return self.inner.health_path()
 
-    def resources(self, request: LaunchRequest) -> dict[str, Any]:
-        """The actor options that reserve one copy's CPUs, GPUs and memory."""
-        cfg = self.settings
-        override = cfg.model_resources.get(request.served_name) or cfg.model_resources.get(request.model_id)
-        override = override or RayCopyResources()
-        options: dict[str, Any] = {
-            "num_cpus": cfg.num_cpus if override.num_cpus is None else override.num_cpus,
-            "num_gpus": cfg.num_gpus if override.num_gpus is None else override.num_gpus,
-        }
-        memory = override.memory_bytes
-        if memory is None and cfg.reserve_memory and request.memory_estimate_bytes > 0:
-            memory = request.memory_estimate_bytes
-        if memory:
-            options["memory"] = memory
-        return options
-
     def launch(self, request: LaunchRequest) -> RayCopy:
         cfg = self.settings
-        resources = self.resources(request)
+        resources = copy_resources(cfg, request)
         actor = (
             _actor_class()
             .options(

@@ -1,0 +1,55 @@
+"""The ray section: the environment spellings, and what one copy reserves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from outcrop.cluster.launchers import LaunchRequest
+from outcrop.cluster.ray_launcher import copy_resources
+from outcrop.config import RayConfig
+from outcrop.envs import load_config
+
+GIB = 1024**3
+
+
+def request(**overrides: object) -> LaunchRequest:
+    values: dict[str, object] = {
+        "copy_id": "copy-1",
+        "model_id": "abc123def456",
+        "served_name": "alpha",
+        "model_dir": Path("/m"),
+        "host": "127.0.0.1",
+        "port": 0,
+        "log_path": Path("/l"),
+        "memory_estimate_bytes": 3 * GIB,
+    }
+    values.update(overrides)
+    return LaunchRequest(**values)  # type: ignore[arg-type]
+
+
+def test_the_plain_ray_address_variable_is_honoured_and_the_nested_one_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OUTCROP_RAY_ADDRESS", "ray://head:10001")
+    assert load_config().ray.address == "ray://head:10001"
+    monkeypatch.setenv("OUTCROP_RAY__ADDRESS", "auto")
+    monkeypatch.setenv("OUTCROP_RAY__MODEL_RESOURCES", '{"alpha": {"num_gpus": 1}}')
+    config = load_config()
+    assert config.ray.address == "auto"
+    assert config.ray.model_resources["alpha"].num_gpus == 1
+
+
+def test_a_copy_reserves_the_default_cpus_and_its_models_memory_estimate() -> None:
+    assert copy_resources(RayConfig(), request()) == {"num_cpus": 1.0, "num_gpus": 0.0, "memory": 3 * GIB}
+    assert "memory" not in copy_resources(RayConfig(reserve_memory=False), request())
+
+
+@pytest.mark.parametrize("key", ["alpha", "abc123def456"])
+def test_a_per_model_override_by_name_or_id_replaces_the_defaults(key: str) -> None:
+    cfg = RayConfig.model_validate(
+        {"num_cpus": 2, "model_resources": {key: {"num_gpus": 1, "memory_bytes": GIB}}}
+    )
+    assert copy_resources(cfg, request()) == {"num_cpus": 2.0, "num_gpus": 1.0, "memory": GIB}
+    assert copy_resources(cfg, request(served_name="beta", model_id="x"))["num_gpus"] == 0.0
