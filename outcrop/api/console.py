@@ -4,7 +4,9 @@ Models, their copies (state, load, age), import jobs with live progress, batch j
 record counts, and the gateway's health, refreshed every two seconds. The page itself holds no
 data and is served without credentials; everything it shows comes from the same APIs the CLI
 uses, called from the browser with the API key the user types (kept in the tab's
-``sessionStorage`` only), so the policies of that key decide what it sees.
+``sessionStorage`` only), so the policies of that key decide what it sees. A link may carry the
+key in its fragment (``/console#key=ocp-...``: browsers never send fragments to the server); the
+page moves it into ``sessionStorage`` and drops it from the address bar.
 
 It is one static HTML document with its script and style inline, allowed by their hashes in a
 strict Content-Security-Policy; values from the server are written with ``textContent``, never
@@ -55,6 +57,10 @@ _SCRIPT = """
 const SOURCES = __SOURCES__;
 const keyInput = document.getElementById("key");
 const statusLine = document.getElementById("status");
+if (location.hash.startsWith("#key=")) {  // a link with the key (never sent to the server): keep it in this tab
+  sessionStorage.setItem("outcrop-key", decodeURIComponent(location.hash.slice(5)));
+  history.replaceState(null, "", location.pathname);
+}
 keyInput.value = sessionStorage.getItem("outcrop-key") || "";
 keyInput.addEventListener("change", () => { sessionStorage.setItem("outcrop-key", keyInput.value.trim()); refresh(); });
 

@@ -56,10 +56,8 @@ def submit(
         "-i",
         help="A .jsonl file or a folder of them: local path (read by the server), file:// or s3://.",
     ),
-    output: str = typer.Option(..., "--output", "-o", help="Output folder; results go to OUTPUT/<job-id>/."),
-    name: str | None = typer.Option(
-        None, "--name", "-n", help="Job name (default: batch-<model>-<timestamp>)."
-    ),
+    output: str = typer.Option(..., "--output", "-o", help="Output folder; results go to OUTPUT/JOB_ID/."),
+    name: str | None = typer.Option(None, "--name", "-n", help="Job name (default: batch-MODEL-TIMESTAMP)."),
     converse: bool = typer.Option(
         False, "--converse", help="Records are Converse requests (default: InvokeModel bodies)."
     ),

@@ -131,7 +131,8 @@ def _run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: 
         _invoke(url, config, console)
         console.print(
             f"\nTry it: [bold]outcrop --data-dir {data_dir} models show {DEMO_MODEL_NAME} --endpoint {url}[/]\n"
-            f"Credentials (admin; keep them safe): {config.credentials_path}"
+            f"Credentials (admin; keep them safe): {config.credentials_path}\n"
+            f"Console: [bold]{url}/console[/] (sign in with the api_key from that file)"
         )
         if keep_serving:
             stop = _install_stop_handlers()
