@@ -14,7 +14,9 @@ stopped or finished), and every ``batch.poll_seconds`` for changes made by other
 A running job keeps up to ``(max_concurrency_per_copy - online_reserved_slots_per_copy) x
 max_copies`` records of its model in flight (one semaphore per model, shared by that model's
 jobs), so the copies' continuous batches stay full while online requests still find a free
-slot (and, waiting, go first: the batch priority class). Finished records are checkpointed (output lines fsynced first, then the
+slot (the router never gives batch records a copy's reserved slots), go first when they
+wait, and, inside the copy, run ahead of batch sequences (the ``priority`` field: see
+:mod:`outcrop.serving.routing`). Finished records are checkpointed (output lines fsynced first, then the
 store) every ``checkpoint_interval_seconds`` or ``checkpoint_records``; on resume the
 output files are truncated to the checkpoint and only unrecorded records run again, so
 the outputs hold every input record exactly once.
