@@ -119,9 +119,12 @@ class CopyActor:
                 pass
 
     async def describe(self) -> dict[str, Any]:
-        """What a gateway needs to adopt this copy."""
+        """What a gateway needs to adopt this copy (and where it runs)."""
+        import ray
+
         process = self.process
         return {
+            "node_id": ray.get_runtime_context().get_node_id(),
             "copy_id": self.copy_id,
             "model_id": self.model_id,
             "model_name": self.model_name,

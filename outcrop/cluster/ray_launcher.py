@@ -276,6 +276,7 @@ class RayLauncher:
                 log_path=Path(info["log_path"]),
                 pid=info["pid"],
                 owned=False,
+                node_id=info["node_id"],
             )
             found.append(
                 FoundCopy(

@@ -108,13 +108,18 @@ class Fleet:
         """
         self._stopping = True
         if self.launcher.shares_copies:
-            others = await asyncio.to_thread(self._others_alive)
-            if others:
-                log.info("leaving the copies to the other gateways", extra={"gateways": others})
-                for copy in self._all_copies():
-                    if copy.launched is not None:
-                        copy.launched.owned = False
-            await asyncio.to_thread(self._release_leases)
+            try:
+                others = await asyncio.to_thread(self._others_alive)
+                if others:
+                    log.info("leaving the copies to the other gateways", extra={"gateways": others})
+                    for copy in self._all_copies():
+                        if copy.launched is not None:
+                            copy.launched.owned = False
+                await asyncio.to_thread(self._release_leases)
+            except Exception:  # the store is unreachable: stop what this gateway owns, leak nothing
+                log.exception(
+                    "could not reach the store while stopping; stopping the copies this gateway owns"
+                )
         for pool in self.pools.values():
             for copy in list(pool.copies.values()):
                 self.begin_stop(pool, copy, reason)
