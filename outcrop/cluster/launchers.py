@@ -54,10 +54,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol
 
+from outcrop.cluster.node_models import FileEntry
 from outcrop.config import OutcropConfig, ServingConfig
 from outcrop.envs import subprocess_env
 from outcrop.errors import ConfigError
-from outcrop.store.imports import ModelFile
 
 PLACEHOLDERS = ("model_dir", "port", "host", "served_name")
 
@@ -72,7 +72,9 @@ class LaunchRequest:
     port: int  # a port free here (likewise)
     log_path: Path
     memory_estimate_bytes: int = 0
-    model_files: tuple[ModelFile, ...] = ()  # what model_dir must hold, for a node that fetches it
+    model_files: tuple[
+        FileEntry, ...
+    ] = ()  # (path, sha256, size) model_dir must hold, for a node that fetches it
     store_root: str | None = None  # the model store the blobs come from
 
 

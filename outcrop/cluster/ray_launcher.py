@@ -218,7 +218,7 @@ class RayLauncher:
                     "(`ray status` shows what is free).",
                     retry_after_seconds=10.0,
                 ) from None
-            files = [(f.path, f.sha256, f.size_bytes) for f in request.model_files]
+            files = list(request.model_files)
             cache = str(cfg.node_cache_dir) if cfg.node_cache_dir else None
             model_dir = ray.get(
                 actor.prepare_model.remote(str(request.model_dir), files, request.store_root, cache),

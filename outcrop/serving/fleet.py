@@ -196,9 +196,26 @@ class Fleet:
         for copy in self._all_copies():
             if copy.launched is not None and copy.status is not CopyStatus.STARTING:
                 copy.launched.owned = scaler  # the scaler owns every copy; the others only route
+        if scaler:  # a model deleted through another gateway: its copies go too
+            gone = await asyncio.to_thread(
+                self._deleted_models, [m for m, p in self.pools.items() if p.copies]
+            )
+            for model_id in gone:
+                pool = self.pools[model_id]
+                for copy in list(pool.copies.values()):
+                    self.begin_stop(pool, copy, "the model was deleted")
         known = {c.copy_id for c in self._all_copies()}
         for found in await asyncio.to_thread(self.launcher.discover, known):
             await self._adopt(found, pool_for)
+
+    def _deleted_models(self, model_ids: list[str]) -> list[str]:
+        gone = []
+        for model_id in model_ids:
+            try:
+                self.registry.get_model(model_id)
+            except NotFoundError:
+                gone.append(model_id)
+        return gone
 
     async def _adopt(self, found: FoundCopy, pool_for: Callable[[ImportedModel], ModelPool]) -> None:
         """Route to a found copy of a known model; the scaler removes one of an unknown model or that exited."""
@@ -463,7 +480,7 @@ class Fleet:
             port=free_port(host),
             log_path=self.config.resolved_data_dir / "logs" / "copies" / f"{copy.copy_id}.log",
             memory_estimate_bytes=pool.model.memory_estimate_bytes,
-            model_files=tuple(files),
+            model_files=tuple((f.path, f.sha256, f.size_bytes) for f in files),
             store_root=str(self.registry.store.root),
         )
         copy.launched = await asyncio.to_thread(self.launcher.launch, request)

@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,7 @@ from outcrop.errors import OutcropError
 from outcrop.registry.service import Registry
 from outcrop.serving.copies import CopyStatus
 from outcrop.serving.service import ColdStartPolicy, Serving
-from tests.cluster.conftest import RayTestCluster, namespace_actors
+from tests.cluster.conftest import RayTestCluster, import_models, namespace_actors
 
 pytestmark = [pytest.mark.anyio, pytest.mark.ray]
 
@@ -138,3 +139,20 @@ async def test_a_copy_needing_more_than_any_node_has_fails_with_the_resources_na
     finally:
         await serving.stop()
     assert namespace_actors(config.ray.namespace) == []
+
+
+async def test_copies_of_a_model_deleted_through_another_gateway_are_stopped(
+    ray_config: Config, cluster_registry: Registry, tiny_model_cache: Callable[..., Path]
+) -> None:
+    import_models(cluster_registry, tiny_model_cache(family="llama"), ("doomed",))
+    config = ray_config()
+    serving = Serving(config, cluster_registry)
+    await serving.start()
+    try:
+        await serving.warm("doomed")
+        assert len(namespace_actors(config.ray.namespace)) == 1
+        cluster_registry.delete_model("doomed")  # as another gateway's DeleteImportedModel does
+        await eventually(lambda: namespace_actors(config.ray.namespace) == [], timeout_seconds=15)
+        assert serving.copies() == []
+    finally:
+        await serving.stop()
