@@ -80,6 +80,7 @@ class Sequence:
     held_token_ids: list[int] = field(default_factory=list)  # non-streaming: not delivered yet
     held_logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: str | None = None
+    admitted_before: bool = False  # a preempted sequence's prompt is counted once
 
     @property
     def prompt_len(self) -> int:
@@ -171,6 +172,7 @@ class Engine:
             self.limits,
             self._last_kind,
         )
+        self._preempt(plan)
         self._admit(plan)
         self._paused = len(plan.paused)
         if plan.kind is StepKind.PREFILL:
@@ -205,6 +207,18 @@ class Engine:
             self._release(seq)
             outputs.append((seq.request, self._output(seq, "", [], [])))
 
+    def _preempt(self, plan: StepPlan) -> None:
+        """Sequences that computed nothing give their slot to a more urgent one and queue again."""
+        for seq_id in plan.preempted:
+            seq = self.running.pop(seq_id)
+            assert seq.slot is not None and seq.num_cached == 0, "only unstarted sequences are preempted"
+            self.free_slots.append(seq.slot)
+            self.sampler.seed_slot(seq.slot, None)
+            seq.slot = None
+            self.waiting.append(seq)
+        if plan.preempted:
+            self.waiting.sort(key=lambda s: s.seq_id)  # back in arrival order
+
     def _admit(self, plan: StepPlan) -> None:
         if not plan.admitted:
             return
@@ -218,7 +232,9 @@ class Engine:
             params = seq.request.params
             self.counts.start(slot, seq.request.prompt_ids, params.needs_penalties)
             self.sampler.seed_slot(slot, params.seed)
-            self.metrics.prompt_tokens.inc(seq.prompt_len)
+            if not seq.admitted_before:
+                seq.admitted_before = True
+                self.metrics.prompt_tokens.inc(seq.prompt_len)
 
     def _run_prefill(self, plan: StepPlan, outputs: list[tuple[EngineRequest, RequestOutput]]) -> None:
         seqs = [self.running[c.seq_id] for c in plan.prefill]

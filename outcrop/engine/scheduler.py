@@ -15,6 +15,10 @@ The engine asks ``schedule(...)`` once per iteration and carries out the ``StepP
   to what it is without a batch job. (vLLM's ``--scheduling-policy priority`` orders its
   queue the same way but evicts, and later recomputes, lower-priority sequences only when
   KV memory runs out; pausing costs nothing to resume.)
+* **Slot preemption, free of cost.** When a more urgent sequence finds no free slot, a less
+  urgent one that holds a slot but has not computed anything yet (it was admitted, then
+  paused before its prefill) goes back to the queue and gives up its slot. Sequences with
+  tokens in the KV cache are never evicted, so nothing is recomputed.
 * **Chunked prefill.** Prompts are computed in chunks of at most ``max_prefill_tokens``
   (padded) tokens per step; several short prompts share one prefill step.
 * **No long stalls.** While some sequences are decoding, prefill steps and decode steps
@@ -74,6 +78,7 @@ class StepKind(Enum):
 class StepPlan:
     kind: StepKind
     admitted: list[tuple[int, int]] = field(default_factory=list)  # (seq_id, slot) moved off the queue
+    preempted: list[int] = field(default_factory=list)  # seq_ids back to the queue (nothing computed yet)
     prefill: list[PrefillChunk] = field(default_factory=list)
     decode: list[int] = field(default_factory=list)  # seq_ids
     paused: list[int] = field(default_factory=list)  # seq_ids holding a slot, skipped for a more urgent class
@@ -89,10 +94,17 @@ def schedule(
     """Plan one step. ``waiting`` is in arrival order; ``running`` sequences hold slots."""
     free = sorted(free_slots)
     admitted: list[tuple[int, int]] = []
+    preempted: list[int] = []
     active = list(running)
     for seq in sorted(waiting, key=lambda s: s.priority):  # stable: arrival order within a priority
         if not free:
-            break
+            victim = _unstarted_victim(active, seq.priority)
+            if victim is None:
+                break
+            assert victim.slot is not None, "an active sequence always holds a slot"
+            active.remove(victim)
+            preempted.append(victim.seq_id)
+            free.append(victim.slot)
         slot = free.pop(0)
         admitted.append((seq.seq_id, slot))
         active.append(replace(seq, slot=slot))
@@ -100,12 +112,18 @@ def schedule(
     runnable, paused = _split_by_priority(active, limits)
     pending = [s for s in runnable if s.prefill_remaining > 0]
     decoding = [s for s in runnable if s.prefill_remaining <= 0]
+    plan = StepPlan(StepKind.IDLE, admitted, preempted, paused=paused)
     if pending and (not decoding or last_kind is not StepKind.PREFILL):
-        chunks = _prefill_chunks(pending, limits)
-        return StepPlan(StepKind.PREFILL, admitted, prefill=chunks, paused=paused)
-    if decoding:
-        return StepPlan(StepKind.DECODE, admitted, decode=[s.seq_id for s in decoding], paused=paused)
-    return StepPlan(StepKind.IDLE, admitted, paused=paused)
+        plan.kind, plan.prefill = StepKind.PREFILL, _prefill_chunks(pending, limits)
+    elif decoding:
+        plan.kind, plan.decode = StepKind.DECODE, [s.seq_id for s in decoding]
+    return plan
+
+
+def _unstarted_victim(active: list[SeqView], priority: int) -> SeqView | None:
+    """The least urgent, newest slot holder that is less urgent than ``priority`` and computed nothing."""
+    candidates = [s for s in active if s.priority > priority and s.num_computed == 0]
+    return max(candidates, key=lambda s: (s.priority, s.seq_id), default=None)
 
 
 def _split_by_priority(active: list[SeqView], limits: SchedulerLimits) -> tuple[list[SeqView], list[int]]:

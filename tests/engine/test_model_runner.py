@@ -109,6 +109,37 @@ def test_batch_sequences_pause_for_online_ones_and_their_greedy_output_is_unchan
     assert collected == {**alone, "o": online_alone}
 
 
+def test_an_online_request_takes_the_slot_of_a_batch_sequence_that_has_not_started(
+    tiny_models: dict[str, Path],
+) -> None:
+    runtime = make_runtime(tiny_models["llama"], max_batch=3, max_lower_priority_seqs=1)
+    engine = runtime.engine
+    assert engine is not None and runtime.tokenizer is not None
+    ids = {name: runtime.tokenizer.encode(text) for name, text in [("o1", "Once upon"), ("o2", "SELECT")]}
+    ids |= {"b1": runtime.tokenizer.encode("def add(a, b):"), "b2": runtime.tokenizer.encode("Hello, world")}
+    alone = {n: tokens_of(run_engine(engine, [EngineRequest(n, p, greedy(16))])[n]) for n, p in ids.items()}
+
+    engine.add_request(EngineRequest("o1", ids["o1"], greedy(16)))
+    outputs = engine.step()
+    for name in ("b1", "b2"):
+        engine.add_request(EngineRequest(name, ids[name], greedy(16), priority=10))
+    outputs += engine.step()  # b1 runs beside o1; b2 holds the last slot, paused before its prefill
+    assert [s.request.request_id for s in engine.running.values()] == ["o1", "b1", "b2"]
+    engine.add_request(EngineRequest("o2", ids["o2"], greedy(16)))
+    outputs += engine.step()
+    assert sorted(s.request.request_id for s in engine.running.values()) == ["b1", "o1", "o2"]
+    assert [s.request.request_id for s in engine.waiting] == ["b2"]
+    collected: dict[str, list[int]] = {name: [] for name in ids}
+    for req, out in outputs:
+        collected[req.request_id] += out.token_ids
+    for _ in range(500):
+        for req, out in engine.step():
+            collected[req.request_id] += out.token_ids
+        if not engine.running and not engine.waiting:
+            break
+    assert collected == alone
+
+
 def test_bfloat16_generation_runs_and_stays_in_vocabulary(tiny_models: dict[str, Path]) -> None:
     runtime = make_runtime(tiny_models["qwen2"], max_batch=2, dtype="bfloat16")
     engine = runtime.engine

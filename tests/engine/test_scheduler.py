@@ -281,3 +281,47 @@ def test_no_lower_priority_allowance_pauses_every_batch_sequence_beside_online_o
     limits = SchedulerLimits(max_prefill_tokens=16, max_lower_priority_seqs=0)
     plan = schedule([], [seq(9, 5, 5, 1), batch(1, 5, 5, 0)], [], limits, StepKind.DECODE)
     assert (plan.decode, plan.paused) == ([9], [1])
+
+
+@pytest.mark.parametrize(
+    ("case", "waiting", "running", "admitted", "preempted"),
+    [
+        (
+            "an online request takes the slot of the newest batch sequence that computed nothing",
+            [seq(9, 4)],
+            [batch(1, 5, 5, 0), batch(2, 5, 0, 1), batch(3, 5, 0, 2)],
+            [(9, 2)],
+            [3],
+        ),
+        (
+            "a batch sequence with tokens in the KV cache keeps its slot (nothing is recomputed)",
+            [seq(9, 4)],
+            [batch(1, 5, 5, 0), batch(2, 5, 2, 1)],
+            [],
+            [],
+        ),
+        (
+            "sequences of the same priority never preempt each other",
+            [batch(9, 4)],
+            [batch(1, 5, 0, 0)],
+            [],
+            [],
+        ),
+        (
+            "each preemption admits one more urgent sequence, most urgent first",
+            [seq(8, 4), seq(9, 4)],
+            [batch(1, 5, 0, 0), batch(2, 5, 0, 1), batch(3, 5, 3, 2)],
+            [(8, 1), (9, 0)],
+            [2, 1],
+        ),
+    ],
+)
+def test_urgent_sequences_preempt_only_unstarted_less_urgent_ones(
+    case: str,
+    waiting: list[SeqView],
+    running: list[SeqView],
+    admitted: list[tuple[int, int]],
+    preempted: list[int],
+) -> None:
+    plan = schedule(waiting, running, [], PRIORITY_LIMITS, StepKind.DECODE)
+    assert (plan.admitted, plan.preempted) == (admitted, preempted), case
