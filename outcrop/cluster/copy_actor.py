@@ -105,6 +105,13 @@ class CopyActor:
             await asyncio.sleep(EXIT_POLL_SECONDS)
         return int(self.process.returncode)
 
+    async def shutdown(self) -> None:
+        """End this actor once its copy has exited, after every gateway's exit watch has seen the code."""
+        import ray
+
+        await asyncio.sleep(EXIT_POLL_SECONDS * 3)
+        ray.actor.exit_actor()
+
     async def signal(self, sig: int) -> None:
         """Send ``sig`` to the copy's process group."""
         process = self.process

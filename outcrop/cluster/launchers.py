@@ -60,6 +60,9 @@ from outcrop.envs import subprocess_env
 from outcrop.errors import ConfigError
 
 PLACEHOLDERS = ("model_dir", "port", "host", "served_name")
+# What a copy asked to stop exits with: 0, or killed by the SIGTERM itself (uvicorn re-raises the
+# signal after draining, so Outcrop's worker and most Python servers end that way).
+STOPPED_EXIT_CODES = frozenset({0, -int(signal.SIGTERM)})
 
 
 @dataclass(frozen=True)

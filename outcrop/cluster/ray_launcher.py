@@ -27,6 +27,7 @@ from ray.exceptions import GetTimeoutError, RayError
 
 from outcrop.cluster.copy_actor import CopyActor
 from outcrop.cluster.launchers import (
+    STOPPED_EXIT_CODES,
     FoundCopy,
     Launcher,
     LaunchRequest,
@@ -155,11 +156,17 @@ class RayCopy:
                 self._kill_sent_at = time.monotonic()
 
     def release(self) -> None:
-        if self.owned:
-            try:
+        if not self.owned:
+            return
+        try:
+            if self._code in STOPPED_EXIT_CODES:
+                # A clean stop: the actor ends itself a moment later, so the other gateways' exit
+                # watches read code 0 (a scale-in) rather than a lost actor (a failure).
+                self.actor.shutdown.remote()
+            else:
                 ray.kill(self.actor, no_restart=True)
-            except RayError:
-                pass
+        except RayError:
+            pass
 
     def log_tail(self, max_chars: int = 600) -> str:
         tail = read_log_tail(self.log_path, max_chars)  # the nodes of one machine share the data dir

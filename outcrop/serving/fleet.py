@@ -26,7 +26,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from outcrop.cluster.launchers import FoundCopy, LaunchedCopy, LaunchRequest, free_port, get_launcher
+from outcrop.cluster.launchers import (
+    STOPPED_EXIT_CODES,
+    FoundCopy,
+    LaunchedCopy,
+    LaunchRequest,
+    free_port,
+    get_launcher,
+)
 from outcrop.config import OutcropConfig
 from outcrop.envs import worker_id_hint
 from outcrop.errors import NotFoundError, OutcropError, ServiceUnavailableError
@@ -549,7 +556,7 @@ class Fleet:
                         break
                     await asyncio.sleep(0.05)
             code = launched.exit_code()
-            if code == 0 and not launched.owned:
+            if code in STOPPED_EXIT_CODES and not launched.owned:
                 self.begin_stop(pool, copy, "the gateway that scales it stopped it")
                 return
             if code is not None:

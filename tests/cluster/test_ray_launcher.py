@@ -106,7 +106,7 @@ async def test_copies_spread_over_two_nodes_and_a_lost_node_is_replaced_while_re
     finally:
         await serving.stop()
         ray_cluster.add_worker()
-    assert namespace_actors(config.ray.namespace) == []
+    await eventually(lambda: namespace_actors(config.ray.namespace) == [], timeout_seconds=5)
 
 
 async def test_stopping_the_gateway_stops_its_copies_and_their_actors(
@@ -121,8 +121,8 @@ async def test_stopping_the_gateway_stops_its_copies_and_their_actors(
         assert len(namespace_actors(config.ray.namespace)) == 1
     finally:
         await serving.stop()
-    assert namespace_actors(config.ray.namespace) == []
     assert pids and not any(pid is not None and alive(pid) for pid in pids)
+    await eventually(lambda: namespace_actors(config.ray.namespace) == [], timeout_seconds=5)
 
 
 async def test_a_copy_needing_more_than_any_node_has_fails_with_the_resources_named(
@@ -156,3 +156,30 @@ async def test_copies_of_a_model_deleted_through_another_gateway_are_stopped(
         assert serving.copies() == []
     finally:
         await serving.stop()
+
+
+async def test_a_second_gateway_routes_to_the_scalers_copies_and_sees_a_scale_in_as_a_stop(
+    ray_config: Config, cluster_registry: Registry
+) -> None:
+    config = ray_config()
+    scaler, router = Serving(config, cluster_registry), Serving(config, cluster_registry)
+    await scaler.start()
+    try:
+        await eventually(lambda: scaler.fleet.scaler)
+        await router.start()
+        await scaler.warm("beta")
+        (copy_id,) = ray_copies(scaler)
+        await eventually(lambda: list(ray_copies(router)) == [copy_id])
+        assert not router.fleet.may_autoscale() and not ray_copies(router)[copy_id].owned
+        answer = await router.post("beta", "/v1/completions", PROMPT, cold_start=HOLD)
+        assert answer["system_fingerprint"] == f"nullcopy:{ray_copies(scaler)[copy_id].port}"
+
+        pool = next(iter(scaler._pools.values()))
+        scaler.fleet.begin_stop(pool, pool.copies[copy_id], "scale-in")  # what the autoscaler does when idle
+        await eventually(lambda: router.copies() == [])
+        stats = router.stats()["models"]["beta"]
+        assert stats["copy_failures"] == 0, stats["last_failure"]
+    finally:
+        await router.stop()
+        await scaler.stop()
+    await eventually(lambda: namespace_actors(config.ray.namespace) == [], timeout_seconds=5)
