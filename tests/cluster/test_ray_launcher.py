@@ -183,3 +183,28 @@ async def test_a_second_gateway_routes_to_the_scalers_copies_and_sees_a_scale_in
         await router.stop()
         await scaler.stop()
     await eventually(lambda: namespace_actors(config.ray.namespace) == [], timeout_seconds=5)
+
+
+async def test_outcrops_own_worker_runs_in_an_actor_on_the_models_verified_folder(
+    ray_config: Config, cluster_registry: Registry, ray_cluster: RayTestCluster
+) -> None:
+    config = ray_config(
+        **{
+            "ray.copy_launcher": "local",
+            "serving.worker_threads": 1,
+            "serving.copy_start_timeout_seconds": 120.0,
+            "ray.num_cpus": 1.0,
+        }
+    )
+    serving = Serving(config, cluster_registry)
+    await serving.start()
+    try:
+        answer = await serving.post(
+            "alpha", "/v1/completions", {"prompt": "Hello", "max_tokens": 4}, cold_start=HOLD
+        )
+        assert 1 <= answer["usage"]["completion_tokens"] <= 4
+        (launched,) = ray_copies(serving).values()
+        assert launched.node_id in {n.node_id for n in ray_cluster.workers}
+    finally:
+        await serving.stop()
+    await eventually(lambda: namespace_actors(config.ray.namespace) == [], timeout_seconds=5)
