@@ -41,6 +41,7 @@ from outcrop.serving.invocation_log import InvocationLogger
 from outcrop.serving.service import Serving
 from outcrop.serving.throttling import Throttler
 from outcrop.store.db import Database
+from outcrop.store.gateway_board import request_rates
 from outcrop.store.schema import import_jobs, imported_models
 from outcrop.store.settings import SettingsStore
 from outcrop.store.token_usage import TokenLedger
@@ -169,7 +170,7 @@ def build_services(config: OutcropConfig, *, start_workers: bool = True) -> Serv
         import_worker=worker,
         serving=serving,
         tokenizers=TokenizerCache(registry),
-        throttler=Throttler(config.throttling, TokenLedger(db)),
+        throttler=Throttler(config.throttling, TokenLedger(db), request_rates(db)),
         invocation_log=InvocationLogger(config, SettingsStore(db)),
         keys=key_store,
         guard=Guard(config, key_store, audit, registry, serving.resolve),

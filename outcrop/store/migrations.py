@@ -217,4 +217,19 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        8,
+        "each gateway's offered request rate per principal, so requests/s limits hold across gateways",
+        [
+            """
+            CREATE TABLE request_rates (
+                gateway VARCHAR(256) NOT NULL,
+                principal VARCHAR(128) NOT NULL,
+                rate DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (gateway, principal)
+            )
+            """,
+        ],
+    ),
 ]

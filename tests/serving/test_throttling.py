@@ -104,3 +104,61 @@ def test_ledger_rows_accumulate_per_principal_and_minute(database_url: str) -> N
     ledger.add(11, {"a": 1})
     assert ledger.totals(10) == {("a", 10): 12, ("b", 10): 1, ("a", 11): 1}
     assert ledger.totals(11) == {("a", 11): 1}
+
+
+def _rates_gateways(database_url: str, rps: float) -> tuple[Throttler, Throttler]:
+    from outcrop.store.db import Database
+    from outcrop.store.gateway_board import request_rates
+
+    db = Database(database_url)
+    db.migrate()
+    config = ThrottlingConfig(requests_per_second=rps, burst_seconds=1.0)
+    return Throttler(config, rates=request_rates(db)), Throttler(config, rates=request_rates(db))
+
+
+def _admitted(gateway: Throttler, principal: str, attempts: int, start: float, seconds: float) -> int:
+    """Offer ``attempts`` requests spread evenly over ``seconds``; how many were admitted."""
+    admitted = 0
+    for i in range(attempts):
+        try:
+            gateway.admit(principal, now=start + seconds * i / attempts)
+            admitted += 1
+        except ThrottlingError:
+            pass
+    return admitted
+
+
+def test_the_request_rate_limit_is_split_across_gateways_by_the_traffic_each_sees(database_url: str) -> None:
+    a, b = _rates_gateways(database_url, rps=10)
+    for gateway in (a, b):
+        gateway.sync_request_rates(0.0)  # starts each gateway's clock
+    # Second 1: a load balancer sends "p" 40 requests/s through each gateway; alone, each admits
+    # its full 10/s (plus the burst): together 2x the limit, until they have exchanged rates.
+    first = _admitted(a, "p", 40, 0.0, 1.0) + _admitted(b, "p", 40, 0.0, 1.0)
+    assert first > 20
+    for _ in range(3):  # a few syncs: each now knows the other's offered rate
+        a.sync_request_rates(1.0 + _)
+        b.sync_request_rates(1.0 + _)
+    # Five seconds at 40/s through each: about 5 s x 10/s in total plus each half-size burst
+    # (without sharing it would be about 2 x (50 + 10) = 120).
+    later = _admitted(a, "p", 200, 10.0, 5.0) + _admitted(b, "p", 200, 10.0, 5.0)
+    assert 45 <= later <= 65, later
+    with pytest.raises(ThrottlingError, match="across all gateways"):
+        for i in range(20):
+            a.admit("p", now=16.0 + i / 1000)
+    # Others are untouched, and a principal that only uses one gateway gets the whole limit there.
+    assert _admitted(a, "q", 10, 17.0, 1.0) == 10
+
+
+def test_a_stopped_gateway_hands_its_share_back(database_url: str) -> None:
+    a, b = _rates_gateways(database_url, rps=10)
+    a.sync_request_rates(0.0)
+    b.sync_request_rates(0.0)
+    for t in range(1, 4):
+        _admitted(a, "p", 40, float(t), 1.0)
+        _admitted(b, "p", 40, float(t), 1.0)
+        a.sync_request_rates(t + 1.0)
+        b.sync_request_rates(t + 1.0)
+    b.stop()  # clears its rows
+    a.sync_request_rates(5.0)
+    assert _admitted(a, "p", 20, 20.0, 1.0) >= 19  # the whole limit (and burst) again
