@@ -38,7 +38,9 @@ def _logger(config: OutcropConfig, bucket: str) -> InvocationLogger:
     db = Database(config.database_url)
     db.migrate()
     logger = InvocationLogger(config, SettingsStore(db))
-    logger.put_config({"s3Config": {"bucketName": bucket, "keyPrefix": "team-a"}, "textDataDeliveryEnabled": True})
+    logger.put_config(
+        {"s3Config": {"bucketName": bucket, "keyPrefix": "team-a"}, "textDataDeliveryEnabled": True}
+    )
     return logger
 
 
