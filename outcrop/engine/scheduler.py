@@ -32,10 +32,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
-# Why 2: on the 2-core benchmark machine a decode step costs ~23 ms plus ~2 ms per row, so one
-# online sequence with two batch rows beside it decodes ~1.2x slower than alone, and a batch
-# job still advances while online traffic is steady. Raise it on GPUs, where rows are cheap.
-DEFAULT_MAX_LOWER_PRIORITY_SEQS = 2
+# Why 1: on a 2-core CPU a decode step costs ~25 ms plus ~2 ms per row, so one batch row beside an
+# online sequence slows it by ~8% while the job still advances; in one run of the batch benchmark
+# 1 row gave online p95 1.50x, 2 rows 1.62x (noisy, load ~5). Raise it on GPUs, where rows are cheap.
+DEFAULT_MAX_LOWER_PRIORITY_SEQS = 1
 
 
 @dataclass(frozen=True)
