@@ -16,8 +16,9 @@ Then:
    the limit is visible: this machine has 2 cores for everything.
 2. **Node death.** With two copies on two nodes and the 32 clients running, it removes the
    node of one copy and times how long until that copy is noticed Failed, and until a
-   replacement is Ready (on the node that is left), counting failed requests; then adds a
-   node back. ``--deaths`` times.
+   replacement is Ready (on the node that is left), counting failed requests by HTTP status;
+   then adds a node back. ``--deaths`` times. Copies are not moved back when the node
+   returns, so a later death can take both copies at once (the table says how many).
 
 Throttling is off (its defaults would cap the rate). Never run as a test.
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import platform
@@ -127,6 +129,7 @@ class Load:
     def __init__(self, gateways: list[str], concurrency: int) -> None:
         self.gateways, self.concurrency = gateways, concurrency
         self.ok = self.failed = 0
+        self.failures: collections.Counter[int] = collections.Counter()  # HTTP status (0: no answer) -> count
         self.stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -151,6 +154,7 @@ class Load:
                     self.ok += 1
                 else:
                     self.failed += 1
+                    self.failures[status] += 1
             if conn is not None:
                 conn.close()
 
@@ -175,6 +179,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="Rounds per configuration (alternating).")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--deaths", type=int, default=3, help="Node deaths to time.")
+    p.add_argument("--skip-scaleout", action="store_true", help="Only time node deaths.")
     args = p.parse_args()
     print(f"$ {' '.join(sys.argv)}")
     print(
@@ -215,6 +220,8 @@ def main() -> None:
         results: dict[tuple[int, int], list[float]] = {}
         cpu: dict[tuple[int, int], dict[str, float]] = {}
         for copies in (1, 2):
+            if args.skip_scaleout and copies == 1:
+                continue
             warm = httpx.post(
                 f"{gw_a}/outcrop/models/{MODEL_NAME}/warm",
                 json={"copies": copies},
@@ -234,7 +241,7 @@ def main() -> None:
             print(
                 f"{copies} copy(ies) on {len(nodes)} node(s): " + ", ".join(c["url"] for c in ready.values())
             )
-            for _ in range(args.rounds):
+            for _ in range(0 if args.skip_scaleout else args.rounds):
                 for n_gateways in (1, 2):
                     gws = [gw_a, gw_b][:n_gateways]
                     pids = {"gateways": [proc_a.pid, proc_b.pid][:n_gateways], "copies": copy_pids}
@@ -248,25 +255,26 @@ def main() -> None:
                         print(f"  ({failed} failed requests)")
                     results.setdefault((copies, n_gateways), []).append(rps)
                     cpu[(copies, n_gateways)] = used
-        print()
-        print(
-            f"| copies (nodes) | gateways | requests/s (median of {args.rounds}) | CPU cores used: gateways / copies / load generator |"
-        )
-        print("|---|---|---|---|")
-        med = {k: statistics.median(v) for k, v in results.items()}
-        for (copies, gws), value in sorted(med.items()):
-            u = cpu[(copies, gws)]
+        if not args.skip_scaleout:
+            print()
             print(
-                f"| {copies} ({copies}) | {gws} | {value:,.0f} | "
-                f"{u['gateways']:.2f} / {u['copies']:.2f} / {u['load generator']:.2f} |"
+                f"| copies (nodes) | gateways | requests/s (median of {args.rounds}) | CPU cores used: gateways / copies / load generator |"
             )
-        print()
-        print(f"2 gateways / 1 gateway, copies on 2 nodes: {med[(2, 2)] / med[(2, 1)]:.2f}x")
-        print(f"2 nodes / 1 node, through 2 gateways: {med[(2, 2)] / med[(1, 2)]:.2f}x")
-        print(f"2 gateways on 2 nodes / 1 gateway on 1 node: {med[(2, 2)] / med[(1, 1)]:.2f}x\n")
+            print("|---|---|---|---|")
+            med = {k: statistics.median(v) for k, v in results.items()}
+            for (copies, gws), value in sorted(med.items()):
+                u = cpu[(copies, gws)]
+                print(
+                    f"| {copies} ({copies}) | {gws} | {value:,.0f} | "
+                    f"{u['gateways']:.2f} / {u['copies']:.2f} / {u['load generator']:.2f} |"
+                )
+            print()
+            print(f"2 gateways / 1 gateway, copies on 2 nodes: {med[(2, 2)] / med[(2, 1)]:.2f}x")
+            print(f"2 nodes / 1 node, through 2 gateways: {med[(2, 2)] / med[(1, 2)]:.2f}x")
+            print(f"2 gateways on 2 nodes / 1 gateway on 1 node: {med[(2, 2)] / med[(1, 1)]:.2f}x\n")
 
         # -- node death -> replacement Ready, under load through both gateways
-        async def deaths() -> list[tuple[float, float, int]]:
+        async def deaths() -> list[tuple[float, float, int, str]]:
             out = []
             for _ in range(args.deaths):
                 load = Load([gw_a, gw_b], args.concurrency)
@@ -275,6 +283,8 @@ def main() -> None:
                 before = ready_copies(gw_a)
                 victim_id = next(iter(before))
                 victim_node = node_of(victim_id)
+                # 2 when an earlier replacement landed next to the other copy
+                lost = sum(node_of(i) == victim_node for i in before)
                 node = next(w for w in workers if w.node_id == victim_node)
                 failed0 = load.failed
                 t0 = time.monotonic()
@@ -289,16 +299,20 @@ def main() -> None:
                 await asyncio.sleep(0.5)
                 load.stop.set()
                 await task
-                out.append((noticed, replaced, load.failed - failed0))
+                failed = load.failed - failed0
+                detail = ", ".join(f"HTTP {code or 'none'}: {n}" for code, n in sorted(load.failures.items()))
+                out.append((noticed, replaced, lost, f"{failed} ({detail})" if failed else "0"))
                 workers.append(cluster.add_node(num_cpus=1, object_store_memory=100 * 1024**2))
                 cluster.wait_for_nodes()
             return out
 
         timings = asyncio.run(deaths())
-        print("| node death | copy noticed gone (s) | replacement Ready (s) | failed requests |")
-        print("|---|---|---|---|")
-        for i, (noticed, replaced, failed) in enumerate(timings, 1):
-            print(f"| {i} | {noticed:.2f} | {replaced:.2f} | {failed} |")
+        print(
+            "| node death | copies on the lost node | copy noticed gone (s) | 2 copies Ready again (s) | failed requests |"
+        )
+        print("|---|---|---|---|---|")
+        for i, (noticed, replaced, lost, failed) in enumerate(timings, 1):
+            print(f"| {i} | {lost} | {noticed:.2f} | {replaced:.2f} | {failed} |")
         print(
             f"median: noticed {statistics.median(t[0] for t in timings):.2f} s, "
             f"replacement Ready {statistics.median(t[1] for t in timings):.2f} s"
