@@ -219,8 +219,15 @@ def register_launcher(name: str) -> Callable[[type[_ProcessLauncher]], type[_Pro
 
 
 def _ray_launcher(config: OutcropConfig) -> Launcher:
-    from outcrop.cluster.ray_launcher import RayLauncher  # imports ray: only when it is used
-
+    try:
+        from outcrop.cluster.ray_launcher import RayLauncher  # imports ray: only when it is used
+    except ModuleNotFoundError as exc:
+        if exc.name != "ray":
+            raise
+        raise ConfigError(
+            "serving.launcher is 'ray' but Ray is not installed here; install it with "
+            "`pip install 'outcrop[ray]'` (on the gateways and on every node of the cluster)."
+        ) from None
     return RayLauncher(config)
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-from outcrop.cluster.launchers import LaunchRequest
+from outcrop.cluster.launchers import LaunchRequest, get_launcher
 from outcrop.cluster.ray_launcher import copy_resources
 from outcrop.config import RayConfig
 from outcrop.envs import load_config
+from outcrop.errors import ConfigError
 
 GIB = 1024**3
 
@@ -53,3 +55,12 @@ def test_a_per_model_override_by_name_or_id_replaces_the_defaults(key: str) -> N
     )
     assert copy_resources(cfg, request()) == {"num_cpus": 2.0, "num_gpus": 1.0, "memory": GIB}
     assert copy_resources(cfg, request(served_name="beta", model_id="x"))["num_gpus"] == 0.0
+
+
+def test_the_ray_launcher_without_ray_installed_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # what a missing package looks like to import
+    monkeypatch.delitem(sys.modules, "outcrop.cluster.ray_launcher", raising=False)
+    with pytest.raises(ConfigError, match=r"pip install 'outcrop\[ray\]'"):
+        get_launcher(load_config(**{"serving.launcher": "ray"}))
