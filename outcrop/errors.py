@@ -148,7 +148,8 @@ class ModelNotReadyError(OutcropError):
     def __init__(self, model_id: str, *, retry_after_seconds: float = 2.0) -> None:
         super().__init__(
             "Model is not ready for inference. Wait and try your request again. "
-            f"(A copy of '{model_id}' is starting.)",
+            f"(A copy of '{model_id}' is starting. boto3 retries this by itself with "
+            "Config(retries={'mode': 'standard', 'total_max_attempts': 10}).)",
             model_id=model_id,
             retry_after_seconds=retry_after_seconds,
         )

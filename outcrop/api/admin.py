@@ -90,5 +90,13 @@ async def warm_model(
             f"'copies' is {copies!r}; it must be an integer from 1 to 64.", param="copies"
         )
     model = services.registry.get_model(identifier)
+    limit = services.serving.spec_for(model).max_copies
+    if copies > limit:
+        raise InvalidRequestError(
+            f"'copies' is {copies}, over max_copies ({limit}) for '{model.name}'. Raise it for every model with "
+            f"OUTCROP_SERVING__DEFAULTS__MAX_COPIES, or for this one with OUTCROP_SERVING__MODEL_OVERRIDES="
+            f'\'{{"{model.name}": {{"max_copies": {copies}}}}}\', and restart the server.',
+            param="copies",
+        )
     await services.serving.warm(model.name, copies)
     return {"copies": [_copy_body(c) for c in services.serving.copies() if c.model_id == model.id]}

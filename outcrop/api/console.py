@@ -44,6 +44,8 @@ section { background: #fff; border-radius: 6px; margin-top: 1em; padding: .4em 1
 h2 { font-size: 1em; margin: .6em 0; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .25em .6em .25em 0; border-bottom: 1px solid #eee; white-space: nowrap; }
+td:last-child { white-space: normal; overflow-wrap: anywhere; min-width: 12em; }
+table { table-layout: auto; }
 th { font-weight: 600; color: #555; }
 .bar { display: inline-block; width: 9em; height: .7em; background: #e5e7eb; border-radius: 3px; vertical-align: middle; }
 .bar > span { display: block; height: 100%; background: #2f7d4f; border-radius: 3px; }
@@ -124,7 +126,7 @@ async function refresh() {
       cell(tr, age(c.startedAt)); cell(tr, c.lastUsedAt ? age(c.lastUsedAt) + " ago" : ""); cell(tr, c.url);
     });
     const details = await Promise.all((imports.modelImportJobSummaries || []).map((j) =>
-      j.status === "InProgress" ? get("/outcrop/import-jobs/" + encodeURIComponent(j.jobName)).catch(() => j) : j));
+      j.status !== "Completed" ? get("/outcrop/import-jobs/" + encodeURIComponent(j.jobName)).catch(() => j) : j));
     fill("imports", details, (tr, j) => {
       cell(tr, j.jobName); cell(tr, j.importedModelName); cell(tr, j.status, j.status);
       cell(tr, j.phase || ""); bar(tr, j.bytesDone || 0, j.bytesTotal || 0); cell(tr, age(j.creationTime));

@@ -19,6 +19,8 @@ from outcrop.serving.service import ColdStartPolicy
 from outcrop.serving.throttling import principal_of
 
 COLD_START_HEADER = "x-outcrop-cold-start"
+# The metrics label of every requested name that is not a known model.
+UNKNOWN_MODEL_LABEL = "<unknown>"
 _STREAM_FAILURES = {
     "InternalServerException",
     "ModelErrorException",
@@ -89,6 +91,12 @@ class Invocation:
             self.fail(exc)
         self.close()
 
+    @property
+    def label(self) -> str:
+        """The model's metrics label: its name once resolved, one shared value for names that are not
+        models (so callers cannot grow the metrics without bound by inventing names)."""
+        return self.services.serving.known_model_name(self.model) or UNKNOWN_MODEL_LABEL
+
     def _elapsed_ms(self) -> int:
         return int((time.perf_counter() - self.started) * 1000)
 
@@ -98,10 +106,11 @@ class Invocation:
             int(usage.get("prompt_tokens", 0)),
             int(usage.get("completion_tokens", 0)),
         )
-        self.metrics.invocations.labels(self.model, self.operation).inc()
-        self.metrics.input_tokens.labels(self.model).inc(prompt_tokens)
-        self.metrics.output_tokens.labels(self.model).inc(output_tokens)
-        self.metrics.invocation_latency.labels(self.model).observe(self.latency_ms / 1000)
+        label = self.label
+        self.metrics.invocations.labels(label, self.operation).inc()
+        self.metrics.input_tokens.labels(label).inc(prompt_tokens)
+        self.metrics.output_tokens.labels(label).inc(output_tokens)
+        self.metrics.invocation_latency.labels(label).observe(self.latency_ms / 1000)
         self.services.throttler.charge_tokens(self.principal, prompt_tokens + output_tokens)
         self.services.invocation_log.log(
             request_id=self.request_id,
@@ -116,10 +125,10 @@ class Invocation:
 
     def fail(self, exc: OutcropError) -> None:
         if isinstance(exc, ThrottlingError | ModelNotReadyError):
-            self.metrics.throttles.labels(self.model).inc()
+            self.metrics.throttles.labels(self.label).inc()
             return
         kind = "client" if bedrock_error(exc)[1] < 500 else "server"
-        self.metrics.invocation_errors.labels(self.model, kind).inc()
+        self.metrics.invocation_errors.labels(self.label, kind).inc()
 
     def close(self) -> None:
         if not self._closed:
@@ -138,7 +147,7 @@ class Invocation:
             self.close()
             raise
         self.first_byte_ms = self._elapsed_ms()
-        self.metrics.time_to_first_token.labels(self.model).observe(self.first_byte_ms / 1000)
+        self.metrics.time_to_first_token.labels(self.label).observe(self.first_byte_ms / 1000)
 
         async def rest() -> AsyncIterator[dict[str, Any]]:
             if first is not None:

@@ -71,6 +71,12 @@ def submit(
 ) -> None:
     """Submit a batch job; prints its ARN, or with --wait follows it to the end.
 
+    Each input line is one record, as Bedrock's batch format:
+    {"recordId": "r1", "modelInput": {"prompt": "Summarise: ...", "max_gen_len": 256}}
+    (modelInput is an InvokeModel body, or a Converse request with --converse; a missing
+    recordId gets one). Results: OUTPUT/JOB_ID/INPUT_FILE.out, one line per record with
+    modelOutput or error, and manifest.json.out with the counts.
+
     Examples:
 
         outcrop batch submit --model my-llama --input ./prompts.jsonl --output ./results --wait
@@ -117,17 +123,19 @@ def _follow(client: Any, arn: str) -> dict[str, Any]:
         TimeRemainingColumn(),
     ]
     started: tuple[float, int] | None = None
+    rate = 0.0
     with Progress(*columns, console=cli.err_console, transient=False) as progress:
         task = progress.add_task("Submitted", total=None, tokens_per_second=0.0)
         while True:
             job = _get(client, arn)
             tokens = int(job.get("outputTokenCount", 0))
-            rate = 0.0
-            if job["status"] == "InProgress":
-                if started is None:
-                    started = (time.monotonic(), tokens)
+            if started is None and (job["status"] == "InProgress" or job["status"] in TERMINAL):
+                started = (time.monotonic(), 0 if job["status"] in TERMINAL else tokens)
+            if started is not None and job["status"] not in TERMINAL:
                 elapsed = time.monotonic() - started[0]
                 rate = (tokens - started[1]) / elapsed if elapsed > 0 else 0.0
+            elif started is not None:  # the job's own figure: its output tokens over its run time
+                rate = _job_rate(job) or rate
             progress.update(
                 task,
                 description=job["status"],
@@ -138,6 +146,19 @@ def _follow(client: Any, arn: str) -> dict[str, Any]:
             if job["status"] in TERMINAL:
                 return job
             time.sleep(POLL_SECONDS)
+
+
+def _job_rate(job: dict[str, Any]) -> float:
+    """Output tokens/s over the job's run (submit to end), from its own timestamps; 0 if unknown."""
+    from datetime import datetime
+
+    try:
+        start = datetime.fromisoformat(str(job["submitTime"]).replace("Z", "+00:00"))
+        end = datetime.fromisoformat(str(job["endTime"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return 0.0
+    seconds = (end - start).total_seconds()
+    return int(job.get("outputTokenCount", 0)) / seconds if seconds > 0 else 0.0
 
 
 def _print_job(job: dict[str, Any]) -> None:
@@ -156,7 +177,7 @@ def _print_job(job: dict[str, Any]) -> None:
         (
             "records",
             f"{job.get('processedRecordCount', 0)} of {job.get('totalRecordCount', 0)} processed "
-            f"({job.get('successRecordCount', 0)} ok, {job.get('errorRecordCount', 0)} errors)",
+            f"({job.get('successRecordCount', 0)} ok, {job.get('errorRecordCount', 0)} failed)",
         ),
         ("tokens", f"{job.get('inputTokenCount', 0)} in, {job.get('outputTokenCount', 0)} out"),
         ("submitted", job.get("submitTime")),

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +26,9 @@ SERVER_START_TIMEOUT_SECONDS = 120
 
 def _free_port(preferred: int) -> int:
     with socket.socket() as s:
+        s.setsockopt(
+            socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+        )  # as the server binds: TIME_WAIT is no obstacle
         try:
             s.bind(("127.0.0.1", preferred))
             return preferred
@@ -82,7 +86,10 @@ def _run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: 
     from outcrop.testing.tiny_models import build_tiny_model
 
     data_dir = config.resolved_data_dir
-    port = _free_port(port)
+    chosen = _free_port(port)
+    if chosen != port:
+        console.print(f"      (port {port} is in use, so the demo uses {chosen}; pick one with --port)")
+    port = chosen
     url = f"http://127.0.0.1:{port}"
     source = data_dir / "demo" / "tiny-llama"
 
@@ -129,12 +136,13 @@ def _run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: 
         ):
             console.print(f"      {key}: {model.get(key)}")
         _invoke(url, config, console)
-        console.print(
-            f"\nTry it: [bold]outcrop --data-dir {data_dir} models show {DEMO_MODEL_NAME} --endpoint {url}[/]\n"
-            f"Credentials (admin; keep them safe): {config.credentials_path}\n"
-            f"Console: [bold]{url}/console[/] (sign in with the api_key from that file)"
-        )
         if keep_serving:
+            cli = _cli_path()
+            console.print(
+                f"\nTry it: [bold]{cli} --data-dir {data_dir} models show {DEMO_MODEL_NAME} --endpoint {url}[/]\n"
+                f"Credentials (admin; keep them safe): {config.credentials_path}\n"
+                f"Console: [bold]{url}/console[/] (sign in with the api_key from that file)"
+            )
             stop = _install_stop_handlers()
             console.print(f"[bold green]Outcrop is serving on {url}[/] - press Ctrl-C to stop.")
             while not stop["now"] and server.poll() is None:
@@ -143,6 +151,12 @@ def _run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: 
             console.print("[bold green]Demo complete.[/]")
     finally:
         _stop(server)
+
+
+def _cli_path() -> str:
+    """How to run this CLI again: the virtual environment's script when there is one (not on PATH)."""
+    beside = Path(sys.executable).parent / "outcrop"
+    return str(beside) if beside.exists() else "outcrop"
 
 
 def _invoke(url: str, config: OutcropConfig, console: Console) -> None:

@@ -6,6 +6,7 @@ one-line red message: no stack traces in front of users.
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -68,7 +70,7 @@ def _run(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except OutcropError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        err_console.print("[bold red]error:[/] " + escape(exc.message), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
@@ -191,6 +193,7 @@ def serve(
     tls = config.server.tls_cert_file, config.server.tls_key_file
     if (tls[0] is None) != (tls[1] is None):
         _run(lambda: _refuse("HTTPS needs both --tls-cert and --tls-key."))
+    _run(lambda: _check_port_free(config.server.host, config.server.port))
     application = _run(lambda: create_app(config))
     scheme = "https" if tls[0] else "http"
     err_console.print(
@@ -211,6 +214,35 @@ def serve(
 
 def _refuse(message: str) -> None:
     raise OutcropError(message)
+
+
+def _confirm(question: str, yes: bool) -> None:
+    """Ask before deleting; with no terminal to ask on, refuse unless --yes was given."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        err_console.print(
+            f"[bold red]error:[/] {question[:-1]}: nobody can confirm (no terminal); add --yes."
+        )
+        raise typer.Exit(1)
+    if not typer.confirm(question):
+        raise typer.Exit(1)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before announcing anything when the address is taken (uvicorn would fail only after start-up)."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            _refuse(
+                f"Cannot listen on {host}:{port}: {exc.strerror or exc}. Another server (perhaps another "
+                "outcrop serve) uses it: stop it, or pick another port with --port (0 picks a free one)."
+            )
 
 
 def _wait_for_import(client: Client, job_arn: str, *, quiet: bool = False) -> dict[str, Any]:
@@ -356,8 +388,7 @@ def models_rm(
     Example: outcrop models rm my-llama --yes
     """
     client = _client(endpoint)
-    if not yes and sys.stdin.isatty() and not typer.confirm(f"Delete model {name}?"):
-        raise typer.Exit(1)
+    _confirm(f"Delete model {name}?", yes)
     _run(lambda: client.delete_model(name))
     console.print(f"Deleted {name}.")
 
@@ -501,16 +532,30 @@ def keys_ls(endpoint: str | None = EndpointOpt) -> None:
 
 
 @keys_app.command("rm")
-def keys_rm(name: str = typer.Argument(...), endpoint: str | None = EndpointOpt) -> None:
-    """Delete a principal: its keys stop working at once."""
+def keys_rm(
+    name: str = typer.Argument(..., help="The principal's name (as `outcrop keys ls` shows it)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    endpoint: str | None = EndpointOpt,
+) -> None:
+    """Delete a principal: its keys stop working at once.
+
+    Example: outcrop keys rm ci-bot --yes
+    """
     client = _client(endpoint)
+    _confirm(f"Delete principal {name}? Its keys stop working at once.", yes)
     _run(lambda: client.delete_key(name))
     console.print(f"Deleted {name}.")
 
 
 @keys_app.command("rotate")
-def keys_rotate(name: str = typer.Argument(...), endpoint: str | None = EndpointOpt) -> None:
-    """Replace a principal's keys (same policy); the old ones stop working at once."""
+def keys_rotate(
+    name: str = typer.Argument(..., help="The principal's name (as `outcrop keys ls` shows it)."),
+    endpoint: str | None = EndpointOpt,
+) -> None:
+    """Replace a principal's keys (same policy); the old ones stop working at once.
+
+    Example: outcrop keys rotate ci-bot
+    """
     client = _client(endpoint)
     _print_new_key(_run(lambda: client.rotate_key(name)))
 

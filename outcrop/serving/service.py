@@ -326,6 +326,11 @@ class Serving:
         """
         return await self._resolve(name_or_arn)
 
+    def known_model_name(self, name_or_arn: str) -> str | None:
+        """The name of a model this gateway resolved before (no query), else None: a bounded metrics label."""
+        hit = self._resolved.get(name_or_arn)
+        return hit[1].name if hit is not None else None
+
     async def _resolve(self, name_or_arn: str) -> ImportedModel:
         now = time.monotonic()
         hit = self._resolved.get(name_or_arn)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -25,6 +26,7 @@ def outcrop(
         timeout=timeout,
         env=env,
         cwd=REPO,
+        stdin=subprocess.DEVNULL,  # no terminal: deletions need --yes
     )
 
 
@@ -103,6 +105,23 @@ def test_keys_are_created_listed_rotated_and_removed(start_server: Callable[...,
     assert "ci-bot" in listed.stdout and "admin" in listed.stdout
     assert "aws_secret_access_key" not in listed.stdout
     assert outcrop("keys", "rotate", "ci-bot", "--endpoint", server.url).returncode == 0
-    assert outcrop("keys", "rm", "ci-bot", "--endpoint", server.url).returncode == 0
+    assert (
+        outcrop("keys", "rm", "ci-bot", "--endpoint", server.url).returncode == 1
+    )  # no terminal: needs --yes
+    assert outcrop("keys", "rm", "ci-bot", "--yes", "--endpoint", server.url).returncode == 0
+    bad = outcrop("import", str(server.import_root), "--name", "bad name!", "--endpoint", server.url)
+    assert bad.returncode == 1 and "[a-zA-Z0-9]" in bad.stderr  # error text is never read as markup
     denied = outcrop("models", "--endpoint", server.url, env={"OUTCROP_API_KEY": "ocp-wrong"})
     assert denied.returncode == 1 and "AccessDeniedException" in denied.stderr
+
+
+def test_serve_on_a_taken_port_fails_before_announcing_it_serves(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = outcrop(
+            "serve", "--port", str(port), env={"OUTCROP_DATA_DIR": str(tmp_path / "data")}, timeout=60
+        )
+    assert result.returncode == 1, result.stderr
+    assert "--port" in result.stderr and "serving on" not in result.stderr
