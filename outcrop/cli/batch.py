@@ -165,7 +165,7 @@ def _print_job(job: dict[str, Any]) -> None:
     cli = _cli()
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")
     rows = [
         ("name", job.get("jobName")),
         ("arn", job.get("jobArn")),
@@ -214,7 +214,7 @@ def list_jobs(
     if not jobs:
         cli.err_console.print("No batch jobs yet. Submit one with `outcrop batch submit`.")
         return
-    table = Table("name", "status", "model", "records", "submitted")
+    table = cli.new_table("name", "status", "model", "records", "submitted")
     for job in jobs:
         table.add_row(
             job["jobName"],

@@ -34,8 +34,19 @@ from outcrop.config import OutcropConfig
 from outcrop.envs import cli_api_key, default_endpoint, load_config
 from outcrop.errors import OutcropError
 
-console = Console(soft_wrap=True)
+# Piped or redirected output is as wide as its longest row, so names and ARNs arrive whole.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 4096)
 err_console = Console(stderr=True, soft_wrap=True)
+
+
+def new_table(*headers: str) -> Table:
+    """A listing whose long values (ARNs, names, URLs) fold onto more lines instead of being cut."""
+    table = Table(*headers)
+    for column in table.columns:
+        column.overflow = "fold"
+    return table
+
+
 T = TypeVar("T")
 
 app = typer.Typer(
@@ -315,7 +326,7 @@ def import_model(
 def _print_model(model: dict[str, Any]) -> None:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")
     rows = [
         ("name", model["modelName"]),
         ("arn", model["modelArn"]),
@@ -353,7 +364,7 @@ def models_list(ctx: typer.Context, endpoint: str | None = EndpointOpt) -> None:
     if not models:
         console.print("No imported models yet. Import one with `outcrop import PATH --name NAME`.")
         return
-    table = Table("name", "architecture", "chat", "created", "arn")
+    table = new_table("name", "architecture", "chat", "created", "arn")
     for m in models:
         table.add_row(
             m["modelName"],
@@ -403,7 +414,7 @@ def jobs_list(ctx: typer.Context, endpoint: str | None = EndpointOpt) -> None:
         return
     client = _client(endpoint)
     jobs = _run(client.list_import_jobs)
-    table = Table("job", "status", "model", "created", "ended")
+    table = new_table("job", "status", "model", "created", "ended")
     for j in jobs:
         style = {"Completed": "green", "Failed": "red"}.get(j["status"], "yellow")
         table.add_row(
@@ -467,7 +478,7 @@ def _print_copies(copies: list[dict[str, Any]]) -> None:
     if not copies:
         console.print("No copies are running (models scale to zero when idle).")
         return
-    table = Table("copy", "model", "state", "in flight", "age", "idle", "url", "pid")
+    table = new_table("copy", "model", "state", "in flight", "age", "idle", "url", "pid")
     for c in copies:
         table.add_row(
             c["copyId"],
@@ -522,7 +533,7 @@ def keys_create(
 def keys_ls(endpoint: str | None = EndpointOpt) -> None:
     """List principals (never their secrets)."""
     client = _client(endpoint)
-    table = Table("name", "access key id", "api key", "policy actions", "created")
+    table = new_table("name", "access key id", "api key", "policy actions", "created")
     for k in _run(client.list_keys):
         actions = sorted({a for st in k["policy"]["Statement"] for a in st["Action"]})
         table.add_row(
