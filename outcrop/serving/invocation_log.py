@@ -111,6 +111,13 @@ class InvocationLogger:
 
     # -- records ------------------------------------------------------------------------
 
+    def identity_arn(self, principal: str) -> str:
+        """Bedrock logs the caller's IAM ARN: a named principal becomes ``arn:aws:iam::<account>:user/<name>``;
+        an unnamed caller (no auth, or an unknown key) keeps its throttling identity."""
+        if ":" in principal:
+            return principal
+        return f"arn:aws:iam::{self.config.aws.account_id}:user/{principal}"
+
     def folder_for(self, logging_config: dict[str, Any], when: dt.datetime) -> Path:
         s3 = (
             logging_config.get("s3Config")
@@ -157,7 +164,7 @@ class InvocationLogger:
             "schemaVersion": "1.0",
             "timestamp": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "accountId": aws.account_id,
-            "identity": {"arn": principal},
+            "identity": {"arn": self.identity_arn(principal)},
             "region": aws.region,
             "requestId": request_id,
             "operation": operation,
