@@ -15,8 +15,11 @@ fails it with ``ActorDiedError`` when the actor or its node dies.
 
 from __future__ import annotations
 
+import collections
 import logging
+import math
 import signal
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +27,7 @@ from typing import Any, ClassVar
 
 import ray
 from ray.exceptions import GetTimeoutError, RayError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from outcrop.cluster.copy_actor import CopyActor
 from outcrop.cluster.launchers import (
@@ -95,6 +99,29 @@ def copy_resources(cfg: RayConfig, request: LaunchRequest) -> dict[str, Any]:
     if memory:
         options["memory"] = memory
     return options
+
+
+def pick_node(
+    nodes: list[dict[str, Any]],
+    resources: dict[str, Any],
+    model_copies: collections.Counter[str],
+    all_copies: collections.Counter[str],
+) -> str | None:
+    """The node for a model's next copy: among live nodes big enough for it, the one with the fewest
+    copies of this model, then the fewest copies in all; None when no node is big enough."""
+
+    def fits(node: dict[str, Any]) -> bool:
+        total = node.get("Resources", {})
+        return bool(
+            total.get("CPU", 0) >= resources["num_cpus"]
+            and total.get("GPU", 0) >= resources["num_gpus"]
+            and total.get("memory", math.inf) >= resources.get("memory", 0)
+        )
+
+    candidates = [str(n["NodeID"]) for n in nodes if n.get("Alive") and fits(n)]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda node_id: (model_copies[node_id], all_copies[node_id]))
 
 
 class RayCopy:
@@ -191,6 +218,9 @@ class RayLauncher:
         self.inner: Launcher = process_launcher(self.settings.copy_launcher, config.serving)
         self.owner = worker_id_hint()
         connect(self.settings)
+        # Placements this gateway chose whose actors may not be listed yet: (model id, node id) -> count.
+        self._placing: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._placing_lock = threading.Lock()
 
     def command(self, request: LaunchRequest) -> list[str]:
         return self.inner.command(request)
@@ -199,6 +229,41 @@ class RayLauncher:
         return self.inner.health_path()
 
     def launch(self, request: LaunchRequest) -> RayCopy:
+        target = self._choose_node(request.model_id, copy_resources(self.settings, request))
+        try:
+            return self._launch(request, target)
+        finally:
+            if target is not None:
+                with self._placing_lock:
+                    self._placing[(request.model_id, target)] -= 1
+
+    def _choose_node(self, model_id: str, resources: dict[str, Any]) -> str | None:
+        """With ``ray.spread``: the node with the fewest copies of the model (counted as placing)."""
+        if not self.settings.spread:
+            return None
+        model_copies: collections.Counter[str] = collections.Counter()
+        all_copies: collections.Counter[str] = collections.Counter()
+        for _, _, info in self._describe_all(set()):
+            all_copies[info["node_id"]] += 1
+            if info["model_id"] == model_id:
+                model_copies[info["node_id"]] += 1
+        with self._placing_lock:
+            for (placing_model, node_id), n in self._placing.items():
+                all_copies[node_id] += n
+                if placing_model == model_id:
+                    model_copies[node_id] += n
+            target = pick_node(ray.nodes(), resources, model_copies, all_copies)
+            if target is not None:
+                self._placing[(model_id, target)] += 1
+        return target
+
+    def _strategy(self, model_id: str, resources: dict[str, Any], target: str | None) -> Any:
+        if target is not None:
+            # Soft, and spilling to another node when the target has no room now (as Ray Serve does).
+            return NodeAffinitySchedulingStrategy(target, soft=True, _spill_on_unavailable=True)
+        return "SPREAD" if self.settings.spread else "DEFAULT"
+
+    def _launch(self, request: LaunchRequest, target: str | None) -> RayCopy:
         cfg = self.settings
         resources = copy_resources(cfg, request)
         actor = (
@@ -207,7 +272,7 @@ class RayLauncher:
                 name=ACTOR_PREFIX + request.copy_id,
                 namespace=cfg.namespace,
                 lifetime="detached",
-                scheduling_strategy="SPREAD" if cfg.spread else "DEFAULT",
+                scheduling_strategy=self._strategy(request.model_id, resources, target),
                 **resources,
             )
             .remote(request.copy_id, request.model_id, request.served_name, self.owner)
@@ -256,23 +321,41 @@ class RayLauncher:
             node_id=node_id,
         )
 
-    def discover(self, known: set[str]) -> list[FoundCopy]:
-        """The copy actors of the namespace that ``known`` lacks, described (an unreachable one is skipped)."""
+    def _describe_all(self, known: set[str]) -> list[tuple[str, Any, dict[str, Any]]]:
+        """(copy id, actor, description) of the namespace's copy actors not in ``known`` that answer."""
         names = [
             entry["name"]
             for entry in ray.util.list_named_actors(all_namespaces=True)
-            if entry["namespace"] == self.settings.namespace and entry["name"].startswith(ACTOR_PREFIX)
+            if entry["namespace"] == self.settings.namespace
+            and entry["name"].startswith(ACTOR_PREFIX)
+            and entry["name"][len(ACTOR_PREFIX) :] not in known
         ]
-        found: list[FoundCopy] = []
+        asked: list[tuple[str, Any, Any]] = []
         for name in names:
-            copy_id = name[len(ACTOR_PREFIX) :]
-            if copy_id in known:
-                continue
             try:
                 actor = ray.get_actor(name, namespace=self.settings.namespace)
-                info: Any = ray.get(actor.describe.remote(), timeout=DESCRIBE_TIMEOUT_SECONDS)
-            except (RayError, ValueError):
-                continue  # it died between the listing and now, or is still being placed
+            except ValueError:
+                continue  # it ended between the listing and now
+            asked.append((name[len(ACTOR_PREFIX) :], actor, actor.describe.remote()))
+        if not asked:
+            return []
+        refs = [ref for _, _, ref in asked]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=DESCRIBE_TIMEOUT_SECONDS)
+        done = set(ready)
+        described: list[tuple[str, Any, dict[str, Any]]] = []
+        for copy_id, actor, ref in asked:
+            if ref not in done:
+                continue  # still being placed, or on a node that stopped answering
+            try:
+                described.append((copy_id, actor, dict(ray.get(ref))))
+            except RayError:
+                continue  # it died meanwhile
+        return described
+
+    def discover(self, known: set[str]) -> list[FoundCopy]:
+        """The copy actors of the namespace that ``known`` lacks, described (an unreachable one is skipped)."""
+        found: list[FoundCopy] = []
+        for copy_id, actor, info in self._describe_all(known):
             if not info["url"]:
                 continue  # still starting on another gateway: found again next round
             launched = RayCopy(

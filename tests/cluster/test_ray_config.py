@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from outcrop.cluster.launchers import LaunchRequest, get_launcher
-from outcrop.cluster.ray_launcher import copy_resources
+from outcrop.cluster.ray_launcher import copy_resources, pick_node
 from outcrop.config import RayConfig
 from outcrop.envs import load_config
 from outcrop.errors import ConfigError
@@ -64,3 +65,30 @@ def test_the_ray_launcher_without_ray_installed_says_how_to_install_it(
     monkeypatch.delitem(sys.modules, "outcrop.cluster.ray_launcher", raising=False)
     with pytest.raises(ConfigError, match=r"pip install 'outcrop\[ray\]'"):
         get_launcher(load_config(**{"serving.launcher": "ray"}))
+
+
+def node(node_id: str, cpus: float = 1, alive: bool = True, **resources: float) -> dict[str, object]:
+    return {"NodeID": node_id, "Alive": alive, "Resources": {"CPU": cpus, "memory": 8 * GIB, **resources}}
+
+
+@pytest.mark.parametrize(
+    ("model_copies", "all_copies", "expected"),
+    [
+        ({}, {}, "a"),  # all equal: the first
+        ({"a": 1}, {"a": 1}, "b"),  # a copy of this model on a: the other node
+        ({}, {"a": 3, "b": 1}, "b"),  # no copy of this model anywhere: the emptier node
+        ({"a": 1, "b": 1}, {"a": 1, "b": 2}, "a"),  # one each: the node with fewer copies in all
+    ],
+)
+def test_the_next_copy_goes_to_the_node_with_fewest_copies_of_its_model(
+    model_copies: dict[str, int], all_copies: dict[str, int], expected: str
+) -> None:
+    nodes = [node("head", cpus=0), node("a"), node("b"), node("dead", alive=False)]
+    wanted = {"num_cpus": 0.5, "num_gpus": 0.0, "memory": GIB}
+    assert pick_node(nodes, wanted, Counter(model_copies), Counter(all_copies)) == expected
+
+
+def test_no_node_big_enough_leaves_the_choice_to_ray() -> None:
+    wanted = {"num_cpus": 1.0, "num_gpus": 1.0}
+    assert pick_node([node("a"), node("b", GPU=0)], wanted, Counter(), Counter()) is None
+    assert pick_node([node("a"), node("g", GPU=1)], wanted, Counter(), Counter()) == "g"

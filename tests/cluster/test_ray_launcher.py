@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.ray]
 HOLD = ColdStartPolicy(wait=True, max_wait_seconds=30)
 PROMPT = {"prompt": "Hello", "max_tokens": 3}
 TWO_COPIES = {"serving.model_overrides": {"alpha": {"min_copies": 2, "max_copies": 2}}}
+TWO_EACH = {"serving.defaults.max_copies": 2}
 
 Config = Callable[..., OutcropConfig]
 
@@ -206,6 +207,25 @@ async def test_outcrops_own_worker_runs_in_an_actor_on_the_models_verified_folde
         assert 1 <= answer["usage"]["completion_tokens"] <= 4
         (launched,) = ray_copies(serving).values()
         assert launched.node_id in {n.node_id for n in ray_cluster.workers}
+    finally:
+        await serving.stop()
+    await eventually(lambda: namespace_actors(config.ray.namespace) == [], timeout_seconds=5)
+
+
+async def test_the_copies_of_each_model_are_spread_over_the_nodes(
+    ray_config: Config, cluster_registry: Registry
+) -> None:
+    config = ray_config(**TWO_EACH, **{"ray.num_cpus": 0.25})
+    serving = Serving(config, cluster_registry)
+    await serving.start()
+    try:
+        await asyncio.gather(serving.warm("alpha", copies=2), serving.warm("beta", copies=2))
+        by_model: dict[str, set[str]] = {}
+        for pool in serving._pools.values():
+            for copy in pool.copies.values():
+                assert isinstance(copy.launched, RayCopy)
+                by_model.setdefault(pool.model.name, set()).add(copy.launched.node_id)
+        assert {name: len(nodes) for name, nodes in by_model.items()} == {"alpha": 2, "beta": 2}
     finally:
         await serving.stop()
     await eventually(lambda: namespace_actors(config.ray.namespace) == [], timeout_seconds=5)
