@@ -1,8 +1,8 @@
 """The ``ray`` launcher: each copy in a Ray actor on whichever node has its resources.
 
 Ray places the actor (``num_cpus`` / ``num_gpus`` / ``memory`` from the model's recorded
-memory estimate, ``ray.model_resources`` per model; ``SPREAD`` so copies of a model land on
-different nodes), the actor prepares a verified model folder on its node and starts the
+memory estimate, ``ray.model_resources`` per model; with ``ray.spread``, preferably on the
+live node with the fewest copies of the model, see :func:`pick_node`), the actor prepares a verified model folder on its node and starts the
 command the ``ray.copy_launcher`` launcher builds, bound to the node's IP; the router reaches
 it at ``http://<node-ip>:<port>``.
 
