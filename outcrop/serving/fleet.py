@@ -64,6 +64,9 @@ STARTUP_POLL_SECONDS = 0.05
 SUSPECT_EXIT_POLLS = 20
 # How long past the drain bound a stop waits for a killed copy to be gone.
 KILL_GRACE_SECONDS = 5.0
+# Why 3: a gateway renews its presence every sync round; one that missed three in a row is
+# likely dead, so a stopping gateway does not leave its copies to it.
+SYNC_ROUNDS_ALIVE = 3
 
 
 class Fleet:
@@ -150,7 +153,12 @@ class Fleet:
         return [c for p in self.pools.values() for c in p.copies.values()]
 
     def _others_alive(self) -> list[str]:
-        return [g for g in self.leases.live_holders(GATEWAY_PREFIX) if g != self.gateway_id]
+        """Other gateways that renewed their presence in the last few sync rounds (so are alive now)."""
+        ray = self.config.ray
+        fresh = time.time() + ray.scaler_lease_seconds - SYNC_ROUNDS_ALIVE * ray.sync_interval_seconds
+        return [
+            g for g in self.leases.live_holders(GATEWAY_PREFIX, expiring_after=fresh) if g != self.gateway_id
+        ]
 
     def _release_leases(self) -> None:
         self.demand_board.clear(self.gateway_id)

@@ -53,11 +53,16 @@ class Leases:
             ).first()
         return str(row[0]) if row else None
 
-    def live_holders(self, prefix: str) -> list[str]:
-        """Holders of unexpired leases whose names start with ``prefix``."""
+    def live_holders(self, prefix: str, *, expiring_after: float = 0.0) -> list[str]:
+        """Holders of unexpired leases whose names start with ``prefix``.
+
+        ``expiring_after`` (wall-clock seconds) keeps only leases renewed recently enough to
+        expire after it: a holder that died a moment ago still has an unexpired lease, but not a
+        freshly renewed one.
+        """
         with self.db.engine.connect() as conn:
             rows = conn.execute(
-                sa.text("SELECT holder FROM leases WHERE name LIKE :pattern AND expires_at >= :now"),
-                {"pattern": prefix + "%", "now": time.time()},
+                sa.text("SELECT holder FROM leases WHERE name LIKE :pattern AND expires_at >= :after"),
+                {"pattern": prefix + "%", "after": max(time.time(), expiring_after)},
             )
             return [str(r[0]) for r in rows]

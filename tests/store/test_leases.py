@@ -35,4 +35,8 @@ def test_live_holders_lists_unexpired_leases_by_prefix(database_url: str) -> Non
     leases.acquire("autoscaler", "g1", 5)
     time.sleep(0.05)
     assert leases.live_holders("gateway:") == ["g1"]
+    leases.acquire("gateway:g3", "g3", 10)
+    assert sorted(leases.live_holders("gateway:", expiring_after=time.time() + 7)) == ["g3"], (
+        "g1 renewed longer ago (its lease ends sooner)"
+    )
     db.dispose()
