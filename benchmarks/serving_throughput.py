@@ -207,7 +207,7 @@ def copies_of(gw: Gateway, name: str) -> list[dict[str, Any]]:
 
 
 def worker_command(folder: Path, port: int, name: str, threads: int | None = None) -> list[str]:
-    """The command the ``local`` launcher runs for a copy (outcrop/serving/launchers.py)."""
+    """The command the ``local`` launcher runs for a copy (outcrop/cluster/launchers.py)."""
     cmd = [
         sys.executable, "-m", "outcrop.engine.worker", "--model-dir", str(folder),
         "--port", str(port), "--host", "127.0.0.1", "--served-name", name,

@@ -226,7 +226,8 @@ def _ray_launcher(config: OutcropConfig) -> Launcher:
             raise
         raise ConfigError(
             "serving.launcher is 'ray' but Ray is not installed here; install it with "
-            "`pip install 'outcrop[ray]'` (on the gateways and on every node of the cluster)."
+            "`pip install -c scripts/constraints.txt '.[ray]'` from Outcrop's checkout (on the gateways and on "
+            "every node of the cluster)."
         ) from None
     return RayLauncher(config)
 

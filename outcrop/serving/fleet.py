@@ -50,7 +50,7 @@ from outcrop.serving.memory import (
     plan_fit,
 )
 from outcrop.serving.pool import ModelPool
-from outcrop.store.fleet_demand import DemandBoard
+from outcrop.store.gateway_board import demand_board
 from outcrop.store.imports import ImportedModel
 from outcrop.store.leases import AUTOSCALER_LEASE, GATEWAY_PREFIX, Leases
 
@@ -93,7 +93,7 @@ class Fleet:
         # A fleet of its own is always scaled here; a shared one only by the autoscaler lease holder.
         self.scaler = not self.launcher.shares_copies
         self._stopping = False
-        self.demand_board = DemandBoard(registry.db)
+        self.demand_board = demand_board(registry.db)
         # model id -> (monotonic time, demand of the other gateways) samples, newest last
         self._remote_demand: dict[str, collections.deque[tuple[float, int]]] = {}
 

@@ -56,6 +56,14 @@ class GatewayBoard(Generic[V]):
         self.publish(gateway, {})
 
 
+def demand_board(db: Database) -> GatewayBoard[int]:
+    """Each gateway's demand per model (requests in flight + queued). On a fleet several gateways
+    share, only one autoscales (``outcrop.store.leases``); it adds what the others publish here to
+    its own demand, so copies are sized for all traffic and are not scaled in while another
+    gateway keeps them busy."""
+    return GatewayBoard(db, "fleet_demand", "model_id", "demand", int)
+
+
 def request_rates(db: Database) -> GatewayBoard[float]:
     """Each gateway's offered inference requests/s per principal (``throttling``)."""
     return GatewayBoard(db, "request_rates", "principal", "rate", float)

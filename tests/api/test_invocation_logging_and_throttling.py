@@ -41,7 +41,9 @@ def test_invocation_logging_writes_bedrock_records_once_enabled(serving_server: 
             record["output"]["outputTokenCount"]
             == record["output"]["outputBodyJson"]["generation_token_count"]
         )
-        assert record["identity"]["arn"] == "arn:aws:iam::000000000000:user/admin"  # the authenticated principal
+        assert (
+            record["identity"]["arn"] == "arn:aws:iam::000000000000:user/admin"
+        )  # the authenticated principal
     finally:
         bedrock.delete_model_invocation_logging_configuration()
     assert "loggingConfig" not in bedrock.get_model_invocation_logging_configuration()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 
 from outcrop.store.db import Database
-from outcrop.store.fleet_demand import DemandBoard
+from outcrop.store.gateway_board import demand_board
 
 
 def test_the_scaler_sees_the_summed_recent_demand_of_the_other_gateways(database_url: str) -> None:
     db = Database(database_url)
     db.migrate()
-    board = DemandBoard(db)
+    board = demand_board(db)
     board.publish("g1", {"m1": 3})
     board.publish("g2", {"m1": 4, "m2": 1})
     board.publish("g3", {"m1": 100})
