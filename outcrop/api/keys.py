@@ -40,8 +40,9 @@ async def create_key(request: Request, services: Services = Depends(get_services
     if isinstance(kind, str):
         if kind not in policies.BUILT_IN:
             raise InvalidRequestError(
-                f"Unknown policy {kind!r}; built-in: {', '.join(policies.BUILT_IN)}, or "
-                "give a policy document.",
+                f"Unknown policy {kind!r}; built-in: {', '.join(policies.BUILT_IN)}, or give a policy "
+                "document (a JSON object with a 'Statement' list; `outcrop keys create NAME --policy "
+                "file://policy.json`).",
                 param="policy",
             )
         if kind == "invoke-only" and body.get("models"):

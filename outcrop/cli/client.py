@@ -70,7 +70,7 @@ class Client:
     def copies(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/outcrop/copies")["copies"])
 
-    def create_key(self, name: str, policy: str, models: list[str]) -> dict[str, Any]:
+    def create_key(self, name: str, policy: str | dict[str, Any], models: list[str]) -> dict[str, Any]:
         return dict(
             self._call("POST", "/outcrop/keys", json={"name": name, "policy": policy, "models": models})
         )

@@ -6,6 +6,7 @@ one-line red message: no stack traces in front of users.
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 import time
@@ -414,6 +415,9 @@ def jobs_list(ctx: typer.Context, endpoint: str | None = EndpointOpt) -> None:
         return
     client = _client(endpoint)
     jobs = _run(client.list_import_jobs)
+    if not jobs:
+        err_console.print("No import jobs yet. Import a model folder with `outcrop import PATH --name NAME`.")
+        return
     table = new_table("job", "status", "model", "created", "ended")
     for j in jobs:
         style = {"Completed": "green", "Failed": "red"}.get(j["status"], "yellow")
@@ -513,7 +517,10 @@ def _print_new_key(k: dict[str, Any]) -> None:
 @keys_app.command("create")
 def keys_create(
     name: str = typer.Argument(..., help="Principal name (letters, digits, '-', '_')."),
-    policy: str = typer.Option("invoke-only", help="admin, invoke-only or read-only."),
+    policy: str = typer.Option(
+        "invoke-only",
+        help="admin, invoke-only, read-only, or file://PATH of an IAM-style policy document (JSON).",
+    ),
     model: list[str] = typer.Option([], "--model", "-m", help="invoke-only: limit to these models (repeat)."),
     endpoint: str | None = EndpointOpt,
 ) -> None:
@@ -524,9 +531,28 @@ def keys_create(
         outcrop keys create app-backend --policy invoke-only --model my-llama
 
         outcrop keys create dashboards --policy read-only
+
+        outcrop keys create ops --policy file://ops-policy.json
     """
     client = _client(endpoint)
-    _print_new_key(_run(lambda: client.create_key(name, policy, model)))
+    document = _run(lambda: _policy_argument(policy))
+    _print_new_key(_run(lambda: client.create_key(name, document, model)))
+
+
+def _policy_argument(policy: str) -> str | dict[str, Any]:
+    """A built-in policy's name as it is, or the JSON document a ``file://`` path names (as the AWS CLI reads them)."""
+    if not policy.startswith("file://"):
+        return policy
+    path = Path(policy[len("file://") :]).expanduser()
+    try:
+        document = json.loads(path.read_text())
+    except OSError as exc:
+        raise OutcropError(f"Cannot read the policy file {path}: {exc.strerror or exc}.") from None
+    except ValueError as exc:
+        raise OutcropError(f"The policy file {path} is not JSON: {exc}.") from None
+    if not isinstance(document, dict):
+        raise OutcropError(f"The policy file {path} must hold a JSON object with a 'Statement' list.")
+    return document
 
 
 @keys_app.command("ls")

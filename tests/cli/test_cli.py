@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -96,8 +97,20 @@ def test_no_wait_prints_the_job_arn(
 
 
 @pytest.mark.e2e
-def test_keys_are_created_listed_rotated_and_removed(start_server: Callable[..., ServerProcess]) -> None:
+def test_keys_are_created_listed_rotated_and_removed(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
     server = start_server()
+    document = {"Statement": [{"Effect": "Allow", "Action": ["bedrock:ListImportedModels"], "Resource": "*"}]}
+    (tmp_path / "policy.json").write_text(json.dumps(document))
+    custom = outcrop(
+        "keys", "create", "lister", "--policy", f"file://{tmp_path / 'policy.json'}", "--endpoint", server.url
+    )
+    assert custom.returncode == 0, custom.stderr
+    missing = outcrop(
+        "keys", "create", "x", "--policy", f"file://{tmp_path / 'absent.json'}", "--endpoint", server.url
+    )
+    assert missing.returncode == 1 and "Cannot read the policy file" in missing.stderr
     created = outcrop("keys", "create", "ci-bot", "--policy", "read-only", "--endpoint", server.url)
     assert created.returncode == 0, created.stderr
     assert "aws_secret_access_key" in created.stdout and "ocp-" in created.stdout
