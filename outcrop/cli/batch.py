@@ -163,6 +163,8 @@ def _job_rate(job: dict[str, Any]) -> float:
 
 def _print_job(job: dict[str, Any]) -> None:
     cli = _cli()
+    if cli.emit_json(job):
+        return
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
@@ -211,6 +213,8 @@ def list_jobs(
     jobs = cli._run(
         lambda: client._call("GET", "/model-invocation-jobs", params=params)["invocationJobSummaries"]
     )
+    if cli.emit_json(jobs):
+        return
     if not jobs:
         cli.err_console.print("No batch jobs yet. Submit one with `outcrop batch submit`.")
         return

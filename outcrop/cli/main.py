@@ -117,6 +117,9 @@ def main_options(
     database_url: str | None = typer.Option(
         None, "--database-url", help="Metadata store URL (default SQLite)."
     ),
+    json_output: bool = typer.Option(
+        False, "--json", help="Print listings and details as JSON (the API's own fields), for scripts."
+    ),
 ) -> None:
     """Outcrop: import fine-tuned LLMs and serve them behind Bedrock and OpenAI APIs.
 
@@ -129,7 +132,10 @@ def main_options(
         outcrop models show my-llama
 
         outcrop demo --exit
+
+        outcrop --json models | jq -r '.[].modelArn'
     """
+    _state["json"] = json_output
     overrides: dict[str, Any] = {}
     if data_dir is not None:
         overrides["data_dir"] = data_dir
@@ -226,6 +232,14 @@ def serve(
 
 def _refuse(message: str) -> None:
     raise OutcropError(message)
+
+
+def emit_json(data: Any) -> bool:
+    """With --json, print ``data`` as JSON on stdout and return True (the caller prints nothing else)."""
+    if not _state.get("json"):
+        return False
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    return True
 
 
 def _confirm(question: str, yes: bool) -> None:
@@ -325,6 +339,8 @@ def import_model(
 
 
 def _print_model(model: dict[str, Any]) -> None:
+    if emit_json(model):
+        return
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
@@ -362,6 +378,8 @@ def models_list(ctx: typer.Context, endpoint: str | None = EndpointOpt) -> None:
         return
     client = _client(endpoint)
     models = _run(client.list_models)
+    if emit_json(models):
+        return
     if not models:
         console.print("No imported models yet. Import one with `outcrop import PATH --name NAME`.")
         return
@@ -415,6 +433,8 @@ def jobs_list(ctx: typer.Context, endpoint: str | None = EndpointOpt) -> None:
         return
     client = _client(endpoint)
     jobs = _run(client.list_import_jobs)
+    if emit_json(jobs):
+        return
     if not jobs:
         err_console.print("No import jobs yet. Import a model folder with `outcrop import PATH --name NAME`.")
         return
@@ -438,6 +458,8 @@ def jobs_show(
     """Show an import job: status, phase, bytes copied and the failure reason if any."""
     client = _client(endpoint)
     d = _run(lambda: client.import_job_detail(name))
+    if emit_json(d):
+        return
     console.print(f"[bold]{d['jobName']}[/]  {d['status']} ({d['phase']})  model: {d['importedModelName']}")
     console.print(
         f"progress: {_human_bytes(d['bytesDone'])} / {_human_bytes(d['bytesTotal'])}, "
@@ -479,6 +501,8 @@ def _age(iso: str | None) -> str:
 
 
 def _print_copies(copies: list[dict[str, Any]]) -> None:
+    if emit_json(copies):
+        return
     if not copies:
         console.print("No copies are running (models scale to zero when idle).")
         return
@@ -508,6 +532,8 @@ def list_copies(endpoint: str | None = EndpointOpt) -> None:
 
 
 def _print_new_key(k: dict[str, Any]) -> None:
+    if emit_json(k):
+        return
     console.print(f"[bold]{k['name']}[/] (shown once; store them now)")
     console.print(f"  aws_access_key_id     = {k['accessKeyId']}")
     console.print(f"  aws_secret_access_key = {k['secretAccessKey']}")
@@ -559,8 +585,11 @@ def _policy_argument(policy: str) -> str | dict[str, Any]:
 def keys_ls(endpoint: str | None = EndpointOpt) -> None:
     """List principals (never their secrets)."""
     client = _client(endpoint)
+    keys = _run(client.list_keys)
+    if emit_json(keys):
+        return
     table = new_table("name", "access key id", "api key", "policy actions", "created")
-    for k in _run(client.list_keys):
+    for k in keys:
         actions = sorted({a for st in k["policy"]["Statement"] for a in st["Action"]})
         table.add_row(
             k["name"], k["accessKeyId"], f"{k['apiKeyPrefix']}...", ", ".join(actions)[:60], k["createdAt"]

@@ -114,6 +114,9 @@ def test_keys_are_created_listed_rotated_and_removed(
     created = outcrop("keys", "create", "ci-bot", "--policy", "read-only", "--endpoint", server.url)
     assert created.returncode == 0, created.stderr
     assert "aws_secret_access_key" in created.stdout and "ocp-" in created.stdout
+    as_json = json.loads(outcrop("--json", "keys", "ls", "--endpoint", server.url).stdout)
+    assert {"ci-bot", "admin", "lister"} <= {k["name"] for k in as_json}
+    assert json.loads(outcrop("--json", "copies", "--endpoint", server.url).stdout) == []
     listed = outcrop("keys", "ls", "--endpoint", server.url)
     assert "ci-bot" in listed.stdout and "admin" in listed.stdout
     assert "aws_secret_access_key" not in listed.stdout
