@@ -60,7 +60,12 @@ app = typer.Typer(
 models_app = typer.Typer(help="List, inspect and delete imported models.", no_args_is_help=False)
 jobs_app = typer.Typer(help="List and inspect model import jobs.", no_args_is_help=False)
 keys_app = typer.Typer(
-    help="Manage principals and their keys (SigV4 access keys and bearer API keys).", no_args_is_help=True
+    help=(
+        "Manage principals and their keys (SigV4 access keys and bearer API keys).\n\n"
+        "Examples: `outcrop keys create app --policy invoke-only --model my-llama`, `outcrop keys ls`, "
+        "`outcrop keys rotate app`, `outcrop keys rm app --yes`"
+    ),
+    no_args_is_help=True,
 )
 app.add_typer(models_app, name="models")
 app.add_typer(jobs_app, name="jobs")
@@ -455,7 +460,10 @@ def jobs_list(ctx: typer.Context, endpoint: str | None = EndpointOpt) -> None:
 def jobs_show(
     name: str = typer.Argument(..., help="Job name or ARN."), endpoint: str | None = EndpointOpt
 ) -> None:
-    """Show an import job: status, phase, bytes copied and the failure reason if any."""
+    """Show an import job: status, phase, bytes copied and the failure reason if any.
+
+    Example: outcrop jobs show my-llama-import-20260101120000
+    """
     client = _client(endpoint)
     d = _run(lambda: client.import_job_detail(name))
     if emit_json(d):
@@ -583,7 +591,10 @@ def _policy_argument(policy: str) -> str | dict[str, Any]:
 
 @keys_app.command("ls")
 def keys_ls(endpoint: str | None = EndpointOpt) -> None:
-    """List principals (never their secrets)."""
+    """List principals (never their secrets).
+
+    Example: outcrop keys ls
+    """
     client = _client(endpoint)
     keys = _run(client.list_keys)
     if emit_json(keys):
