@@ -103,6 +103,12 @@ def _client(endpoint: str | None) -> Client:
     """A client with the caller's API key: $OUTCROP_API_KEY, else the admin's from the data dir."""
     config = _config()
     api_key = cli_api_key() or (read_credentials(config) or {}).get("api_key")
+    if api_key is None:
+        err_console.print(
+            f"[yellow]note:[/] no credentials: {config.credentials_path} does not exist and OUTCROP_API_KEY is "
+            "not set. Pass the server's --data-dir, or set OUTCROP_API_KEY to a key from `outcrop keys create`.",
+            highlight=False,
+        )
     return Client(endpoint or default_endpoint(config), api_key=api_key)
 
 
