@@ -145,6 +145,14 @@ class ServingConfig(_Section):
     command_health_path: str = Field(
         "/health", pattern=r"^/", description="For launcher 'command': GET path answering 200 once ready."
     )
+    # vLLM and SGLang take --served-model-name; some servers (transformers serve) only answer to
+    # the folder they loaded, so requests must name it: '{model_dir}'.
+    command_request_model: str = Field(
+        "{served_name}",
+        pattern=r"^\{(served_name|model_dir)\}$",
+        description="For launcher 'command': the 'model' each request names to the copy: '{served_name}' "
+        "or '{model_dir}' (for servers without a served-name option). Answers name the model as usual.",
+    )
     copy_host: str = Field("127.0.0.1", description="Address copies bind and the router calls.")
     worker_device: str = Field(
         "cpu",

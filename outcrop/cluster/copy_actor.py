@@ -55,6 +55,7 @@ class CopyActor:
         self.port = 0
         self.url = ""
         self.health_path = "/health"
+        self.request_model: str | None = None
         self.log_path: Path | None = None
 
     async def address(self, bind_host: str | None) -> tuple[str, int, str]:
@@ -80,8 +81,11 @@ class CopyActor:
         )
         return str(folder)
 
-    async def start(self, argv: list[str], log_path: str, url: str, health_path: str) -> int:
+    async def start(
+        self, argv: list[str], log_path: str, url: str, health_path: str, request_model: str | None = None
+    ) -> int:
         """Start the copy's process; its pid."""
+        self.request_model = request_model
         if argv and not os.path.exists(argv[0]) and Path(argv[0]).name.startswith("python"):
             argv = [sys.executable, *argv[1:]]  # the gateway's interpreter path does not exist here
         self.log_path = Path(log_path)
@@ -141,6 +145,7 @@ class CopyActor:
             "port": self.port,
             "url": self.url,
             "health_path": self.health_path,
+            "request_model": self.request_model,
             "log_path": str(self.log_path) if self.log_path else "",
             "pid": process.pid if process else None,
             "exit_code": process.poll() if process else None,

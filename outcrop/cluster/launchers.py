@@ -24,7 +24,15 @@
         OUTCROP_SERVING__COMMAND_TEMPLATE='python -m sglang.launch_server --model-path {model_dir} --host {host} --port {port} --served-model-name {served_name}'
         OUTCROP_SERVING__COMMAND_HEALTH_PATH=/health
 
-    Outcrop's worker through a template (what the tests do)::
+    ``transformers serve`` (CPU or GPU; it has no served-name option and answers only to the
+    folder it loaded, so requests name that: the router rewrites each request's ``model`` and
+    each answer's back)::
+
+        OUTCROP_SERVING__LAUNCHER=command
+        OUTCROP_SERVING__COMMAND_TEMPLATE='transformers serve {model_dir} --host {host} --port {port}'
+        OUTCROP_SERVING__COMMAND_REQUEST_MODEL='{model_dir}'
+
+    Outcrop's worker through a template (what the tests do, with ``transformers serve`` too)::
 
         OUTCROP_SERVING__COMMAND_TEMPLATE='python -m outcrop.engine.worker --model-dir {model_dir} --port {port} --host {host} --served-name {served_name}'
 
@@ -91,6 +99,9 @@ class LaunchedCopy(Protocol):
     log_path: Path
     # False: another gateway started it and stops it; this one only routes to it (and health-checks it).
     owned: bool
+    # The 'model' requests must name for this copy, when it is not the served name (see
+    # serving.command_request_model); None: the served name.
+    request_model: str | None
 
     @property
     def pid(self) -> int | None: ...
@@ -134,6 +145,7 @@ class SubprocessCopy:
     log_path: Path
     command: tuple[str, ...]
     owned: bool = True
+    request_model: str | None = None
 
     @property
     def pid(self) -> int:
@@ -198,6 +210,9 @@ class Launcher(Protocol):
     def health_path(self) -> str: ...
 
     def launch(self, request: LaunchRequest) -> LaunchedCopy: ...
+
+    def request_model(self, request: LaunchRequest) -> str | None:
+        """The 'model' requests name to a copy started for ``request``; None: its served name."""
 
     def discover(self, known: set[str]) -> list[FoundCopy]:
         """Running copies whose ids are not in ``known`` (a launcher without shared copies: none)."""
@@ -295,6 +310,9 @@ class _ProcessLauncher:
     def health_path(self) -> str:
         return "/health"
 
+    def request_model(self, request: LaunchRequest) -> str | None:
+        return None
+
     def launch(self, request: LaunchRequest) -> SubprocessCopy:
         cmd = self.command(request)
         request.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -321,6 +339,7 @@ class _ProcessLauncher:
             health_path=self.health_path(),
             log_path=request.log_path,
             command=tuple(cmd),
+            request_model=self.request_model(request),
         )
 
 
@@ -388,6 +407,11 @@ class CommandLauncher(_ProcessLauncher):
 
     def health_path(self) -> str:
         return self.config.command_health_path
+
+    def request_model(self, request: LaunchRequest) -> str | None:
+        if self.config.command_request_model == "{model_dir}":
+            return str(request.model_dir)
+        return None
 
     def command(self, request: LaunchRequest) -> list[str]:
         values = {

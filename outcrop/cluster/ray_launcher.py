@@ -138,6 +138,7 @@ class RayCopy:
         pid: int | None,
         owned: bool,
         node_id: str = "",
+        request_model: str | None = None,
     ) -> None:
         self.actor = actor
         self.host = host
@@ -147,6 +148,7 @@ class RayCopy:
         self.log_path = log_path
         self.owned = owned
         self.node_id = node_id
+        self.request_model = request_model
         self._pid = pid
         self._exit_ref = actor.wait_exit.remote()
         self._code: int | None = None
@@ -228,6 +230,9 @@ class RayLauncher:
     def health_path(self) -> str:
         return self.inner.health_path()
 
+    def request_model(self, request: LaunchRequest) -> str | None:
+        return self.inner.request_model(request)
+
     def launch(self, request: LaunchRequest) -> RayCopy:
         target = self._choose_node(request.model_id, copy_resources(self.settings, request))
         try:
@@ -297,10 +302,12 @@ class RayLauncher:
                 timeout=self.config.serving.copy_start_timeout_seconds,
             )
             bind = cfg.copy_host or host
-            argv = self.inner.command(replace(request, host=bind, port=port, model_dir=Path(model_dir)))
+            on_node = replace(request, host=bind, port=port, model_dir=Path(model_dir))
+            argv = self.inner.command(on_node)
+            request_model = self.inner.request_model(on_node)
             url = f"http://{url_host(host)}:{port}"
             pid = ray.get(
-                actor.start.remote(argv, str(request.log_path), url, self.health_path()),
+                actor.start.remote(argv, str(request.log_path), url, self.health_path(), request_model),
                 timeout=cfg.call_timeout_seconds,
             )
         except BaseException:
@@ -319,6 +326,7 @@ class RayLauncher:
             pid=pid,
             owned=True,
             node_id=node_id,
+            request_model=request_model,
         )
 
     def _describe_all(self, known: set[str]) -> list[tuple[str, Any, dict[str, Any]]]:
@@ -367,6 +375,7 @@ class RayLauncher:
                 pid=info["pid"],
                 owned=False,
                 node_id=info["node_id"],
+                request_model=info.get("request_model"),
             )
             found.append(
                 FoundCopy(

@@ -212,9 +212,12 @@ async def _refuses_priority(response: CopyResponse) -> bool:
 class CopyClient:
     """Pooled keep-alive connections to one copy at ``host:port``."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, request_model: str | None = None) -> None:
         self.host = host.strip("[]")
         self.port = port
+        # The 'model' this copy answers to, when it is not the served name (a server that only
+        # knows the folder it loaded): every request's 'model' is rewritten to it.
+        self.request_model = request_model
         self._idle: collections.deque[_Connection] = collections.deque()
         self._all: set[_Connection] = set()
         self._closed = False
@@ -222,6 +225,8 @@ class CopyClient:
 
     async def request(self, method: str, path: str, payload: Any = None) -> CopyResponse:
         """Send a request; returns once the status line and headers arrived (body: see CopyResponse)."""
+        if self.request_model is not None and isinstance(payload, dict) and "model" in payload:
+            payload = {**payload, "model": self.request_model}
         with_priority = isinstance(payload, dict) and "priority" in payload
         if with_priority and not self.takes_priority:
             payload = {k: v for k, v in payload.items() if k != "priority"}

@@ -217,6 +217,10 @@ class Serving:
                             model_id=pool.model.id,
                         )
                     started = True
+                    if "model" in chunk:
+                        chunk["model"] = (
+                            pool.model.name
+                        )  # what the caller asked for, whatever the copy calls it
                     yield chunk
             except TimeoutError:
                 raise self._timeout_error(pool, limit) from None
@@ -456,6 +460,8 @@ class Serving:
                     "send the request again.",
                     model_id=pool.model.id,
                 )
+            if "model" in result:
+                result["model"] = pool.model.name  # what the caller asked for, whatever the copy calls it
             return result
         raise self._response_error(pool, status, body)
 

@@ -1,9 +1,12 @@
-"""Outcrop's own worker as the copy: started by the ``local`` launcher and through a ``command`` template."""
+"""Real copies: Outcrop's own worker started by the ``local`` launcher and through a ``command``
+template, and another OpenAI-compatible server (``transformers serve``) through a template."""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +14,7 @@ from outcrop.config import OutcropConfig
 from outcrop.errors import InvalidRequestError
 from outcrop.registry.service import Registry
 from outcrop.serving.service import ColdStartPolicy
+from tests.conftest import TEST_API_KEY, ServerProcess, api, boto3_client, import_and_wait
 from tests.serving.conftest import running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -66,3 +70,37 @@ async def test_command_launcher_serves_through_a_template_of_outcrops_worker(
         **{"serving.command_template": template, "serving.command_health_path": "/health"}
     )
     await _exercise(config, serving_registry)
+
+
+def test_command_launcher_serves_through_another_openai_server(
+    start_server: Callable[..., ServerProcess], tiny_model: Callable[..., Path]
+) -> None:
+    """The copy is ``transformers serve`` (an OpenAI-compatible server that installs here), which
+    answers only to the folder it loaded: requests name it by ``{model_dir}``, callers never see it."""
+    from openai import OpenAI
+
+    transformers_cli = Path(sys.executable).parent / "transformers"
+    template = f"{transformers_cli} serve {{model_dir}} --host {{host}} --port {{port}} --device cpu"
+    server = start_server(
+        OUTCROP_SERVING__LAUNCHER="command",
+        OUTCROP_SERVING__COMMAND_TEMPLATE=template,
+        OUTCROP_SERVING__COMMAND_REQUEST_MODEL="{model_dir}",
+    )
+    import_and_wait(boto3_client("bedrock", server.url), tiny_model("llama"), "peer")
+    client = OpenAI(base_url=f"{server.url}/v1", api_key=TEST_API_KEY, timeout=180)
+    chat = client.chat.completions.create(  # held through the cold start
+        model="peer", messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+    )
+    assert chat.model == "peer" and chat.choices[0].message.content is not None
+    chunks = list(
+        client.chat.completions.create(
+            model="peer", messages=[{"role": "user", "content": "Hi"}], max_tokens=4, stream=True
+        )
+    )
+    assert chunks and all(c.model == "peer" for c in chunks)
+    runtime = boto3_client("bedrock-runtime", server.url)
+    out = runtime.invoke_model(modelId="peer", body=json.dumps({"prompt": "Hello", "max_gen_len": 4}))
+    body = json.loads(out["body"].read())
+    assert body["generation"] == body["outputs"][0]["text"] == body["choices"][0]["text"]
+    (copy,) = api.get(f"{server.url}/outcrop/copies").json()["copies"]
+    assert copy["state"] == "Ready"
