@@ -5,15 +5,14 @@ address and a free port, has it prepare a verified model folder on the node, the
 copy's command there. The copy process dies with its actor: it runs in its own process
 group and gets SIGKILL when the actor's process ends (``PR_SET_PDEATHSIG``), so a killed
 actor or a lost node leaks no server. This module runs on the nodes; it imports Ray lazily
-and nothing of Outcrop but ``envs``, ``errors`` and :mod:`outcrop.cluster.node_models`.
+and nothing of Outcrop but ``envs``, ``errors``, :mod:`outcrop.cluster.node_models` and
+:mod:`outcrop.cluster.processes`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -23,22 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from outcrop.cluster.node_models import FileEntry, ensure_model_folder
-from outcrop.envs import subprocess_env
+from outcrop.cluster.processes import read_log_tail, signal_process_group, start_copy_process
 
 # Why 0.1 s: how soon the actor's exit watch sees its copy exit; a gateway's own health check
 # runs every couple of seconds, so this is never the slow part.
 EXIT_POLL_SECONDS = 0.1
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-LOG_TAIL_READ_BYTES = 8192
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    """In the copy's child process: SIGKILL when the actor that started it dies (Linux)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 class CopyActor:
@@ -90,17 +78,7 @@ class CopyActor:
             argv = [sys.executable, *argv[1:]]  # the gateway's interpreter path does not exist here
         self.log_path = Path(log_path)
         self.url, self.health_path = url, health_path
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=subprocess_env(PYTHONUNBUFFERED="1"),
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
+        self.process = start_copy_process(argv, self.log_path, die_with_parent=True)
         return self.process.pid
 
     async def wait_exit(self) -> int:
@@ -118,16 +96,8 @@ class CopyActor:
 
     async def signal(self, sig: int) -> None:
         """Send ``sig`` to the copy's process group."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            try:
-                process.send_signal(sig)
-            except ProcessLookupError:
-                pass
+        if self.process is not None:
+            signal_process_group(self.process, sig)
 
     async def describe(self) -> dict[str, Any]:
         """What a gateway needs to adopt this copy (and where it runs)."""
@@ -152,14 +122,4 @@ class CopyActor:
         }
 
     async def log_tail(self, max_chars: int) -> str:
-        if self.log_path is None:
-            return ""
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - LOG_TAIL_READ_BYTES))
-                text = f.read().decode("utf-8", errors="replace")
-        except OSError:
-            return ""
-        lines = [line for line in text.strip().splitlines() if line.strip()]
-        return "\n".join(lines[-6:])[-max_chars:]
+        return read_log_tail(self.log_path, max_chars) if self.log_path is not None else ""

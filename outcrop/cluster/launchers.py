@@ -51,7 +51,6 @@ or a process in a Ray actor on another node.
 
 from __future__ import annotations
 
-import os
 import shlex
 import signal
 import socket
@@ -63,8 +62,8 @@ from pathlib import Path
 from typing import ClassVar, Protocol
 
 from outcrop.cluster.node_models import FileEntry
+from outcrop.cluster.processes import read_log_tail, signal_process_group, start_copy_process
 from outcrop.config import OutcropConfig, ServingConfig
-from outcrop.envs import subprocess_env
 from outcrop.errors import ConfigError
 
 PLACEHOLDERS = ("model_dir", "port", "host", "served_name")
@@ -159,15 +158,7 @@ class SubprocessCopy:
 
     def signal(self, sig: int) -> None:
         """Send ``sig`` to the copy's process group (the copy and what it forked)."""
-        if self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            try:
-                self.process.send_signal(sig)
-            except ProcessLookupError:
-                pass
+        signal_process_group(self.process, sig)
 
     def terminate(self) -> None:
         self.signal(signal.SIGTERM)
@@ -177,21 +168,6 @@ class SubprocessCopy:
 
     def log_tail(self, max_chars: int = 600) -> str:
         return read_log_tail(self.log_path, max_chars)
-
-
-def read_log_tail(log_path: Path, max_chars: int = 600) -> str:
-    """The last lines of a copy's log file (at most ``max_chars``), for failure messages."""
-    try:
-        with open(log_path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_chars * 4))
-            text = f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    tail = "\n".join(lines[-6:])
-    return tail[-max_chars:]
 
 
 class Launcher(Protocol):
@@ -315,22 +291,13 @@ class _ProcessLauncher:
 
     def launch(self, request: LaunchRequest) -> SubprocessCopy:
         cmd = self.command(request)
-        request.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(request.log_path, "ab") as log:
-            try:
-                process = subprocess.Popen(
-                    cmd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=subprocess_env(PYTHONUNBUFFERED="1"),
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise ConfigError(
-                    f"Cannot start a copy with the {self.name} launcher: '{cmd[0]}' failed to run ({exc}). "
-                    "Check serving.command_template (OUTCROP_SERVING__COMMAND_TEMPLATE)."
-                ) from None
+        try:
+            process = start_copy_process(cmd, request.log_path)
+        except OSError as exc:
+            raise ConfigError(
+                f"Cannot start a copy with the {self.name} launcher: '{cmd[0]}' failed to run ({exc}). "
+                "Check serving.command_template (OUTCROP_SERVING__COMMAND_TEMPLATE)."
+            ) from None
         return SubprocessCopy(
             process=process,
             host=url_host(request.host).strip("[]"),

@@ -36,9 +36,9 @@ from outcrop.cluster.launchers import (
     Launcher,
     LaunchRequest,
     process_launcher,
-    read_log_tail,
     url_host,
 )
+from outcrop.cluster.processes import read_log_tail
 from outcrop.config import OutcropConfig, RayConfig, RayCopyResources
 from outcrop.envs import worker_id_hint
 from outcrop.errors import ConfigError, ServiceUnavailableError
