@@ -25,6 +25,7 @@ shipped once they have not changed for a while; a failing upload is logged and r
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gzip
 import json
@@ -218,7 +219,7 @@ class InvocationLogger:
             offset = int(marker.read_text().strip() or 0)
         except (OSError, ValueError):
             offset = 0
-        with self._lock if mine else _NO_LOCK, open(path, "rb") as fh:
+        with self._lock if mine else contextlib.nullcontext(), open(path, "rb") as fh:
             fh.seek(offset)
             data = fh.read()
         end = data.rfind(b"\n") + 1  # whole lines only: a writer may be mid-line
@@ -242,14 +243,3 @@ class InvocationLogger:
         tmp.write_text(str(offset + end))
         os.replace(tmp, marker)
         return 1
-
-
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-_NO_LOCK = _NoLock()

@@ -140,8 +140,9 @@ class Throttler:
             smoothed = RATE_SMOOTHING * rate + (1 - RATE_SMOOTHING) * self._offered.get(principal, 0.0)
             if smoothed >= RATE_FLOOR:
                 offered[principal] = smoothed
-        self.rates.publish(self.gateway_id, offered)
-        others = self.rates.others(self.gateway_id, RATE_MAX_AGE_SECONDS)
+        if offered or self._offered:  # an idle gateway with no rows of its own writes nothing
+            self.rates.publish(self.gateway_id, offered)
+        others = self.rates.others(self.gateway_id, RATE_MAX_AGE_SECONDS) if offered else {}
         # A principal new to this gateway keeps the whole limit until its rate is published: a
         # sync interval of over-admission rather than refusing traffic that moved here.
         share = {p: own / (own + others[p]) for p, own in offered.items() if others.get(p, 0.0) > 0}
