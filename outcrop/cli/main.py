@@ -80,6 +80,7 @@ EndpointOpt = typer.Option(
     "-e",
     help="URL of the Outcrop server (default: $OUTCROP_ENDPOINT or http://127.0.0.1:8080).",
 )
+YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
 
 
 def _run(fn: Callable[[], T]) -> T:
@@ -421,7 +422,7 @@ def models_show(
 @models_app.command("rm")
 def models_rm(
     name: str = typer.Argument(..., help="Model name or ARN."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    yes: bool = YesOpt,
     endpoint: str | None = EndpointOpt,
 ) -> None:
     """Delete an imported model (its stored files go too, unless another model shares them).
@@ -617,7 +618,7 @@ def keys_ls(endpoint: str | None = EndpointOpt) -> None:
 @keys_app.command("rm")
 def keys_rm(
     name: str = typer.Argument(..., help="The principal's name (as `outcrop keys ls` shows it)."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    yes: bool = YesOpt,
     endpoint: str | None = EndpointOpt,
 ) -> None:
     """Delete a principal: its keys stop working at once.

@@ -31,8 +31,10 @@ class CopyErrorResponse(_Lenient):
                 return cls.model_validate(payload)
             except ValueError:
                 return None
-        if isinstance(payload, dict) and isinstance(payload.get("message"), str):  # some servers' flat shape
-            return cls(error=CopyErrorBody(message=payload["message"]))
+        if isinstance(payload, dict):  # some servers' flat shapes: {"message"}, FastAPI's {"detail"}
+            for key in ("message", "detail"):
+                if isinstance(payload.get(key), str):
+                    return cls(error=CopyErrorBody(message=payload[key]))
         return None
 
 

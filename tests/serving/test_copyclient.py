@@ -210,3 +210,20 @@ async def test_abandoning_a_response_closes_its_connection_so_the_copy_sees_the_
                 await response.aread()
         await asyncio.wait_for(saw_eof.wait(), 5)
         await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"error": {"message": "bad max_tokens", "type": "invalid_request_error"}}, "bad max_tokens"),
+        ({"message": "flat"}, "flat"),
+        ({"detail": "Server is pinned to '/models/x'"}, "Server is pinned to '/models/x'"),  # FastAPI servers
+        ({"detail": [{"loc": ["body"]}]}, None),
+        ("not an object", None),
+    ],
+)
+def test_copy_errors_are_read_in_every_shape_servers_send(payload: object, message: str | None) -> None:
+    from outcrop.serving.protocol import CopyErrorResponse
+
+    parsed = CopyErrorResponse.parse(payload)
+    assert (parsed.error.message if parsed else None) == message
