@@ -172,7 +172,12 @@ async def load(
     return Run(latencies, took)
 
 
-def start_gateway(root: Path, port: int) -> subprocess.Popen[bytes]:
+def gateway_log(root: Path, port: int) -> Path:
+    return root / f"gateway-{port}.log"
+
+
+def start_gateway(root: Path, port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``outcrop serve`` on ``port`` whose copies are null copies (``extra_env`` adds or overrides settings)."""
     template = (
         f"{sys.executable} -m outcrop.serving.nullcopy --port {{port}} --host {{host}} "
         "--served-name {served_name}"
@@ -191,25 +196,26 @@ def start_gateway(root: Path, port: int) -> subprocess.Popen[bytes]:
             "OUTCROP_AUTH__BOOTSTRAP_ACCESS_KEY_ID": ACCESS_KEY_ID,
             "OUTCROP_AUTH__BOOTSTRAP_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
             "OUTCROP_AUTH__BOOTSTRAP_API_KEY": API_KEY,
+            **(extra_env or {}),
         }
     )
     cmd = [sys.executable, "-m", "outcrop", "--data-dir", str(root / "data"), "serve", "--port", str(port)]
-    log = open(root / "gateway.log", "wb")  # noqa: SIM115 - lives as long as the process
+    log = open(gateway_log(root, port), "wb")  # noqa: SIM115 - lives as long as the process
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
 
 
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], root: Path, timeout_s: float = 90) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 90) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"outcrop serve exited:\n{(root / 'gateway.log').read_text()[-3000:]}")
+            raise SystemExit(f"outcrop serve exited:\n{log_path.read_text()[-3000:]}")
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise SystemExit("outcrop serve did not become healthy")
+    raise SystemExit(f"outcrop serve did not become healthy:\n{log_path.read_text()[-3000:]}")
 
 
 def import_model(url: str, root: Path) -> None:
@@ -304,7 +310,7 @@ def main() -> None:
     gateway = f"http://127.0.0.1:{port}"
     proc = start_gateway(root, port)
     try:
-        wait_healthy(gateway, proc, root)
+        wait_healthy(gateway, proc, gateway_log(root, port))
         import_model(gateway, root)
         headers = {"Authorization": f"Bearer {API_KEY}"}
         warm = httpx.post(

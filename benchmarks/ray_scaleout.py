@@ -45,16 +45,16 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gateway_overhead import (
-    ACCESS_KEY_ID,
     API_KEY,
     MODEL_NAME,
     REPO_ROOT,
-    SECRET_ACCESS_KEY,
     KeepAliveConnection,
     free_port,
+    gateway_log,
     import_model,
     wait_healthy,
 )
+from gateway_overhead import start_gateway as start_overhead_gateway
 
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 NAMESPACE = "outcrop-bench"
@@ -71,41 +71,27 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start_gateway(root: Path, cluster_address: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A gateway of the shared fleet: gateway_overhead's null-copy gateway on the ``ray`` launcher."""
     port = free_port()
-    template = f"{sys.executable} -m outcrop.serving.nullcopy --port {{port}} --host {{host}} --served-name {{served_name}}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTCROP_")}
-    env.update(
+    proc = start_overhead_gateway(
+        root,
+        port,
         {
             "PYTHONPATH": str(REPO_ROOT),
             "OUTCROP_SERVING__LAUNCHER": "ray",
-            "OUTCROP_SERVING__COMMAND_TEMPLATE": template,
             "OUTCROP_SERVING__HEALTH_INTERVAL_SECONDS": "0.5",
             "OUTCROP_SERVING__RESTART_BACKOFF_INITIAL_SECONDS": "0.2",
-            "OUTCROP_SERVING__DEFAULTS__MAX_CONCURRENCY_PER_COPY": "64",
             "OUTCROP_SERVING__DEFAULTS__MAX_COPIES": "2",
-            "OUTCROP_THROTTLING__ENABLED": "false",
             "OUTCROP_RAY_ADDRESS": cluster_address,
             "OUTCROP_RAY__NAMESPACE": NAMESPACE,
             "OUTCROP_RAY__COPY_LAUNCHER": "command",
             "OUTCROP_RAY__NUM_CPUS": "0.5",
             "OUTCROP_RAY__SYNC_INTERVAL_SECONDS": "0.5",
             "OUTCROP_RAY__SCALER_LEASE_SECONDS": "3",
-            "OUTCROP_REGISTRY__ALLOWED_ROOTS": json.dumps([str(root)]),
-            "OUTCROP_SERVER__LOG_LEVEL": "warning",
-            "OUTCROP_AUTH__BOOTSTRAP_ACCESS_KEY_ID": ACCESS_KEY_ID,
-            "OUTCROP_AUTH__BOOTSTRAP_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
-            "OUTCROP_AUTH__BOOTSTRAP_API_KEY": API_KEY,
-        }
+        },
     )
-    cmd = [sys.executable, "-m", "outcrop", "--data-dir", str(root / "data"), "serve", "--port", str(port)]
-    log = open(root / f"gateway-{port}.log", "wb")  # noqa: SIM115 - lives as long as the process
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc, root)
-    except SystemExit:
-        print((root / f"gateway-{port}.log").read_text()[-3000:])
-        raise
+    wait_healthy(url, proc, gateway_log(root, port))
     return proc, url
 
 
