@@ -119,6 +119,7 @@ async def load(
     requests: int,
     seconds: float | None = None,
     rate: float | None = None,
+    key: str = API_KEY,
 ) -> Run:
     """``concurrency`` clients, each sending back to back, ``requests`` in all (or for ``seconds``).
 
@@ -128,7 +129,7 @@ async def load(
     """
     parts = urlsplit(url)
     host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path
-    auth = f"Authorization: Bearer {API_KEY}\r\n"
+    auth = f"Authorization: Bearer {key}\r\n"
     conns = [KeepAliveConnection(host, port, auth) for _ in range(concurrency)]
     await asyncio.gather(*(c.open() for c in conns))
     for c in conns:  # warm each connection
@@ -250,7 +251,15 @@ def import_model(url: str, root: Path) -> None:
     raise SystemExit("import did not finish in 120 s")
 
 
-async def measure(args: argparse.Namespace, gateway: str, copy_url: str) -> None:
+def copy_token(pid: int) -> str:
+    """The null copy's token (it answers only its gateway), from its environment: same user, Linux."""
+    for var in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        if var.startswith(b"OUTCROP_COPY_TOKEN="):
+            return var.split(b"=", 1)[1].decode()
+    raise SystemExit(f"copy {pid} has no OUTCROP_COPY_TOKEN in its environment")
+
+
+async def measure(args: argparse.Namespace, gateway: str, copy_url: str, token: str) -> None:
     body = json.dumps({"model": MODEL_NAME, "prompt": "Hello", "max_tokens": 3}).encode()
     direct_url, gateway_url = f"{copy_url}/v1/completions", f"{gateway}/v1/completions"
     print(
@@ -262,7 +271,7 @@ async def measure(args: argparse.Namespace, gateway: str, copy_url: str) -> None
         direct: list[float] = []
         through: list[float] = []
         for _ in range(args.rounds):  # alternating, so drift hits both sides
-            direct += (await load(direct_url, body, concurrency, requests, rate=rate)).latencies_s
+            direct += (await load(direct_url, body, concurrency, requests, rate=rate, key=token)).latencies_s
             through += (await load(gateway_url, body, concurrency, requests, rate=rate)).latencies_s
         d, g = Run(direct, 1.0), Run(through, 1.0)
         added50, added99 = g.pct(0.5) - d.pct(0.5), g.pct(0.99) - d.pct(0.99)
@@ -277,7 +286,7 @@ async def measure(args: argparse.Namespace, gateway: str, copy_url: str) -> None
     for rate in args.paced_rates:
         await compare(f"32@{rate:g}/s", 32, max(200, int(rate * args.paced_seconds)), rate)
     sustained = await load(gateway_url, body, 32, 0, seconds=args.sustain_seconds)
-    direct_rate = await load(direct_url, body, 32, 0, seconds=args.sustain_seconds)
+    direct_rate = await load(direct_url, body, 32, 0, seconds=args.sustain_seconds, key=token)
     verdict = "met" if sustained.rps >= 1000 else "MISSED"
     print(
         f"\nsustained at 32 clients for {args.sustain_seconds:g} s: gateway {sustained.rps:,.0f} req/s, "
@@ -321,7 +330,7 @@ def main() -> None:
         copies = httpx.get(f"{gateway}/outcrop/copies", headers=headers, timeout=10).json()["copies"]
         (copy,) = [c for c in copies if c["modelName"] == MODEL_NAME]
         print(f"gateway {gateway} (pid {proc.pid}); null copy {copy['url']} (pid {copy['pid']})\n")
-        asyncio.run(measure(args, gateway, copy["url"]))
+        asyncio.run(measure(args, gateway, copy["url"], copy_token(copy["pid"])))
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

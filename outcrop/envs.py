@@ -9,6 +9,8 @@ Environment variables (all optional):
 - ``OUTCROP_<SECTION>__<FIELD>``: any field of ``OutcropConfig``, e.g. ``OUTCROP_SERVER__PORT=9000``,
   ``OUTCROP_REGISTRY__ALLOWED_ROOTS='["/data/models"]'``, ``OUTCROP_S3__ENDPOINT_URL=http://127.0.0.1:9000``.
 - ``OUTCROP_TEST_POSTGRES_URL``: PostgreSQL used by the test suite.
+- ``OUTCROP_COPY_TOKEN``: set by a launcher in a copy's environment only: the secret the copy
+  requires in ``Authorization: Bearer`` on every route but ``/health`` (see ``outcrop.engine.auth``).
 """
 
 from __future__ import annotations
@@ -108,11 +110,24 @@ def default_endpoint(config: OutcropConfig) -> str:
     return f"http://{host}:{config.server.port}"
 
 
+# The variable a launcher puts a copy's token in (the environment, never the command line,
+# which every local user can read with `ps`).
+COPY_TOKEN_ENV = "OUTCROP_COPY_TOKEN"
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
-    """The current environment plus ``extra``, for child processes (servers, copies)."""
-    env = dict(os.environ)
+    """The current environment plus ``extra``, for child processes (servers, copies).
+
+    A copy token this process was given itself is not passed on: each copy gets its own.
+    """
+    env = {k: v for k, v in os.environ.items() if k != COPY_TOKEN_ENV}
     env.update(extra)
     return env
+
+
+def copy_token() -> str | None:
+    """The token this copy requires of its callers (``OUTCROP_COPY_TOKEN``); None when none was given."""
+    return os.environ.get(COPY_TOKEN_ENV) or None
 
 
 def cli_api_key() -> str | None:

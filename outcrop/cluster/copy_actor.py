@@ -45,6 +45,7 @@ class CopyActor:
         self.health_path = "/health"
         self.request_model: str | None = None
         self.log_path: Path | None = None
+        self.token = ""  # the secret the copy requires; adopting gateways read it from describe()
 
     async def address(self, bind_host: str | None) -> tuple[str, int, str]:
         """(node IP, a port free on the node, node id): where the copy will listen."""
@@ -70,15 +71,23 @@ class CopyActor:
         return str(folder)
 
     async def start(
-        self, argv: list[str], log_path: str, url: str, health_path: str, request_model: str | None = None
+        self,
+        argv: list[str],
+        log_path: str,
+        url: str,
+        health_path: str,
+        request_model: str | None = None,
+        env: dict[str, str] | None = None,
+        token: str = "",
     ) -> int:
-        """Start the copy's process; its pid."""
+        """Start the copy's process with ``env`` (its token among them) added to the node's; its pid."""
         self.request_model = request_model
+        self.token = token
         if argv and not os.path.exists(argv[0]) and Path(argv[0]).name.startswith("python"):
             argv = [sys.executable, *argv[1:]]  # the gateway's interpreter path does not exist here
         self.log_path = Path(log_path)
         self.url, self.health_path = url, health_path
-        self.process = start_copy_process(argv, self.log_path, die_with_parent=True)
+        self.process = start_copy_process(argv, self.log_path, die_with_parent=True, env=env)
         return self.process.pid
 
     async def wait_exit(self) -> int:
@@ -100,7 +109,7 @@ class CopyActor:
             signal_process_group(self.process, sig)
 
     async def describe(self) -> dict[str, Any]:
-        """What a gateway needs to adopt this copy (and where it runs)."""
+        """What a gateway needs to adopt this copy (and where it runs), its token included."""
         import ray
 
         process = self.process
@@ -116,6 +125,7 @@ class CopyActor:
             "url": self.url,
             "health_path": self.health_path,
             "request_model": self.request_model,
+            "token": self.token,
             "log_path": str(self.log_path) if self.log_path else "",
             "pid": process.pid if process else None,
             "exit_code": process.poll() if process else None,

@@ -6,8 +6,9 @@
 
 ``command``
     Any OpenAI-compatible server, from ``serving.command_template`` with the placeholders
-    ``{model_dir}``, ``{port}``, ``{host}`` and ``{served_name}``; it is ready when
-    ``serving.command_health_path`` answers 200. The template is split like a shell line
+    ``{model_dir}``, ``{port}``, ``{host}``, ``{served_name}`` and ``{api_key}`` (the copy's
+    token, below); it is ready when ``serving.command_health_path`` answers 200. Leading
+    ``NAME=value`` words set environment variables of the copy, as in a shell line. The template is split like a shell line
     (``shlex``) and then each word is filled in, so paths with spaces are safe; no shell runs.
     A first word of ``python`` or ``python3`` means the gateway's own interpreter; give a full
     path to run another one (e.g. a vLLM virtual environment's ``bin/python``).
@@ -15,13 +16,13 @@
     vLLM (GPU fleets)::
 
         OUTCROP_SERVING__LAUNCHER=command
-        OUTCROP_SERVING__COMMAND_TEMPLATE='vllm serve {model_dir} --host {host} --port {port} --served-model-name {served_name} --max-num-seqs 16'
+        OUTCROP_SERVING__COMMAND_TEMPLATE='VLLM_API_KEY={api_key} vllm serve {model_dir} --host {host} --port {port} --served-model-name {served_name} --max-num-seqs 16'
         OUTCROP_SERVING__COMMAND_HEALTH_PATH=/health
 
-    SGLang::
+    SGLang (``--api-key`` only: the token shows in the copy's command line to local users)::
 
         OUTCROP_SERVING__LAUNCHER=command
-        OUTCROP_SERVING__COMMAND_TEMPLATE='python -m sglang.launch_server --model-path {model_dir} --host {host} --port {port} --served-model-name {served_name}'
+        OUTCROP_SERVING__COMMAND_TEMPLATE='python -m sglang.launch_server --model-path {model_dir} --host {host} --port {port} --served-model-name {served_name} --api-key {api_key}'
         OUTCROP_SERVING__COMMAND_HEALTH_PATH=/health
 
     ``transformers serve`` (CPU or GPU; it has no served-name option and answers only to the
@@ -36,13 +37,25 @@
 
         OUTCROP_SERVING__COMMAND_TEMPLATE='python -m outcrop.engine.worker --model-dir {model_dir} --port {port} --host {host} --served-name {served_name}'
 
+**Every copy requires a secret only its gateways hold.** Each launch gets a fresh token
+(``secrets.token_urlsafe``); the gateway's copy client sends ``Authorization: Bearer <token>``
+on every call, and the copy answers nothing but ``/health`` without it, so a copy's port is no
+way around the gateway's policies, throttling, audit and invocation log. The token reaches the
+copy in its environment (``OUTCROP_COPY_TOKEN``, which Outcrop's worker and the null copy
+read), never on its command line; a template passes it on with ``{api_key}``. A template that
+does neither (and runs no ``-m outcrop...`` module) starts copies that answer anyone who
+reaches their port: the launcher logs a warning saying so.
+
 ``ray``
     Each copy in a Ray actor on whichever node of a Ray cluster has the CPUs, GPUs and memory
     it reserves; the actor runs the command that ``ray.copy_launcher`` (``local`` or
     ``command``) builds, on the node's IP. See :mod:`outcrop.cluster.ray_launcher`.
 
 Each copy runs in its own process group (``start_new_session``), so stopping a copy also
-stops the processes a server forks (vLLM's engine core, SGLang's schedulers).
+stops the processes a server forks (vLLM's engine core, SGLang's schedulers). The ``local``
+and ``command`` launchers' copies die with their gateway, even one killed with ``kill -9``
+(``PR_SET_PDEATHSIG``, :mod:`outcrop.cluster.processes`), and a gateway that starts stops
+what one killed on the same data dir left (:mod:`outcrop.cluster.pidfiles`).
 
 What a launcher hands back is a :class:`LaunchedCopy`: the narrow seam through which the
 fleet watches and stops a copy, whether it is a subprocess here (:class:`SubprocessCopy`)
@@ -51,22 +64,33 @@ or a process in a Ray actor on another node.
 
 from __future__ import annotations
 
+import logging
+import re
+import secrets
 import shlex
 import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol
 
 from outcrop.cluster.node_models import FileEntry
+from outcrop.cluster.pidfiles import stop_leftovers, write_record
 from outcrop.cluster.processes import read_log_tail, signal_process_group, start_copy_process
 from outcrop.config import OutcropConfig, ServingConfig
+from outcrop.envs import COPY_TOKEN_ENV
 from outcrop.errors import ConfigError
 
-PLACEHOLDERS = ("model_dir", "port", "host", "served_name")
+log = logging.getLogger("outcrop.cluster")
+
+PLACEHOLDERS = ("model_dir", "port", "host", "served_name", "api_key")
+# A leading template word that sets an environment variable of the copy, as in a shell line.
+ENV_WORD = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOTALL)
+# Why 32 bytes: 256 bits of secrets.token_urlsafe, what Python's docs suggest for secrets.
+COPY_TOKEN_BYTES = 32
 # What a copy asked to stop exits with: 0, or killed by the SIGTERM itself (uvicorn re-raises the
 # signal after draining, so Outcrop's worker and most Python servers end that way).
 STOPPED_EXIT_CODES = frozenset({0, -int(signal.SIGTERM)})
@@ -86,6 +110,8 @@ class LaunchRequest:
         FileEntry, ...
     ] = ()  # (path, sha256, size) model_dir must hold, for a node that fetches it
     store_root: str | None = None  # the model store the blobs come from
+    # The secret the copy requires of its callers (generated per launch; never logged).
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(COPY_TOKEN_BYTES), repr=False)
 
 
 class LaunchedCopy(Protocol):
@@ -101,6 +127,8 @@ class LaunchedCopy(Protocol):
     # The 'model' requests must name for this copy, when it is not the served name (see
     # serving.command_request_model); None: the served name.
     request_model: str | None
+    # The secret the gateway sends in 'Authorization: Bearer' on every call to the copy.
+    token: str
 
     @property
     def pid(self) -> int | None: ...
@@ -145,13 +173,16 @@ class SubprocessCopy:
     command: tuple[str, ...]
     owned: bool = True
     request_model: str | None = None
+    token: str = field(default="", repr=False)
+    record_path: Path | None = None  # its record for the next gateway (outcrop.cluster.pidfiles)
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
     def release(self) -> None:
-        return None
+        if self.record_path is not None and self.process.poll() is not None:
+            self.record_path.unlink(missing_ok=True)
 
     def exit_code(self) -> int | None:
         return self.process.poll()
@@ -183,6 +214,10 @@ class Launcher(Protocol):
 
     def command(self, request: LaunchRequest) -> list[str]: ...
 
+    def copy_env(self, request: LaunchRequest) -> dict[str, str]:
+        """Environment variables the copy gets on top of the gateway's (its token among them)."""
+        ...
+
     def health_path(self) -> str: ...
 
     def launch(self, request: LaunchRequest) -> LaunchedCopy: ...
@@ -198,12 +233,14 @@ class Launcher(Protocol):
 
 
 _LAUNCHERS: dict[str, Callable[[OutcropConfig], Launcher]] = {}
+_PROCESS_LAUNCHERS: dict[str, type[_ProcessLauncher]] = {}
 
 
 def register_launcher(name: str) -> Callable[[type[_ProcessLauncher]], type[_ProcessLauncher]]:
     def add(cls: type[_ProcessLauncher]) -> type[_ProcessLauncher]:
         cls.name = name
-        _LAUNCHERS[name] = lambda config: cls(config.serving)
+        _PROCESS_LAUNCHERS[name] = cls
+        _LAUNCHERS[name] = lambda config: cls(config.serving, run_dir=copy_records_dir(config))
         return cls
 
     return add
@@ -224,6 +261,11 @@ def _ray_launcher(config: OutcropConfig) -> Launcher:
 
 
 _LAUNCHERS["ray"] = _ray_launcher
+
+
+def copy_records_dir(config: OutcropConfig) -> Path:
+    """Where the process launchers record the copies they start (``outcrop.cluster.pidfiles``)."""
+    return config.resolved_data_dir / "run" / "copies"
 
 
 def launcher_names() -> list[str]:
@@ -247,7 +289,7 @@ def process_launcher(name: str, config: ServingConfig) -> Launcher:
         raise ConfigError(
             f"ray.copy_launcher is '{name}'; valid: command, local (set OUTCROP_RAY__COPY_LAUNCHER)."
         )
-    return _LAUNCHERS[name](OutcropConfig(serving=config))
+    return _PROCESS_LAUNCHERS[name](config)  # no records: it only builds commands for nodes
 
 
 def free_port(host: str) -> int:
@@ -271,11 +313,18 @@ class _ProcessLauncher:
     uses_local_memory: ClassVar[bool] = True
     shares_copies: ClassVar[bool] = False
 
-    def __init__(self, config: ServingConfig) -> None:
+    def __init__(self, config: ServingConfig, *, run_dir: Path | None = None) -> None:
+        """``run_dir``: where copies are recorded; a gateway's launcher first stops the leftovers there."""
         self.config = config
+        self.run_dir = run_dir
+        if run_dir is not None:
+            stop_leftovers(run_dir)
 
     def discover(self, known: set[str]) -> list[FoundCopy]:
-        return []  # a subprocess dies with its gateway (its own session, but the gateway stops it)
+        return []  # a subprocess dies with its gateway (PR_SET_PDEATHSIG; a restarted one sweeps the rest)
+
+    def copy_env(self, request: LaunchRequest) -> dict[str, str]:
+        return {COPY_TOKEN_ENV: request.token}
 
     def close(self) -> None:
         return None
@@ -292,7 +341,9 @@ class _ProcessLauncher:
     def launch(self, request: LaunchRequest) -> SubprocessCopy:
         cmd = self.command(request)
         try:
-            process = start_copy_process(cmd, request.log_path)
+            process = start_copy_process(
+                cmd, request.log_path, die_with_parent=True, env=self.copy_env(request)
+            )
         except OSError as exc:
             raise ConfigError(
                 f"Cannot start a copy with the {self.name} launcher: '{cmd[0]}' failed to run ({exc}). "
@@ -307,6 +358,10 @@ class _ProcessLauncher:
             log_path=request.log_path,
             command=tuple(cmd),
             request_model=self.request_model(request),
+            token=request.token,
+            record_path=write_record(self.run_dir, request.copy_id, process.pid, cmd[0])
+            if self.run_dir
+            else None,
         )
 
 
@@ -344,8 +399,8 @@ class LocalLauncher(_ProcessLauncher):
 class CommandLauncher(_ProcessLauncher):
     """Any OpenAI-compatible server from ``serving.command_template`` (see the module docstring)."""
 
-    def __init__(self, config: ServingConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: ServingConfig, *, run_dir: Path | None = None) -> None:
+        super().__init__(config, run_dir=run_dir)
         template = config.command_template
         if not template or not template.strip():
             raise ConfigError(
@@ -354,11 +409,22 @@ class CommandLauncher(_ProcessLauncher):
                 "--served-model-name {served_name}'."
             )
         try:
-            self.words = shlex.split(template)
+            words = shlex.split(template)
         except ValueError as exc:
             raise ConfigError(f"serving.command_template cannot be split into words: {exc}.") from None
+        # Leading NAME=value words: the copy's environment, as in a shell line (kept off its command line).
+        self.env_words: list[tuple[str, str]] = []
+        while words and (match := ENV_WORD.match(words[0])):
+            self.env_words.append((match[1], match[2]))
+            words.pop(0)
+        self.words = words
+        if not words:
+            raise ConfigError(
+                f"serving.command_template '{template}' sets only environment variables; add the command, "
+                "e.g. 'vllm serve {model_dir} --port {port}'."
+            )
         sample = dict.fromkeys(PLACEHOLDERS, "x")
-        for word in self.words:
+        for word in self.words + [value for _, value in self.env_words]:
             try:
                 word.format(**sample)
             except (KeyError, IndexError, ValueError) as exc:
@@ -371,6 +437,24 @@ class CommandLauncher(_ProcessLauncher):
                 "serving.command_template has no {port} placeholder, so copies cannot be given distinct "
                 "ports; add '--port {port}' (or the server's own flag)."
             )
+        if not self.passes_token():
+            log.warning(
+                "serving.command_template does not pass the copy's token ({api_key}): its copies answer "
+                "anyone who can reach their port, bypassing the gateway's policies, throttling and logs. "
+                "Add 'VLLM_API_KEY={api_key}' before a vLLM command, or the server's own key option "
+                "(e.g. '--api-key {api_key}').",
+                extra={"template": template},
+            )
+
+    def passes_token(self) -> bool:
+        """Whether copies from this template check their token: it passes ``{api_key}``, or runs an
+        Outcrop module (``-m outcrop...``: Outcrop's worker or the null copy), which reads it itself."""
+        if any("{api_key}" in w for w in self.words + [v for _, v in self.env_words]):
+            return True
+        return any(
+            w == "-m" and nxt.startswith("outcrop.")
+            for w, nxt in zip(self.words, self.words[1:], strict=False)
+        )
 
     def health_path(self) -> str:
         return self.config.command_health_path
@@ -380,14 +464,22 @@ class CommandLauncher(_ProcessLauncher):
             return str(request.model_dir)
         return None
 
-    def command(self, request: LaunchRequest) -> list[str]:
-        values = {
+    def _values(self, request: LaunchRequest) -> dict[str, str]:
+        return {
             "model_dir": str(request.model_dir),
             "port": str(request.port),
             "host": request.host,
             "served_name": request.served_name,
+            "api_key": request.token,
         }
+
+    def command(self, request: LaunchRequest) -> list[str]:
+        values = self._values(request)
         words = [w.format(**values) for w in self.words]
         if words and words[0] in ("python", "python3"):
             words[0] = sys.executable  # the gateway's interpreter, so its packages are importable
         return words
+
+    def copy_env(self, request: LaunchRequest) -> dict[str, str]:
+        values = self._values(request)
+        return {**super().copy_env(request), **{name: v.format(**values) for name, v in self.env_words}}

@@ -11,6 +11,15 @@ gateway of a store finds every copy (:meth:`RayLauncher.discover`) and a restart
 adopts or removes what a crashed one left. A lost node or actor shows at once in
 :meth:`RayCopy.exit_code`: the gateway keeps one ``wait_exit`` call pending per copy, and Ray
 fails it with ``ActorDiedError`` when the actor or its node dies.
+
+Each copy's token (the secret it requires, see :mod:`outcrop.cluster.launchers`) is kept by
+its actor, which hands it to the copy's process in its environment and to a gateway that
+adopts the copy in :meth:`CopyActor.describe`. Why there rather than derived from a key the
+gateways share through the store (``HMAC(key, copy id)``): adoption already reads everything
+it needs from the actor, which lives exactly as long as the copy; no new secret has to be
+created, stored and rotated in the database; and whoever can call an actor of the namespace
+can already run any code on the cluster (Ray has no authentication of its own), so the actor
+holding the token exposes nothing new.
 """
 
 from __future__ import annotations
@@ -139,8 +148,10 @@ class RayCopy:
         owned: bool,
         node_id: str = "",
         request_model: str | None = None,
+        token: str = "",
     ) -> None:
         self.actor = actor
+        self.token = token
         self.host = host
         self.port = port
         self.url = f"http://{url_host(host)}:{port}"
@@ -230,6 +241,9 @@ class RayLauncher:
     def health_path(self) -> str:
         return self.inner.health_path()
 
+    def copy_env(self, request: LaunchRequest) -> dict[str, str]:
+        return self.inner.copy_env(request)
+
     def request_model(self, request: LaunchRequest) -> str | None:
         return self.inner.request_model(request)
 
@@ -304,10 +318,13 @@ class RayLauncher:
             bind = cfg.copy_host or host
             on_node = replace(request, host=bind, port=port, model_dir=Path(model_dir))
             argv = self.inner.command(on_node)
+            env = self.inner.copy_env(on_node)
             request_model = self.inner.request_model(on_node)
             url = f"http://{url_host(host)}:{port}"
             pid = ray.get(
-                actor.start.remote(argv, str(request.log_path), url, self.health_path(), request_model),
+                actor.start.remote(
+                    argv, str(request.log_path), url, self.health_path(), request_model, env, request.token
+                ),
                 timeout=cfg.call_timeout_seconds,
             )
         except BaseException:
@@ -327,6 +344,7 @@ class RayLauncher:
             owned=True,
             node_id=node_id,
             request_model=request_model,
+            token=request.token,
         )
 
     def _describe_all(self, known: set[str]) -> list[tuple[str, Any, dict[str, Any]]]:
@@ -376,6 +394,7 @@ class RayLauncher:
                 owned=False,
                 node_id=info["node_id"],
                 request_model=info.get("request_model"),
+                token=str(info.get("token") or ""),
             )
             found.append(
                 FoundCopy(

@@ -19,7 +19,8 @@ Modules, by noun (the request path, outside in):
 - ``tokenization`` tokenizer, chat template, EOS ids.
 - ``loader``       manifest (sha256/size) verification before loading.
 - ``metrics``      Prometheus metrics.
+- ``auth``         the copy's token: every route but /health needs its gateway's secret.
 
-This package imports nothing from Outcrop but ``outcrop.config`` and ``outcrop.errors``, so
-a copy can run on any node.
+This package imports nothing from Outcrop but ``outcrop.config``, ``outcrop.errors`` and
+``outcrop.envs``, so a copy can run on any node.
 """

@@ -24,6 +24,7 @@ from typing import Any
 
 import uvicorn
 
+from outcrop.engine.auth import protect
 from outcrop.engine.runtime import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_QUEUED,
@@ -33,6 +34,7 @@ from outcrop.engine.runtime import (
 )
 from outcrop.engine.scheduler import SchedulerLimits
 from outcrop.engine.server import create_app
+from outcrop.envs import copy_token
 from outcrop.errors import OutcropError
 
 log = logging.getLogger("outcrop.engine.worker")
@@ -168,7 +170,7 @@ def build_server(args: argparse.Namespace) -> tuple[_DrainingServer, WorkerRunti
         yield
         runtime.stop_engine()
 
-    app = create_app(runtime, lifespan)
+    app = protect(create_app(runtime, lifespan), copy_token())  # every route but /health needs the token
     config = uvicorn.Config(
         app,
         host=args.host,

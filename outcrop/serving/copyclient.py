@@ -16,6 +16,8 @@ Semantics the router relies on:
 - A request abandoned mid-response (deadline, client gone) closes its connection, so the
   copy sees the disconnect and stops generating.
 - Idle connections are dropped after ``IDLE_SECONDS`` (servers close theirs after ~5 s).
+- Every request carries ``Authorization: Bearer <token>``, the copy's own secret (its launcher
+  made it; see :mod:`outcrop.engine.auth`): copies answer nothing but ``/health`` without it.
 - A body's ``priority`` field (vLLM's scheduling priority, which the router sets for batch
   records) is optional to the copy: a copy that answers 400 naming it (vLLM without
   ``--scheduling-policy priority`` says "Priority scheduling is not enabled"; a strict server
@@ -212,9 +214,15 @@ async def _refuses_priority(response: CopyResponse) -> bool:
 class CopyClient:
     """Pooled keep-alive connections to one copy at ``host:port``."""
 
-    def __init__(self, host: str, port: int, *, request_model: str | None = None) -> None:
+    def __init__(
+        self, host: str, port: int, *, token: str | None = None, request_model: str | None = None
+    ) -> None:
         self.host = host.strip("[]")
         self.port = port
+        if token is not None and (not token or any(ch in token for ch in "\r\n")):
+            raise ValueError("a copy token must be a non-empty header-safe string")
+        # Sent on every request: the copy's secret, which only its gateways hold (None: a copy without one).
+        self._auth_line = f"Authorization: Bearer {token}\r\n" if token else ""
         # The 'model' this copy answers to, when it is not the served name (a server that only
         # knows the folder it loaded): every request's 'model' is rewritten to it.
         self.request_model = request_model
@@ -242,7 +250,7 @@ class CopyClient:
         body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            f"{self._auth_line}Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode()
         for attempt in (0, 1):
             conn = await self._connection()

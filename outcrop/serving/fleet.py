@@ -257,7 +257,9 @@ class Fleet:
             model_name=model.name,
             memory_estimate_bytes=model.memory_estimate_bytes,
             launched=launched,
-            client=CopyClient(launched.host, launched.port, request_model=launched.request_model),
+            client=CopyClient(
+                launched.host, launched.port, token=launched.token, request_model=launched.request_model
+            ),
         )
         copy.started_at = found.started_at
         pool.copies[copy.copy_id] = copy
@@ -500,7 +502,10 @@ class Fleet:
         )
         copy.launched = await asyncio.to_thread(self.launcher.launch, request)
         copy.client = CopyClient(
-            copy.launched.host, copy.launched.port, request_model=copy.launched.request_model
+            copy.launched.host,
+            copy.launched.port,
+            token=copy.launched.token,
+            request_model=copy.launched.request_model,
         )
 
     async def _wait_healthy(self, pool: ModelPool, copy: ModelCopy) -> None:

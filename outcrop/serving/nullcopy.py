@@ -15,6 +15,9 @@ through the production seam. Knobs for tests:
 - ``--max-model-len``: a ``max_tokens`` above it is answered 400, like a context-length error.
 
 Each answer carries ``system_fingerprint = "nullcopy:<port>"`` so tests see which copy answered.
+Like Outcrop's worker, it requires its launcher's token (``OUTCROP_COPY_TOKEN``) in
+``Authorization: Bearer`` on every route but ``/health`` (:mod:`outcrop.engine.auth`), so tests
+through it exercise the gateway's side of that contract too.
 SIGTERM drains in-flight requests and exits 0 (uvicorn's graceful shutdown).
 """
 
@@ -26,14 +29,17 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+from outcrop.engine.auth import protect
+from outcrop.envs import copy_token
+
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 TEXT_CHUNKS = ("null", " copy", " answer")
 
@@ -61,7 +67,7 @@ class NullCopy:
         self.fingerprint = f"nullcopy:{args.port}"
         self.requests = 0
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()
@@ -204,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         return 1
-    uvicorn.run(NullCopy(args), host=args.host, port=args.port, log_level="warning", access_log=False)
+    app = protect(NullCopy(args), copy_token())
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 
 

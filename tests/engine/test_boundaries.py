@@ -1,4 +1,4 @@
-"""A copy must run on any node: the engine imports nothing of Outcrop but config and errors."""
+"""A copy must run on any node: the engine imports nothing of Outcrop but config, errors and envs."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import outcrop.engine
 
-ALLOWED = ("outcrop.engine", "outcrop.config", "outcrop.errors")
+ALLOWED = ("outcrop.engine", "outcrop.config", "outcrop.errors", "outcrop.envs")
 
 
-def test_engine_imports_only_config_and_errors_from_outcrop() -> None:
+def test_engine_imports_only_config_errors_and_envs_from_outcrop() -> None:
     package = Path(outcrop.engine.__file__).parent
     offenders = []
     for path in sorted(package.rglob("*.py")):

@@ -227,3 +227,39 @@ def test_copy_errors_are_read_in_every_shape_servers_send(payload: object, messa
 
     parsed = CopyErrorResponse.parse(payload)
     assert (parsed.error.message if parsed else None) == message
+
+
+async def test_every_request_carries_the_copys_token_as_a_bearer_header() -> None:
+    heads: list[bytes] = []
+
+    async def recording(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            heads.append(head.lower())
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
+            await reader.readexactly(length)
+            writer.write(ok(b"{}"))
+            await writer.drain()
+
+    async with server(recording) as (port, _):
+        client = CopyClient("127.0.0.1", port, token="s3cret-Token_1")
+        await client.post_json("/v1/completions", {"prompt": "x"})
+        await client.get("/health")
+        await client.aclose()
+        anonymous = CopyClient("127.0.0.1", port)
+        await anonymous.get("/health")
+        await anonymous.aclose()
+    assert [b"authorization: bearer s3cret-token_1\r\n" in h for h in heads] == [True, True, False]
+
+
+@pytest.mark.parametrize("token", ["", "a\r\nX-Injected: 1"])
+def test_a_token_that_is_empty_or_would_split_the_header_is_refused(token: str) -> None:
+    with pytest.raises(ValueError, match="header-safe"):
+        CopyClient("127.0.0.1", 1, token=token)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
+from outcrop.cluster.pidfiles import start_ticks
 from outcrop.config import OutcropConfig
 from outcrop.errors import InvalidRequestError
 from outcrop.registry.service import Registry
@@ -104,3 +107,61 @@ def test_command_launcher_serves_through_another_openai_server(
     assert body["generation"] == body["outputs"][0]["text"] == body["choices"][0]["text"]
     (copy,) = api.get(f"{server.url}/outcrop/copies").json()["copies"]
     assert copy["state"] == "Ready"
+
+
+def _copy_token(pid: int) -> str:
+    """The copy's token, from its environment (where the launcher put it; same user, so readable)."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    (token,) = [v.split(b"=", 1)[1] for v in environ if v.startswith(b"OUTCROP_COPY_TOKEN=")]
+    return token.decode()
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if start_ticks(pid) is None:  # exited (a zombie counts as gone)
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads the copy's /proc entry (Linux)")
+def test_a_local_copy_answers_only_its_gateway_and_dies_with_it_when_it_is_killed(
+    start_server: Callable[..., ServerProcess], tiny_model: Callable[..., Path]
+) -> None:
+    from openai import OpenAI
+
+    server = start_server(
+        OUTCROP_SERVING__LAUNCHER="local",
+        OUTCROP_SERVING__WORKER_THREADS="1",
+        OUTCROP_SERVING__WORKER_EXTRA_ARGS=json.dumps(WORKER_LIMITS),
+    )
+    import_and_wait(boto3_client("bedrock", server.url), tiny_model("llama"), "guarded")
+    warm = api.post(f"{server.url}/outcrop/models/guarded/warm", json={"copies": 1}, timeout=180)
+    assert warm.status_code == 200, warm.text
+    (copy,) = api.get(f"{server.url}/outcrop/copies").json()["copies"]
+    url, pid = copy["url"], copy["pid"]
+    body = {"model": "guarded", "prompt": "Hello", "max_tokens": 2}
+
+    # The copy's port is no side door: without its token (or with the gateway's own API key) it refuses.
+    for headers in ({}, {"Authorization": f"Bearer {TEST_API_KEY}"}):
+        refused = httpx.post(f"{url}/v1/completions", json=body, headers=headers, timeout=30)
+        assert refused.status_code == 401, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "invalid_api_key" and "through the Outcrop gateway" in error["message"]
+    assert httpx.get(f"{url}/metrics", timeout=30).status_code == 401
+    assert httpx.get(f"{url}/health", timeout=30).status_code == 200  # the probe needs no secret
+    token = _copy_token(pid)
+    assert token not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    direct = httpx.post(
+        f"{url}/v1/completions", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    )
+    assert direct.status_code == 200, direct.text
+
+    # Through the gateway, callers never see the token.
+    client = OpenAI(base_url=f"{server.url}/v1", api_key=TEST_API_KEY, timeout=120, max_retries=0)
+    done = client.completions.create(model="guarded", prompt="Hello", max_tokens=2)
+    assert done.usage is not None and done.usage.completion_tokens >= 1
+
+    server.kill()  # kill -9: no shutdown code runs in the gateway
+    assert _gone_within(pid, 30.0), f"copy {pid} outlived its gateway"

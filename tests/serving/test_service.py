@@ -464,7 +464,11 @@ async def test_copies_answer_over_pooled_connections(
         assert url is not None and httpx.get(f"{url}/health").status_code == 200
         for _ in range(20):
             await serving.post("alpha", "/v1/completions", PROMPT, cold_start=HOLD)
-        metrics = httpx.get(f"{url}/metrics").text
+        assert httpx.get(f"{url}/metrics").status_code == 401  # the copy's token is the gateway's alone
+        (copy,) = [c for p in serving.fleet.pools.values() for c in p.copies.values()]
+        assert copy.launched is not None
+        token = {"Authorization": f"Bearer {copy.launched.token}"}
+        metrics = httpx.get(f"{url}/metrics", headers=token).text
         assert "nullcopy_requests_total 20" in metrics
 
 
