@@ -47,6 +47,7 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.gateway_overhead import copy_token  # noqa: E402
 from outcrop.cli.bench import LevelResult, completion_body, run_level  # noqa: E402
 
 MODEL_NAME = "bench25m"
@@ -230,10 +231,10 @@ def wait_worker_ready(url: str, proc: subprocess.Popen[bytes], poll_s: float, ti
     raise SystemExit(f"the bare worker at {url} was not ready after {timeout_s:g} s")
 
 
-def engine_steps(url: str) -> dict[str, float]:
+def engine_steps(url: str, headers: dict[str, str] | None = None) -> dict[str, float]:
     """The copy's ``outcrop_engine_steps`` counter by kind (prefill, decode, ...) from its /metrics."""
     steps: dict[str, float] = {}
-    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+    for line in httpx.get(f"{url}/metrics", timeout=30, headers=headers).text.splitlines():
         if line.startswith("outcrop_engine_steps_total{"):
             kind = line.split('kind="', 1)[1].split('"', 1)[0]
             steps[kind] = float(line.rsplit(" ", 1)[1])
@@ -307,20 +308,27 @@ def main() -> None:
             # "copy" is the gateway's own copy called straight (no hop): it tells a slower gateway
             # side caused by the hop apart from one caused by the two worker processes differing.
             sides = {"direct": direct_url, "copy": copy["url"], "gateway": gw.url}
+            # The gateway's copy answers only its gateway: the "copy" side sends the copy's token.
+            copy_auth = {"authorization": f"Bearer {copy_token(int(copy['pid']))}"}
+            auth = {"direct": None, "copy": copy_auth, "gateway": None}
             warm_body = {**body, "max_tokens": 4}  # warm-up: a first full batch pays one-off allocations
-            for url in sides.values():
-                asyncio.run(run_level(url, warm_body, args.concurrency, args.concurrency))
+            for side, url in sides.items():
+                asyncio.run(run_level(url, warm_body, args.concurrency, args.concurrency, headers=auth[side]))
             results: dict[str, list[LevelResult]] = {side: [] for side in sides}
             print(
                 f"{'round':>5} {'side':>8} {'tokens/s':>9} {'req/min':>8} {'p95 s':>6}  engine steps of the level; CPU the gateway process used meanwhile"
             )
             names = list(sides)
             copy_url = {"direct": direct_url, "copy": copy["url"], "gateway": copy["url"]}
+            steps_auth = {"direct": None, "copy": copy_auth, "gateway": copy_auth}
             for r in range(args.rounds):
                 for side in names[r % 3 :] + names[: r % 3]:  # rotate the order every round
-                    before, gw_cpu = engine_steps(copy_url[side]), cpu_seconds(gw.proc.pid)
-                    level = asyncio.run(run_level(sides[side], body, args.concurrency, args.requests))
-                    after, gw_cpu = engine_steps(copy_url[side]), cpu_seconds(gw.proc.pid) - gw_cpu
+                    before, gw_cpu = engine_steps(copy_url[side], steps_auth[side]), cpu_seconds(gw.proc.pid)
+                    level = asyncio.run(
+                        run_level(sides[side], body, args.concurrency, args.requests, headers=auth[side])
+                    )
+                    after = engine_steps(copy_url[side], steps_auth[side])
+                    gw_cpu = cpu_seconds(gw.proc.pid) - gw_cpu
                     steps = ", ".join(f"{k} {after[k] - before.get(k, 0):.0f}" for k in sorted(after))
                     steps += f"; gateway CPU {gw_cpu:.2f} s"
                     if level.errors:
