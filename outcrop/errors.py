@@ -62,9 +62,13 @@ class InvalidRequestError(OutcropError):
 class ContextLengthError(InvalidRequestError):
     """Raised when prompt tokens + max_tokens exceed the model's context length."""
 
-    def __init__(self, *, prompt_tokens: int, max_tokens: int, context_length: int) -> None:
+    def __init__(
+        self, *, prompt_tokens: int, max_tokens: int, context_length: int, at_least: bool = False
+    ) -> None:
+        # at_least: prompt_tokens is a lower bound from the prompt's length, found without tokenizing.
         super().__init__(
-            f"This request needs {prompt_tokens} prompt tokens + {max_tokens} max_tokens = "
+            f"This request needs {'at least ' if at_least else ''}{prompt_tokens} prompt tokens + "
+            f"{max_tokens} max_tokens = "
             f"{prompt_tokens + max_tokens} tokens, but the model's context length is {context_length}. "
             "Shorten the prompt or lower max_tokens.",
             param="max_tokens",

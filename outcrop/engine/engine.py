@@ -4,6 +4,12 @@ The HTTP side calls ``add_request`` / ``abort`` from any thread; a dedicated eng
 thread (``run_forever``) loops ``step()``: take new requests, ask the scheduler for a
 plan, run one prefill or decode forward, sample, detokenize, check stop conditions, free
 finished slots, and hand the step's outputs to ``deliver`` in one call.
+
+Failures are contained to the smallest unit they belong to. An exception while applying one
+sequence's own settings (seeding its generator, sampling its row, decoding its text,
+matching its stop strings) fails that sequence alone, as a request error; the rest of the
+batch carries on. Only a failure of the batched forward itself (or an engine bug outside
+any one row) fails everything that was running.
 """
 
 from __future__ import annotations
@@ -50,6 +56,9 @@ class RequestOutput:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None
+    # True: ``error`` is this request's own (its parameters or content could not be applied),
+    # answered 400; False: the engine failed, answered 500.
+    error_is_request: bool = False
 
 
 @dataclass
@@ -173,7 +182,7 @@ class Engine:
             self._last_kind,
         )
         self._preempt(plan)
-        self._admit(plan)
+        self._admit(plan, outputs)
         self._paused = len(plan.paused)
         if plan.kind is StepKind.PREFILL:
             self._run_prefill(plan, outputs)
@@ -219,7 +228,7 @@ class Engine:
         if plan.preempted:
             self.waiting.sort(key=lambda s: s.seq_id)  # back in arrival order
 
-    def _admit(self, plan: StepPlan) -> None:
+    def _admit(self, plan: StepPlan, outputs: list[tuple[EngineRequest, RequestOutput]]) -> None:
         if not plan.admitted:
             return
         by_id = {s.seq_id: s for s in self.waiting}
@@ -230,25 +239,31 @@ class Engine:
             seq.slot = slot
             self.running[seq_id] = seq
             params = seq.request.params
-            self.counts.start(slot, seq.request.prompt_ids, params.needs_penalties)
-            self.sampler.seed_slot(slot, params.seed)
+            try:
+                self.counts.start(slot, seq.request.prompt_ids, params.needs_penalties)
+                self.sampler.seed_slot(slot, params.seed)
+            except Exception as exc:  # this sequence's settings, not the engine: fail it alone
+                self._fail_one(seq, f"setting up its sampler (seed={params.seed})", exc, outputs)
+                continue
             if not seq.admitted_before:
                 seq.admitted_before = True
                 self.metrics.prompt_tokens.inc(seq.prompt_len)
 
     def _run_prefill(self, plan: StepPlan, outputs: list[tuple[EngineRequest, RequestOutput]]) -> None:
-        seqs = [self.running[c.seq_id] for c in plan.prefill]
+        chunks = [c for c in plan.prefill if c.seq_id in self.running]  # _admit may have failed some
+        if not chunks:
+            return
+        seqs = [self.running[c.seq_id] for c in chunks]
         batch = StepBatch(
             token_ids=[
-                s.request.prompt_ids[c.start : c.start + c.length]
-                for s, c in zip(seqs, plan.prefill, strict=True)
+                s.request.prompt_ids[c.start : c.start + c.length] for s, c in zip(seqs, chunks, strict=True)
             ],
-            slots=[c.slot for c in plan.prefill],
-            starts=[c.start for c in plan.prefill],
+            slots=[c.slot for c in chunks],
+            starts=[c.start for c in chunks],
         )
         logits = self.runner.forward(batch)  # [rows, vocab]
         done_rows = []
-        for row, (seq, chunk) in enumerate(zip(seqs, plan.prefill, strict=True)):
+        for row, (seq, chunk) in enumerate(zip(seqs, chunks, strict=True)):
             seq.num_cached = chunk.start + chunk.length
             if seq.num_cached >= seq.prompt_len:
                 done_rows.append(row)
@@ -258,7 +273,9 @@ class Engine:
             self._sample_and_emit([seqs[r] for r in done_rows], logits, outputs)
 
     def _run_decode(self, plan: StepPlan, outputs: list[tuple[EngineRequest, RequestOutput]]) -> None:
-        seqs = sorted((self.running[i] for i in plan.decode), key=lambda s: s.slot or 0)
+        seqs = sorted((self.running[i] for i in plan.decode if i in self.running), key=lambda s: s.slot or 0)
+        if not seqs:
+            return
         batch = StepBatch(
             token_ids=[[s.output_ids[-1]] for s in seqs],
             slots=[s.slot for s in seqs],  # type: ignore[misc]
@@ -272,44 +289,89 @@ class Engine:
     def _sample_and_emit(
         self, seqs: list[Sequence], logits: torch.Tensor, outputs: list[tuple[EngineRequest, RequestOutput]]
     ) -> None:
-        slots = [s.slot for s in seqs]
-        result = self.sampler.sample(logits, slots, [s.request.params for s in seqs], self.counts)  # type: ignore[arg-type]
         now = time.monotonic()
-        self.metrics.generation_tokens.inc(len(seqs))
-        for row, seq in enumerate(seqs):
-            token = result.token_ids[row]
-            params = seq.request.params
+        sampled = self._sample_rows(seqs, logits, outputs)
+        self.metrics.generation_tokens.inc(len(sampled))
+        for seq, token, logprobs in sampled:
             if seq.first_token_time is None:
                 seq.first_token_time = now
                 self.metrics.ttft.observe(now - seq.arrival)
-            seq.output_ids.append(token)
+            try:
+                self._emit(seq, token, logprobs, now, outputs)
+            except Exception as exc:  # detokenizing or stop strings of this sequence only
+                self._fail_one(seq, "decoding its output or matching its stop strings", exc, outputs)
+
+    def _sample_rows(
+        self, seqs: list[Sequence], logits: torch.Tensor, outputs: list[tuple[EngineRequest, RequestOutput]]
+    ) -> list[tuple[Sequence, int, list[TokenLogprob]]]:
+        """One token per sequence; if the batched call fails, each row alone, failing the bad rows.
+
+        logits: [len(seqs), vocab]. A retried batch costs seeded rows their bit-exact
+        reproducibility for this one step (their generators advanced in the failed call).
+        """
+        try:
+            return self._sample_batch(seqs, logits)
+        except Exception as exc:
+            if len(seqs) == 1:
+                self._fail_one(seqs[0], "sampling its next token", exc, outputs)
+                return []
+        sampled = []
+        for row, seq in enumerate(seqs):
+            try:
+                sampled.extend(self._sample_batch([seq], logits[row : row + 1]))
+            except Exception as exc:
+                self._fail_one(seq, "sampling its next token", exc, outputs)
+        return sampled
+
+    def _sample_batch(
+        self, seqs: list[Sequence], logits: torch.Tensor
+    ) -> list[tuple[Sequence, int, list[TokenLogprob]]]:
+        slots = [s.slot for s in seqs]
+        result = self.sampler.sample(logits, slots, [s.request.params for s in seqs], self.counts)  # type: ignore[arg-type]
+        sampled = []
+        for row, seq in enumerate(seqs):
+            token = result.token_ids[row]
             logprobs: list[TokenLogprob] = []
-            if result.logprobs is not None and params.logprobs is not None:
+            if result.logprobs is not None and seq.request.params.logprobs is not None:
                 top = result.top_logprobs[row] if result.top_logprobs else []
                 logprobs.append(TokenLogprob(token, result.logprobs[row], top))
-            is_eos = token in self.eos_token_ids and not params.ignore_eos
-            if not is_eos:
-                seq.detok.push(token)
-            if is_eos:
-                seq.detok.flush()
-                seq.finish_reason = "stop"
-            elif self._hit_stop_string(seq):
-                seq.finish_reason = "stop"
-            elif len(seq.output_ids) >= params.max_tokens or seq.num_cached >= self.max_model_len:
-                seq.detok.flush()  # held-back bytes may complete a stop string
-                seq.finish_reason = "stop" if self._hit_stop_string(seq) else "length"
-            if seq.request.stream:
-                outputs.append((seq.request, self._output(seq, self._take_text(seq), [token], logprobs)))
-            else:
-                seq.held_token_ids.append(token)
-                seq.held_logprobs.extend(logprobs)
-                if seq.finish_reason is not None:
-                    out = self._output(seq, self._take_text(seq), seq.held_token_ids, seq.held_logprobs)
-                    outputs.append((seq.request, out))
+            sampled.append((seq, token, logprobs))
+        return sampled
+
+    def _emit(
+        self,
+        seq: Sequence,
+        token: int,
+        logprobs: list[TokenLogprob],
+        now: float,
+        outputs: list[tuple[EngineRequest, RequestOutput]],
+    ) -> None:
+        """Record one sampled token: detokenize, check stop conditions, queue the output."""
+        params = seq.request.params
+        seq.output_ids.append(token)
+        is_eos = token in self.eos_token_ids and not params.ignore_eos
+        if not is_eos:
+            seq.detok.push(token)
+        if is_eos:
+            seq.detok.flush()
+            seq.finish_reason = "stop"
+        elif self._hit_stop_string(seq):
+            seq.finish_reason = "stop"
+        elif len(seq.output_ids) >= params.max_tokens or seq.num_cached >= self.max_model_len:
+            seq.detok.flush()  # held-back bytes may complete a stop string
+            seq.finish_reason = "stop" if self._hit_stop_string(seq) else "length"
+        if seq.request.stream:
+            outputs.append((seq.request, self._output(seq, self._take_text(seq), [token], logprobs)))
+        else:
+            seq.held_token_ids.append(token)
+            seq.held_logprobs.extend(logprobs)
             if seq.finish_reason is not None:
-                self._release(seq)
-                if len(seq.output_ids) > 1 and seq.first_token_time is not None:
-                    self.metrics.tpot.observe((now - seq.first_token_time) / (len(seq.output_ids) - 1))
+                out = self._output(seq, self._take_text(seq), seq.held_token_ids, seq.held_logprobs)
+                outputs.append((seq.request, out))
+        if seq.finish_reason is not None:
+            self._release(seq)
+            if len(seq.output_ids) > 1 and seq.first_token_time is not None:
+                self.metrics.tpot.observe((now - seq.first_token_time) / (len(seq.output_ids) - 1))
 
     def _hit_stop_string(self, seq: Sequence) -> bool:
         stops = seq.request.params.stop
@@ -361,6 +423,25 @@ class Engine:
             seq.slot = None
         if seq.finish_reason is not None:
             self.metrics.requests_finished.labels(seq.finish_reason).inc()
+
+    def _fail_one(
+        self,
+        seq: Sequence,
+        doing: str,
+        exc: BaseException,
+        outputs: list[tuple[EngineRequest, RequestOutput]],
+    ) -> None:
+        """Fail one sequence whose own settings broke; the rest of the batch is untouched."""
+        log.warning("request %s failed while %s", seq.request.request_id, doing, exc_info=exc)
+        seq.finish_reason = "error"
+        self._release(seq)
+        out = self._output(seq, "", [], [])
+        out.error = (
+            f"This request failed on the model copy while {doing}: {type(exc).__name__}: {exc}. "
+            "Other requests were not affected; check this request's parameters and content."
+        )
+        out.error_is_request = True
+        outputs.append((seq.request, out))
 
     def _fail_all(self, message: str) -> list[tuple[EngineRequest, RequestOutput]]:
         outputs = []

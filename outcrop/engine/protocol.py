@@ -9,11 +9,23 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 Number = StrictInt | StrictFloat
+
+# Why int64: torch's ``Generator.manual_seed`` takes a signed or unsigned 64-bit value and
+# raises on anything wider; vLLM accepts exactly this range too, so a seed that works on one
+# OpenAI-compatible server works on the other. Siblings use ``seed + i`` (i < 64), which still
+# fits the unsigned range torch accepts.
+SEED_MIN = -(2**63)
+SEED_MAX = 2**63 - 1
+# Why 2**31 - 1: token counts, top-k and the like are int32 on every engine; a larger value
+# can only be a mistake, and it must never reach a tensor constructor.
+INT32_MAX = 2**31 - 1
+# Why +-100: OpenAI's documented range for logit_bias values (100 already bans or forces a token).
+LOGIT_BIAS_LIMIT = 100.0
 
 
 class _Strict(BaseModel):
@@ -29,22 +41,26 @@ class SamplingFields(_Strict):
     """Parameters shared by completions and chat completions."""
 
     model: StrictStr | None = None
-    max_tokens: StrictInt | None = Field(None, ge=1, description="New tokens at most (default: 16).")
+    max_tokens: StrictInt | None = Field(
+        None, ge=1, le=INT32_MAX, description="New tokens at most (default: 16)."
+    )
     temperature: Number | None = Field(None, ge=0.0, le=2.0)
     top_p: Number | None = Field(None, gt=0.0, le=1.0)
-    top_k: StrictInt | None = Field(None, ge=-1, description="0 or -1 = off (extension).")
+    top_k: StrictInt | None = Field(None, ge=-1, le=INT32_MAX, description="0 or -1 = off (extension).")
     min_p: Number | None = Field(None, ge=0.0, le=1.0)
     repetition_penalty: Number | None = Field(None, gt=0.0, le=10.0, description="HF style (extension).")
     frequency_penalty: Number | None = Field(None, ge=-2.0, le=2.0)
     presence_penalty: Number | None = Field(None, ge=-2.0, le=2.0)
     stop: StrictStr | list[StrictStr] | None = None
-    seed: StrictInt | None = None
+    seed: StrictInt | None = Field(
+        None, ge=SEED_MIN, le=SEED_MAX, description="Signed 64-bit: -2**63 .. 2**63-1 (as vLLM)."
+    )
     n: StrictInt = Field(1, ge=1, le=64)
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     ignore_eos: StrictBool = False
     user: StrictStr | None = None
-    logit_bias: dict[str, Number] | None = None
+    logit_bias: dict[str, Annotated[Number, Field(ge=-LOGIT_BIAS_LIMIT, le=LOGIT_BIAS_LIMIT)]] | None = None
     # vLLM's extension (``--scheduling-policy priority``): lower is served sooner. Outcrop's router
     # sends 10 for batch records and leaves it out (0) for online requests.
     priority: StrictInt = Field(
@@ -57,7 +73,7 @@ class CompletionRequest(SamplingFields):
     logprobs: StrictInt | None = Field(None, ge=0, le=20)
     echo: StrictBool = False
     suffix: StrictStr | None = None
-    best_of: StrictInt | None = Field(None, ge=1)
+    best_of: StrictInt | None = Field(None, ge=1, le=64)
 
 
 class ChatMessage(BaseModel):
@@ -70,7 +86,7 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(..., min_length=1)
-    max_completion_tokens: StrictInt | None = Field(None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1, le=INT32_MAX)
     logprobs: StrictBool = False
     top_logprobs: StrictInt | None = Field(None, ge=0, le=20)
     response_format: dict[str, Any] | None = None

@@ -35,9 +35,27 @@ class Sequence:
         return self.request_id, self.prompt_ids, self.params
 
 
+def check_prompt_chars(chars: int, max_tokens: int, max_model_len: int, max_chars_per_token: int) -> None:
+    """Refuse a text prompt that cannot fit, from its length alone (before the costly tokenizing).
+
+    A text of ``chars`` characters is at least ``ceil(chars / max_chars_per_token)`` tokens
+    (see ``ModelTokenizer.max_chars_per_token``); if even that does not fit, no tokenizing can
+    change the answer. A prompt of at most ``max_model_len`` characters is left to the exact
+    check after tokenizing (cheap at that size, and its message gives the exact count).
+    """
+    if chars <= max_model_len:
+        return
+    at_least = -(-chars // max_chars_per_token)
+    if at_least + max_tokens > max_model_len:
+        raise ContextLengthError(
+            prompt_tokens=at_least, max_tokens=max_tokens, context_length=max_model_len, at_least=True
+        )
+
+
 def completion_prompts(
-    body: CompletionRequest, tokenizer: ModelTokenizer, vocab_size: int
+    body: CompletionRequest, tokenizer: ModelTokenizer, vocab_size: int, max_model_len: int
 ) -> list[list[int]]:
+    """Token ids per prompt. Blocking (tokenizes): run it off the event loop."""
     raw = body.prompt
     if isinstance(raw, str):
         prompts: list[str | list[int]] = [raw]
@@ -47,6 +65,12 @@ def completion_prompts(
         prompts = list(raw)  # type: ignore[arg-type]
     if not prompts:
         raise InvalidRequestError("'prompt' is empty; send a non-empty string.", param="prompt")
+    max_tokens = body.max_tokens if body.max_tokens is not None else DEFAULT_MAX_TOKENS
+    for p in prompts:  # every cheap length check before any tokenizing
+        if isinstance(p, str):
+            check_prompt_chars(len(p), max_tokens, max_model_len, tokenizer.max_chars_per_token)
+        else:
+            check_context(len(p), max_tokens, max_model_len)
     out: list[list[int]] = []
     for p in prompts:
         if isinstance(p, str):
@@ -88,7 +112,24 @@ def _reject_unsupported(body: SamplingFields) -> None:
             )
 
 
+# Why 300: OpenAI's limit on logit_bias entries; the sampler applies them row by row each step.
+MAX_LOGIT_BIAS_ENTRIES = 300
+
+
+def num_prompts(body: CompletionRequest) -> int:
+    """How many prompts a completion request carries, without tokenizing anything."""
+    raw = body.prompt
+    if isinstance(raw, str) or (raw and all(isinstance(p, int) for p in raw)):
+        return 1
+    return len(raw)
+
+
 def _logit_bias(body: SamplingFields) -> dict[int, float]:
+    if body.logit_bias and len(body.logit_bias) > MAX_LOGIT_BIAS_ENTRIES:
+        raise InvalidRequestError(
+            f"'logit_bias' has {len(body.logit_bias)} entries; at most {MAX_LOGIT_BIAS_ENTRIES} are allowed.",
+            param="logit_bias",
+        )
     bias: dict[int, float] = {}
     for key, value in (body.logit_bias or {}).items():
         try:
@@ -164,6 +205,15 @@ def fan_out(prompts: list[list[int]], params: list[SamplingParams], n: int) -> l
             sib_params = replace(p, seed=p.seed + sibling) if p.seed is not None else p
             out.append(Sequence(f"{base}-{p_idx}-{sibling}", prompt, sib_params, sibling))
     return out
+
+
+def chat_prompt(body: ChatCompletionRequest, tokenizer: ModelTokenizer, max_model_len: int) -> list[int]:
+    """The chat's token ids through the model's template. Blocking (tokenizes): run it off the event loop."""
+    messages = chat_messages(body.messages)
+    chars = sum(len(m["content"]) for m in messages)  # the template only adds to these
+    max_tokens = body.max_completion_tokens or body.max_tokens or 1
+    check_prompt_chars(chars, max_tokens, max_model_len, tokenizer.max_chars_per_token)
+    return tokenizer.encode_chat(messages, body.add_generation_prompt)
 
 
 def chat_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:

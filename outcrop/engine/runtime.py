@@ -23,7 +23,7 @@ from outcrop.engine.model_runner import ModelRunner, resolve_dtype
 from outcrop.engine.sampling import SamplingParams
 from outcrop.engine.scheduler import SchedulerLimits
 from outcrop.engine.tokenization import ModelTokenizer
-from outcrop.errors import ConfigError, ServiceUnavailableError
+from outcrop.errors import ConfigError, InvalidRequestError, ServiceUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,25 @@ class WorkerRuntime:
             queue = self._queues.get(request.request_id)
             if queue is not None:
                 queue.put_nowait(output)
+
+    @property
+    def max_sequences(self) -> int:
+        """The most sequences this copy can ever hold at once: every slot running, the queue full."""
+        assert self.engine is not None
+        return self.engine.num_slots + self.options.max_queued
+
+    def check_choices(self, choices: int, prompts: int, n: int) -> None:
+        """Refuse (400) a request with more choices than the copy can ever hold; a retry cannot help."""
+        if choices > self.max_sequences:
+            assert self.engine is not None
+            raise InvalidRequestError(
+                f"This request asks for {choices} choices ({prompts} prompt(s) x n={n}), but a copy of "
+                f"'{self.model_id}' holds at most {self.max_sequences} sequences at once "
+                f"({self.engine.num_slots} generating + {self.options.max_queued} waiting). "
+                "Send fewer prompts per request or a smaller n.",
+                param="n" if n > 1 else "prompt",
+                code="too_many_choices",
+            )
 
     def check_capacity(self, new_sequences: int) -> None:
         """Load shedding: refuse (503) rather than queue without bound."""

@@ -145,9 +145,9 @@ class Sampler:
         else:
             next_tokens = self._sample_random(logits, greedy_tokens, slots, params, batch)
 
-        counts.record(slots, next_tokens)
         token_list: list[int] = next_tokens.tolist()
         if raw_logprobs is None:
+            counts.record(slots, next_tokens)
             return SampleResult(token_list, None, None)
         chosen = raw_logprobs.gather(1, next_tokens[:, None])[:, 0].tolist()
         k_max = max((p.logprobs or 0) for p in params)
@@ -158,6 +158,9 @@ class Sampler:
             for row, p in enumerate(params):
                 k = p.logprobs or 0
                 top[row] = list(zip(i_list[row][:k], v_list[row][:k], strict=True))
+        # Counted last: if anything above raises, the engine retries rows one by one, and a
+        # token must not be counted twice.
+        counts.record(slots, next_tokens)
         return SampleResult(token_list, chosen, top)
 
     def _apply_penalties(

@@ -67,6 +67,7 @@ def error_response(exc: OutcropError) -> JSONResponse:
     if isinstance(exc, InvalidRequestError):
         status, kind = 400, "invalid_request_error"
         code = "context_length_exceeded" if isinstance(exc, ContextLengthError) else None
+        code = exc.fields.get("code") if isinstance(exc.fields.get("code"), str) else code
     elif isinstance(exc, NotFoundError):
         status, kind, code = 404, "invalid_request_error", "model_not_found"
     elif isinstance(exc, ModelNotReadyError | ServiceUnavailableError):
@@ -187,17 +188,27 @@ def create_app(runtime: WorkerRuntime, lifespan: Any = None) -> FastAPI:
             raise InvalidRequestError(
                 "Send exactly one of 'prompt' (a string) or 'messages' (a chat).", param="prompt"
             )
+        # Off the event loop: a long text must not stall /health and the other requests.
         if body.prompt is not None:
-            tokens = rt.tokenizer.encode(body.prompt, add_special_tokens=body.add_special_tokens)
+            tokens = await asyncio.to_thread(
+                rt.tokenizer.encode, body.prompt, add_special_tokens=body.add_special_tokens
+            )
         else:
-            tokens = rt.tokenizer.encode_chat(req.chat_messages(body.messages or []))
+            messages = req.chat_messages(body.messages or [])
+            tokens = await asyncio.to_thread(rt.tokenizer.encode_chat, messages)
         return TokenizeResponse(tokens=tokens, count=len(tokens), max_model_len=rt.max_model_len)
 
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> Response:
         rt = ready()
         assert rt.tokenizer is not None
-        prompts = req.completion_prompts(body, rt.tokenizer, rt.engine.runner.vocab_size if rt.engine else 0)
+        rt.check_choices(req.num_prompts(body) * body.n, req.num_prompts(body), body.n)
+        vocab_size = rt.engine.runner.vocab_size if rt.engine else 0
+        # Off the event loop (cheap length checks first): a long prompt must not stall /health
+        # and the other requests while it is tokenized.
+        prompts = await asyncio.to_thread(
+            req.completion_prompts, body, rt.tokenizer, vocab_size, rt.max_model_len
+        )
         params = req.completion_params(body, [len(p) for p in prompts], rt.max_model_len)
         sequences = req.fan_out(prompts, params, body.n)
         rt.check_capacity(len(sequences))
@@ -228,7 +239,8 @@ def create_app(runtime: WorkerRuntime, lifespan: Any = None) -> FastAPI:
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         rt = ready()
         assert rt.tokenizer is not None
-        prompt = rt.tokenizer.encode_chat(req.chat_messages(body.messages), body.add_generation_prompt)
+        rt.check_choices(body.n, 1, body.n)
+        prompt = await asyncio.to_thread(req.chat_prompt, body, rt.tokenizer, rt.max_model_len)
         params = req.chat_params(body, len(prompt), rt.max_model_len)
         sequences = req.fan_out([prompt], [params], body.n)
         rt.check_capacity(len(sequences))
@@ -280,7 +292,7 @@ def _usage(outputs: list[list[RequestOutput]], sequences: list[req.Sequence]) ->
 
 def _raise_if_failed(output: RequestOutput) -> None:
     if output.error:
-        raise InternalError(output.error)
+        raise InvalidRequestError(output.error) if output.error_is_request else InternalError(output.error)
 
 
 async def _wait_for_disconnect(request: Request) -> None:
@@ -334,7 +346,8 @@ def _data(payload: Any) -> str:
 
 
 def _error_event(exc: OutcropError) -> str:
-    return _data({"error": {"message": exc.message, "type": "internal_error", "param": None, "code": None}})
+    kind = "invalid_request_error" if isinstance(exc, InvalidRequestError) else "internal_error"
+    return _data({"error": {"message": exc.message, "type": kind, "param": None, "code": None}})
 
 
 async def _stream_completion(

@@ -8,6 +8,11 @@ from typing import Any
 
 from outcrop.errors import InvalidRequestError, ModelNotChatCapableError
 
+# Why 4: a normalizer may compose characters before the model sees them (NFC/NFKC turn up to
+# three code points, such as a Hangul L+V+T jamo sequence, into one); 4 leaves room for that, so
+# the cheap length check below never refuses a prompt that would have fitted.
+NORMALIZATION_SLACK = 4
+
 
 class ModelTokenizer:
     def __init__(self, model_dir: Path, model_id: str) -> None:
@@ -17,6 +22,19 @@ class ModelTokenizer:
         self.tokenizer: Any = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
         self.has_chat_template = bool(getattr(self.tokenizer, "chat_template", None))
         self.eos_token_ids = self._eos_ids(model_dir)
+        self.max_chars_per_token = self._max_chars_per_token()
+
+    def _max_chars_per_token(self) -> int:
+        """An upper bound on the characters of text one token can stand for.
+
+        Every vocabulary entry (added and special tokens included) is spelled with at least one
+        character per character of text it matches: byte-level BPE spells one character per
+        byte, SentencePiece one per character ("▁" for a space), byte-fallback tokens ("<0xE4>")
+        more. So a text of N characters is at least N / (longest entry) tokens, which lets a
+        request be refused for length without tokenizing it.
+        """
+        longest = max((len(token) for token in self.tokenizer.get_vocab()), default=1)
+        return max(1, longest) * NORMALIZATION_SLACK
 
     def _eos_ids(self, model_dir: Path) -> set[int]:
         ids: set[int] = set()

@@ -109,3 +109,48 @@ def test_logprobs_are_returned_per_token(llama_runtime: WorkerRuntime) -> None:
         assert len(e.top) == 3
         assert e.top[0][0] == e.token_id  # greedy: the chosen token is the most likely one
         assert e.logprob <= 0.0
+
+
+def test_a_seed_torch_refuses_fails_that_request_alone(llama_runtime: WorkerRuntime) -> None:
+    engine = llama_runtime.engine
+    assert engine is not None
+    prompt = _prompt(llama_runtime)
+    bad = SamplingParams(max_tokens=7, temperature=1.0, seed=2**80)  # past the HTTP edge's int64 check
+    outs = run_engine(
+        engine,
+        [
+            EngineRequest("good-greedy", prompt, greedy(7)),
+            EngineRequest("bad-seed", prompt, bad),
+            EngineRequest("good-seeded", prompt, greedy(7, temperature=1.0, seed=3)),
+        ],
+    )
+    failed = outs["bad-seed"][-1]
+    assert failed.finish_reason == "error" and failed.error_is_request
+    assert failed.error is not None and "seed=" + str(2**80) in failed.error
+    for good in ("good-greedy", "good-seeded"):
+        assert outs[good][-1].finish_reason == "length" and outs[good][-1].error is None
+        assert len(tokens_of(outs[good])) == 7
+    assert not engine.running and not engine.waiting  # the failed one gave its slot back
+
+
+def test_a_row_the_sampler_cannot_serve_fails_alone_and_the_batch_goes_on(
+    llama_runtime: WorkerRuntime,
+) -> None:
+    engine = llama_runtime.engine
+    assert engine is not None
+    prompt = _prompt(llama_runtime)
+    too_many_logprobs = greedy(7, logprobs=engine.runner.vocab_size + 1)  # topk past the vocabulary
+    alone = run_engine(engine, [EngineRequest("alone", prompt, greedy(7, logprobs=2))])["alone"]
+    outs = run_engine(
+        engine,
+        [
+            EngineRequest("good", prompt, greedy(7, logprobs=2)),
+            EngineRequest("bad", prompt, too_many_logprobs),
+            EngineRequest("good-penalized", prompt, greedy(7, frequency_penalty=1.0)),
+        ],
+    )
+    assert outs["bad"][-1].finish_reason == "error" and outs["bad"][-1].error_is_request
+    assert "sampling" in (outs["bad"][-1].error or "")
+    assert tokens_of(outs["good"]) == tokens_of(alone)  # the retried row samples what it would have
+    assert [len(o.logprobs) for o in outs["good"]] == [1] * 7
+    assert len(tokens_of(outs["good-penalized"])) == 7

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from outcrop.engine.engine import EngineRequest
 from outcrop.engine.runtime import WorkerOptions, WorkerRuntime, WorkerStatus
+from outcrop.engine.sampling import SamplingParams
 from outcrop.engine.server import create_app
 from tests.engine.conftest import make_runtime
 
@@ -175,6 +178,13 @@ def test_health_models_and_metrics(client: TestClient) -> None:
         ({"max_tokens": 5}, "prompt", "required"),
         ({"prompt": "Hello", "priority": "high"}, "priority", "valid integer"),
         ({"prompt": "Hello", "priority": 1.5}, "priority", "valid integer"),
+        ({"prompt": "Hello", "seed": 2**80}, "seed", "9223372036854775807"),
+        ({"prompt": "Hello", "seed": -(2**64)}, "seed", "-9223372036854775808"),
+        ({"prompt": "Hello", "top_k": 2**40}, "top_k", "2147483647"),
+        ({"prompt": "Hello", "max_tokens": 2**70}, "max_tokens", "2147483647"),
+        ({"prompt": "Hello", "logit_bias": {"5": 1e6}}, "logit_bias", "100"),
+        ({"prompt": "Hello", "logit_bias": {str(i): 1 for i in range(301)}}, "logit_bias", "at most 300"),
+        ({"prompt": "Hello", "logprobs": 21}, "logprobs", "20"),
     ],
 )
 def test_bad_completion_requests_are_400_openai_errors(
@@ -202,6 +212,39 @@ def test_context_overflow_names_both_numbers_and_the_limit(client: TestClient) -
     count = client.post("/v1/tokenize", json={"prompt": "Hello"}).json()["count"]
     assert f"{count} prompt tokens + 300 max_tokens" in error["message"] and "256" in error["message"]
     assert error["code"] == "context_length_exceeded"
+
+
+def test_chat_seed_beyond_64_bits_is_400_naming_the_bound(client: TestClient) -> None:
+    chat = {"model": "m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "seed": 2**80}
+    r = client.post("/v1/chat/completions", json=chat)
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "seed" and "9223372036854775807" in r.json()["error"]["message"]
+
+
+def test_edge_seeds_of_the_64_bit_range_generate(client: TestClient) -> None:
+    for seed in (2**63 - 1, -(2**63)):
+        r = _complete(client, max_tokens=2, temperature=1.0, n=2, seed=seed)
+        assert r.status_code == 200, r.text
+
+
+def test_prompt_far_over_the_context_is_refused_by_its_length(client: TestClient) -> None:
+    r = _complete(client, prompt="word " * 1_000_000)
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["code"] == "context_length_exceeded"
+    assert "at least" in error["message"] and "context length is 256" in error["message"]
+    chat = {"model": "m", "messages": [{"role": "user", "content": "word " * 1_000_000}]}
+    r = client.post("/v1/chat/completions", json=chat)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_prompt_under_the_length_bound_but_over_the_context_gets_the_exact_count(client: TestClient) -> None:
+    prompt = "word " * 1000  # tokenized (the cheap bound cannot refuse it), then over 256 tokens
+    count = client.post("/v1/tokenize", json={"prompt": prompt}).json()["count"]
+    assert count > 256
+    error = _complete(client, prompt=prompt).json()["error"]
+    assert error["code"] == "context_length_exceeded"
+    assert f"needs {count} prompt tokens" in error["message"]
 
 
 def test_not_json_and_wrong_shapes_are_400(client: TestClient) -> None:
@@ -251,11 +294,35 @@ def test_requests_beyond_the_kv_budget_wait_and_all_complete(tiny_models: dict[s
             assert list(pool.map(one, range(6))) == [20] * 6
 
 
-def test_a_full_queue_sheds_load_with_503(tiny_models: dict[str, Path]) -> None:
+def test_more_choices_than_a_copy_can_ever_hold_is_400_naming_the_limit(tiny_models: dict[str, Path]) -> None:
     runtime = make_runtime(tiny_models["llama"], max_batch=2, max_queued=1)
     with TestClient(create_app(runtime)) as c:
         r = c.post("/v1/completions", json={"model": "m", "prompt": "Hello", "n": 4, "max_tokens": 2})
-        assert r.status_code == 503 and "Retry-After" in r.headers
-        assert "--max-queued" in r.json()["error"]["message"]
+        assert r.status_code == 400 and "Retry-After" not in r.headers
+        error = r.json()["error"]
+        assert error["code"] == "too_many_choices" and error["param"] == "n"
+        assert "at most 3 sequences" in error["message"] and "smaller n" in error["message"]
+        r = c.post("/v1/completions", json={"model": "m", "prompt": ["a", "b"], "n": 2, "max_tokens": 2})
+        assert r.status_code == 400 and "2 prompt(s) x n=2" in r.json()["error"]["message"]
+        chat = {"model": "m", "messages": [{"role": "user", "content": "Hi"}], "n": 4, "max_tokens": 2}
+        assert c.post("/v1/chat/completions", json=chat).json()["error"]["code"] == "too_many_choices"
         ok = c.post("/v1/completions", json={"model": "m", "prompt": "Hello", "n": 3, "max_tokens": 2})
         assert ok.status_code == 200
+
+
+@asynccontextmanager
+async def _ready_but_not_stepping(app: Any) -> AsyncIterator[None]:
+    """A copy whose engine thread never runs: what is queued stays queued."""
+    app.state.runtime.status = WorkerStatus.READY
+    yield
+
+
+def test_a_full_queue_sheds_load_with_503(tiny_models: dict[str, Path]) -> None:
+    runtime = make_runtime(tiny_models["llama"], max_batch=2, max_queued=1)
+    assert runtime.engine is not None
+    with TestClient(create_app(runtime, lifespan=_ready_but_not_stepping)) as c:
+        for i in range(3):  # two slots' worth and the one queue place
+            runtime.engine.add_request(EngineRequest(f"busy-{i}", [1, 2, 3], SamplingParams()))
+        r = c.post("/v1/completions", json={"model": "m", "prompt": "Hello", "max_tokens": 2})
+        assert r.status_code == 503 and "Retry-After" in r.headers
+        assert "--max-queued" in r.json()["error"]["message"]

@@ -138,3 +138,65 @@ def test_worker_refuses_a_model_whose_files_do_not_match_the_manifest(
     worker = start_worker(folder, wait=False)
     assert worker.proc.wait(60) == 1
     assert "model.safetensors has sha256" in worker.output()
+
+
+def _concurrently(*calls: Callable[[], httpx.Response]) -> list[httpx.Response]:
+    results: list[httpx.Response | None] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        results[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert all(r is not None for r in results)
+    return results  # type: ignore[return-value]
+
+
+def _post(worker: WorkerProcess, path: str, body: dict[str, object]) -> Callable[[], httpx.Response]:
+    return lambda: httpx.post(f"{worker.base_url}{path}", json=body, timeout=60)
+
+
+def test_a_seed_beyond_64_bits_fails_alone_while_other_requests_complete(llama_worker: WorkerProcess) -> None:
+    good = {
+        "model": "tiny-llama",
+        "prompt": "Hello",
+        "max_tokens": 20,
+        "temperature": 1.0,
+        "ignore_eos": True,
+    }
+    chat = {"model": "tiny-llama", "messages": [{"role": "user", "content": "Hi"}], "seed": 2**80}
+    *goods, bad, bad_chat = _concurrently(
+        *[_post(llama_worker, "/v1/completions", {**good, "seed": i}) for i in range(3)],
+        _post(llama_worker, "/v1/completions", {**good, "seed": 2**80}),
+        _post(llama_worker, "/v1/chat/completions", chat),
+    )
+    for r in (bad, bad_chat):
+        assert r.status_code == 400
+        assert r.json()["error"]["param"] == "seed" and "9223372036854775807" in r.json()["error"]["message"]
+    for r in goods:
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 20
+
+
+def test_big_prompts_get_400_while_health_and_small_requests_answer(llama_worker: WorkerProcess) -> None:
+    huge = "word " * 1_200_000  # 6 MB: refused by its length, never tokenized
+    over_context = "word " * 2000  # under the length bound, so tokenized (off the event loop)
+    small = {"model": "tiny-llama", "prompt": "Hello", "max_tokens": 4}
+    big_huge, big_chat, big_over, health, ok = _concurrently(
+        _post(llama_worker, "/v1/completions", {"model": "tiny-llama", "prompt": huge}),
+        _post(
+            llama_worker,
+            "/v1/chat/completions",
+            {"model": "tiny-llama", "messages": [{"role": "user", "content": huge}]},
+        ),
+        _post(llama_worker, "/v1/completions", {"model": "tiny-llama", "prompt": over_context}),
+        lambda: httpx.get(f"{llama_worker.base_url}/health", timeout=60),
+        _post(llama_worker, "/v1/completions", small),
+    )
+    for r in (big_huge, big_chat, big_over):
+        assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+    assert "at least" in big_huge.json()["error"]["message"]
+    assert "at least" not in big_over.json()["error"]["message"]
+    assert health.status_code == 200 and ok.status_code == 200
