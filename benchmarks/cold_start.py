@@ -65,7 +65,7 @@ MODELS: dict[str, dict[str, Any]] = {
         "num_heads": 16, "num_kv_heads": 16, "vocab_size": 32000, "max_shard_size": "300MB",
     },
 }  # fmt: skip
-# Matches outcrop/serving/service.py STARTUP_POLL_SECONDS, so both sides notice "ready" alike.
+# Matches outcrop/serving/fleet.py STARTUP_POLL_SECONDS, so both sides notice "ready" alike.
 HEALTH_POLL_SECONDS = 0.05
 MAX_TOKENS = 8
 

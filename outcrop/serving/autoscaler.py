@@ -1,4 +1,15 @@
-"""The autoscaler's decisions: a pure function from demand and copies to start/stop decisions.
+"""Where scaling is decided: pure functions from demand, copies and failures to decisions.
+
+Every scaling rule of the serving layer lives here, with no clock, process or I/O, so each is
+tested with a table of cases (``tests/serving/test_autoscaler.py``).
+:class:`~outcrop.serving.controller.Controller` gathers the inputs and carries the decisions
+out; nothing else decides when a copy starts or stops.
+
+- :func:`decide`: the steady-state start/stop decisions for one model;
+- :func:`cold_start_action`: what a request that finds no live copy does (start one, wait out
+  a restart backoff, or fail now);
+- :func:`restart_backoff_seconds`: how long after a failed copy the next may start;
+- :func:`fail_waiters_now`: the fail-or-wait rule for the requests queued when a copy fails.
 
 ``decide(metrics, copies, spec, now)`` looks at one model:
 
@@ -10,8 +21,6 @@
   a burst is not followed by a stop), one copy at a time (none while another drains), and
   never below ``min_copies`` (0 = scale to zero).
 
-:class:`~outcrop.serving.service.Serving` runs the executor loop that gathers the metrics
-and carries the decisions out.
 """
 
 from __future__ import annotations
@@ -121,3 +130,60 @@ def _least_useful(live: Sequence[CopyView]) -> CopyView:
         return (starting_first, c.in_flight, c.last_used_at if c.last_used_at is not None else c.started_at)
 
     return min(live, key=key)
+
+
+# ---------------------------------------------------------------------------- failures and cold starts
+
+
+def restart_backoff_seconds(consecutive_failures: int, initial_seconds: float, max_seconds: float) -> float:
+    """Seconds before the next copy of a model may start after ``consecutive_failures`` failures in a row.
+
+    Doubles from ``initial_seconds`` with each failure, capped at ``max_seconds``; 0 with no failure.
+    """
+    if consecutive_failures <= 0:
+        return 0.0
+    return min(initial_seconds * 2 ** (consecutive_failures - 1), max_seconds)
+
+
+def fail_waiters_now(
+    *, was_ready: bool, backoff_seconds: float, max_wait_seconds: float, live_copies: int, queued: int
+) -> bool:
+    """Whether the requests queued for a model fail at once when one of its copies fails.
+
+    Only when no live copy is left to serve them. When a copy that had been serving dies, the
+    waiting requests outlast a short restart backoff (at most ``max_wait_seconds``, the longest
+    a request holds through a cold start): the replacement starts when the backoff ends and
+    serves them. A copy that never became ready (a likely persistent fault), or a long backoff,
+    fails them now, with the reason.
+    """
+    if live_copies or not queued:
+        return False
+    keep_waiting = was_ready and backoff_seconds <= max_wait_seconds
+    return not keep_waiting
+
+
+class ColdStart(enum.Enum):
+    """What a request does when its model has no ready copy it may use."""
+
+    NONE = "none"  # a copy is live (starting or busy): just wait for a slot
+    START = "start"  # no live copy: start one now (a cold start)
+    WAIT_OUT_BACKOFF = "wait_out_backoff"  # a restart backoff runs, shorter than the request holds
+    REFUSE = "refuse"  # a restart backoff runs and the request cannot wait it out: fail now
+
+
+def cold_start_action(
+    *, live_copies: int, backoff_left_seconds: float, hold: bool, max_wait_seconds: float
+) -> ColdStart:
+    """The cold-start rule for one request that finds no ready copy.
+
+    ``hold`` is the request's cold-start policy (True: it waits up to ``max_wait_seconds`` for a
+    copy). A request that holds outlasts a restart backoff shorter than its wait: the controller
+    starts the copy when the backoff ends, and the request is served by it.
+    """
+    if live_copies:
+        return ColdStart.NONE
+    if backoff_left_seconds <= 0:
+        return ColdStart.START
+    if hold and backoff_left_seconds < max_wait_seconds:
+        return ColdStart.WAIT_OUT_BACKOFF
+    return ColdStart.REFUSE

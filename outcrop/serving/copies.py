@@ -64,7 +64,12 @@ class CopyInfo:
 
 @dataclass(eq=False)
 class ModelCopy:
-    """The router's live record of one copy (mutated only on the event loop)."""
+    """The serving layer's live record of one copy (mutated only on the event loop).
+
+    The fleet (:mod:`outcrop.serving.fleet`) creates it and alone changes its lifecycle fields
+    (``status``, ``launched``, ``client``, ``failure``, ``suspect``); the router alone changes
+    its load fields (``in_flight``, ``last_used_at`` / ``last_used_mono``).
+    """
 
     copy_id: str
     model_id: str

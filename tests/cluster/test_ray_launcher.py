@@ -37,10 +37,9 @@ async def eventually(check: Callable[[], bool], timeout_seconds: float = 30.0) -
 
 def ray_copies(serving: Serving, status: CopyStatus = CopyStatus.READY) -> dict[str, RayCopy]:
     found = {}
-    for pool in serving._pools.values():
-        for copy in pool.copies.values():
-            if copy.status is status and isinstance(copy.launched, RayCopy):
-                found[copy.copy_id] = copy.launched
+    for copy in serving.fleet.all_copies():
+        if copy.status is status and isinstance(copy.launched, RayCopy):
+            found[copy.copy_id] = copy.launched
     return found
 
 
@@ -167,17 +166,17 @@ async def test_a_second_gateway_routes_to_the_scalers_copies_and_sees_a_scale_in
     scaler, router = Serving(config, cluster_registry), Serving(config, cluster_registry)
     await scaler.start()
     try:
-        await eventually(lambda: scaler.fleet.scaler)
+        await eventually(lambda: scaler.gateways.scaler)
         await router.start()
         await scaler.warm("beta")
         (copy_id,) = ray_copies(scaler)
         await eventually(lambda: list(ray_copies(router)) == [copy_id])
-        assert not router.fleet.may_autoscale() and not ray_copies(router)[copy_id].owned
+        assert not router.gateways.may_autoscale() and not ray_copies(router)[copy_id].owned
         answer = await router.post("beta", "/v1/completions", PROMPT, cold_start=HOLD)
         assert answer["system_fingerprint"] == f"nullcopy:{ray_copies(scaler)[copy_id].port}"
 
-        pool = next(iter(scaler._pools.values()))
-        scaler.fleet.begin_stop(pool, pool.copies[copy_id], "scale-in")  # what the autoscaler does when idle
+        (copy,) = scaler.fleet.all_copies()
+        scaler.fleet.begin_stop(copy, "scale-in")  # what the autoscaler does when idle
         await eventually(lambda: router.copies() == [])
         stats = router.stats()["models"]["beta"]
         assert stats["copy_failures"] == 0, stats["last_failure"]
@@ -221,10 +220,9 @@ async def test_the_copies_of_each_model_are_spread_over_the_nodes(
     try:
         await asyncio.gather(serving.warm("alpha", copies=2), serving.warm("beta", copies=2))
         by_model: dict[str, set[str]] = {}
-        for pool in serving._pools.values():
-            for copy in pool.copies.values():
-                assert isinstance(copy.launched, RayCopy)
-                by_model.setdefault(pool.model.name, set()).add(copy.launched.node_id)
+        for copy in serving.fleet.all_copies():
+            assert isinstance(copy.launched, RayCopy)
+            by_model.setdefault(copy.model_name, set()).add(copy.launched.node_id)
         assert {name: len(nodes) for name, nodes in by_model.items()} == {"alpha": 2, "beta": 2}
     finally:
         await serving.stop()

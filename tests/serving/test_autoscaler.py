@@ -7,7 +7,18 @@ from typing import Any
 import pytest
 
 from outcrop.config import ModelServingSpec
-from outcrop.serving.autoscaler import CopyView, ModelLoad, ScaleAction, ScaleDecision, copies_wanted, decide
+from outcrop.serving.autoscaler import (
+    ColdStart,
+    CopyView,
+    ModelLoad,
+    ScaleAction,
+    ScaleDecision,
+    cold_start_action,
+    copies_wanted,
+    decide,
+    fail_waiters_now,
+    restart_backoff_seconds,
+)
 from outcrop.serving.copies import CopyStatus
 
 NOW = 10_000.0
@@ -174,3 +185,74 @@ def test_copy_status_classifies_itself() -> None:
     assert not CopyStatus.READY.can_become(CopyStatus.STOPPED)  # a ready copy drains first
     assert not CopyStatus.STOPPED.can_become(CopyStatus.READY)
     assert all(s.can_become(CopyStatus.FAILED) for s in CopyStatus if not s.is_terminal())
+
+
+BACKOFF_CASES = [
+    # (name, consecutive failures, expected seconds) with initial 1 s, max 30 s
+    ("no failure: no backoff", 0, 0.0),
+    ("the first failure waits the initial backoff", 1, 1.0),
+    ("each failure in a row doubles it", 4, 8.0),
+    ("it never exceeds the maximum", 10, 30.0),
+]
+
+
+@pytest.mark.parametrize(("name", "failures", "expected"), BACKOFF_CASES, ids=[c[0] for c in BACKOFF_CASES])
+def test_restart_backoff_seconds(name: str, failures: int, expected: float) -> None:
+    assert restart_backoff_seconds(failures, 1.0, 30.0) == expected
+
+
+FAIL_OR_WAIT_CASES = [
+    # (name, was_ready, backoff, live copies, queued, fail now?) with requests holding up to 60 s
+    ("a serving copy died, short backoff: the waiters wait for its replacement", True, 2.0, 0, 3, False),
+    ("a serving copy died, backoff longer than a request holds: fail them", True, 120.0, 0, 3, True),
+    ("a copy that never started failed: fail them with the reason", False, 0.2, 0, 3, True),
+    ("another copy is still live: they wait for it", False, 0.2, 1, 3, False),
+    ("nobody waits: nothing to fail", False, 0.2, 0, 0, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "was_ready", "backoff", "live", "queued", "expected"),
+    FAIL_OR_WAIT_CASES,
+    ids=[c[0] for c in FAIL_OR_WAIT_CASES],
+)
+def test_fail_waiters_now(
+    name: str, was_ready: bool, backoff: float, live: int, queued: int, expected: bool
+) -> None:
+    assert (
+        fail_waiters_now(
+            was_ready=was_ready,
+            backoff_seconds=backoff,
+            max_wait_seconds=60.0,
+            live_copies=live,
+            queued=queued,
+        )
+        is expected
+    )
+
+
+COLD_START_CASES = [
+    # (name, live copies, backoff left, request holds, expected) with requests holding up to 60 s
+    ("a live copy: no cold start", 1, 0.0, True, ColdStart.NONE),
+    ("a live copy during a backoff: no cold start either", 1, 5.0, False, ColdStart.NONE),
+    ("no copy, no backoff: start one", 0, 0.0, False, ColdStart.START),
+    ("no copy, a short backoff, a holding request: wait it out", 0, 5.0, True, ColdStart.WAIT_OUT_BACKOFF),
+    ("no copy, a backoff longer than the hold: refuse", 0, 90.0, True, ColdStart.REFUSE),
+    ("no copy, any backoff, a fail-fast request: refuse", 0, 0.5, False, ColdStart.REFUSE),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "live", "backoff_left", "hold", "expected"),
+    COLD_START_CASES,
+    ids=[c[0] for c in COLD_START_CASES],
+)
+def test_cold_start_action(
+    name: str, live: int, backoff_left: float, hold: bool, expected: ColdStart
+) -> None:
+    assert (
+        cold_start_action(
+            live_copies=live, backoff_left_seconds=backoff_left, hold=hold, max_wait_seconds=60.0
+        )
+        is expected
+    )

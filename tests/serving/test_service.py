@@ -404,6 +404,29 @@ async def test_a_dead_copy_of_a_kept_warm_model_is_replaced_after_the_backoff(
         assert (await serving.post("alpha", "/v1/completions", PROMPT, cold_start=FAIL_FAST))["choices"]
 
 
+async def test_requests_waiting_when_a_serving_copy_dies_are_served_by_its_replacement(
+    serving_config: Config, serving_registry: Registry
+) -> None:
+    # One slot, slow answers: one request in flight, one queued, when the only copy is killed.
+    config = serving_config("--delay-ms", "1000", **{"serving.defaults.max_concurrency_per_copy": 1})
+    async with running(config, serving_registry) as serving:
+        await serving.warm("alpha")
+        first = serving.copies()[0]
+        assert first.pid is not None
+        requests = [
+            asyncio.create_task(serving.post("alpha", "/v1/completions", PROMPT, cold_start=HOLD))
+            for _ in range(2)
+        ]
+        await eventually(lambda: serving.stats()["models"]["alpha"]["queue_depth"] == 1)
+        os.kill(first.pid, signal.SIGKILL)
+        # The restart backoff (0.2 s) is shorter than a request holds: they wait, then are served.
+        answers = await asyncio.gather(*requests)
+        assert [a["choices"][0]["text"] for a in answers] == ["null copy answer"] * 2
+        stats = serving.stats()["models"]["alpha"]
+        assert stats["copy_failures"] == 1 and first.copy_id in stats["last_failure"]  # exited, or refused
+        assert [c.copy_id for c in serving.copies()] != [first.copy_id]
+
+
 async def test_stop_model_drains_its_copies_and_forgets_it(
     serving_config: Config, serving_registry: Registry
 ) -> None:
