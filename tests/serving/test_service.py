@@ -488,7 +488,7 @@ async def test_copies_answer_over_pooled_connections(
         for _ in range(20):
             await serving.post("alpha", "/v1/completions", PROMPT, cold_start=HOLD)
         assert httpx.get(f"{url}/metrics").status_code == 401  # the copy's token is the gateway's alone
-        (copy,) = [c for p in serving.fleet.pools.values() for c in p.copies.values()]
+        (copy,) = serving.fleet.all_copies()
         assert copy.launched is not None
         token = {"Authorization": f"Bearer {copy.launched.token}"}
         metrics = httpx.get(f"{url}/metrics", headers=token).text
