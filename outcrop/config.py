@@ -388,12 +388,14 @@ class BatchConfig(_Section):
         600.0, gt=0, le=24 * 3600, description="Deadline of one record's model call (error line after it)."
     )
     # Why 3: one crash can be bad luck (the machine's OOM killer, a deploy); the same job taking
-    # its server down three times is the job, and retrying it every lease forever helps no one.
+    # its server down three times with no progress in between is the job, and retrying it every
+    # lease forever helps no one.
     max_crashes: int = Field(
         3,
         ge=1,
         le=100,
-        description="Times a job may die with its server (claim lost, never released) before it is Failed.",
+        description="Times in a row a job may die with its server (claim never released, no record "
+        "finished in between) before it is Failed.",
     )
     # Bedrock's limits: 1 GB per input file, 5 GB per job; record counts are generous defaults.
     max_file_bytes: int = Field(10**9, gt=0, description="Largest input .jsonl file accepted.")

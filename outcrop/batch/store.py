@@ -58,7 +58,7 @@ class BatchJob:
     claimed_by: str | None = None
     heartbeat_at: float | None = None
     attempts: int = 0
-    crashes: int = 0  # claims taken over from a server that died holding them (see crashed_too_often)
+    crashes: int = 0  # claims taken over in a row from a server that died holding them (crashed_too_often)
     created_at: float = 0.0
     updated_at: float = 0.0
     started_at: float | None = None
@@ -90,12 +90,16 @@ def crashed_too_often(job: BatchJob, max_crashes: int) -> str | None:
     """The failure message for a job that died with its server ``max_crashes`` times, else None.
 
     A crash is a claim that lapsed without being released (the server process died, or its task
-    for the job did); a clean shutdown hands claims back and is no crash.
+    for the job did); a clean shutdown hands claims back and is no crash. ``crashes`` counts them
+    in a row: a checkpoint that stores finished records resets it, so a long job that survives
+    unrelated restarts while making progress runs on, and one that takes its server down at the
+    same point every time ends.
     """
     if job.crashes < max_crashes:
         return None
     return (
-        f"The job crashed its server {job.crashes} times while {job.status.value} and is not retried again "
+        f"The job crashed its server {job.crashes} times in a row while {job.status.value}, finishing no "
+        "record in between, and is not retried again "
         f"(OUTCROP_BATCH__MAX_CRASHES={max_crashes}). Look in the server log for 'batch job' lines with "
         f"job_id {job.id}, and in the system log for an out-of-memory kill; fix the input, then submit "
         "the job again."
@@ -444,6 +448,8 @@ class BatchStore:
                     error_records=batch_jobs.c.error_records + (len(cp.records) - ok),
                     input_tokens=batch_jobs.c.input_tokens + cp.input_tokens,
                     output_tokens=batch_jobs.c.output_tokens + cp.output_tokens,
+                    # Progress: the crashes before it were not this job's doing (see crashed_too_often).
+                    **({"crashes": 0} if cp.records else {}),
                 )
             )
             if result.rowcount != 1:

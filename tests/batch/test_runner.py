@@ -266,5 +266,5 @@ async def test_a_job_that_keeps_crashing_its_server_ends_failed_saying_how_often
         done = await wait_until(service, job.id)
     assert done.status.value == "Failed"
     assert done.crashes == 2
-    assert "crashed its server 2 times while Validating" in (done.message or "")
+    assert "crashed its server 2 times in a row while Validating" in (done.message or "")
     assert f"job_id {job.id}" in (done.message or "")

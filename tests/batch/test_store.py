@@ -162,7 +162,9 @@ def test_taking_over_a_dead_validator_counts_a_crash_and_a_released_claim_does_n
     assert (got.status, got.claimed_by, got.crashes) == (S.VALIDATING, "c", 1)
 
 
-def test_taking_over_a_dead_runner_counts_a_crash_and_a_released_claim_does_not(store: BatchStore) -> None:
+def test_taking_over_a_dead_runner_counts_a_crash_a_released_claim_does_not_and_progress_resets_them(
+    store: BatchStore,
+) -> None:
     job_id = scheduled(store, "crashy-run")
     store.allocate_slots("a", 10)
     _lapse(store, job_id)
@@ -172,6 +174,14 @@ def test_taking_over_a_dead_runner_counts_a_crash_and_a_released_claim_does_not(
     assert store.claim_running(job_id, "c", 30)
     got = store.get_job(job_id)
     assert (got.attempts, got.crashes) == (3, 1)
+    _lapse(store, job_id)
+    assert store.claim_running(job_id, "d", 30)
+    assert store.get_job(job_id).crashes == 2
+    # Progress after the crashes: they were not this job's doing.
+    assert store.checkpoint(job_id, "d", Checkpoint([], {})) is S.IN_PROGRESS
+    assert store.get_job(job_id).crashes == 2
+    assert store.checkpoint(job_id, "d", Checkpoint([(0, 1, True)], {0: 10})) is S.IN_PROGRESS
+    assert store.get_job(job_id).crashes == 0
 
 
 @pytest.mark.parametrize(
@@ -184,5 +194,5 @@ def test_a_job_is_failed_once_it_crashed_its_server_max_crashes_times(
     message = crashed_too_often(make_job("j", crashes=crashes, status=S.VALIDATING), limit)
     assert (message is not None) == fails
     if message:
-        assert f"crashed its server {crashes} times while Validating" in message
+        assert f"crashed its server {crashes} times in a row while Validating" in message
         assert f"OUTCROP_BATCH__MAX_CRASHES={limit}" in message and "server log" in message
