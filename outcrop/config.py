@@ -86,6 +86,14 @@ class RegistryConfig(_Section):
         DEFAULT_CONCURRENT_IMPORT_JOBS, ge=1, description="Quota of import jobs in progress at once."
     )
     copy_chunk_bytes: int = Field(8 * 1024**2, ge=64 * 1024, description="Read size while copying.")
+    # Why 5 s: a real chat template renders a short conversation in milliseconds; one that takes
+    # seconds would add them to every chat request. Counted after the checker process started.
+    chat_template_render_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description="Longest a chat template may take to render a sample conversation at import.",
+    )
 
 
 # -- serving --------------------------------------------------------------------------
@@ -378,6 +386,16 @@ class BatchConfig(_Section):
     )
     record_deadline_seconds: float = Field(
         600.0, gt=0, le=24 * 3600, description="Deadline of one record's model call (error line after it)."
+    )
+    # Why 3: one crash can be bad luck (the machine's OOM killer, a deploy); the same job taking
+    # its server down three times with no progress in between is the job, and retrying it every
+    # lease forever helps no one.
+    max_crashes: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Times in a row a job may die with its server (claim never released, no record "
+        "finished in between) before it is Failed.",
     )
     # Bedrock's limits: 1 GB per input file, 5 GB per job; record counts are generous defaults.
     max_file_bytes: int = Field(10**9, gt=0, description="Largest input .jsonl file accepted.")

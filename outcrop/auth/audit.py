@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any
+
+from outcrop.store.datadir import PRIVATE_DIR_MODE, open_private_append
 
 
 class AuditLog:
@@ -28,6 +31,6 @@ class AuditLog:
         }
         line = json.dumps(record, default=str) + "\n"
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as fh:
+            self.path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+            with os.fdopen(open_private_append(self.path), "a", encoding="utf-8") as fh:
                 fh.write(line)

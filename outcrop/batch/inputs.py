@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,6 +30,15 @@ MAX_PROBLEMS_LISTED = 20
 # Copy/hash chunk: large enough to stream a 1 GB file in a few hundred reads.
 CHUNK_BYTES = 4 * 1024**2
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
+# Deepest nesting of arrays/objects a record may have. Real InvokeModel/Converse bodies nest
+# under 10 levels (tool inputs a few more); Python's parser, and everything that walks the
+# record after it, recurse once per level, so a line nested 100k deep would crash them.
+MAX_JSON_DEPTH = 64
+# A JSON string (escapes included): brackets inside strings do not nest anything.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKETS = re.compile(rb"[\[\]{}]")
+# A \uD800-\uDFFF escape: parses, but a lone one cannot be written out as UTF-8.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 @dataclass(frozen=True)
@@ -145,7 +156,8 @@ def snapshot(
     dest.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     tmp = dest.with_name(dest.name + ".part")
-    with open(tmp, "wb") as out:
+    # 0600: the snapshot holds the users' prompts (the data dir is private too).
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
         if location.is_s3:
             client = client or s3_client(config)
             body = client.get_object(Bucket=location.bucket, Key=item.source)["Body"]
@@ -181,6 +193,23 @@ def default_record_id(job_id: str, file_index: int, line_no: int) -> str:
     """The id of a record that has none: 11 [a-z0-9] characters, the same on every read (crash-resume)."""
     digest = hashlib.sha256(f"{job_id}:{file_index}:{line_no}".encode()).digest()
     return "".join(_ID_CHARS[b % len(_ID_CHARS)] for b in digest[:11])
+
+
+def json_depth(raw: bytes) -> int:
+    """How deep the arrays and objects of one JSON text nest (brackets inside strings do not count).
+
+    A scan of the bytes, no parsing, so it is safe on any input: run it before ``json.loads``.
+    """
+    if raw.count(b"[") + raw.count(b"{") == 0:
+        return 0
+    depth = peak = 0
+    for match in _BRACKETS.finditer(_JSON_STRING.sub(b'""', raw)):
+        if match.group() in (b"[", b"{"):
+            depth += 1
+            peak = max(peak, depth)
+        else:
+            depth -= 1
+    return peak
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -219,6 +248,42 @@ class LineCheck:
         if len(self.problems) < MAX_PROBLEMS_LISTED:
             self.problems.append(text)
 
+    def parse_line(self, raw: bytes, where: str) -> Any | None:
+        """The line's JSON value, or None after recording why it cannot be used."""
+        depth = json_depth(raw)
+        if depth > MAX_JSON_DEPTH:
+            self.problem(
+                f"{where}: the JSON nests {depth:,} levels deep; the limit is {MAX_JSON_DEPTH}. "
+                "Flatten the record (a model input never needs that depth)."
+            )
+            return None
+        try:
+            data = json.loads(raw)
+        except UnicodeDecodeError as exc:
+            self.problem(
+                f"{where}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save the file as UTF-8."
+            )
+            return None
+        except json.JSONDecodeError as exc:
+            self.problem(f"{where}: not valid JSON ({exc.msg}); each line must be one JSON object.")
+            return None
+        except (ValueError, RecursionError) as exc:
+            reason = str(exc)[:200]
+            if "integer string conversion" in reason:
+                reason = "a number with more than 4,300 digits; write it as a string"
+            self.problem(f"{where}: not usable JSON ({reason}); each line must be one JSON object.")
+            return None
+        if _SURROGATE_ESCAPE.search(raw):
+            try:
+                json.dumps(data, ensure_ascii=False).encode()
+            except UnicodeEncodeError:
+                self.problem(
+                    f"{where}: a \\u escape names a lone UTF-16 surrogate (\\ud800-\\udfff without its pair), "
+                    "which is not text; fix the escape or drop the character."
+                )
+                return None
+        return data
+
     def check_file(self, name: str, path: Path, file_index: int) -> int:
         """Check every line of one file; returns its record count."""
         count = 0
@@ -232,11 +297,11 @@ class LineCheck:
                 )
                 continue
             try:
-                data = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                self.problem(
-                    f"{where}: not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc}); each line must be one JSON object."
-                )
+                data = self.parse_line(raw, where)
+            except Exception as exc:  # anything a hostile line can make a parser raise
+                self.problem(f"{where}: cannot be read ({type(exc).__name__}: {str(exc)[:200]}).")
+                continue
+            if data is None:
                 continue
             if not isinstance(data, dict):
                 self.problem(

@@ -39,7 +39,7 @@ from outcrop.batch.inputs import LineCheck, list_inputs, parse_location, read_re
 from outcrop.batch.outputs import OutputWriter, dumps_line
 from outcrop.batch.records import Outcome, RecordCall
 from outcrop.batch.status import BatchJobStatus
-from outcrop.batch.store import BatchFile, BatchJob, BatchStore, Checkpoint
+from outcrop.batch.store import BatchFile, BatchJob, BatchStore, Checkpoint, crashed_too_often
 from outcrop.config import OutcropConfig
 from outcrop.envs import worker_id_hint
 from outcrop.errors import NotFoundError, OutcropError
@@ -198,17 +198,29 @@ class BatchRunner:
         beat = asyncio.create_task(self._heartbeat(job_id))
         try:
             job = await asyncio.to_thread(self.store.get_job, job_id)
+            if crashed := crashed_too_often(job, self.settings.max_crashes):
+                raise OutcropError(crashed)
             files = await asyncio.to_thread(self._validate_sync, job)
-        except OutcropError as exc:
+        except asyncio.CancelledError:
+            # Server shutdown: hand the job back so the restart validates it at once (no crash).
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.to_thread(self.store.release_validation, job_id, self.worker_id))
+            raise
+        except Exception as exc:
+            # Every failure ends the job: a validation that dies leaves a claim that is retried forever.
             beat.cancel()
-            if await asyncio.to_thread(
-                self.store.move, job_id, S.FAILED, worker=self.worker_id, message=exc.message
-            ):
-                await self._publish(job_id, S.FAILED)
-            return
-        except OSError as exc:
-            beat.cancel()
-            message = f"Could not read the input: {exc.strerror or exc} ({exc.filename or 'unknown file'})."
+            if isinstance(exc, OutcropError):
+                message = exc.message
+            elif isinstance(exc, OSError):
+                message = (
+                    f"Could not read the input: {exc.strerror or exc} ({exc.filename or 'unknown file'})."
+                )
+            else:
+                log.exception("batch job validation crashed", extra={"job_id": job_id})
+                message = (
+                    f"Validating the input failed unexpectedly ({type(exc).__name__}: {str(exc)[:300]}). "
+                    "This is a bug; please report it with the server log."
+                )
             if await asyncio.to_thread(
                 self.store.move, job_id, S.FAILED, worker=self.worker_id, message=message
             ):
@@ -326,6 +338,13 @@ class BatchRunner:
 
     async def _prepare(self, job_id: str) -> _Run | None:
         job = await asyncio.to_thread(self.store.get_job, job_id)
+        if crashed := crashed_too_often(job, self.settings.max_crashes):
+            target = S.STOPPED if job.status is S.STOPPING else S.FAILED
+            if await asyncio.to_thread(
+                self.store.move, job.id, target, worker=self.worker_id, message=crashed
+            ):
+                await self._publish(job.id, target)
+            return None
         files = await asyncio.to_thread(self.store.files, job_id)
         output = parse_location(job.output_uri, self.config, "outputDataConfig.s3OutputDataConfig.s3Uri")
         writer = OutputWriter(job, files, output, self.config)

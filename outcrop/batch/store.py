@@ -58,6 +58,7 @@ class BatchJob:
     claimed_by: str | None = None
     heartbeat_at: float | None = None
     attempts: int = 0
+    crashes: int = 0  # claims taken over in a row from a server that died holding them (crashed_too_often)
     created_at: float = 0.0
     updated_at: float = 0.0
     started_at: float | None = None
@@ -83,6 +84,26 @@ class Checkpoint:
     output_bytes: dict[int, int]  # file_index -> bytes of its .out file that hold complete lines
     input_tokens: int = 0
     output_tokens: int = 0
+
+
+def crashed_too_often(job: BatchJob, max_crashes: int) -> str | None:
+    """The failure message for a job that died with its server ``max_crashes`` times, else None.
+
+    A crash is a claim that lapsed without being released (the server process died, or its task
+    for the job did); a clean shutdown hands claims back and is no crash. ``crashes`` counts them
+    in a row: a checkpoint that stores finished records resets it, so a long job that survives
+    unrelated restarts while making progress runs on, and one that takes its server down at the
+    same point every time ends.
+    """
+    if job.crashes < max_crashes:
+        return None
+    return (
+        f"The job crashed its server {job.crashes} times in a row while {job.status.value}, finishing no "
+        "record in between, and is not retried again "
+        f"(OUTCROP_BATCH__MAX_CRASHES={max_crashes}). Look in the server log for 'batch job' lines with "
+        f"job_id {job.id}, and in the system log for an out-of-memory kill; fix the input, then submit "
+        "the job again."
+    )
 
 
 def _job_from_row(row: sa.Row[Any]) -> BatchJob:
@@ -234,11 +255,43 @@ class BatchStore:
                             ),
                         ),
                     )
-                    .values(status=S.VALIDATING.value, claimed_by=worker, heartbeat_at=now, updated_at=now)
+                    .values(
+                        status=S.VALIDATING.value,
+                        claimed_by=worker,
+                        heartbeat_at=now,
+                        updated_at=now,
+                        # Taking over a validator that never released its claim: it died.
+                        crashes=batch_jobs.c.crashes
+                        + sa.case(
+                            (
+                                sa.and_(
+                                    batch_jobs.c.status == S.VALIDATING.value,
+                                    batch_jobs.c.claimed_by.is_not(None),
+                                ),
+                                1,
+                            ),
+                            else_=0,
+                        ),
+                    )
                 )
                 if result.rowcount == 1:
                     claimed.append(job_id)
         return claimed
+
+    def release_validation(self, job_id: str, worker: str) -> bool:
+        """Hand a Validating job back (a clean shutdown): any server may validate it again at once,
+        and it does not count as a crash."""
+        with self.db.begin() as conn:
+            result = conn.execute(
+                batch_jobs.update()
+                .where(
+                    batch_jobs.c.id == job_id,
+                    batch_jobs.c.claimed_by == worker,
+                    batch_jobs.c.status == S.VALIDATING.value,
+                )
+                .values(claimed_by=None, heartbeat_at=0.0, updated_at=time.time())
+            )
+            return result.rowcount == 1
 
     def finish_validation(self, job_id: str, worker: str, files: list[BatchFile]) -> bool:
         """Record the validated files and move the job to Scheduled (releasing the claim)."""
@@ -344,7 +397,13 @@ class BatchStore:
                     ),
                 )
                 .values(
-                    claimed_by=worker, heartbeat_at=now, updated_at=now, attempts=batch_jobs.c.attempts + 1
+                    claimed_by=worker,
+                    heartbeat_at=now,
+                    updated_at=now,
+                    attempts=batch_jobs.c.attempts + 1,
+                    # A claim nobody released: its holder died (a clean stop releases it first).
+                    crashes=batch_jobs.c.crashes
+                    + sa.case((batch_jobs.c.claimed_by.is_not(None), 1), else_=0),
                 )
             )
             return result.rowcount == 1
@@ -389,6 +448,8 @@ class BatchStore:
                     error_records=batch_jobs.c.error_records + (len(cp.records) - ok),
                     input_tokens=batch_jobs.c.input_tokens + cp.input_tokens,
                     output_tokens=batch_jobs.c.output_tokens + cp.output_tokens,
+                    # Progress: the crashes before it were not this job's doing (see crashed_too_often).
+                    **({"crashes": 0} if cp.records else {}),
                 )
             )
             if result.rowcount != 1:

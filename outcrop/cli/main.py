@@ -7,6 +7,7 @@ one-line red message: no stack traces in front of users.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import time
@@ -34,6 +35,7 @@ from outcrop.cli.client import Client
 from outcrop.config import OutcropConfig
 from outcrop.envs import cli_api_key, default_endpoint, load_config
 from outcrop.errors import OutcropError
+from outcrop.store.datadir import PRIVATE_UMASK, make_private
 
 # Piped or redirected output is as wide as its longest row, so names and ARNs arrive whole.
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 4096)
@@ -224,6 +226,9 @@ def serve(
     if (tls[0] is None) != (tls[1] is None):
         _run(lambda: _refuse("HTTPS needs both --tls-cert and --tls-key."))
     _run(lambda: _check_port_free(config.server.host, config.server.port))
+    # Private data: files this process (and the copies it starts) creates are 0600, folders 0700.
+    os.umask(PRIVATE_UMASK)
+    _run(lambda: make_private(config.resolved_data_dir))
     application = _run(lambda: create_app(config))
     scheme = "https" if tls[0] else "http"
     err_console.print(

@@ -65,7 +65,7 @@ class ModelStore:
             staged.unlink(missing_ok=True)
             return False
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(staged, 0o444)
+        os.chmod(staged, 0o400)  # read-only (blobs are shared by hash), and private like the data dir
         os.replace(staged, target)
         return True
 

@@ -19,8 +19,9 @@ Checks, in order (a failing check never hides the others):
    hole, file size exact), ``model.safetensors.index.json`` consistent with the shards;
 5. tensor names and shapes equal what the config implies (the model is built on the meta
    device from the config: no memory, no code from the folder);
-6. tokenizer present and loadable, vocabulary within the embedding; chat template found and
-   compilable -> ``instruct_supported``;
+6. tokenizer present and loadable, vocabulary within the embedding; chat template found,
+   compilable, and rendering a sample conversation within a time limit (in a child process:
+   :mod:`outcrop.registry.chat_template_probe`) -> ``instruct_supported``;
 7. total size within the configured maximum.
 """
 
@@ -38,6 +39,7 @@ from typing import Any, TypeGuard
 
 from outcrop.config import RegistryConfig
 from outcrop.errors import ModelValidationError
+from outcrop.registry.chat_template_probe import render_sample
 from outcrop.registry.safetensors_header import SUPPORTED_DTYPES, Tensor, listing, parse_header
 
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("llama", "mistral", "mixtral", "qwen2", "qwen3")
@@ -118,6 +120,7 @@ class _State:
     headers_ok: bool = True  # every safetensors header parsed (tensor list complete)
     chat_template: str | None = None
     tokenizer_config: dict[str, Any] | None = None
+    special_tokens: dict[str, str] = field(default_factory=dict)  # bos_token etc., as templates see them
 
     def has(self, name: str) -> bool:
         return name in self.sizes
@@ -712,6 +715,8 @@ def _load_tokenizer(state: _State) -> None:
             f"above {vocab - 1} would crash generation. Resize the embeddings "
             "(`model.resize_token_embeddings(len(tokenizer))`) and re-save, or use the matching tokenizer."
         )
+    special = getattr(tokenizer, "special_tokens_map", None) or {}
+    state.special_tokens = {k: v for k, v in special.items() if isinstance(k, str) and isinstance(v, str)}
     template = getattr(tokenizer, "chat_template", None)
     if isinstance(template, str) and template and state.chat_template is None:
         state.chat_template = template
@@ -735,21 +740,27 @@ def _find_chat_template(state: _State) -> None:
             value = named.get("default") or next((v for v in named.values() if isinstance(v, str)), None)
         if isinstance(value, str):
             found = ("tokenizer_config.json", value)
+    if found is None and state.chat_template is not None:  # the tokenizer found one elsewhere
+        found = ("the tokenizer files", state.chat_template)
     if found is None:
         return
     rel, template = found
     if not template.strip():
         return
-    try:
-        from transformers.utils.chat_template_utils import _compile_jinja_template
-
-        _compile_jinja_template(template)
-    except ImportError:
-        pass
-    except Exception as exc:
+    seconds = state.limits.chat_template_render_seconds
+    failure = render_sample(template, state.special_tokens, seconds)
+    if failure is not None and failure.stage == "compile":
         state.problems.append(
-            f"The chat template in {rel} does not compile ({type(exc).__name__}: {str(exc)[:200]}); fix the "
+            f"The chat template in {rel} does not compile ({failure.error[:200]}); fix the "
             "template, or remove it to import the model for prompt-style completions only."
+        )
+        return
+    if failure is not None:
+        state.problems.append(
+            f"The chat template in {rel} fails on a sample conversation (system, user, assistant, user, with "
+            f"add_generation_prompt), so it would fail every chat request: {failure.error}. Fix the template (it "
+            f"must render a short conversation within {seconds:g} s, OUTCROP_REGISTRY__CHAT_TEMPLATE_RENDER_SECONDS), "
+            "or remove it to import the model for prompt-style completions only."
         )
         return
     state.chat_template = template

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from outcrop.config import OutcropConfig
+from outcrop.store.datadir import PRIVATE_DIR_MODE, open_private_append
 from outcrop.store.settings import SettingsStore
 
 log = logging.getLogger(__name__)
@@ -179,8 +180,9 @@ class InvocationLogger:
         folder = self.folder_for(logging_config, now)
         line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
         with self._lock:
-            folder.mkdir(parents=True, exist_ok=True)
-            with open(folder / self._file_name, "a", encoding="utf-8") as fh:
+            folder.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+            # 0600: the records hold prompts and answers.
+            with os.fdopen(open_private_append(folder / self._file_name), "a", encoding="utf-8") as fh:
                 fh.write(line)
 
     # -- S3 delivery ----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from outcrop.errors import ConfigError
+from outcrop.store.datadir import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 from outcrop.store.migrations import MIGRATIONS
 from outcrop.store.schema import schema_migrations
 
@@ -86,9 +88,11 @@ class Database:
 def _make_engine(url: str) -> Engine:
     kwargs: dict[str, Any] = {"future": True}
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = sa.engine.make_url(url).database
+        if path and path != ":memory:" and not path.startswith("file:"):
+            Path(path).parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+            # Created 0600 before SQLite opens it: its -wal and -shm files take the database's mode.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE))
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         engine = sa.create_engine(url, **kwargs)
 

@@ -232,4 +232,11 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        9,
+        "batch jobs count the times they died with their server, so a job that keeps crashing ends Failed",
+        [
+            "ALTER TABLE batch_jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",
+        ],
+    ),
 ]

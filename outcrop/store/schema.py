@@ -120,6 +120,7 @@ batch_jobs = sa.Table(
     sa.Column("claimed_by", sa.Text),
     sa.Column("heartbeat_at", sa.Float),
     sa.Column("attempts", sa.Integer),
+    sa.Column("crashes", sa.Integer),  # claims taken over in a row from a dead holder; progress resets it
     sa.Column("created_at", sa.Float),
     sa.Column("updated_at", sa.Float),
     sa.Column("started_at", sa.Float),

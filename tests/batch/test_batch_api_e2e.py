@@ -130,3 +130,16 @@ def test_boto3_errors_name_the_problem(serving_server: ServingServer) -> None:
         bedrock.get_model_invocation_job(jobIdentifier="abcdefabcdef")
     with pytest.raises(bedrock.exceptions.ValidationException, match="statusEquals"):
         bedrock.list_model_invocation_jobs(statusEquals="Sleeping")
+
+
+def test_a_line_nested_100k_deep_fails_the_job_naming_the_line(serving_server: ServingServer) -> None:
+    root = serving_server.server.import_root / f"batch-{uuid.uuid4().hex[:6]}"
+    path = write_jsonl(
+        root / "in" / "deep.jsonl",
+        [{"recordId": "ok", "modelInput": {"prompt": "hi", "max_gen_len": 2}}, "[" * 100_000 + "]" * 100_000],
+    )
+    bedrock = boto3_client("bedrock", serving_server.url)
+    arn = _job(bedrock, f"deep-{uuid.uuid4().hex[:6]}", serving_server.chat, path, root / "out")
+    job = _wait(bedrock, arn, timeout=60)
+    assert job["status"] == "Failed"
+    assert "deep.jsonl line 2: the JSON nests 100,000 levels deep" in job["message"]

@@ -11,8 +11,13 @@ from pathlib import Path
 import pytest
 
 from outcrop.batch.service import CreateBatchJob
+from outcrop.batch.store import BatchJob, BatchStore
 from outcrop.config import OutcropConfig
 from outcrop.errors import InvalidRequestError, NotFoundError
+from outcrop.registry.service import Registry
+from outcrop.store.db import Database
+from outcrop.store.imports import new_id
+from outcrop.store.schema import batch_jobs
 from tests.batch.conftest import prompt_record, read_jsonl, running, wait_until, write_jsonl
 
 pytestmark = pytest.mark.anyio
@@ -205,3 +210,61 @@ async def test_converse_records_answer_as_converse(
     assert plain_done.status.value == "Failed"  # every record failed: no chat template
     (error,) = read_jsonl(tmp_path / "out" / plain.id / "in.jsonl.out")
     assert error["error"]["errorCode"] == 400 and "chat template" in error["error"]["errorMessage"]
+
+
+async def test_hostile_lines_fail_the_job_with_their_line_numbers_instead_of_crashing_validation(
+    batch_config: Callable[..., OutcropConfig], tmp_path: Path
+) -> None:
+    path = tmp_path / "in" / "hostile.jsonl"
+    write_jsonl(
+        path, [prompt_record(1), "[" * 100_000 + "]" * 100_000, '{"modelInput": {"n": ' + "9" * 5000 + "}}"]
+    )
+    with open(path, "ab") as fh:
+        fh.write(b'{"modelInput": {"prompt": "\xff\xfe"}}\n')
+        fh.write(b'{"modelInput": {"prompt": "\\ud800"}}\n')
+    async with running(batch_config()) as service:
+        job = service.create_job(_request("hostile", path, tmp_path / "out"))
+        done = await wait_until(service, job.id)
+    assert done.status.value == "Failed", done.message
+    message = done.message or ""
+    assert "failed 4 check(s)" in message
+    for expected in (
+        "hostile.jsonl line 2: the JSON nests 100,000 levels deep; the limit is 64",
+        "hostile.jsonl line 3: not usable JSON (a number with more than 4,300 digits",
+        "hostile.jsonl line 4: not UTF-8 (byte 0xff",
+        "hostile.jsonl line 5: a \\u escape names a lone UTF-16 surrogate",
+    ):
+        assert expected in message
+
+
+async def test_a_job_that_keeps_crashing_its_server_ends_failed_saying_how_often_and_where_to_look(
+    batch_config: Callable[..., OutcropConfig], tmp_path: Path
+) -> None:
+    config = batch_config(**{"batch.max_crashes": 2})
+    write_jsonl(tmp_path / "in.jsonl", [prompt_record(1)])
+    db = Database(config.database_url)
+    db.migrate()
+    store = BatchStore(db)
+    model = Registry(config, db).get_model("alpha")
+    job, _ = store.create_job(
+        BatchJob(
+            id=new_id(),
+            name="crashy",
+            model_id="alpha",
+            model_key=model.id,
+            input_uri=str(tmp_path / "in.jsonl"),
+            output_uri=str(tmp_path / "out"),
+            crashes=1,
+        )
+    )
+    # Its validator died holding it (for the second time: crashes=1 before this).
+    assert store.claim_for_validation("dead-server", 30) == [job.id]
+    with db.begin() as conn:
+        conn.execute(batch_jobs.update().where(batch_jobs.c.id == job.id).values(heartbeat_at=0.5))
+    db.dispose()
+    async with running(config) as service:
+        done = await wait_until(service, job.id)
+    assert done.status.value == "Failed"
+    assert done.crashes == 2
+    assert "crashed its server 2 times in a row while Validating" in (done.message or "")
+    assert f"job_id {job.id}" in (done.message or "")

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from outcrop.batch.status import BatchJobStatus
-from outcrop.batch.store import BatchFile, BatchJob, BatchStore, Checkpoint
+from outcrop.batch.store import BatchFile, BatchJob, BatchStore, Checkpoint, crashed_too_often
 from outcrop.errors import ConflictError, NotFoundError
 from outcrop.store.db import Database
 from outcrop.store.imports import ListFilter, new_id
@@ -138,3 +138,61 @@ def test_list_filters_by_status_and_name_and_pages(store: BatchStore) -> None:
     assert [j.name for j in rest.items] == ["list-2", "list-3", "list-4", "other-1"]
     assert [j.name for j in store.list_jobs(ListFilter(), S.SCHEDULED).items] == ["other-1"]
     assert len(store.list_jobs(ListFilter(name_contains="list-")).items) == 5
+
+
+def _lapse(store: BatchStore, job_id: str) -> None:
+    """The claim's holder stopped heartbeating a minute ago (its server died)."""
+    with store.db.begin() as conn:
+        conn.execute(
+            batch_jobs.update().where(batch_jobs.c.id == job_id).values(heartbeat_at=time.time() - 60)
+        )
+
+
+def test_taking_over_a_dead_validator_counts_a_crash_and_a_released_claim_does_not(store: BatchStore) -> None:
+    job, _ = store.create_job(make_job("crashy-validation"))
+    assert store.claim_for_validation("a", 30) == [job.id]
+    assert store.get_job(job.id).crashes == 0
+    _lapse(store, job.id)
+    assert store.claim_for_validation("b", 30) == [job.id]
+    assert store.get_job(job.id).crashes == 1
+    assert store.release_validation(job.id, "b")  # b shuts down cleanly
+    assert not store.release_validation(job.id, "b")  # it no longer holds it
+    assert store.claim_for_validation("c", 30) == [job.id]  # at once, not after the lease
+    got = store.get_job(job.id)
+    assert (got.status, got.claimed_by, got.crashes) == (S.VALIDATING, "c", 1)
+
+
+def test_taking_over_a_dead_runner_counts_a_crash_a_released_claim_does_not_and_progress_resets_them(
+    store: BatchStore,
+) -> None:
+    job_id = scheduled(store, "crashy-run")
+    store.allocate_slots("a", 10)
+    _lapse(store, job_id)
+    assert store.claim_running(job_id, "b", 30)
+    assert store.get_job(job_id).crashes == 1
+    assert store.heartbeat(job_id, "b", release=True) is S.IN_PROGRESS  # b shuts down cleanly
+    assert store.claim_running(job_id, "c", 30)
+    got = store.get_job(job_id)
+    assert (got.attempts, got.crashes) == (3, 1)
+    _lapse(store, job_id)
+    assert store.claim_running(job_id, "d", 30)
+    assert store.get_job(job_id).crashes == 2
+    # Progress after the crashes: they were not this job's doing.
+    assert store.checkpoint(job_id, "d", Checkpoint([], {})) is S.IN_PROGRESS
+    assert store.get_job(job_id).crashes == 2
+    assert store.checkpoint(job_id, "d", Checkpoint([(0, 1, True)], {0: 10})) is S.IN_PROGRESS
+    assert store.get_job(job_id).crashes == 0
+
+
+@pytest.mark.parametrize(
+    ("crashes", "limit", "fails"),
+    [(0, 3, False), (2, 3, False), (3, 3, True), (7, 3, True), (1, 1, True)],
+)
+def test_a_job_is_failed_once_it_crashed_its_server_max_crashes_times(
+    crashes: int, limit: int, fails: bool
+) -> None:
+    message = crashed_too_often(make_job("j", crashes=crashes, status=S.VALIDATING), limit)
+    assert (message is not None) == fails
+    if message:
+        assert f"crashed its server {crashes} times in a row while Validating" in message
+        assert f"OUTCROP_BATCH__MAX_CRASHES={limit}" in message and "server log" in message

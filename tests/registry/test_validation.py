@@ -462,6 +462,53 @@ def test_broken_chat_template_is_reported(tiny_model) -> None:
     only_problem(folder, "chat_template.jinja does not compile")
 
 
+# A loop the sandbox allows (each range is at its 100,000 cap) but that never ends in practice.
+ENDLESS_TEMPLATE = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+MISTRAL_V01_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
+    "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
+)
+
+
+@pytest.mark.parametrize(
+    ("template", "needles"),
+    [
+        ("{{ raise_exception('no') }}", ["TemplateError: no"]),
+        ("{% for m in messages %}{{ m.content.nope() }}{% endfor %}", ["UndefinedError"]),
+        ("{% for i in range(10**9) %}x{% endfor %}", ["OverflowError", "Range too big"]),
+        (ENDLESS_TEMPLATE, ["did not finish within 1 s"]),
+        ("{{ 'x' * 10**10 }}", ["more than 1024 MiB of memory"]),
+    ],
+    ids=["raises", "undefined-call", "huge-range", "endless-loop", "memory-hog"],
+)
+def test_chat_template_that_fails_to_render_fails_the_import_with_its_error(
+    tiny_model, template: str, needles: list[str]
+) -> None:
+    folder = tiny_model("llama")
+    (folder / "chat_template.jinja").write_text(template)
+    limits = RegistryConfig(chat_template_render_seconds=1)
+    only_problem(folder, "chat_template.jinja fails on a sample conversation", *needles, limits=limits)
+
+
+def test_chat_template_in_tokenizer_config_that_raises_names_tokenizer_config(tiny_model) -> None:
+    folder = tiny_model("llama")
+    (folder / "chat_template.jinja").unlink()
+    edit_json(folder / "tokenizer_config.json", chat_template="{{ raise_exception('no system here') }}")
+    only_problem(
+        folder, "tokenizer_config.json fails on a sample conversation", "no system here", "remove it"
+    )
+
+
+def test_chat_template_that_rejects_system_messages_still_imports(tiny_model) -> None:
+    folder = tiny_model("llama")
+    (folder / "chat_template.jinja").write_text(MISTRAL_V01_TEMPLATE)
+    assert validate_model_folder(folder, LIMITS).instruct_supported
+
+
 def test_lora_adapter_folder_is_rejected_with_merge_instructions(tiny_model, tmp_path: Path) -> None:
     adapter = tmp_path / "adapter"
     adapter.mkdir()
