@@ -1,4 +1,9 @@
-"""Outcrop's own admin API under ``/outcrop/``: detail that Bedrock's shapes have no room for."""
+"""Outcrop's own admin API under ``/outcrop/``: detail that Bedrock's shapes have no room for.
+
+A copy's ``url`` (where its engine listens, reachable with the copy secret's holder's help) is
+admin business: it is shown only to callers whose policy allows ``outcrop:ViewCopyUrls``
+(the built-in admin policy does; read-only does not), and is null for everyone else.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ from fastapi import APIRouter, Depends, Request
 
 from outcrop.api.bedrock.protocol import iso8601
 from outcrop.api.deps import Services, get_services, read_json_object
+from outcrop.auth import policies
+from outcrop.auth.guard import AuthContext
 from outcrop.errors import InvalidRequestError
 
 router = APIRouter(prefix="/outcrop", tags=["outcrop admin"])
@@ -59,13 +66,18 @@ def model_detail(identifier: str, services: Services = Depends(get_services)) ->
     }
 
 
-def _copy_body(info: Any) -> dict[str, Any]:
+def _shows_copy_urls(request: Request) -> bool:
+    auth: AuthContext | None = getattr(request.state, "auth", None)
+    return auth is None or policies.evaluate(auth.principal.policy, policies.COPY_URLS_ACTION, "*")
+
+
+def _copy_body(info: Any, *, show_url: bool) -> dict[str, Any]:
     return {
         "copyId": info.copy_id,
         "modelId": info.model_id,
         "modelName": info.model_name,
         "state": str(info.state),
-        "url": info.url,
+        "url": info.url if show_url else None,
         "inFlight": info.in_flight,
         "pid": info.pid,
         "startedAt": iso8601(info.started_at),
@@ -75,8 +87,9 @@ def _copy_body(info: Any) -> dict[str, Any]:
 
 
 @router.get("/copies", summary="Running model copies with state, load and age")
-def list_copies(services: Services = Depends(get_services)) -> dict[str, Any]:
-    return {"copies": [_copy_body(c) for c in services.serving.copies()]}
+def list_copies(request: Request, services: Services = Depends(get_services)) -> dict[str, Any]:
+    show_url = _shows_copy_urls(request)
+    return {"copies": [_copy_body(c, show_url=show_url) for c in services.serving.copies()]}
 
 
 @router.post("/models/{identifier}/warm", summary="Pre-start copies of a model and wait until they are ready")
@@ -99,4 +112,9 @@ async def warm_model(
             param="copies",
         )
     await services.serving.warm(model.name, copies)
-    return {"copies": [_copy_body(c) for c in services.serving.copies() if c.model_id == model.id]}
+    show_url = _shows_copy_urls(request)
+    return {
+        "copies": [
+            _copy_body(c, show_url=show_url) for c in services.serving.copies() if c.model_id == model.id
+        ]
+    }

@@ -175,7 +175,11 @@ def build_services(config: OutcropConfig, *, start_workers: bool = True) -> Serv
         keys=key_store,
         guard=Guard(config, key_store, audit, registry, serving.resolve),
         started_at=time.time(),
-        extra={"batch": build_batch_service(config, db, registry, serving, start_runner=start_workers)},
+        extra={
+            "batch": build_batch_service(
+                config, db, registry, serving, start_runner=start_workers, keys=key_store
+            )
+        },
     )
 
 

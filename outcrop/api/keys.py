@@ -1,4 +1,10 @@
-"""Admin API for principals and their keys (``outcrop keys``). Secrets are shown once, on create/rotate."""
+"""Admin API for principals and their keys (``outcrop keys``). Secrets are shown once, on create/rotate.
+
+Listing: every authenticated caller may list keys and always sees its own; another principal's
+key (its id, prefixes and policy) is shown only when the caller's policy allows
+``outcrop:ListKeys`` on that principal's ARN (``arn:aws:iam::000000000000:user/<name>``), which
+the built-in admin policy does and read-only and invoke-only do not.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from outcrop.api.bedrock.protocol import iso8601
 from outcrop.api.deps import Services, get_services, read_json_object
 from outcrop.auth import policies
+from outcrop.auth.guard import ANONYMOUS, AuthContext
 from outcrop.auth.keys import NewCredentials, Principal
 from outcrop.errors import InvalidRequestError
 from outcrop.registry import arns
@@ -55,9 +62,18 @@ async def create_key(request: Request, services: Services = Depends(get_services
     return _credentials_body(services.keys.create(name, policy))
 
 
+def may_see_key(viewer: Principal | None, key: Principal) -> bool:
+    """Its own key, or another's with outcrop:ListKeys on that principal's ARN (None: auth is off)."""
+    if viewer is None or viewer.id == key.id:
+        return True
+    return policies.evaluate(viewer.policy, policies.LIST_KEYS_ACTION, key.arn)
+
+
 @router.get("", summary="ListKeys")
-def list_keys(services: Services = Depends(get_services)) -> dict[str, Any]:
-    return {"keys": [_principal_body(p) for p in services.keys.list()]}
+def list_keys(request: Request, services: Services = Depends(get_services)) -> dict[str, Any]:
+    auth: AuthContext | None = getattr(request.state, "auth", None)
+    viewer = None if auth is None or auth.principal is ANONYMOUS else auth.principal
+    return {"keys": [_principal_body(p) for p in services.keys.list() if may_see_key(viewer, p)]}
 
 
 @router.delete("/{name}", summary="DeleteKey")

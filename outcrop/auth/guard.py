@@ -39,6 +39,9 @@ ACTION_OVERRIDES = {
     "delete_key": "outcrop:DeleteKey",
     "rotate_key": "outcrop:RotateKey",
 }
+# Routes open to every authenticated caller that authorize each item themselves (a caller may
+# always list its own key; others' need outcrop:ListKeys on their ARN: outcrop/api/keys.py).
+HANDLER_AUTHORIZED = frozenset({"list_keys"})
 MODEL_PARAMS = ("modelId", "modelIdentifier", "identifier")
 ANONYMOUS = Principal("anonymous", "anonymous", "", None, policies.admin(), 0.0)
 
@@ -150,6 +153,8 @@ class Guard:
             raise
         resource = await self._resource(request)
         request.state.auth = AuthContext(principal, action, resource)
+        if getattr(request.scope.get("route"), "name", None) in HANDLER_AUTHORIZED:
+            return
         if not policies.evaluate(principal.policy, action, resource):
             self.audit.write(
                 outcome="denied",

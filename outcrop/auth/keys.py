@@ -114,6 +114,7 @@ class KeyStore:
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
         api_key: str | None = None,
+        principal_id: str | None = None,
     ) -> NewCredentials:
         access_key_id = access_key_id or ACCESS_KEY_PREFIX + _random(
             string.ascii_uppercase + string.digits, 16
@@ -121,7 +122,7 @@ class KeyStore:
         secret_access_key = secret_access_key or _random(string.ascii_letters + string.digits + "/+", 40)
         api_key = api_key or API_KEY_PREFIX + secrets.token_urlsafe(30)
         values = {
-            "id": _random(string.ascii_lowercase + string.digits, 12),
+            "id": principal_id or _random(string.ascii_lowercase + string.digits, 12),
             "name": name,
             "access_key_id": access_key_id,
             "secret_encrypted": self._fernet.encrypt(secret_access_key.encode()).decode(),
@@ -168,11 +169,23 @@ class KeyStore:
         self._cache.clear()
 
     def rotate(self, name: str) -> NewCredentials:
+        """New keys, same principal (its id stays, so the batch jobs it created stay its own)."""
         old = self.get(name)
         with self.db.begin() as conn:
             conn.execute(principals.delete().where(principals.c.id == old.id))
         self._cache.clear()
-        return self.create(name, old.policy)
+        return self.create(name, old.policy, principal_id=old.id)
+
+    def by_id(self, principal_id: str) -> Principal | None:
+        """The principal with this id as stored now (cached briefly), or None once it is deleted."""
+        hit = self._cached("id:" + principal_id)
+        if hit is not None:
+            return hit if isinstance(hit, Principal) else None
+        with self.db.engine.connect() as conn:
+            row = conn.execute(sa.select(principals).where(principals.c.id == principal_id)).first()
+        found = self._row_to_principal(row) if row is not None else False  # False: remembered absence
+        remembered = self._remember("id:" + principal_id, found)
+        return remembered if isinstance(remembered, Principal) else None
 
     def by_access_key(self, access_key_id: str) -> tuple[Principal, str] | None:
         hit = self._cached("ak:" + access_key_id)

@@ -20,6 +20,11 @@ wait, and, inside the copy, run ahead of batch sequences (the ``priority`` field
 store) every ``checkpoint_interval_seconds`` or ``checkpoint_records``; on resume the
 output files are truncated to the checkpoint and only unrecorded records run again, so
 the outputs hold every input record exactly once.
+
+Before it hands out a record, the runner asks ``record_denial`` (the batch service's) whether
+the job's creator may still invoke the model, at most every ``ACCESS_RECHECK_SECONDS``: a
+record of a creator who lost that right, or whose key was deleted, is not sent to a copy; its
+output line is an AccessDenied error (403).
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from outcrop.auth.keys import KEY_CACHE_SECONDS
 from outcrop.batch import events
-from outcrop.batch.inputs import LineCheck, list_inputs, parse_location, read_records, snapshot
+from outcrop.batch.inputs import LineCheck, Record, list_inputs, parse_location, read_records, snapshot
 from outcrop.batch.outputs import OutputWriter, dumps_line
 from outcrop.batch.records import Outcome, RecordCall
 from outcrop.batch.status import BatchJobStatus
@@ -51,6 +57,9 @@ S = BatchJobStatus
 
 # How long stop() lets running jobs checkpoint and hand their claims back.
 STOP_GRACE_SECONDS = 10.0
+# How often a running job re-reads its creator's policy: as long as a gateway caches a key, so a
+# deleted key or a narrowed policy stops batch records as soon as it stops online requests.
+ACCESS_RECHECK_SECONDS = KEY_CACHE_SECONDS
 
 
 class _LostClaim(Exception):
@@ -100,6 +109,8 @@ class BatchRunner:
         self._closing = False
         # Called (in a thread) on every poll: the watched folder's scan.
         self.on_poll: Callable[[], object] | None = None
+        # (job, model ARN) -> why its records may not run now, or None; called in a thread.
+        self.record_denial: Callable[[BatchJob, str], str | None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -386,6 +397,9 @@ class BatchRunner:
             max_attempts=self.settings.record_max_attempts,
         )
         run.stopping = job.status is S.STOPPING
+        model_arn = self.registry.model_arn(model)
+        denial: str | None = None
+        checked_at = -ACCESS_RECHECK_SECONDS
         checkpointer = asyncio.create_task(self._checkpoint_loop(run))
         try:
             for f in files:
@@ -400,7 +414,16 @@ class BatchRunner:
                     if run.stopping or run.lost:
                         sem.release()
                         break
-                    task = asyncio.create_task(self._safe_run(call, record))
+                    if (
+                        self.record_denial is not None
+                        and time.monotonic() - checked_at >= ACCESS_RECHECK_SECONDS
+                    ):
+                        denial = await asyncio.to_thread(self.record_denial, job, model_arn)
+                        checked_at = time.monotonic()
+                    if denial is not None:
+                        task = asyncio.create_task(self._denied(record, denial))
+                    else:
+                        task = asyncio.create_task(self._safe_run(call, record))
                     run.in_flight.add(task)
                     task.add_done_callback(lambda t, sem=sem: self._record_done(run, t, sem))  # type: ignore[misc]
                 if run.stopping or run.expired or run.lost:
@@ -419,9 +442,15 @@ class BatchRunner:
         run.flush_now.set()
         await checkpointer
 
-    async def _safe_run(self, call: RecordCall, record: object) -> Outcome:
-        from outcrop.batch.inputs import Record
+    async def _denied(self, record: Record, message: str) -> Outcome:
+        line = {
+            "recordId": record.record_id,
+            "modelInput": record.model_input,
+            "error": {"errorCode": 403, "errorMessage": message},
+        }
+        return Outcome(record, line, False)
 
+    async def _safe_run(self, call: RecordCall, record: object) -> Outcome:
         assert isinstance(record, Record)
         try:
             return await call.run(record)

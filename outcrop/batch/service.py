@@ -1,4 +1,19 @@
-"""The batch service: create, read, list and stop batch inference jobs (what the API and CLI call)."""
+"""The batch service: create, read, list and stop batch inference jobs (what the API and CLI call).
+
+Authorization, as Bedrock does it: a job's records invoke its model, so creating a job needs
+``bedrock:InvokeModel`` on the model's ARN in the creator's policy (checked here, before the
+job exists), and each record checks it again when it runs, against the creator's policy as it
+is then (:func:`record_denial`): a creator whose key was deleted, or whose policy no longer
+allows the model, gets AccessDenied error lines instead of answers. The creator's principal id
+is stored with the job (``owner_id``); rotating a key keeps it. Jobs created with auth off or
+by the watched folder have no owner and are not re-checked.
+
+Visibility (:func:`may_access`): a caller sees, gets and stops the jobs it created. Other
+principals' jobs (and owner-less ones) need ``outcrop:AccessAllModelInvocationJobs`` on the
+job's ARN, which the built-in admin policy grants and read-only and invoke-only do not: a
+``bedrock:Get*``/``List*`` grant lets a key call the operations, not read other keys' input
+and output locations.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +24,15 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from outcrop.auth import policies
+from outcrop.auth.keys import KeyStore, Principal, load_or_create_server_key
 from outcrop.batch import events
 from outcrop.batch.inputs import list_inputs, parse_location
 from outcrop.batch.records import INVOCATION_TYPES
 from outcrop.batch.status import BatchJobStatus
 from outcrop.batch.store import BatchJob, BatchStore
 from outcrop.config import OutcropConfig
-from outcrop.errors import InvalidRequestError, OutcropError
+from outcrop.errors import AccessDeniedError, ConflictError, InvalidRequestError, OutcropError
 from outcrop.registry import arns
 from outcrop.registry.service import Registry
 from outcrop.serving.service import Serving
@@ -44,11 +61,40 @@ class CreateBatchJob:
     vpc_config: dict[str, Any] | None = None
 
 
+def may_access(job_owner_id: str | None, job_arn: str, viewer: Principal | None) -> bool:
+    """May ``viewer`` (None: auth is off) see or stop this job? Its creator may; others need the admin action."""
+    if viewer is None:
+        return True
+    if job_owner_id is not None and job_owner_id == viewer.id:
+        return True
+    return policies.evaluate(viewer.policy, policies.ALL_JOBS_ACTION, job_arn)
+
+
+def record_denial(owner_id: str, owner: Principal | None, model_arn: str) -> str | None:
+    """Why the job's records may not invoke the model now (None: they may). ``owner`` as stored now."""
+    if owner is None:
+        return (
+            f"AccessDeniedException: the key that created this job (principal id {owner_id}) has been deleted, "
+            f"so its records may no longer invoke {model_arn}. Submit the job again with a current key."
+        )
+    if not policies.evaluate(owner.policy, policies.BATCH_RECORD_ACTION, model_arn):
+        return (
+            "AccessDeniedException: "
+            + policies.denial(owner.arn, policies.BATCH_RECORD_ACTION, model_arn)
+            + ". The job's creator may no longer invoke this model; allow it in the key's policy and "
+            "submit the job again."
+        )
+    return None
+
+
 class BatchService:
-    def __init__(self, config: OutcropConfig, db: Database, registry: Registry) -> None:
+    def __init__(
+        self, config: OutcropConfig, db: Database, registry: Registry, keys: KeyStore | None = None
+    ) -> None:
         self.config = config
         self.registry = registry
         self.store = BatchStore(db)
+        self.keys = keys  # looks up a job's creator when its records run
         self.runner: Any = None  # the BatchRunner of this process, when it runs one (woken on changes)
 
     def wake(self) -> None:
@@ -58,7 +104,23 @@ class BatchService:
     def job_arn(self, job: BatchJob) -> str:
         return events.job_arn(self.config, job.id)
 
-    def create_job(self, request: CreateBatchJob) -> BatchJob:
+    def check_create_access(self, owner: Principal, model_id: str) -> None:
+        """AccessDenied unless ``owner`` may invoke the model (an unknown one too: no existence leak)."""
+        try:
+            model_arn = self.registry.model_arn(self.registry.get_model(model_id))
+        except OutcropError:
+            model_arn = arns.model_arn(self.config.aws, "unknown")
+        if not policies.evaluate(owner.policy, policies.BATCH_RECORD_ACTION, model_arn):
+            raise AccessDeniedError(
+                policies.denial(owner.arn, policies.BATCH_RECORD_ACTION, model_arn)
+                + f" (a batch job's records invoke its model '{model_id}'; allow "
+                f"{policies.BATCH_RECORD_ACTION} on it in the key's policy)"
+            )
+
+    def create_job(self, request: CreateBatchJob, owner: Principal | None = None) -> BatchJob:
+        """Create a job; ``owner`` (None: auth is off or the server itself) must be allowed to invoke the model."""
+        if owner is not None:
+            self.check_create_access(owner, request.model_id)
         arns.check_name(request.job_name, arns.JOB_NAME_RE, "jobName", "my-batch-job-1")
         if request.role_arn is not None and not arns.ROLE_ARN_RE.fullmatch(request.role_arn):
             raise InvalidRequestError(
@@ -97,22 +159,51 @@ class BatchService:
             tags=list(request.tags),
             vpc_config=request.vpc_config,
             timeout_hours=timeout,
+            owner_id=owner.id if owner is not None else None,
         )
         job, created = self.store.create_job(job)
+        if not created and job.owner_id != (owner.id if owner is not None else None):
+            # An idempotent repeat returns the job only to the caller that created it.
+            raise ConflictError(
+                f"A batch inference job named '{job.name}' already exists. Choose another jobName "
+                "(job names are unique, including finished jobs)."
+            )
         if created:
             events.publish(self.config, job)
             self.wake()
         return job
 
-    def get_job(self, identifier: str) -> BatchJob:
+    def get_job(self, identifier: str, viewer: Principal | None = None, action: str = "") -> BatchJob:
+        """A job by name or ARN; AccessDenied when ``viewer`` may not see it (see :func:`may_access`)."""
         key = arns.identifier_to_key(identifier, "model-invocation-job", arns.JOB_NAME_RE, "jobIdentifier")
-        return self.store.get_job(key)
+        job = self.store.get_job(key)
+        if not may_access(job.owner_id, self.job_arn(job), viewer):
+            assert viewer is not None
+            raise AccessDeniedError(
+                policies.denial(viewer.arn, action or "bedrock:GetModelInvocationJob", self.job_arn(job))
+                + f" (the job was created by another principal; only its creator and principals allowed "
+                f"{policies.ALL_JOBS_ACTION} may use it)"
+            )
+        return job
 
-    def list_jobs(self, flt: ListFilter, status: BatchJobStatus | None = None) -> Page:
-        return self.store.list_jobs(flt, status)
+    def list_jobs(
+        self, flt: ListFilter, status: BatchJobStatus | None = None, viewer: Principal | None = None
+    ) -> Page:
+        """Jobs ``viewer`` may see: all of them with the admin action on every job ARN, else its own."""
+        every_job = events.job_arn(self.config, "*")
+        if viewer is None or policies.evaluate(viewer.policy, policies.ALL_JOBS_ACTION, every_job):
+            return self.store.list_jobs(flt, status)
+        return self.store.list_jobs(flt, status, owner_id=viewer.id)
 
-    def stop_job(self, identifier: str) -> BatchJob:
-        job = self.get_job(identifier)
+    def record_denial(self, job: BatchJob, model_arn: str) -> str | None:
+        """Why this job's records may not run now (its creator's current policy); None when they may."""
+        if job.owner_id is None:
+            return None
+        assert self.keys is not None, "build_batch_service gives every service a key store"
+        return record_denial(job.owner_id, self.keys.by_id(job.owner_id), model_arn)
+
+    def stop_job(self, identifier: str, viewer: Principal | None = None) -> BatchJob:
+        job = self.get_job(identifier, viewer, "bedrock:StopModelInvocationJob")
         self.store.request_stop(job.id)
         job = self.store.get_job(job.id)
         events.publish(self.config, job)
@@ -173,14 +264,27 @@ class BatchService:
 
 
 def build_batch_service(
-    config: OutcropConfig, db: Database, registry: Registry, serving: Serving, *, start_runner: bool = True
+    config: OutcropConfig,
+    db: Database,
+    registry: Registry,
+    serving: Serving,
+    *,
+    start_runner: bool = True,
+    keys: KeyStore | None = None,
 ) -> BatchService:
-    """The batch service and, when this process runs background work, its runner."""
+    """The batch service and, when this process runs background work, its runner.
+
+    ``keys``: the server's key store (its cache is cleared when a key is deleted here, so
+    records of that key's jobs stop at once); one is opened from the server key when not given.
+    """
     from outcrop.batch.runner import BatchRunner
 
-    service = BatchService(config, db, registry)
+    if keys is None:
+        keys = KeyStore(db, load_or_create_server_key(config.server_key_path))
+    service = BatchService(config, db, registry, keys)
     if start_runner:
         service.runner = BatchRunner(config, service.store, registry, serving)
+        service.runner.record_denial = service.record_denial
         service.runner.on_poll = service.scan_watch_folder
     return service
 

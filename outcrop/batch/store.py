@@ -64,6 +64,7 @@ class BatchJob:
     started_at: float | None = None
     ended_at: float | None = None
     expires_at: float = 0.0
+    owner_id: str | None = None  # the principal that created it; None: the server (watched folder, auth off)
 
 
 @dataclass(frozen=True)
@@ -159,8 +160,13 @@ class BatchStore:
             )
         return _job_from_row(row)
 
-    def list_jobs(self, flt: ListFilter, status: BatchJobStatus | None = None) -> Page:
+    def list_jobs(
+        self, flt: ListFilter, status: BatchJobStatus | None = None, *, owner_id: str | None = None
+    ) -> Page:
+        """A page of jobs; only those ``owner_id`` created, when given."""
         where = [batch_jobs.c.status == status.value] if status is not None else []
+        if owner_id is not None:
+            where.append(batch_jobs.c.owner_id == owner_id)
         with self.db.engine.connect() as conn:
             rows, token = _page(conn, batch_jobs, where, flt)
         return Page([_job_from_row(r) for r in rows], token)

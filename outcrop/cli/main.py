@@ -613,11 +613,23 @@ def keys_ls(endpoint: str | None = EndpointOpt) -> None:
         return
     table = new_table("name", "access key id", "api key", "policy actions", "created")
     for k in keys:
-        actions = sorted({a for st in k["policy"]["Statement"] for a in st["Action"]})
+        statements = k["policy"]["Statement"]
+        statements = [statements] if isinstance(statements, dict) else statements
+        actions = sorted(
+            {
+                ("not " if "NotAction" in st else "") + a
+                for st in statements
+                for a in _as_strings(st.get("Action", st.get("NotAction", [])))
+            }
+        )
         table.add_row(
             k["name"], k["accessKeyId"], f"{k['apiKeyPrefix']}...", ", ".join(actions)[:60], k["createdAt"]
         )
     console.print(table)
+
+
+def _as_strings(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else value
 
 
 @keys_app.command("rm")

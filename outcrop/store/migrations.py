@@ -239,4 +239,18 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "ALTER TABLE batch_jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",
         ],
     ),
+    (
+        10,
+        "batch jobs record the principal that created them (authorization of their records and visibility); "
+        "keys made with the built-in read-only policy no longer grant outcrop:ListKeys",
+        [
+            "ALTER TABLE batch_jobs ADD COLUMN owner_id VARCHAR(12)",
+            "CREATE INDEX ix_batch_jobs_owner_id ON batch_jobs (owner_id)",
+            # The built-in read-only policy as stored before this version, exactly, becomes today's.
+            """
+            UPDATE principals SET policy = '{"Statement": [{"Effect": "Allow", "Action": ["bedrock:Get*", "bedrock:List*", "outcrop:Get*", "outcrop:ListCopies"], "Resource": ["*"]}]}'
+            WHERE policy = '{"Statement": [{"Effect": "Allow", "Action": ["bedrock:Get*", "bedrock:List*", "outcrop:Get*", "outcrop:List*"], "Resource": ["*"]}]}'
+            """,
+        ],
+    ),
 ]

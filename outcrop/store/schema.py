@@ -126,6 +126,7 @@ batch_jobs = sa.Table(
     sa.Column("started_at", sa.Float),
     sa.Column("ended_at", sa.Float),
     sa.Column("expires_at", sa.Float),
+    sa.Column("owner_id", sa.String(12)),  # the principal that created the job; None: the server itself
 )
 
 batch_files = sa.Table(

@@ -2,6 +2,10 @@
 
 Shapes of botocore's bedrock 2023-04-20 model: CreateModelInvocationJob, GetModelInvocationJob,
 ListModelInvocationJobs (the path is plural), StopModelInvocationJob.
+
+Who may do what (the rules live in :mod:`outcrop.batch.service`): creating a job needs
+``bedrock:InvokeModel`` on its model; a caller sees and stops only the jobs it created unless
+its policy allows ``outcrop:AccessAllModelInvocationJobs`` (admins).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from outcrop.api.bedrock.protocol import (
     parse_timestamp,
 )
 from outcrop.api.deps import Services, get_services, parse_body
+from outcrop.auth.guard import ANONYMOUS, AuthContext
+from outcrop.auth.keys import Principal
 from outcrop.batch.service import BatchService, CreateBatchJob
 from outcrop.batch.status import BatchJobStatus
 from outcrop.batch.store import BatchJob
@@ -79,6 +85,12 @@ def batch_service(services: Services) -> BatchService:
     return service
 
 
+def caller(request: Request) -> Principal | None:
+    """The authenticated principal; None when auth is off (everyone is the admin then)."""
+    auth: AuthContext | None = getattr(request.state, "auth", None)
+    return None if auth is None or auth.principal is ANONYMOUS else auth.principal
+
+
 def job_body(service: BatchService, job: BatchJob) -> dict[str, Any]:
     return drop_none(
         {
@@ -127,29 +139,31 @@ async def create_model_invocation_job(
             invocation_type=body.modelInvocationType,
             tags=tuple(t.model_dump() for t in body.tags),
             vpc_config=body.vpcConfig.model_dump() if body.vpcConfig else None,
-        )
+        ),
+        owner=caller(request),
     )
     return JSONResponse({"jobArn": service.job_arn(job)})
 
 
 @router.get("/model-invocation-job/{jobIdentifier:path}", summary="GetModelInvocationJob")
 def get_model_invocation_job(
-    jobIdentifier: str, services: Services = Depends(get_services)
+    jobIdentifier: str, request: Request, services: Services = Depends(get_services)
 ) -> dict[str, Any]:
     service = batch_service(services)
-    return job_body(service, service.get_job(jobIdentifier))
+    return job_body(service, service.get_job(jobIdentifier, caller(request)))
 
 
 @router.post("/model-invocation-job/{jobIdentifier:path}/stop", summary="StopModelInvocationJob")
 def stop_model_invocation_job(
-    jobIdentifier: str, services: Services = Depends(get_services)
+    jobIdentifier: str, request: Request, services: Services = Depends(get_services)
 ) -> dict[str, Any]:
-    batch_service(services).stop_job(jobIdentifier)
+    batch_service(services).stop_job(jobIdentifier, caller(request))
     return {}
 
 
 @router.get("/model-invocation-jobs", summary="ListModelInvocationJobs")
 def list_model_invocation_jobs(
+    request: Request,
     services: Services = Depends(get_services),
     submitTimeAfter: str | None = Query(None),
     submitTimeBefore: str | None = Query(None),
@@ -169,7 +183,7 @@ def list_model_invocation_jobs(
         max_results=parse_max_results(maxResults),
         next_token=nextToken or None,
     )
-    page = service.list_jobs(flt, parse_enum(statusEquals, BatchJobStatus))
+    page = service.list_jobs(flt, parse_enum(statusEquals, BatchJobStatus), caller(request))
     return drop_none(
         {"invocationJobSummaries": [job_body(service, j) for j in page.items], "nextToken": page.next_token}
     )
