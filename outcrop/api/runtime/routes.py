@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from outcrop.api import jsonbody
+from outcrop.api.bedrock.errors import bedrock_error
 from outcrop.api.deps import Services, get_services, read_json_object
-from outcrop.api.inference import cold_start_policy, invocation, stream_error_frame
+from outcrop.api.inference import cold_start_policy, invocation
 from outcrop.api.runtime import eventstream
 from outcrop.errors import InvalidRequestError, ModelNotChatCapableError, OutcropError
 from outcrop.serving import bedrock_protocol as p
 
 router = APIRouter(tags=["bedrock runtime"])
+
+
+def _stream_error(operation: str, exc: OutcropError) -> bytes:
+    """An error after streaming began, as the exception frame botocore raises while iterating."""
+    name, status = bedrock_error(exc)
+    return eventstream.error_frame(operation, name, exc.message, status)
 
 
 def _usage_headers(usage: dict[str, Any], latency_ms: int) -> dict[str, str]:
@@ -95,7 +102,7 @@ async def invoke_model_stream(
             yield eventstream.chunk(last)
         except OutcropError as exc:
             call.fail(exc)
-            yield stream_error_frame(exc)
+            yield _stream_error("InvokeModelWithResponseStream", exc)
         finally:
             call.close()
 
@@ -164,7 +171,7 @@ async def converse_stream(
             )
         except OutcropError as exc:
             call.fail(exc)
-            yield stream_error_frame(exc)
+            yield _stream_error("ConverseStream", exc)
         finally:
             call.close()
 
@@ -188,24 +195,34 @@ async def count_tokens(
         )
     tokenizers = services.tokenizers
     if "converse" in source:
-        chat = p.converse_to_chat({**source["converse"], "inferenceConfig": {}})
+        converse_body = source["converse"]
+        if not isinstance(converse_body, dict):
+            raise InvalidRequestError(
+                "input.converse must be an object holding 'messages' (and optionally 'system').",
+                param="input.converse",
+            )
+        chat = p.converse_to_chat({**converse_body, "inferenceConfig": None})
         count = tokenizers.count_messages(model.id, chat["messages"])
     else:
         raw = source["invokeModel"].get("body") if isinstance(source["invokeModel"], dict) else None
         try:
-            invoke_body = json.loads(base64.b64decode(raw or "", validate=True))
-        except (binascii.Error, ValueError, TypeError):
+            decoded = base64.b64decode(raw if isinstance(raw, str) else "", validate=True)
+        except (binascii.Error, ValueError):
+            decoded = b""
+        if not decoded:
             raise InvalidRequestError(
                 "input.invokeModel.body must be the base64 of a JSON InvokeModel body.",
                 param="input.invokeModel.body",
-            ) from None
+            )
+        invoke_body = jsonbody.loads(decoded, where="input.invokeModel.body")
         if not isinstance(invoke_body, dict):
             raise InvalidRequestError(
                 "input.invokeModel.body must be a JSON object.", param="input.invokeModel.body"
             )
         style = p.classify(invoke_body)
+        _path, copy_body = p.invoke_to_copy(invoke_body, style)  # the same checks as InvokeModel
         if style is p.InvokeStyle.CHAT:
-            count = tokenizers.count_messages(model.id, invoke_body["messages"])
+            count = tokenizers.count_messages(model.id, copy_body["messages"])
         else:
-            count = tokenizers.count_prompt(model.id, str(invoke_body["prompt"]))
+            count = tokenizers.count_prompt(model.id, copy_body["prompt"])
     return JSONResponse({"inputTokens": count})
