@@ -23,7 +23,7 @@ from outcrop.engine.model_runner import ModelRunner, resolve_dtype
 from outcrop.engine.sampling import SamplingParams
 from outcrop.engine.scheduler import SchedulerLimits
 from outcrop.engine.tokenization import ModelTokenizer
-from outcrop.errors import ConfigError, ServiceUnavailableError
+from outcrop.errors import ConfigError, InvalidRequestError, ServiceUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,14 @@ class WorkerRuntime:
     def check_capacity(self, new_sequences: int) -> None:
         """Load shedding: refuse (503) rather than queue without bound."""
         assert self.engine is not None
+        most = self.engine.num_slots + self.options.max_queued  # what an idle copy can take at once
+        if new_sequences > most:  # can never fit: a 503 would make the client retry forever
+            raise InvalidRequestError(
+                f"This request asks for {new_sequences} sequences (prompts x n); one model copy takes at most "
+                f"{most} at once ({self.engine.num_slots} decoding slots + --max-queued {self.options.max_queued}). "
+                "Split it into smaller requests.",
+                param="prompt",
+            )
         queued = self.engine.num_unfinished - self.engine.num_slots
         if queued + new_sequences > self.options.max_queued:
             raise ServiceUnavailableError(

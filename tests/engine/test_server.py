@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -253,9 +254,27 @@ def test_requests_beyond_the_kv_budget_wait_and_all_complete(tiny_models: dict[s
 
 def test_a_full_queue_sheds_load_with_503(tiny_models: dict[str, Path]) -> None:
     runtime = make_runtime(tiny_models["llama"], max_batch=2, max_queued=1)
+    assert runtime.engine is not None and runtime.engine.num_slots == 2
     with TestClient(create_app(runtime)) as c:
-        r = c.post("/v1/completions", json={"model": "m", "prompt": "Hello", "n": 4, "max_tokens": 2})
+        from concurrent.futures import ThreadPoolExecutor
+
+        long = {"model": "m", "prompt": "Hello", "n": 3, "max_tokens": 200, "ignore_eos": True}
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(c.post, "/v1/completions", json=long)
+            while runtime.engine.num_unfinished < 3 and not first.done():
+                time.sleep(0.01)
+            r = c.post("/v1/completions", json={"model": "m", "prompt": "Hello", "max_tokens": 2})
+            assert first.result().status_code == 200
         assert r.status_code == 503 and "Retry-After" in r.headers
         assert "--max-queued" in r.json()["error"]["message"]
         ok = c.post("/v1/completions", json={"model": "m", "prompt": "Hello", "n": 3, "max_tokens": 2})
         assert ok.status_code == 200
+
+
+def test_a_request_no_copy_could_ever_take_is_a_400_naming_the_limit(tiny_models: dict[str, Path]) -> None:
+    runtime = make_runtime(tiny_models["llama"], max_batch=2, max_queued=1)
+    with TestClient(create_app(runtime)) as c:
+        r = c.post("/v1/completions", json={"model": "m", "prompt": ["a", "b"], "n": 2, "max_tokens": 2})
+        assert r.status_code == 400 and "Retry-After" not in r.headers
+        message = r.json()["error"]["message"]
+        assert "4 sequences" in message and "at most 3" in message and "--max-queued 1" in message
