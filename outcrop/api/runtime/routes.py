@@ -47,9 +47,9 @@ async def _invoke_request(
     """An InvokeModel body: parsed, its style recognised, translated for the copy."""
     body = await read_json_object(request)
     style = p.classify(body)
+    path, copy_body = p.invoke_to_copy(body, style)
     if style is p.InvokeStyle.CHAT:
         await _require_chat(services, model_id)
-    path, copy_body = p.invoke_to_copy(body, style)
     return body, style, path, copy_body
 
 
@@ -116,8 +116,8 @@ async def invoke_model_stream(
 @router.post("/model/{modelId:path}/converse", summary="Converse")
 async def converse(modelId: str, request: Request, services: Services = Depends(get_services)) -> Response:
     body = await read_json_object(request)
+    chat = p.converse_to_chat(body)  # a bad body is a ValidationException whatever the model
     await _require_chat(services, modelId)
-    chat = p.converse_to_chat(body)
     async with invocation(services, request, modelId, "Converse") as call:
         resp = await services.serving.post(
             modelId, "/v1/chat/completions", chat, cold_start=cold_start_policy(request, bedrock=True)
@@ -132,8 +132,8 @@ async def converse_stream(
     modelId: str, request: Request, services: Services = Depends(get_services)
 ) -> Response:
     body = await read_json_object(request)
+    chat = p.converse_to_chat(body)  # a bad body is a ValidationException whatever the model
     await _require_chat(services, modelId)
-    chat = p.converse_to_chat(body)
     chat["stream"] = True
     chat["stream_options"] = {"include_usage": True}
     call = invocation(services, request, modelId, "ConverseStream")
