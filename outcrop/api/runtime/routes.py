@@ -183,8 +183,17 @@ async def count_tokens(
     modelId: str, request: Request, services: Services = Depends(get_services)
 ) -> Response:
     body = await read_json_object(request)
+    messages, prompt = _what_to_count(body.get("input"))  # a bad body is a 400 whatever the model
     model = await services.serving.resolve(modelId)
-    source = body.get("input")
+    if messages is not None:
+        count = services.tokenizers.count_messages(model.id, messages)
+    else:
+        count = services.tokenizers.count_prompt(model.id, prompt or "")
+    return JSONResponse({"inputTokens": count})
+
+
+def _what_to_count(source: Any) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """CountTokens' input as (chat messages, None) or (None, prompt), with InvokeModel/Converse's checks."""
     if (
         not isinstance(source, dict)
         or len(source) != 1
@@ -193,7 +202,6 @@ async def count_tokens(
         raise InvalidRequestError(
             "'input' must hold exactly one of 'invokeModel' {body} or 'converse' {messages}.", param="input"
         )
-    tokenizers = services.tokenizers
     if "converse" in source:
         converse_body = source["converse"]
         if not isinstance(converse_body, dict):
@@ -201,28 +209,24 @@ async def count_tokens(
                 "input.converse must be an object holding 'messages' (and optionally 'system').",
                 param="input.converse",
             )
-        chat = p.converse_to_chat({**converse_body, "inferenceConfig": None})
-        count = tokenizers.count_messages(model.id, chat["messages"])
-    else:
-        raw = source["invokeModel"].get("body") if isinstance(source["invokeModel"], dict) else None
-        try:
-            decoded = base64.b64decode(raw if isinstance(raw, str) else "", validate=True)
-        except (binascii.Error, ValueError):
-            decoded = b""
-        if not decoded:
-            raise InvalidRequestError(
-                "input.invokeModel.body must be the base64 of a JSON InvokeModel body.",
-                param="input.invokeModel.body",
-            )
-        invoke_body = jsonbody.loads(decoded, where="input.invokeModel.body")
-        if not isinstance(invoke_body, dict):
-            raise InvalidRequestError(
-                "input.invokeModel.body must be a JSON object.", param="input.invokeModel.body"
-            )
-        style = p.classify(invoke_body)
-        _path, copy_body = p.invoke_to_copy(invoke_body, style)  # the same checks as InvokeModel
-        if style is p.InvokeStyle.CHAT:
-            count = tokenizers.count_messages(model.id, copy_body["messages"])
-        else:
-            count = tokenizers.count_prompt(model.id, copy_body["prompt"])
-    return JSONResponse({"inputTokens": count})
+        return p.converse_to_chat({**converse_body, "inferenceConfig": None})["messages"], None
+    raw = source["invokeModel"].get("body") if isinstance(source["invokeModel"], dict) else None
+    try:
+        decoded = base64.b64decode(raw if isinstance(raw, str) else "", validate=True)
+    except (binascii.Error, ValueError):
+        decoded = b""
+    if not decoded:
+        raise InvalidRequestError(
+            "input.invokeModel.body must be the base64 of a JSON InvokeModel body.",
+            param="input.invokeModel.body",
+        )
+    invoke_body = jsonbody.loads(decoded, where="input.invokeModel.body")
+    if not isinstance(invoke_body, dict):
+        raise InvalidRequestError(
+            "input.invokeModel.body must be a JSON object.", param="input.invokeModel.body"
+        )
+    style = p.classify(invoke_body)
+    _path, copy_body = p.invoke_to_copy(invoke_body, style)  # the same checks as InvokeModel
+    if style is p.InvokeStyle.CHAT:
+        return copy_body["messages"], None
+    return None, copy_body["prompt"]
