@@ -233,10 +233,13 @@ class LineCheck:
                 continue
             try:
                 data = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                self.problem(
-                    f"{where}: not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc}); each line must be one JSON object."
-                )
+            except (ValueError, RecursionError) as exc:  # also 4,300+ digit integers, arrays nested too deep
+                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)[:120]
+                if isinstance(exc, RecursionError):
+                    reason = "arrays or objects nested too deep"
+                elif "integer string conversion" in reason:
+                    reason = "an integer with more than 4,300 digits"
+                self.problem(f"{where}: not valid JSON ({reason}); each line must be one JSON object.")
                 continue
             if not isinstance(data, dict):
                 self.problem(

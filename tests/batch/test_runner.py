@@ -205,3 +205,48 @@ async def test_converse_records_answer_as_converse(
     assert plain_done.status.value == "Failed"  # every record failed: no chat template
     (error,) = read_jsonl(tmp_path / "out" / plain.id / "in.jsonl.out")
     assert error["error"]["errorCode"] == 400 and "chat template" in error["error"]["errorMessage"]
+
+
+async def test_a_record_with_a_wrong_parameter_fails_alone_naming_the_field(
+    batch_config: Callable[..., OutcropConfig], tmp_path: Path
+) -> None:
+    hi = [{"role": "user", "content": [{"text": "hi"}]}]
+    records = [
+        {"recordId": "good", "modelInput": {"messages": hi, "inferenceConfig": {"maxTokens": 3}}},
+        {"recordId": "abc", "modelInput": {"messages": hi, "inferenceConfig": {"maxTokens": "abc"}}},
+        {"recordId": "hot", "modelInput": {"messages": hi, "inferenceConfig": {"temperature": "hot"}}},
+        {"recordId": "list", "modelInput": {"messages": hi, "inferenceConfig": [1]}},
+        {"recordId": "nan", "modelInput": {"messages": hi, "inferenceConfig": {"topP": float("nan")}}},
+    ]
+    write_jsonl(tmp_path / "in.jsonl", records)
+    async with running(batch_config()) as service:
+        job = service.create_job(
+            _request("bad-params", tmp_path / "in.jsonl", tmp_path / "out", invocation_type="Converse")
+        )
+        done = await wait_until(service, job.id)
+    assert done.status.value == "Completed", done.message  # PartiallyCompleted is for timeouts
+    assert (done.success_records, done.error_records) == (1, 4)
+    by_id = {line["recordId"]: line for line in read_jsonl(tmp_path / "out" / job.id / "in.jsonl.out")}
+    assert "modelOutput" in by_id["good"]
+    for record_id, field in [
+        ("abc", "inferenceConfig.maxTokens"),
+        ("hot", "inferenceConfig.temperature"),
+        ("list", "inferenceConfig"),
+        ("nan", "inferenceConfig.topP"),
+    ]:
+        error = by_id[record_id]["error"]
+        assert error["errorCode"] == 400 and f"'{field}'" in error["errorMessage"]
+
+
+async def test_lines_json_cannot_read_are_reported_like_invalid_json(
+    batch_config: Callable[..., OutcropConfig], tmp_path: Path
+) -> None:
+    deep = '{"modelInput": {"prompt": "x", "extra": ' + "[" * 100_000 + "]" * 100_000 + "}}"
+    huge = '{"modelInput": {"prompt": "x", "seed": ' + "9" * 5_000 + "}}"
+    write_jsonl(tmp_path / "in" / "data.jsonl", [prompt_record(1), deep, huge])
+    async with running(batch_config()) as service:
+        job = service.create_job(_request("unreadable", tmp_path / "in" / "data.jsonl", tmp_path / "out"))
+        done = await wait_until(service, job.id)
+    assert done.status.value == "Failed"
+    message = done.message or ""
+    assert "data.jsonl line 2: not valid JSON" in message and "data.jsonl line 3: not valid JSON" in message
