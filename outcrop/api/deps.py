@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
+from outcrop.api import jsonbody
 from outcrop.api.metrics import Metrics
 from outcrop.config import OutcropConfig
 from outcrop.errors import InvalidRequestError
@@ -77,10 +78,7 @@ async def read_json_object(request: Request) -> dict[str, Any]:
         raise InvalidRequestError(
             f"The request body has {len(raw):,} bytes; the limit is {MAX_BODY_BYTES:,}."
         )
-    try:
-        data = json.loads(raw or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequestError(f"The request body is not valid JSON: {exc}. Send a JSON object.") from None
+    data = jsonbody.loads(raw or b"{}")  # bounded depth and number size (outcrop.api.jsonbody)
     if not isinstance(data, dict):
         raise InvalidRequestError(f"The request body must be a JSON object, not {type(data).__name__}.")
     return data

@@ -12,7 +12,6 @@ from fastapi import Request
 
 from outcrop.api.bedrock.errors import bedrock_error
 from outcrop.api.deps import Services
-from outcrop.api.runtime import eventstream
 from outcrop.auth.guard import principal_name
 from outcrop.errors import InvalidRequestError, ModelNotReadyError, OutcropError, ThrottlingError
 from outcrop.serving.service import ColdStartPolicy
@@ -21,12 +20,6 @@ from outcrop.serving.throttling import principal_of
 COLD_START_HEADER = "x-outcrop-cold-start"
 # The metrics label of every requested name that is not a known model.
 UNKNOWN_MODEL_LABEL = "<unknown>"
-_STREAM_FAILURES = {
-    "InternalServerException",
-    "ModelErrorException",
-    "ServiceUnavailableException",
-    "ModelTimeoutException",
-}
 
 
 def cold_start_policy(request: Request, *, bedrock: bool) -> ColdStartPolicy:
@@ -46,14 +39,6 @@ def cold_start_policy(request: Request, *, bedrock: bool) -> ColdStartPolicy:
         max_wait_seconds=services.config.serving.cold_start_max_wait_seconds,
         from_request=bool(choice),
     )
-
-
-def stream_error_frame(exc: OutcropError) -> bytes:
-    """An error after streaming began, as the exception frame botocore raises while iterating."""
-    name, status = bedrock_error(exc)
-    if name in _STREAM_FAILURES:
-        name = "ModelStreamErrorException"
-    return eventstream.exception(name, exc.message, originalStatusCode=status)
 
 
 class Invocation:

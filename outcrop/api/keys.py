@@ -37,6 +37,20 @@ def _credentials_body(c: NewCredentials) -> dict[str, Any]:
     return {**_principal_body(c.principal), "secretAccessKey": c.secret_access_key, "apiKey": c.api_key}
 
 
+def _model_names(value: Any) -> list[str]:
+    """'models': the imported models an invoke-only key may call (a list of names or ARNs)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
+        shown = f"a {type(value).__name__}" if not isinstance(value, list) else "a list with non-string items"
+        raise InvalidRequestError(
+            f"'models' is {shown}; it must be a list of imported model names or ARNs, like "
+            '["my-llama", "my-qwen"] (`outcrop keys create NAME --model my-llama`).',
+            param="models",
+        )
+    return list(value)
+
+
 @router.post("", summary="CreateKey")
 async def create_key(request: Request, services: Services = Depends(get_services)) -> dict[str, Any]:
     body = await read_json_object(request)
@@ -52,8 +66,9 @@ async def create_key(request: Request, services: Services = Depends(get_services
                 "file://policy.json`).",
                 param="policy",
             )
-        if kind == "invoke-only" and body.get("models"):
-            models = [services.registry.model_arn(services.registry.get_model(m)) for m in body["models"]]
+        names = _model_names(body.get("models"))
+        if kind == "invoke-only" and names:
+            models = [services.registry.model_arn(services.registry.get_model(m)) for m in names]
             policy = policies.invoke_only(models)
         else:
             policy = policies.BUILT_IN[kind]()

@@ -83,7 +83,7 @@ class Guard:
         if identifier is None and request.url.path.startswith("/v1/") and request.method == "POST":
             try:
                 identifier = json.loads(await request.body() or b"{}").get("model")
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):  # the route answers a bad body
                 identifier = None
         if not isinstance(identifier, str) or not identifier:
             return "*"

@@ -185,7 +185,7 @@ class WorkerRuntime:
             raise InvalidRequestError(
                 f"This request asks for {choices} choices ({prompts} prompt(s) x n={n}), but a copy of "
                 f"'{self.model_id}' holds at most {self.max_sequences} sequences at once "
-                f"({self.engine.num_slots} generating + {self.options.max_queued} waiting). "
+                f"({self.engine.num_slots} generating + {self.options.max_queued} waiting, set by --max-queued). "
                 "Send fewer prompts per request or a smaller n.",
                 param="n" if n > 1 else "prompt",
                 code="too_many_choices",

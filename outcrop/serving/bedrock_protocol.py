@@ -18,13 +18,19 @@ Prompt-style bodies get one *superset* response that every known client style ca
 from __future__ import annotations
 
 import enum
+import json
+import math
 import time
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from outcrop.errors import InvalidRequestError
 
 # Bedrock's Llama default for max_gen_len when the body gives none.
 DEFAULT_MAX_TOKENS = 512
+# Why 1,000,000: above any context length a copy serves; the copy checks the real limit.
+MAX_MAX_TOKENS = 1_000_000
 
 # Sampling parameters passed through to the copy, with the names prompt-style bodies may use.
 _PASSTHROUGH = (
@@ -48,17 +54,25 @@ class InvokeStyle(enum.StrEnum):
     CHAT = "chat"  # messages
 
 
+def _shown(value: Any) -> str:
+    """A value as JSON for a message, cut short; never fails (an int past CPython's digit limit too)."""
+    try:
+        return json.dumps(value, default=str)[:80]
+    except ValueError:
+        return "(a number too long to show)"
+
+
 def _number(
     body: dict[str, Any], key: str, kind: type, low: float | None = None, high: float | None = None
 ) -> Any:
     value = body[key]
     ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if kind is int:
-        ok = ok and float(value).is_integer()
+    if ok and isinstance(value, float):
+        ok = math.isfinite(value) and (kind is not int or value.is_integer())
     if not ok or (low is not None and value < low) or (high is not None and value > high):
         bounds = f" between {low} and {high}" if low is not None and high is not None else ""
         raise InvalidRequestError(
-            f"'{key}' is {value!r}; it must be {'an integer' if kind is int else 'a number'}{bounds}.",
+            f"'{key}' is {_shown(value)}; it must be {'an integer' if kind is int else 'a number'}{bounds}.",
             param=key,
         )
     return kind(value)
@@ -87,7 +101,9 @@ def _stop(value: Any) -> list[str] | None:
         return [value]
     if isinstance(value, list) and all(isinstance(s, str) for s in value):
         return value
-    raise InvalidRequestError(f"'stop' is {value!r}; it must be a string or a list of strings.", param="stop")
+    raise InvalidRequestError(
+        f"'stop' is {_shown(value)}; it must be a string or a list of strings.", param="stop"
+    )
 
 
 def invoke_to_copy(body: dict[str, Any], style: InvokeStyle) -> tuple[str, dict[str, Any]]:
@@ -113,7 +129,9 @@ def invoke_to_copy(body: dict[str, Any], style: InvokeStyle) -> tuple[str, dict[
         return "/v1/chat/completions", out
     prompt = body["prompt"]
     if not isinstance(prompt, str) or not prompt:
-        raise InvalidRequestError(f"'prompt' is {prompt!r}; it must be a non-empty string.", param="prompt")
+        raise InvalidRequestError(
+            f"'prompt' is {_shown(prompt)}; it must be a non-empty string.", param="prompt"
+        )
     out["prompt"] = prompt
     out["max_tokens"] = _max_tokens(
         body, ("max_gen_len", "max_tokens", "max_new_tokens", "max_tokens_to_sample")
@@ -124,7 +142,7 @@ def invoke_to_copy(body: dict[str, Any], style: InvokeStyle) -> tuple[str, dict[
 def _max_tokens(body: dict[str, Any], keys: tuple[str, ...]) -> int:
     for key in keys:
         if body.get(key) is not None:
-            return int(_number(body, key, int, 1, 1_000_000))
+            return int(_number(body, key, int, 1, MAX_MAX_TOKENS))
     return DEFAULT_MAX_TOKENS
 
 
@@ -196,7 +214,12 @@ def _text_blocks(blocks: Any, where: str) -> str:
                 '({"text": "..."}).',
                 param=where,
             )
-        texts.append(str(block["text"]))
+        if not isinstance(block["text"], str):
+            raise InvalidRequestError(
+                f"'{where}' has a text block whose 'text' is {_shown(block['text'])}; it must be a string.",
+                param=where,
+            )
+        texts.append(block["text"])
     return "".join(texts)
 
 
@@ -213,26 +236,71 @@ def converse_to_chat(body: dict[str, Any]) -> dict[str, Any]:
         role = message.get("role") if isinstance(message, dict) else None
         if role not in ("user", "assistant"):
             raise InvalidRequestError(
-                f"messages[{i}].role is {role!r}; it must be 'user' or 'assistant'.", param="messages"
+                f"messages[{i}].role is {_shown(role)}; it must be 'user' or 'assistant'.", param="messages"
             )
         messages.append(
             {"role": role, "content": _text_blocks(message.get("content"), f"messages[{i}].content")}
         )
     out: dict[str, Any] = {"messages": messages}
-    config = body.get("inferenceConfig") or {}
-    out["max_tokens"] = int(config.get("maxTokens") or DEFAULT_MAX_TOKENS)
-    if config.get("temperature") is not None:
-        out["temperature"] = float(config["temperature"])
-    if config.get("topP") is not None:
-        out["top_p"] = float(config["topP"])
-    if config.get("stopSequences"):
-        out["stop"] = list(config["stopSequences"])
-    extra = body.get("additionalModelRequestFields") or {}
-    if isinstance(extra, dict):
-        for key in _PASSTHROUGH:
-            if key in extra:
-                out[key] = extra[key]
+    config = _inference_config(body.get("inferenceConfig"))
+    out["max_tokens"] = config.maxTokens or DEFAULT_MAX_TOKENS
+    if config.temperature is not None:
+        out["temperature"] = config.temperature
+    if config.topP is not None:
+        out["top_p"] = config.topP
+    if config.stopSequences:
+        out["stop"] = config.stopSequences
+    extra = body.get("additionalModelRequestFields")
+    if extra is not None and not isinstance(extra, dict):
+        raise InvalidRequestError(
+            f"1 validation error detected: Value {_shown(extra)} at 'additionalModelRequestFields' failed to "
+            'satisfy constraint: it must be a JSON object of model parameters, like {"top_k": 40}.',
+            param="additionalModelRequestFields",
+        )
+    for key in _PASSTHROUGH:
+        if extra and extra.get(key) is not None:
+            out[key] = extra[key]
+    for key in ("temperature", "top_p"):  # checked like InvokeModel's, wherever they came from
+        if key in out:
+            out[key] = _number(out, key, float, 0.0, 2.0 if key == "temperature" else 1.0)
     return out
+
+
+# Bounds of botocore's bedrock-runtime InferenceConfiguration shapes (2023-09-30 service model).
+_Unit = Annotated[float, Field(strict=True, ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+class InferenceConfig(BaseModel):
+    """Converse's ``inferenceConfig``: every wrong type or bound is a ValidationException naming the field."""
+
+    # Unknown members are ignored, as AWS services do, so newer SDKs keep working.
+    model_config = ConfigDict(extra="ignore")
+
+    maxTokens: StrictInt | None = Field(None, ge=1, le=MAX_MAX_TOKENS)
+    temperature: _Unit | None = None
+    topP: _Unit | None = None
+    stopSequences: list[Annotated[StrictStr, Field(min_length=1)]] | None = Field(None, max_length=2500)
+
+
+def _inference_config(raw: Any) -> InferenceConfig:
+    if raw is None:
+        return InferenceConfig()
+    try:
+        return InferenceConfig.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        parts = []
+        for err in errors[:5]:
+            where = ".".join(["inferenceConfig", *(str(p) for p in err["loc"])])
+            msg = err["msg"]
+            if err["type"] == "model_type":  # pydantic names the Python class here
+                msg = 'it must be an object like {"maxTokens": 256, "temperature": 0.5}'
+            parts.append(f"Value {_shown(err.get('input'))} at '{where}' failed to satisfy constraint: {msg}")
+        first = ".".join(["inferenceConfig", *(str(p) for p in errors[0]["loc"])])
+        raise InvalidRequestError(
+            f"{len(errors)} validation error{'s' if len(errors) > 1 else ''} detected: " + "; ".join(parts),
+            param=first,
+        ) from None
 
 
 def converse_stop_reason(finish_reason: str | None) -> str:

@@ -64,3 +64,15 @@ def test_errors_are_openai_error_objects(client: openai.OpenAI, serving_server: 
     with pytest.raises(openai.BadRequestError) as info:
         client.completions.create(model=serving_server.chat, prompt="x", max_tokens=10**6)
     assert "context" in str(info.value)
+
+
+@pytest.mark.parametrize(("prompts", "n"), [(2_000, 1), (40, 64)])
+def test_a_request_no_copy_could_ever_take_is_a_400_naming_the_limit_not_a_503_forever(
+    client: openai.OpenAI, serving_server: ServingServer, prompts: int, n: int
+) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(
+            model=serving_server.chat, prompt=[f"p{i}" for i in range(prompts)], n=n, max_tokens=1
+        )
+    message = info.value.message
+    assert f"{prompts * n} choices" in message and "--max-queued" in message and "at most" in message

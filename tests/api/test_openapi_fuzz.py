@@ -15,6 +15,7 @@ operation's hypothesis strategy is driven with ``@given`` directly.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
@@ -396,3 +397,104 @@ def test_no_route_answers_a_caller_without_credentials(target: FuzzTarget) -> No
                 )
                 checked += 1
     assert checked >= 40
+
+
+# -- runtime bodies ---------------------------------------------------------------------
+# The /model/* routes read their bodies by hand and validate them before resolving the model,
+# so fuzzed bodies against an absent model exercise every check without starting a copy;
+# CountTokens runs against the seeded model (it needs a tokenizer, not a copy).
+
+RUNTIME_OPERATIONS = ["invoke", "invoke-with-response-stream", "converse", "converse-stream"]
+JSON_VALUES: st.SearchStrategy[Any] = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def _sometimes(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return strategy | JSON_VALUES
+
+
+def converse_bodies() -> st.SearchStrategy[dict[str, Any]]:
+    block = st.fixed_dictionaries({"text": _sometimes(st.text(max_size=8))})
+    message = st.fixed_dictionaries(
+        {
+            "role": _sometimes(st.sampled_from(["user", "assistant", "system", ""])),
+            "content": _sometimes(st.lists(_sometimes(block), max_size=2)),
+        }
+    )
+    config = st.fixed_dictionaries(
+        {},
+        optional={
+            "maxTokens": _sometimes(st.integers(-5, 10**7)),
+            "temperature": _sometimes(st.floats()),
+            "topP": _sometimes(st.floats()),
+            "stopSequences": _sometimes(st.lists(st.text(max_size=3), max_size=3)),
+        },
+    )
+    extra = st.dictionaries(st.sampled_from(["temperature", "top_p", "top_k", "n", "seed"]), JSON_VALUES)
+    valid = [{"role": "user", "content": [{"text": "hi"}]}]  # often, so the checks behind it run
+    return st.fixed_dictionaries(
+        {"messages": st.just(valid) | st.just(valid) | _sometimes(st.lists(_sometimes(message), max_size=2))},
+        optional={
+            "system": _sometimes(st.lists(block, max_size=2)),
+            "inferenceConfig": config | _sometimes(config),
+            "additionalModelRequestFields": _sometimes(extra),
+        },
+    )
+
+
+def invoke_bodies() -> st.SearchStrategy[dict[str, Any]]:
+    keys = ["max_gen_len", "max_tokens", "temperature", "top_p", "top_k", "stop", "n", "seed"]
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            "prompt": _sometimes(st.text(max_size=8)),
+            "messages": _sometimes(
+                st.lists(st.fixed_dictionaries({"role": st.just("user"), "content": JSON_VALUES}), max_size=2)
+            ),
+            **{key: _sometimes(st.integers(-5, 10**7) | st.floats()) for key in keys},
+        },
+    )
+
+
+def test_fuzzed_runtime_bodies_end_in_no_server_error(target: FuzzTarget) -> None:
+    from fastapi.testclient import TestClient
+
+    client = TestClient(target.schema.app, raise_server_exceptions=False)
+
+    @settings(max_examples=400, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(
+        operation=st.sampled_from(RUNTIME_OPERATIONS),
+        body=converse_bodies() | invoke_bodies() | converse_bodies() | invoke_bodies() | JSON_VALUES,
+    )
+    def run(operation: str, body: Any) -> None:
+        raw = json.dumps(body)  # NaN and Infinity included, as some clients write them
+        response = client.post(f"/model/absent-model/{operation}", content=raw, headers=AUTH)
+        assert response.status_code < 500, (
+            f"{response.status_code} for {operation} {raw[:300]}: {response.text[:500]}"
+        )
+
+    run()
+
+
+def test_fuzzed_count_tokens_inputs_end_in_no_server_error(target: FuzzTarget) -> None:
+    from fastapi.testclient import TestClient
+
+    client = TestClient(target.schema.app, raise_server_exceptions=False)
+    encoded = st.builds(lambda b: base64.b64encode(json.dumps(b).encode()).decode(), invoke_bodies())
+    inputs = (
+        st.fixed_dictionaries({"converse": _sometimes(converse_bodies())})
+        | st.fixed_dictionaries({"invokeModel": st.fixed_dictionaries({"body": _sometimes(encoded)})})
+        | JSON_VALUES
+    )
+
+    @settings(max_examples=100, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(source=inputs)
+    def run(source: Any) -> None:
+        raw = json.dumps({"input": source})
+        response = client.post(f"/model/{SEEDED_MODEL}/count-tokens", content=raw, headers=AUTH)
+        assert response.status_code < 500, f"{response.status_code} for {raw[:300]}: {response.text[:500]}"
+
+    run()

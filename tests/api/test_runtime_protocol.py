@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from typing import Any
 
+import botocore.session
 import pytest
-from botocore.eventstream import EventStreamBuffer
+from botocore.eventstream import EventStream, EventStreamBuffer
+from botocore.exceptions import EventStreamError
+from botocore.parsers import EventStreamJSONParser
 
+from outcrop.api.bedrock.errors import bedrock_error
 from outcrop.api.runtime import eventstream
-from outcrop.errors import InvalidRequestError
+from outcrop.errors import InvalidRequestError, OutcropError, all_error_classes
 from outcrop.serving import bedrock_protocol as p
 
 COPY_COMPLETION = {
@@ -78,6 +83,10 @@ def test_default_length_is_bedrocks_512() -> None:
         ({"prompt": "x", "max_gen_len": 0}, "max_gen_len"),
         ({"prompt": "x", "temperature": 9}, "temperature"),
         ({"prompt": "x", "stop": [1]}, "stop"),
+        ({"prompt": "x", "temperature": math.nan}, "'temperature' is NaN"),
+        ({"prompt": "x", "max_gen_len": math.inf}, "'max_gen_len' is Infinity"),
+        ({"prompt": "x", "max_gen_len": 10**5000}, "'max_gen_len' is \\(a number too long to show\\)"),
+        ({"prompt": "x", "top_p": "high"}, "'top_p'"),
     ],
 )
 def test_bad_parameters_are_named(body: dict[str, Any], needle: str) -> None:
@@ -121,6 +130,63 @@ def test_unsupported_converse_input_is_a_validation_error(messages: list[Any]) -
         p.converse_to_chat({"messages": messages})
 
 
+HI = [{"role": "user", "content": [{"text": "Hi"}]}]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "needle"),
+    [
+        ({"inferenceConfig": {"maxTokens": "abc"}}, "inferenceConfig.maxTokens", "valid integer"),
+        ({"inferenceConfig": {"maxTokens": [1]}}, "inferenceConfig.maxTokens", "valid integer"),
+        ({"inferenceConfig": {"maxTokens": math.nan}}, "inferenceConfig.maxTokens", "valid integer"),
+        ({"inferenceConfig": {"maxTokens": math.inf}}, "inferenceConfig.maxTokens", "valid integer"),
+        ({"inferenceConfig": {"maxTokens": 2.5}}, "inferenceConfig.maxTokens", "valid integer"),
+        ({"inferenceConfig": {"maxTokens": True}}, "inferenceConfig.maxTokens", "valid integer"),
+        ({"inferenceConfig": {"maxTokens": 0}}, "inferenceConfig.maxTokens", "greater than or equal to 1"),
+        ({"inferenceConfig": {"maxTokens": 10**5000}}, "inferenceConfig.maxTokens", "less than or equal"),
+        ({"inferenceConfig": {"temperature": "hot"}}, "inferenceConfig.temperature", "valid number"),
+        ({"inferenceConfig": {"temperature": 1.5}}, "inferenceConfig.temperature", "less than or equal to 1"),
+        ({"inferenceConfig": {"temperature": math.nan}}, "inferenceConfig.temperature", "finite number"),
+        ({"inferenceConfig": {"topP": {}}}, "inferenceConfig.topP", "valid number"),
+        ({"inferenceConfig": {"topP": -0.1}}, "inferenceConfig.topP", "greater than or equal to 0"),
+        ({"inferenceConfig": {"stopSequences": 5}}, "inferenceConfig.stopSequences", "valid list"),
+        ({"inferenceConfig": {"stopSequences": "\n"}}, "inferenceConfig.stopSequences", "valid list"),
+        ({"inferenceConfig": {"stopSequences": [""]}}, "inferenceConfig.stopSequences.0", "at least 1"),
+        (
+            {"inferenceConfig": {"stopSequences": ["x"] * 2501}},
+            "inferenceConfig.stopSequences",
+            "at most 2500",
+        ),
+        ({"inferenceConfig": [1]}, "inferenceConfig", "it must be an object like"),
+        ({"inferenceConfig": "fast"}, "inferenceConfig", "it must be an object like"),
+        ({"additionalModelRequestFields": [1]}, "additionalModelRequestFields", "JSON object"),
+        ({"additionalModelRequestFields": {"temperature": "hot"}}, "temperature", "must be a number"),
+        ({"messages": [{"role": "user", "content": [{"text": {"a": 1}}]}]}, "messages[0].content", "string"),
+    ],
+)
+def test_every_wrong_converse_parameter_is_a_validation_error_naming_it(
+    body: dict[str, Any], field: str, needle: str
+) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        p.converse_to_chat({"messages": HI, **body})
+    assert info.value.param == field
+    assert needle in info.value.message and f"'{field}'" in info.value.message
+
+
+def test_converse_bounds_are_the_service_models() -> None:
+    model = botocore.session.get_session().get_service_model("bedrock-runtime")
+    members = model.shape_for("InferenceConfiguration").members
+    assert members["maxTokens"].metadata["min"] == 1
+    assert members["temperature"].metadata["min"] == members["topP"].metadata["min"] == 0
+    assert members["temperature"].metadata["max"] == members["topP"].metadata["max"] == 1
+    assert members["stopSequences"].metadata["max"] == 2500
+    assert set(members) == set(p.InferenceConfig.model_fields)
+
+
+def test_a_converse_body_without_inference_config_gets_the_default_length() -> None:
+    assert p.converse_to_chat({"messages": HI, "inferenceConfig": None})["max_tokens"] == p.DEFAULT_MAX_TOKENS
+
+
 def test_chat_answer_becomes_a_converse_answer() -> None:
     out = p.chat_to_converse(
         {
@@ -141,10 +207,65 @@ def test_event_stream_frames_parse_with_botocore() -> None:
     buf = EventStreamBuffer()
     buf.add_data(eventstream.chunk({"generation": "你好 😀"}))
     buf.add_data(eventstream.event("messageStop", {"stopReason": "end_turn"}))
-    buf.add_data(eventstream.exception("ModelStreamErrorException", "copy died", originalStatusCode=500))
+    buf.add_data(eventstream.exception("modelStreamErrorException", "copy died", originalStatusCode=500))
     chunk, stop, error = list(buf)
     assert chunk.headers[":event-type"] == "chunk"
     assert json.loads(base64.b64decode(json.loads(chunk.payload)["bytes"])) == {"generation": "你好 😀"}
     assert json.loads(stop.payload) == {"stopReason": "end_turn"}
-    assert error.headers[":exception-type"] == "ModelStreamErrorException"
+    assert error.headers[":exception-type"] == "modelStreamErrorException"
     assert json.loads(error.payload)["message"] == "copy died"
+
+
+class _Raw:
+    def __init__(self, *frames: bytes) -> None:
+        self.frames = frames
+
+    def stream(self) -> Any:
+        return iter(self.frames)
+
+
+def _boto3_reads(operation: str, frame: bytes) -> tuple[str, str]:
+    """(code, message) of the error botocore raises for ``frame`` in ``operation``'s stream."""
+    op = botocore.session.get_session().get_service_model("bedrock-runtime").operation_model(operation)
+    stream = EventStream(_Raw(frame), op.get_event_stream_output(), EventStreamJSONParser(), operation)
+    with pytest.raises(EventStreamError) as info:
+        list(stream)
+    error = info.value.response["Error"]
+    return error["Code"], error["Message"]
+
+
+@pytest.mark.parametrize("operation", sorted(eventstream.STREAM_ERROR_MEMBERS))
+def test_stream_error_members_are_the_service_models(operation: str) -> None:
+    op = botocore.session.get_session().get_service_model("bedrock-runtime").operation_model(operation)
+    shape = op.get_event_stream_output()
+    errors = {name for name, member in shape.members.items() if member.metadata.get("exception")}
+    assert eventstream.STREAM_ERROR_MEMBERS[operation] == errors
+
+
+@pytest.mark.parametrize("operation", sorted(eventstream.STREAM_ERROR_MEMBERS))
+@pytest.mark.parametrize("cls", all_error_classes(), ids=lambda c: c.__name__)
+def test_every_stream_error_reaches_boto3_with_its_code_and_message(
+    operation: str, cls: type[OutcropError]
+) -> None:
+    name, status = bedrock_error(cls.__new__(cls))
+    code, message = _boto3_reads(operation, eventstream.error_frame(operation, name, "it went wrong", status))
+    assert code == eventstream.error_member(operation, name) and message == "it went wrong"
+
+
+@pytest.mark.parametrize(
+    ("operation", "error", "member"),
+    [
+        ("InvokeModelWithResponseStream", "ModelErrorException", "modelStreamErrorException"),
+        ("InvokeModelWithResponseStream", "ModelTimeoutException", "modelTimeoutException"),
+        ("ConverseStream", "ModelTimeoutException", "modelStreamErrorException"),  # not in its shape
+        ("ConverseStream", "ThrottlingException", "throttlingException"),
+        ("ConverseStream", "ValidationException", "validationException"),
+        ("ConverseStream", "ModelNotReadyException", "modelStreamErrorException"),
+        ("InvokeModelWithResponseStream", "InternalServerException", "internalServerException"),
+        ("InvokeModelWithResponseStream", "ServiceUnavailableException", "serviceUnavailableException"),
+    ],
+)
+def test_each_error_rides_on_its_own_stream_member_or_the_stream_error(
+    operation: str, error: str, member: str
+) -> None:
+    assert eventstream.error_member(operation, error) == member

@@ -268,3 +268,34 @@ async def test_a_job_that_keeps_crashing_its_server_ends_failed_saying_how_often
     assert done.crashes == 2
     assert "crashed its server 2 times in a row while Validating" in (done.message or "")
     assert f"job_id {job.id}" in (done.message or "")
+
+
+async def test_a_record_with_a_wrong_parameter_fails_alone_naming_the_field(
+    batch_config: Callable[..., OutcropConfig], tmp_path: Path
+) -> None:
+    hi = [{"role": "user", "content": [{"text": "hi"}]}]
+    records = [
+        {"recordId": "good", "modelInput": {"messages": hi, "inferenceConfig": {"maxTokens": 3}}},
+        {"recordId": "abc", "modelInput": {"messages": hi, "inferenceConfig": {"maxTokens": "abc"}}},
+        {"recordId": "hot", "modelInput": {"messages": hi, "inferenceConfig": {"temperature": "hot"}}},
+        {"recordId": "list", "modelInput": {"messages": hi, "inferenceConfig": [1]}},
+        {"recordId": "nan", "modelInput": {"messages": hi, "inferenceConfig": {"topP": float("nan")}}},
+    ]
+    write_jsonl(tmp_path / "in.jsonl", records)
+    async with running(batch_config()) as service:
+        job = service.create_job(
+            _request("bad-params", tmp_path / "in.jsonl", tmp_path / "out", invocation_type="Converse")
+        )
+        done = await wait_until(service, job.id)
+    assert done.status.value == "Completed", done.message  # PartiallyCompleted is for timeouts
+    assert (done.success_records, done.error_records) == (1, 4)
+    by_id = {line["recordId"]: line for line in read_jsonl(tmp_path / "out" / job.id / "in.jsonl.out")}
+    assert "modelOutput" in by_id["good"]
+    for record_id, field in [
+        ("abc", "inferenceConfig.maxTokens"),
+        ("hot", "inferenceConfig.temperature"),
+        ("list", "inferenceConfig"),
+        ("nan", "inferenceConfig.topP"),
+    ]:
+        error = by_id[record_id]["error"]
+        assert error["errorCode"] == 400 and f"'{field}'" in error["errorMessage"]

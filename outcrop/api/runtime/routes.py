@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from outcrop.api import jsonbody
+from outcrop.api.bedrock.errors import bedrock_error
 from outcrop.api.deps import Services, get_services, read_json_object
-from outcrop.api.inference import cold_start_policy, invocation, stream_error_frame
+from outcrop.api.inference import cold_start_policy, invocation
 from outcrop.api.runtime import eventstream
 from outcrop.errors import InvalidRequestError, ModelNotChatCapableError, OutcropError
 from outcrop.serving import bedrock_protocol as p
 
 router = APIRouter(tags=["bedrock runtime"])
+
+
+def _stream_error(operation: str, exc: OutcropError) -> bytes:
+    """An error after streaming began, as the exception frame botocore raises while iterating."""
+    name, status = bedrock_error(exc)
+    return eventstream.error_frame(operation, name, exc.message, status)
 
 
 def _usage_headers(usage: dict[str, Any], latency_ms: int) -> dict[str, str]:
@@ -40,9 +47,9 @@ async def _invoke_request(
     """An InvokeModel body: parsed, its style recognised, translated for the copy."""
     body = await read_json_object(request)
     style = p.classify(body)
+    path, copy_body = p.invoke_to_copy(body, style)
     if style is p.InvokeStyle.CHAT:
         await _require_chat(services, model_id)
-    path, copy_body = p.invoke_to_copy(body, style)
     return body, style, path, copy_body
 
 
@@ -95,7 +102,7 @@ async def invoke_model_stream(
             yield eventstream.chunk(last)
         except OutcropError as exc:
             call.fail(exc)
-            yield stream_error_frame(exc)
+            yield _stream_error("InvokeModelWithResponseStream", exc)
         finally:
             call.close()
 
@@ -109,8 +116,8 @@ async def invoke_model_stream(
 @router.post("/model/{modelId:path}/converse", summary="Converse")
 async def converse(modelId: str, request: Request, services: Services = Depends(get_services)) -> Response:
     body = await read_json_object(request)
+    chat = p.converse_to_chat(body)  # a bad body is a ValidationException whatever the model
     await _require_chat(services, modelId)
-    chat = p.converse_to_chat(body)
     async with invocation(services, request, modelId, "Converse") as call:
         resp = await services.serving.post(
             modelId, "/v1/chat/completions", chat, cold_start=cold_start_policy(request, bedrock=True)
@@ -125,8 +132,8 @@ async def converse_stream(
     modelId: str, request: Request, services: Services = Depends(get_services)
 ) -> Response:
     body = await read_json_object(request)
+    chat = p.converse_to_chat(body)  # a bad body is a ValidationException whatever the model
     await _require_chat(services, modelId)
-    chat = p.converse_to_chat(body)
     chat["stream"] = True
     chat["stream_options"] = {"include_usage": True}
     call = invocation(services, request, modelId, "ConverseStream")
@@ -164,7 +171,7 @@ async def converse_stream(
             )
         except OutcropError as exc:
             call.fail(exc)
-            yield stream_error_frame(exc)
+            yield _stream_error("ConverseStream", exc)
         finally:
             call.close()
 
@@ -176,8 +183,17 @@ async def count_tokens(
     modelId: str, request: Request, services: Services = Depends(get_services)
 ) -> Response:
     body = await read_json_object(request)
+    messages, prompt = _what_to_count(body.get("input"))  # a bad body is a 400 whatever the model
     model = await services.serving.resolve(modelId)
-    source = body.get("input")
+    if messages is not None:
+        count = services.tokenizers.count_messages(model.id, messages)
+    else:
+        count = services.tokenizers.count_prompt(model.id, prompt or "")
+    return JSONResponse({"inputTokens": count})
+
+
+def _what_to_count(source: Any) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """CountTokens' input as (chat messages, None) or (None, prompt), with InvokeModel/Converse's checks."""
     if (
         not isinstance(source, dict)
         or len(source) != 1
@@ -186,26 +202,31 @@ async def count_tokens(
         raise InvalidRequestError(
             "'input' must hold exactly one of 'invokeModel' {body} or 'converse' {messages}.", param="input"
         )
-    tokenizers = services.tokenizers
     if "converse" in source:
-        chat = p.converse_to_chat({**source["converse"], "inferenceConfig": {}})
-        count = tokenizers.count_messages(model.id, chat["messages"])
-    else:
-        raw = source["invokeModel"].get("body") if isinstance(source["invokeModel"], dict) else None
-        try:
-            invoke_body = json.loads(base64.b64decode(raw or "", validate=True))
-        except (binascii.Error, ValueError, TypeError):
+        converse_body = source["converse"]
+        if not isinstance(converse_body, dict):
             raise InvalidRequestError(
-                "input.invokeModel.body must be the base64 of a JSON InvokeModel body.",
-                param="input.invokeModel.body",
-            ) from None
-        if not isinstance(invoke_body, dict):
-            raise InvalidRequestError(
-                "input.invokeModel.body must be a JSON object.", param="input.invokeModel.body"
+                "input.converse must be an object holding 'messages' (and optionally 'system').",
+                param="input.converse",
             )
-        style = p.classify(invoke_body)
-        if style is p.InvokeStyle.CHAT:
-            count = tokenizers.count_messages(model.id, invoke_body["messages"])
-        else:
-            count = tokenizers.count_prompt(model.id, str(invoke_body["prompt"]))
-    return JSONResponse({"inputTokens": count})
+        return p.converse_to_chat({**converse_body, "inferenceConfig": None})["messages"], None
+    raw = source["invokeModel"].get("body") if isinstance(source["invokeModel"], dict) else None
+    try:
+        decoded = base64.b64decode(raw if isinstance(raw, str) else "", validate=True)
+    except (binascii.Error, ValueError):
+        decoded = b""
+    if not decoded:
+        raise InvalidRequestError(
+            "input.invokeModel.body must be the base64 of a JSON InvokeModel body.",
+            param="input.invokeModel.body",
+        )
+    invoke_body = jsonbody.loads(decoded, where="input.invokeModel.body")
+    if not isinstance(invoke_body, dict):
+        raise InvalidRequestError(
+            "input.invokeModel.body must be a JSON object.", param="input.invokeModel.body"
+        )
+    style = p.classify(invoke_body)
+    _path, copy_body = p.invoke_to_copy(invoke_body, style)  # the same checks as InvokeModel
+    if style is p.InvokeStyle.CHAT:
+        return copy_body["messages"], None
+    return None, copy_body["prompt"]
