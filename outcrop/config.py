@@ -31,6 +31,13 @@ class ServerConfig(_Section):
     log_json: bool = Field(False, description="Write logs as one JSON object per line.")
     tls_cert_file: Path | None = Field(None, description="PEM certificate: serve HTTPS (with tls_key_file).")
     tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+    # Why 10 s and 30 s: see outcrop/api/transport.py (slow clients must not hold connections).
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, le=600, description="Longest a client may take to send a request's headers."
+    )
+    body_idle_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="Longest a request's body may pause before the connection closes."
+    )
 
 
 class AwsIdentityConfig(_Section):

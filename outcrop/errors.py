@@ -14,6 +14,8 @@ below is mapped by every dialect.
     ├── ConflictError                 no    a name is taken, or the resource is busy
     ├── QuotaExceededError            no    a configured quota is full
     ├── AuthenticationError           no    no or bad credentials
+    │   ├── InvalidSignatureError     no    a SigV4 signature, scope or date that does not check out
+    │   └── UnrecognizedClientError   no    an unknown access key id
     ├── AccessDeniedError             no    credentials are fine but not allowed to do this
     ├── ThrottlingError               yes   a per-principal rate limit was hit
     ├── ModelNotReadyError            yes   no copy is ready yet; one is starting
@@ -128,6 +130,14 @@ class QuotaExceededError(OutcropError):
 
 class AuthenticationError(OutcropError):
     """Raised when a request carries no credentials or credentials Outcrop does not know."""
+
+
+class InvalidSignatureError(AuthenticationError):
+    """Raised when a SigV4 signature, its scope (region) or its date does not check out."""
+
+
+class UnrecognizedClientError(AuthenticationError):
+    """Raised when a SigV4 request names an access key id Outcrop does not know."""
 
 
 class AccessDeniedError(OutcropError):

@@ -22,6 +22,7 @@ from outcrop.api import admin, console, keys, ops
 from outcrop.api.bedrock import batch as batch_routes
 from outcrop.api.bedrock import control, logging_config
 from outcrop.api.bedrock.errors import bedrock_error_response
+from outcrop.api.bodylimit import body_too_large, limit_body
 from outcrop.api.deps import Services
 from outcrop.api.metrics import Metrics
 from outcrop.api.openai import routes as openai_routes
@@ -97,13 +98,15 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        request_id = headers.get(b"x-amzn-requestid", b"").decode("latin-1") or str(uuid.uuid4())
+        # Always our own id, as AWS does: a caller's x-amzn-requestid never reaches logs or answers.
+        request_id = str(uuid.uuid4())
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         started = time.perf_counter()
         status = 500
         response_started = False
+        too_large = body_too_large(scope)
+        receive = limit_body(receive)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, response_started
@@ -114,6 +117,9 @@ class RequestContext:
             await send(message)
 
         try:
+            if too_large is not None:  # refused on its Content-Length: not a byte of the body is read
+                await error_response(Request(scope), too_large)(scope, receive, send_with_id)
+                return
             await self.app(scope, receive, send_with_id)
         except Exception:  # a bug escaped every handler: never show a stack trace to the caller
             log.exception("unhandled error", extra={"request_id": request_id, "path": scope.get("path")})

@@ -10,6 +10,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from outcrop.api import jsonbody
+from outcrop.api.bodylimit import MAX_BODY_BYTES
 from outcrop.api.metrics import Metrics
 from outcrop.config import OutcropConfig
 from outcrop.errors import InvalidRequestError
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 M = TypeVar("M", bound=BaseModel)
 
 # Bedrock's InvokeModel accepts bodies up to 25,000,000 bytes; nothing Outcrop takes is larger.
-MAX_BODY_BYTES = 25_000_000
 
 
 @dataclass

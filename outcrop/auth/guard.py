@@ -18,9 +18,9 @@ from fastapi import Request
 from outcrop.auth import policies
 from outcrop.auth.audit import AuditLog
 from outcrop.auth.keys import KeyStore, Principal
-from outcrop.auth.sigv4 import SignedRequest, verify
+from outcrop.auth.sigv4 import UNKNOWN_KEY, SignedRequest, check_headers, verify_signature
 from outcrop.config import OutcropConfig
-from outcrop.errors import AccessDeniedError, AuthenticationError
+from outcrop.errors import AccessDeniedError, AuthenticationError, UnrecognizedClientError
 from outcrop.registry import arns
 
 # The console page holds no data: what it shows it fetches with the key the user types.
@@ -100,24 +100,23 @@ class Guard:
         assert self.keys is not None
         authorization = request.headers.get("authorization", "")
         if authorization.startswith("AWS4-HMAC-SHA256"):
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            # Everything that needs no body first: an unknown key or a bad scope never gets its body
+            # read (and a body is only ever read up to the limit: outcrop.api.bodylimit).
+            credential = check_headers(headers, region=self.config.aws.region)
+            hit = self.keys.by_access_key(credential.access_key)
+            if hit is None:
+                raise UnrecognizedClientError(UNKNOWN_KEY)
+            signer, secret = hit
             signed = SignedRequest(
                 method=request.method,
                 raw_path=request.scope.get("raw_path", request.url.path.encode()).decode("latin-1"),
                 query_string=request.scope.get("query_string", b"").decode("latin-1"),
-                headers={k.lower(): v for k, v in request.headers.items()},
+                headers=headers,
                 body=await request.body(),
             )
-            found: dict[str, Principal] = {}
-
-            def secret_for(access_key_id: str) -> str | None:
-                hit = self.keys.by_access_key(access_key_id) if self.keys else None
-                if hit is None:
-                    return None
-                found["principal"] = hit[0]
-                return hit[1]
-
-            verify(signed, secret_for)
-            return found["principal"]
+            verify_signature(signed, credential, secret)
+            return signer
         api_key = request.headers.get("x-api-key") or (
             authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
         )

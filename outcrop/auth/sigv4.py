@@ -5,9 +5,13 @@
     string to sign    = AWS4-HMAC-SHA256 \\n X-Amz-Date \\n scope \\n sha256(canonical request)
     signing key       = HMAC chain of ("AWS4" + secret, date, region, service, "aws4_request")
 
-The secret never leaves the server: the caller proves it knows it. Every failure raises the
-same ``AuthenticationError`` wording AWS uses, so a caller learns nothing about which part
-(key, secret, date) was wrong; only the expired-date case says so, as AWS does.
+The secret never leaves the server: the caller proves it knows it. Failures use AWS's names and
+wording: an unknown access key id is ``UnrecognizedClientException``, a wrong signature, scope
+region or date ``InvalidSignatureException`` (clients branch on these names).
+
+The gateway checks in two steps so that an unauthenticated caller cannot make it read a body:
+:func:`check_headers` (shape, scope, date, signed headers) and the key look-up run on the
+headers alone; only then is the body read (bounded) and :func:`verify_signature` run.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote
 
-from outcrop.errors import AuthenticationError
+from outcrop.errors import AuthenticationError, InvalidSignatureError, UnrecognizedClientError
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 SERVICES = ("bedrock",)
@@ -80,11 +84,25 @@ def canonical_request(req: SignedRequest, signed_headers: list[str]) -> str:
     )
 
 
-def verify(
-    req: SignedRequest, secret_for: Callable[[str], str | None], now: dt.datetime | None = None
-) -> str:
-    """Check the request's SigV4 signature; returns the access key id, or raises AuthenticationError."""
-    match = _AUTH_RE.match(req.headers.get("authorization", ""))
+@dataclass(frozen=True)
+class Credential:
+    """What an ``Authorization: AWS4-HMAC-SHA256`` header claims, checked before the body is read."""
+
+    access_key: str
+    date: str
+    region: str
+    service: str
+    signed_headers: list[str]
+    signature: str
+    amz_date: str
+
+
+def check_headers(
+    headers: Mapping[str, str], *, region: str | None = None, now: dt.datetime | None = None
+) -> Credential:
+    """Every check that needs no secret and no body: shape, scope (service and ``region``), date,
+    signed headers. The gateway runs it before it reads a byte of the body."""
+    match = _AUTH_RE.match(headers.get("authorization", ""))
     if match is None:
         raise AuthenticationError(
             "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature'."
@@ -94,11 +112,22 @@ def verify(
         raise AuthenticationError(
             "Credential should be scoped to a valid service: <key>/<date>/<region>/bedrock/aws4_request."
         )
-    access_key, date, region, service, _ = parts
+    access_key, date, scope_region, service, _ = parts
+    if region is not None and scope_region != region:
+        raise InvalidSignatureError(
+            f"Credential should be scoped to a valid region, not '{scope_region[:40]}'. This server's region "
+            f"is '{region}': create the client with region_name='{region}' (or set OUTCROP_AWS__REGION)."
+        )
     signed = match.group("signed").split(";")
     if "host" not in signed or signed != sorted(signed):
-        raise AuthenticationError(SIGNATURE_MISMATCH)
-    amz_date = req.headers.get("x-amz-date", "")
+        raise InvalidSignatureError(SIGNATURE_MISMATCH)
+    if "x-amz-content-sha256" in headers and "x-amz-content-sha256" not in signed:
+        # Unsigned, the declared payload hash (UNSIGNED-PAYLOAD included) would let the body change freely.
+        raise InvalidSignatureError(
+            "The x-amz-content-sha256 header was sent but is not among the SignedHeaders; sign it "
+            "(botocore does) or do not send it."
+        )
+    amz_date = headers.get("x-amz-date", "")
     try:
         when = dt.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
     except ValueError:
@@ -107,27 +136,44 @@ def verify(
         ) from None
     now = now or dt.datetime.now(dt.UTC)
     if abs((now - when).total_seconds()) > MAX_CLOCK_SKEW_SECONDS or amz_date[:8] != date:
-        raise AuthenticationError(
+        raise InvalidSignatureError(
             f"Signature expired: {amz_date} is now earlier than {(now - dt.timedelta(minutes=5)):%Y%m%dT%H%M%SZ} "
             f"({now:%Y%m%dT%H%M%SZ} - 5 min.)"
             if when < now
             else "Signature not yet current."
         )
-    secret = secret_for(access_key)
-    # Compute a signature even for unknown keys, so timing does not reveal which keys exist.
-    key = signing_key(secret or "unknown-key-" + access_key, date, region, service)
-    scope = f"{date}/{region}/{service}/aws4_request"
-    digest = hashlib.sha256(canonical_request(req, signed).encode()).hexdigest()
+    return Credential(access_key, date, scope_region, service, signed, match.group("signature"), amz_date)
+
+
+def verify_signature(req: SignedRequest, cred: Credential, secret: str) -> None:
+    """Check the signature (and the body against a signed payload hash) once the body is read."""
+    key = signing_key(secret, cred.date, cred.region, cred.service)
+    scope = f"{cred.date}/{cred.region}/{cred.service}/aws4_request"
+    digest = hashlib.sha256(canonical_request(req, cred.signed_headers).encode()).hexdigest()
     expected = hmac.new(
-        key, f"{ALGORITHM}\n{amz_date}\n{scope}\n{digest}".encode(), hashlib.sha256
+        key, f"{ALGORITHM}\n{cred.amz_date}\n{scope}\n{digest}".encode(), hashlib.sha256
     ).hexdigest()
-    if not hmac.compare_digest(expected, match.group("signature")) or secret is None:
-        raise AuthenticationError(UNKNOWN_KEY if secret is None else SIGNATURE_MISMATCH)
+    if not hmac.compare_digest(expected, cred.signature):
+        raise InvalidSignatureError(SIGNATURE_MISMATCH)
     payload_hash = req.headers.get("x-amz-content-sha256")
     if (
         payload_hash
         and payload_hash != "UNSIGNED-PAYLOAD"
         and payload_hash != hashlib.sha256(req.body).hexdigest()
     ):
-        raise AuthenticationError(SIGNATURE_MISMATCH)
-    return access_key
+        raise InvalidSignatureError(SIGNATURE_MISMATCH)
+
+
+def verify(
+    req: SignedRequest,
+    secret_for: Callable[[str], str | None],
+    now: dt.datetime | None = None,
+    region: str | None = None,
+) -> str:
+    """Check the request's SigV4 signature; returns the access key id, or raises AuthenticationError."""
+    cred = check_headers(req.headers, region=region, now=now)
+    secret = secret_for(cred.access_key)
+    if secret is None:
+        raise UnrecognizedClientError(UNKNOWN_KEY)
+    verify_signature(req, cred, secret)
+    return cred.access_key

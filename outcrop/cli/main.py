@@ -6,6 +6,7 @@ one-line red message: no stack traces in front of users.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import socket
@@ -189,6 +190,7 @@ def serve(
     import uvicorn
 
     from outcrop.api.app import create_app
+    from outcrop.api.transport import guarded_http_protocol
     from outcrop.logs import setup_logging
 
     overrides = dict(_state.get("overrides", {}))
@@ -207,9 +209,7 @@ def serve(
         overrides["server.tls_key_file"] = tls_key
     config: OutcropConfig = _run(lambda: load_config(**overrides))
     setup_logging(config.server.log_level, config.server.log_json)
-    loopback = config.server.host in ("127.0.0.1", "localhost", "::1") or config.server.host.startswith(
-        "127."
-    )
+    loopback = is_loopback(config.server.host)
     if not config.auth.enabled:
         if not loopback:
             _run(
@@ -242,9 +242,22 @@ def serve(
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        http=guarded_http_protocol(
+            config.server.header_timeout_seconds, config.server.body_idle_timeout_seconds
+        ),
         ssl_certfile=str(tls[0]) if tls[0] else None,
         ssl_keyfile=str(tls[1]) if tls[1] else None,
     )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (parsed, so '127.evil.example' is not one)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _refuse(message: str) -> None:

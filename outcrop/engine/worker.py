@@ -36,6 +36,7 @@ from outcrop.engine.scheduler import SchedulerLimits
 from outcrop.engine.server import create_app
 from outcrop.envs import copy_token
 from outcrop.errors import OutcropError
+from outcrop.logs import NoValuesFormatter
 
 log = logging.getLogger("outcrop.engine.worker")
 
@@ -190,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for handler in logging.getLogger().handlers:  # tracebacks without request values (outcrop.logs)
+        handler.setFormatter(NoValuesFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     server, runtime = build_server(args)
     server.run()
     return 1 if runtime.status is WorkerStatus.FAILED else 0

@@ -26,7 +26,9 @@ def _botocore_exceptions() -> dict[str, int]:
     return found
 
 
-BOTOCORE_EXCEPTIONS = _botocore_exceptions()
+# Errors every AWS JSON service answers that no service model lists (authentication of the request).
+COMMON_AWS_ERRORS = {"InvalidSignatureException": 403, "UnrecognizedClientException": 403}
+BOTOCORE_EXCEPTIONS = {**_botocore_exceptions(), **COMMON_AWS_ERRORS}
 
 
 @pytest.mark.parametrize("cls", errors.all_error_classes(), ids=lambda c: c.__name__)

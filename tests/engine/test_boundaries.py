@@ -1,4 +1,4 @@
-"""A copy must run on any node: the engine imports nothing of Outcrop but config, errors and envs."""
+"""A copy must run on any node: the engine imports nothing of Outcrop but config, errors, envs and logs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import outcrop.engine
 
-ALLOWED = ("outcrop.engine", "outcrop.config", "outcrop.errors", "outcrop.envs")
+ALLOWED = ("outcrop.engine", "outcrop.config", "outcrop.errors", "outcrop.envs", "outcrop.logs")
 
 
 def test_engine_imports_only_config_errors_and_envs_from_outcrop() -> None:

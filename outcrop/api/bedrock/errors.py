@@ -22,6 +22,9 @@ BEDROCK_ERRORS: dict[type[errors.OutcropError], tuple[str, int]] = {
     errors.ConflictError: ("ConflictException", 400),
     errors.QuotaExceededError: ("ServiceQuotaExceededException", 400),
     errors.AuthenticationError: ("AccessDeniedException", 403),
+    # AWS's own names (not in the bedrock service models: botocore raises them as ClientError codes).
+    errors.InvalidSignatureError: ("InvalidSignatureException", 403),
+    errors.UnrecognizedClientError: ("UnrecognizedClientException", 403),
     errors.AccessDeniedError: ("AccessDeniedException", 403),
     errors.ThrottlingError: ("ThrottlingException", 429),
     errors.ModelNotReadyError: ("ModelNotReadyException", 429),

@@ -17,6 +17,8 @@ OPENAI_ERRORS: dict[type[errors.OutcropError], tuple[str, int, str | None]] = {
     errors.ConflictError: ("invalid_request_error", 409, "conflict"),
     errors.QuotaExceededError: ("insufficient_quota", 429, "quota_exceeded"),
     errors.AuthenticationError: ("authentication_error", 401, "invalid_api_key"),
+    errors.InvalidSignatureError: ("authentication_error", 401, "invalid_api_key"),
+    errors.UnrecognizedClientError: ("authentication_error", 401, "invalid_api_key"),
     errors.AccessDeniedError: ("permission_error", 403, None),
     errors.ThrottlingError: ("rate_limit_error", 429, "rate_limit_exceeded"),
     errors.ModelNotReadyError: ("server_error", 503, "model_not_ready"),
