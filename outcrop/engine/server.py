@@ -46,13 +46,13 @@ from outcrop.engine.protocol import (
 )
 from outcrop.engine.runtime import WorkerRuntime, WorkerStatus
 from outcrop.errors import (
-    ContextLengthError,
     InternalError,
     InvalidRequestError,
     ModelNotReadyError,
-    NotFoundError,
     OutcropError,
     ServiceUnavailableError,
+    openai_error_body,
+    retry_after_headers,
 )
 
 log = logging.getLogger(__name__)
@@ -62,20 +62,9 @@ log = logging.getLogger(__name__)
 
 
 def error_response(exc: OutcropError) -> JSONResponse:
-    status, kind, code = 500, "internal_error", None
-    headers: dict[str, str] = {}
-    if isinstance(exc, InvalidRequestError):
-        status, kind = 400, "invalid_request_error"
-        code = "context_length_exceeded" if isinstance(exc, ContextLengthError) else None
-        code = exc.fields.get("code") if isinstance(exc.fields.get("code"), str) else code
-    elif isinstance(exc, NotFoundError):
-        status, kind, code = 404, "invalid_request_error", "model_not_found"
-    elif isinstance(exc, ModelNotReadyError | ServiceUnavailableError):
-        status, kind = 503, "service_unavailable"
-        headers["Retry-After"] = str(max(1, round(exc.fields.get("retry_after_seconds", 1))))
-    param = exc.fields.get("param") if isinstance(exc.fields.get("param"), str) else None
-    body = ErrorResponse(error=ErrorBody(message=exc.message, type=kind, param=param, code=code))
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+    """``exc`` as OpenAI's error object, with the status, type and code its class carries."""
+    body = ErrorResponse.model_validate(openai_error_body(exc))
+    return JSONResponse(body.model_dump(), status_code=exc.openai_status, headers=retry_after_headers(exc))
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
