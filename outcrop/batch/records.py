@@ -17,7 +17,7 @@ from typing import Any
 
 from outcrop.batch.inputs import Record
 from outcrop.errors import InvalidRequestError, ModelNotChatCapableError, OutcropError
-from outcrop.serving import bedrock_protocol as p
+from outcrop.protocol import bedrock_runtime as p
 from outcrop.serving.routing import Priority
 from outcrop.serving.service import ColdStartPolicy, Serving
 
@@ -63,14 +63,15 @@ class RecordCall:
                 param="modelInput",
             )
         if self.invocation_type == CONVERSE:
+            request = p.parse_converse(body)
             if not self.chat_capable:
                 raise ModelNotChatCapableError(self.model_name)
-            return "/v1/chat/completions", p.converse_to_chat(body), None
-        style = p.classify(body)
-        if style is p.InvokeStyle.CHAT and not self.chat_capable:
+            return "/v1/chat/completions", request.to_chat(), None
+        invoke = p.parse_invoke(body)
+        if invoke.style is p.InvokeStyle.CHAT and not self.chat_capable:
             raise ModelNotChatCapableError(self.model_name)
-        path, copy_body = p.invoke_to_copy(body, style)
-        return path, copy_body, style
+        path, copy_body = invoke.to_copy()
+        return path, copy_body, invoke.style
 
     async def run(self, record: Record) -> Outcome:
         base = {"recordId": record.record_id, "modelInput": record.model_input}

@@ -16,7 +16,7 @@ from botocore.parsers import EventStreamJSONParser
 from outcrop.api.bedrock.errors import bedrock_error
 from outcrop.api.runtime import eventstream
 from outcrop.errors import InvalidRequestError, OutcropError, all_error_classes
-from outcrop.serving import bedrock_protocol as p
+from outcrop.protocol import bedrock_runtime as p
 
 COPY_COMPLETION = {
     "id": "cmpl-1",
