@@ -212,7 +212,11 @@ def create_app(runtime: WorkerRuntime, lifespan: Any = None) -> FastAPI:
             lp = _completion_logprobs(rt, outs) if body.logprobs is not None else None
             choices.append(
                 CompletionChoice(
-                    index=i, text="".join(o.text for o in outs), logprobs=lp, finish_reason=_reason(outs)
+                    index=i,
+                    text="".join(o.text for o in outs),
+                    logprobs=lp,
+                    finish_reason=_reason(outs),
+                    stop_reason=_stop_reason(outs),
                 )
             )
         resp = CompletionResponse(
@@ -248,6 +252,7 @@ def create_app(runtime: WorkerRuntime, lifespan: Any = None) -> FastAPI:
                     message=ChatMessageOut(content="".join(o.text for o in outs)),
                     logprobs=lp,
                     finish_reason=_reason(outs),
+                    stop_reason=_stop_reason(outs),
                 )
             )
         resp = ChatCompletionResponse(
@@ -268,6 +273,11 @@ def create_app(runtime: WorkerRuntime, lifespan: Any = None) -> FastAPI:
 def _reason(outs: list[RequestOutput]) -> Any:
     reason = outs[-1].finish_reason if outs else None
     return reason if reason in ("stop", "length") else None
+
+
+def _stop_reason(outs: list[RequestOutput]) -> str | None:
+    """The stop string that ended the choice (vLLM's ``stop_reason``), else None."""
+    return outs[-1].stop_reason if outs and outs[-1].finish_reason == "stop" else None
 
 
 def _usage(outputs: list[list[RequestOutput]], sequences: list[req.Sequence]) -> Usage:
@@ -353,7 +363,11 @@ async def _stream_completion(
                     continue
                 lp = _completion_logprobs(rt, [output]) if body.logprobs is not None else None
                 choice = CompletionChoice(
-                    index=index, text=output.text, logprobs=lp, finish_reason=_reason([output])
+                    index=index,
+                    text=output.text,
+                    logprobs=lp,
+                    finish_reason=_reason([output]),
+                    stop_reason=_stop_reason([output]),
                 )
                 chunk = CompletionResponse(
                     id=response_id, created=created, model=rt.model_id, choices=[choice]
@@ -399,7 +413,15 @@ async def _stream_chat(
                 lp = _chat_logprobs(rt, [output]) if body.logprobs else None
                 delta = ChatDelta(content=output.text) if output.text else ChatDelta()
                 yield chunk(
-                    [ChatChunkChoice(index=index, delta=delta, logprobs=lp, finish_reason=_reason([output]))]
+                    [
+                        ChatChunkChoice(
+                            index=index,
+                            delta=delta,
+                            logprobs=lp,
+                            finish_reason=_reason([output]),
+                            stop_reason=_stop_reason([output]),
+                        )
+                    ]
                 )
     except OutcropError as exc:
         yield _error_event(exc)
