@@ -1,9 +1,20 @@
-"""Outcrop's one exception tree.
+"""Outcrop's one exception tree, and the one table of how each error looks on the wire.
 
-Every error a user can see is an ``OutcropError``. The API edges translate these into
-the caller's dialect (``outcrop.api.bedrock.errors`` for Bedrock, ``outcrop.api.openai``
-for OpenAI); the CLI prints their message in one red line. A test asserts each class
-below is mapped by every dialect.
+Every error a user can see is an ``OutcropError`` subclass (the bare base is never raised:
+tests/test_errors.py scans the package for it). Each class carries its wire facts as class
+attributes, and a subclass that sets none inherits its parent's:
+
+- ``bedrock_name`` / ``bedrock_status``: the ``x-amzn-ErrorType`` and HTTP status of the
+  Bedrock service models (botocore's ``service-2.json``), used by the Bedrock gateway
+  (``outcrop.api.bedrock.errors``) and by batch records' ``errorCode``;
+- ``openai_type`` / ``openai_status`` / ``openai_code``: OpenAI's error object, used by the
+  OpenAI gateway (``outcrop.api.openai.errors``) and by the copy's worker
+  (``outcrop.engine.server``), through :func:`openai_error_body`;
+- ``retryable``: whether the same request sent again later can succeed; the batch runner's
+  retries read it, nothing else decides.
+
+:func:`retry_after_headers` is the one place a ``Retry-After`` header is written. The CLI
+prints an error's message in one red line.
 
     OutcropError                      retryable?
     ├── InvalidRequestError           no    the request or its input is malformed
@@ -28,7 +39,7 @@ below is mapped by every dialect.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 
 class OutcropWarning(UserWarning):
@@ -42,7 +53,14 @@ class OutcropError(Exception):
     sending the same request again later can succeed.
     """
 
-    retryable: bool = False
+    retryable: ClassVar[bool] = False
+    # Bedrock: the exception's name in the service models and its HTTP status.
+    bedrock_name: ClassVar[str] = "InternalServerException"
+    bedrock_status: ClassVar[int] = 500
+    # OpenAI: the error object's ``type``, the HTTP status and the default ``code``.
+    openai_type: ClassVar[str] = "server_error"
+    openai_status: ClassVar[int] = 500
+    openai_code: ClassVar[str | None] = None
 
     def __init__(self, message: str, **fields: Any) -> None:
         super().__init__(message)
@@ -56,6 +74,11 @@ class OutcropError(Exception):
 class InvalidRequestError(OutcropError):
     """Raised when a request, a parameter or an input file is malformed. Retrying does not help."""
 
+    bedrock_name = "ValidationException"
+    bedrock_status = 400
+    openai_type = "invalid_request_error"
+    openai_status = 400
+
     def __init__(self, message: str, *, param: str | None = None, **fields: Any) -> None:
         super().__init__(message, param=param, **fields)
         self.param = param
@@ -64,15 +87,18 @@ class InvalidRequestError(OutcropError):
 class ContextLengthError(InvalidRequestError):
     """Raised when prompt tokens + max_tokens exceed the model's context length."""
 
+    openai_code = "context_length_exceeded"
+
     def __init__(
         self, *, prompt_tokens: int, max_tokens: int, context_length: int, at_least: bool = False
     ) -> None:
         # at_least: prompt_tokens is a lower bound from the prompt's length, found without tokenizing.
+        # The first sentence is OpenAI's and vLLM's, word for word: clients (LiteLLM's
+        # ContextWindowExceededError and its fallbacks) recognise the error by it.
         super().__init__(
-            f"This request needs {'at least ' if at_least else ''}{prompt_tokens} prompt tokens + "
-            f"{max_tokens} max_tokens = "
-            f"{prompt_tokens + max_tokens} tokens, but the model's context length is {context_length}. "
-            "Shorten the prompt or lower max_tokens.",
+            f"This model's maximum context length is {context_length} tokens. However, this request "
+            f"needs {'at least ' if at_least else ''}{prompt_tokens} prompt tokens + {max_tokens} max_tokens "
+            f"= {prompt_tokens + max_tokens} tokens. Shorten the prompt or lower max_tokens.",
             param="max_tokens",
         )
         self.prompt_tokens = prompt_tokens
@@ -82,6 +108,8 @@ class ContextLengthError(InvalidRequestError):
 
 class ModelNotChatCapableError(InvalidRequestError):
     """Raised when a chat-style request targets a model that has no chat template."""
+
+    openai_code = "model_not_chat_capable"
 
     def __init__(self, model_id: str) -> None:
         super().__init__(
@@ -97,6 +125,12 @@ class ModelNotChatCapableError(InvalidRequestError):
 class ModelValidationError(OutcropError):
     """Raised when an imported model folder fails validation; ``problems`` lists every failure."""
 
+    bedrock_name = "ValidationException"
+    bedrock_status = 400
+    openai_type = "invalid_request_error"
+    openai_status = 400
+    openai_code = "model_invalid"
+
     def __init__(self, problems: list[str]) -> None:
         lines = "\n".join(f"- {p}" for p in problems)
         super().__init__(f"The model folder failed {len(problems)} check(s):\n{lines}", problems=problems)
@@ -105,6 +139,12 @@ class ModelValidationError(OutcropError):
 
 class NotFoundError(OutcropError):
     """Raised when a job, model or copy that the request names does not exist."""
+
+    bedrock_name = "ResourceNotFoundException"
+    bedrock_status = 404
+    openai_type = "invalid_request_error"
+    openai_status = 404
+    openai_code = "model_not_found"
 
     def __init__(self, kind: str, identifier: str, hint: str = "") -> None:
         message = f"{kind} '{identifier}' was not found."
@@ -118,9 +158,21 @@ class NotFoundError(OutcropError):
 class ConflictError(OutcropError):
     """Raised when a name is already taken or a resource is busy (e.g. deleting a model in use)."""
 
+    bedrock_name = "ConflictException"
+    bedrock_status = 400
+    openai_type = "invalid_request_error"
+    openai_status = 409
+    openai_code = "conflict"
+
 
 class QuotaExceededError(OutcropError):
     """Raised when a configured quota (imported models, concurrent imports, ...) is full."""
+
+    bedrock_name = "ServiceQuotaExceededException"
+    bedrock_status = 400
+    openai_type = "insufficient_quota"
+    openai_status = 429
+    openai_code = "quota_exceeded"
 
     def __init__(self, message: str, *, quota: str, limit: int) -> None:
         super().__init__(message, quota=quota, limit=limit)
@@ -131,21 +183,45 @@ class QuotaExceededError(OutcropError):
 class AuthenticationError(OutcropError):
     """Raised when a request carries no credentials or credentials Outcrop does not know."""
 
+    bedrock_name = "AccessDeniedException"
+    bedrock_status = 403
+    openai_type = "authentication_error"
+    openai_status = 401
+    openai_code = "invalid_api_key"
+
 
 class InvalidSignatureError(AuthenticationError):
     """Raised when a SigV4 signature, its scope (region) or its date does not check out."""
+
+    # AWS's own name for it (in no service model: botocore raises it as a ClientError code).
+    bedrock_name = "InvalidSignatureException"
+    bedrock_status = 403
 
 
 class UnrecognizedClientError(AuthenticationError):
     """Raised when a SigV4 request names an access key id Outcrop does not know."""
 
+    bedrock_name = "UnrecognizedClientException"
+    bedrock_status = 403
+
 
 class AccessDeniedError(OutcropError):
     """Raised when the caller's credentials are valid but not allowed to do this action."""
 
+    bedrock_name = "AccessDeniedException"
+    bedrock_status = 403
+    openai_type = "permission_error"
+    openai_status = 403
+
 
 class ThrottlingError(OutcropError):
     """Raised when a principal exceeds its request or token rate. Retry after a pause."""
+
+    bedrock_name = "ThrottlingException"
+    bedrock_status = 429
+    openai_type = "rate_limit_error"
+    openai_status = 429
+    openai_code = "rate_limit_exceeded"
 
     retryable = True
 
@@ -156,6 +232,12 @@ class ThrottlingError(OutcropError):
 
 class ModelNotReadyError(OutcropError):
     """Raised when the model has no ready copy yet; one is being started. Retry shortly."""
+
+    bedrock_name = "ModelNotReadyException"
+    bedrock_status = 429
+    openai_type = "server_error"
+    openai_status = 503
+    openai_code = "model_not_ready"
 
     retryable = True
 
@@ -174,11 +256,23 @@ class ModelNotReadyError(OutcropError):
 class ModelTimeoutError(OutcropError):
     """Raised when the model did not finish before the request's deadline."""
 
+    bedrock_name = "ModelTimeoutException"
+    bedrock_status = 408
+    openai_type = "timeout_error"
+    openai_status = 504
+    openai_code = "model_timeout"
+
     retryable = True
 
 
 class ModelFailedError(OutcropError):
     """Raised when a model copy failed while answering (crashed, or returned an error)."""
+
+    bedrock_name = "ModelErrorException"
+    bedrock_status = 424
+    openai_type = "server_error"
+    openai_status = 502
+    openai_code = "model_error"
 
     retryable = True
 
@@ -190,6 +284,12 @@ class ModelFailedError(OutcropError):
 
 class ServiceUnavailableError(OutcropError):
     """Raised when Outcrop is overloaded (queue full) or has no room to start a copy."""
+
+    bedrock_name = "ServiceUnavailableException"
+    bedrock_status = 503
+    openai_type = "server_error"
+    openai_status = 503
+    openai_code = "overloaded"
 
     retryable = True
 
@@ -204,6 +304,38 @@ class ConfigError(OutcropError):
 
 class InternalError(OutcropError):
     """Raised for an unexpected failure inside Outcrop: a bug; the message says what failed."""
+
+
+def retry_after_headers(exc: OutcropError) -> dict[str, str]:
+    """``{"Retry-After": seconds}`` for an error that carries ``retry_after_seconds``, else ``{}``.
+
+    Whole seconds, at least 1: RFC 9110's delay-seconds is an integer, and 0 would invite a
+    client to retry at once.
+    """
+    seconds = getattr(exc, "retry_after_seconds", None)
+    if seconds is None:
+        seconds = exc.fields.get("retry_after_seconds")
+    if not isinstance(seconds, int | float):
+        return {}
+    return {"Retry-After": str(max(1, round(seconds)))}
+
+
+def openai_error_body(exc: OutcropError) -> dict[str, Any]:
+    """OpenAI's ``{"error": {message, type, param, code}}`` for ``exc``.
+
+    ``code`` is the class's, unless the error carries one of its own in ``fields["code"]``
+    (an error a copy answered, relayed by the gateway with the copy's code).
+    """
+    code = exc.fields.get("code")
+    param = exc.fields.get("param")
+    return {
+        "error": {
+            "message": exc.message,
+            "type": exc.openai_type,
+            "param": param if isinstance(param, str) else None,
+            "code": code if isinstance(code, str) else exc.openai_code,
+        }
+    }
 
 
 def all_error_classes() -> list[type[OutcropError]]:

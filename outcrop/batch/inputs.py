@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from outcrop.config import BatchConfig, OutcropConfig
-from outcrop.errors import InvalidRequestError, OutcropError
+from outcrop.errors import InvalidRequestError, ServiceUnavailableError
 from outcrop.registry.sources import resolve_within_roots, s3_client  # the one S3 client set-up
 
 # Problems listed in a failure message; the rest are counted ("... and 12 more").
@@ -123,7 +123,7 @@ def list_inputs(location: Location, config: OutcropConfig, client: Any = None) -
                         continue
                     found.append(InputFile(rel, int(obj["Size"]), key))
         except (ClientError, BotoCoreError) as exc:
-            raise OutcropError(
+            raise ServiceUnavailableError(
                 f"{uri}: cannot list the input objects: {exc}. Check the bucket, prefix and the S3 "
                 "endpoint/credentials (OUTCROP_S3__*)."
             ) from None
@@ -143,9 +143,11 @@ def list_inputs(location: Location, config: OutcropConfig, client: Any = None) -
                 key=lambda f: f.name,
             )
         else:
-            raise OutcropError(f"{uri}: no such file or folder on the server. Check the input path.")
+            raise InvalidRequestError(f"{uri}: no such file or folder on the server. Check the input path.")
     if not files:
-        raise OutcropError(f"{uri}: no .jsonl files there. Put the records in one or more .jsonl files.")
+        raise InvalidRequestError(
+            f"{uri}: no .jsonl files there. Put the records in one or more .jsonl files."
+        )
     return files
 
 

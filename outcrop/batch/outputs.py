@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 from outcrop.batch.inputs import Location
 from outcrop.batch.store import BatchFile, BatchJob
 from outcrop.config import OutcropConfig
-from outcrop.errors import OutcropError
+from outcrop.errors import ServiceUnavailableError
 from outcrop.registry.sources import s3_client
 
 MANIFEST_NAME = "manifest.json.out"
@@ -120,7 +120,7 @@ class OutputWriter:
                     key = f"{prefix}{self.job.id}/{path.relative_to(self.folder).as_posix()}"
                     client.upload_file(str(path), self.location.bucket, key)
         except (ClientError, BotoCoreError) as exc:
-            raise OutcropError(
+            raise ServiceUnavailableError(
                 f"Could not upload the outputs to {self.location.uri}: {exc}. Check the bucket and the S3 "
                 "endpoint/credentials (OUTCROP_S3__*)."
             ) from None

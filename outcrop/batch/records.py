@@ -4,7 +4,8 @@
 request (``Converse``); ``modelOutput`` is exactly what InvokeModel / Converse would answer.
 A record whose input is malformed, or that the model rejects, becomes an error line with
 Bedrock's ``{errorCode, errorMessage}``; retryable failures (busy copies, a copy restarting)
-are tried again first.
+are tried again first
+(the exception class's ``retryable`` decides).
 """
 
 from __future__ import annotations
@@ -15,18 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from outcrop.batch.inputs import Record
-from outcrop.errors import (
-    InvalidRequestError,
-    ModelFailedError,
-    ModelNotChatCapableError,
-    ModelNotReadyError,
-    ModelTimeoutError,
-    NotFoundError,
-    OutcropError,
-    ServiceUnavailableError,
-    ThrottlingError,
-)
-from outcrop.serving import bedrock_protocol as p
+from outcrop.errors import InvalidRequestError, ModelNotChatCapableError, OutcropError
+from outcrop.protocol import bedrock_runtime as p
 from outcrop.serving.routing import Priority
 from outcrop.serving.service import ColdStartPolicy, Serving
 
@@ -36,29 +27,10 @@ INVOCATION_TYPES = (INVOKE_MODEL, CONVERSE)
 # Longest pause between tries of one record; a busy model frees slots within seconds.
 MAX_RETRY_PAUSE_SECONDS = 5.0
 
-_RETRYABLE = (
-    ServiceUnavailableError,
-    ModelNotReadyError,
-    ModelTimeoutError,
-    ModelFailedError,
-    ThrottlingError,
-)
-
 
 def error_code(exc: OutcropError) -> int:
-    """The HTTP status Bedrock would have answered this record with."""
-    for cls, code in (
-        (InvalidRequestError, 400),
-        (NotFoundError, 404),
-        (ModelTimeoutError, 408),
-        (ModelFailedError, 424),
-        (ModelNotReadyError, 429),
-        (ThrottlingError, 429),
-        (ServiceUnavailableError, 503),
-    ):
-        if isinstance(exc, cls):
-            return code
-    return 500
+    """The HTTP status Bedrock would have answered this record with (the class's ``bedrock_status``)."""
+    return exc.bedrock_status
 
 
 @dataclass(frozen=True)
@@ -91,14 +63,15 @@ class RecordCall:
                 param="modelInput",
             )
         if self.invocation_type == CONVERSE:
+            request = p.parse_converse(body)
             if not self.chat_capable:
                 raise ModelNotChatCapableError(self.model_name)
-            return "/v1/chat/completions", p.converse_to_chat(body), None
-        style = p.classify(body)
-        if style is p.InvokeStyle.CHAT and not self.chat_capable:
+            return "/v1/chat/completions", request.to_chat(), None
+        invoke = p.parse_invoke(body)
+        if invoke.style is p.InvokeStyle.CHAT and not self.chat_capable:
             raise ModelNotChatCapableError(self.model_name)
-        path, copy_body = p.invoke_to_copy(body, style)
-        return path, copy_body, style
+        path, copy_body = invoke.to_copy()
+        return path, copy_body, invoke.style
 
     async def run(self, record: Record) -> Outcome:
         base = {"recordId": record.record_id, "modelInput": record.model_input}
@@ -140,8 +113,8 @@ class RecordCall:
                     priority=Priority.BATCH,
                     deadline_seconds=self.deadline_seconds,
                 )
-            except _RETRYABLE as exc:
-                if attempt == self.max_attempts:
+            except OutcropError as exc:
+                if not exc.retryable or attempt == self.max_attempts:
                     raise
                 pause = float(getattr(exc, "retry_after_seconds", 0.5) or 0.5)
                 await asyncio.sleep(min(pause * attempt, MAX_RETRY_PAUSE_SECONDS))

@@ -48,7 +48,14 @@ from outcrop.batch.status import BatchJobStatus
 from outcrop.batch.store import BatchFile, BatchJob, BatchStore, Checkpoint, crashed_too_often
 from outcrop.config import OutcropConfig
 from outcrop.envs import worker_id_hint
-from outcrop.errors import NotFoundError, OutcropError
+from outcrop.errors import (
+    ConflictError,
+    InternalError,
+    InvalidRequestError,
+    NotFoundError,
+    OutcropError,
+    QuotaExceededError,
+)
 from outcrop.registry.service import Registry
 from outcrop.serving.service import ColdStartPolicy, Serving
 
@@ -210,7 +217,7 @@ class BatchRunner:
         try:
             job = await asyncio.to_thread(self.store.get_job, job_id)
             if crashed := crashed_too_often(job, self.settings.max_crashes):
-                raise OutcropError(crashed)
+                raise InternalError(crashed)
             files = await asyncio.to_thread(self._validate_sync, job)
         except asyncio.CancelledError:
             # Server shutdown: hand the job back so the restart validates it at once (no crash).
@@ -256,9 +263,11 @@ class BatchRunner:
         problems = LineCheck(limits, job.id)
         total_bytes = sum(i.size_bytes for i in items)
         if total_bytes > limits.max_job_bytes:
-            raise OutcropError(
+            raise QuotaExceededError(
                 f"The input holds {total_bytes:,} bytes in {len(items)} file(s); the limit per job is "
-                f"{limits.max_job_bytes:,} (OUTCROP_BATCH__MAX_JOB_BYTES). Split it into several jobs."
+                f"{limits.max_job_bytes:,} (OUTCROP_BATCH__MAX_JOB_BYTES). Split it into several jobs.",
+                quota="max_job_bytes",
+                limit=limits.max_job_bytes,
             )
         folder = self._job_dir(job.id) / "input"
         files: list[BatchFile] = []
@@ -286,7 +295,7 @@ class BatchRunner:
             )
         if problems.problem_count:
             shutil.rmtree(folder, ignore_errors=True)
-            raise OutcropError(problems.message())
+            raise InvalidRequestError(problems.message())
         return files
 
     def _ensure_snapshots(self, job: BatchJob, files: list[BatchFile]) -> dict[int, Path]:
@@ -302,7 +311,7 @@ class BatchRunner:
                 sha = snapshot(location, item, paths[f.file_index], self.config) if item else None
                 if sha != f.sha256:
                     paths[f.file_index].unlink(missing_ok=True)
-                    raise OutcropError(
+                    raise ConflictError(
                         f"The input file {f.name} changed (or vanished) since the job was validated, and this "
                         "server has no copy of the validated one. Submit the job again."
                     )
@@ -362,7 +371,7 @@ class BatchRunner:
         lost = await asyncio.to_thread(writer.open)
         if lost:
             writer.close()
-            raise OutcropError(
+            raise InternalError(
                 f"The output written so far for {len(lost)} file(s) is not on this server (it was staged on "
                 "another one for an s3:// upload). Submit the job again."
             )
@@ -376,9 +385,10 @@ class BatchRunner:
         try:
             model = await asyncio.to_thread(self.registry.get_model, job.model_key)
         except NotFoundError:
-            raise OutcropError(
-                f"The model '{job.model_id}' was deleted after the job was created; import it again and "
-                "submit a new job."
+            raise NotFoundError(
+                "Model",
+                job.model_id,
+                "It was deleted after the job was created; import it again and submit a new job.",
             ) from None
         spec = self.serving.spec_for(model)
         per_copy = max(1, spec.max_concurrency_per_copy - self.settings.online_reserved_slots_per_copy)

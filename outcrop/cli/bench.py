@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import typer
 
-from outcrop.errors import OutcropError
+from outcrop.errors import InvalidRequestError, ModelFailedError, ServiceUnavailableError
 
 # A prompt of a few dozen tokens: long enough that prefill is not free, short enough that
 # decode (what users pay for) dominates at the default 64 output tokens.
@@ -87,7 +87,7 @@ def parse_concurrency(text: str) -> list[int]:
     except ValueError:
         levels = []
     if not levels or any(not 1 <= c <= 4096 for c in levels):
-        raise OutcropError(
+        raise InvalidRequestError(
             f"--concurrency is {text!r}; give comma-separated client counts from 1 to 4096, e.g. 1,4,16,32."
         )
     return levels
@@ -123,7 +123,7 @@ async def run_level(
                 try:
                     response = await http.post("/v1/completions", json=body)
                 except httpx.ConnectError:
-                    raise OutcropError(
+                    raise ServiceUnavailableError(
                         f"No server answers at {base_url}. Start one with `outcrop serve`, "
                         "or point --endpoint / OUTCROP_ENDPOINT at it."
                     ) from None
@@ -277,7 +277,7 @@ def bench_command(
 
 
 def _raise_failed(model: str, result: LevelResult) -> None:
-    raise OutcropError(
+    raise ModelFailedError(
         f"All {result.errors} request(s) to {model} failed at concurrency {result.concurrency}; "
         f"the first answer was {result.first_error}"
     )
@@ -490,6 +490,6 @@ def write_plot(path: Path, run: BenchRun) -> None:
     try:
         path.expanduser().write_bytes(render_plot(run))
     except OSError as exc:
-        raise OutcropError(
+        raise InvalidRequestError(
             f"Cannot write the plot to {path}: {exc.strerror}; pick a writable --plot path."
         ) from None

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from outcrop.errors import OutcropError
+from outcrop.errors import OutcropError, ServiceUnavailableError
 
 
 class ServerError(OutcropError):
@@ -23,12 +23,12 @@ class Client:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.ConnectError:
-            raise OutcropError(
+            raise ServiceUnavailableError(
                 f"No Outcrop server answers at {self.endpoint}. Start one with `outcrop serve`, "
                 "or point --endpoint / OUTCROP_ENDPOINT at it."
             ) from None
         except httpx.HTTPError as exc:
-            raise OutcropError(f"Request to {self.endpoint}{path} failed: {exc}") from None
+            raise ServiceUnavailableError(f"Request to {self.endpoint}{path} failed: {exc}") from None
         if response.status_code >= 300:
             kind = (
                 response.headers.get("x-amzn-errortype", "").split(":")[0] or f"HTTP {response.status_code}"

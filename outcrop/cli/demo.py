@@ -17,7 +17,7 @@ from rich.console import Console
 from outcrop.auth.bootstrap import read_credentials
 from outcrop.config import OutcropConfig
 from outcrop.envs import subprocess_env
-from outcrop.errors import OutcropError
+from outcrop.errors import InternalError, ServiceUnavailableError
 
 DEMO_MODEL_NAME = "demo-llama"
 # How long the demo waits for its server to answer /health; the first start imports torch.
@@ -41,14 +41,16 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise OutcropError(f"The demo server exited with code {proc.returncode}; its log is above.")
+            raise InternalError(f"The demo server exited with code {proc.returncode}; its log is above.")
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise OutcropError(f"The demo server did not become healthy within {SERVER_START_TIMEOUT_SECONDS} s.")
+    raise ServiceUnavailableError(
+        f"The demo server did not become healthy within {SERVER_START_TIMEOUT_SECONDS} s."
+    )
 
 
 def _credentials(config: OutcropConfig) -> dict[str, str]:
@@ -79,7 +81,7 @@ def run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: C
     try:
         _run_demo(config, port=port, keep_serving=keep_serving, console=console)
     except (ClientError, BotoCoreError) as exc:
-        raise OutcropError(f"The demo's boto3 call failed: {exc}") from None
+        raise InternalError(f"The demo's boto3 call failed: {exc}") from None
 
 
 def _run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: Console) -> None:
@@ -123,7 +125,7 @@ def _run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: 
         while (job := bedrock.get_model_import_job(jobIdentifier=job_arn))["status"] == "InProgress":
             time.sleep(0.2)
         if job["status"] != "Completed":
-            raise OutcropError(f"The demo import failed: {job.get('failureMessage')}")
+            raise InternalError(f"The demo import failed: {job.get('failureMessage')}")
         model = bedrock.get_imported_model(modelIdentifier=DEMO_MODEL_NAME)
         console.print("[bold]4/5[/] Imported model, as bedrock.get_imported_model returns it:")
         for key in (

@@ -35,7 +35,7 @@ from outcrop.cli.batch import batch_app
 from outcrop.cli.client import Client
 from outcrop.config import OutcropConfig
 from outcrop.envs import cli_api_key, default_endpoint, load_config
-from outcrop.errors import OutcropError
+from outcrop.errors import InvalidRequestError, OutcropError
 from outcrop.store.datadir import PRIVATE_UMASK, make_private
 
 # Piped or redirected output is as wide as its longest row, so names and ARNs arrive whole.
@@ -261,7 +261,7 @@ def is_loopback(host: str) -> bool:
 
 
 def _refuse(message: str) -> None:
-    raise OutcropError(message)
+    raise InvalidRequestError(message)
 
 
 def emit_json(data: Any) -> bool:
@@ -606,11 +606,11 @@ def _policy_argument(policy: str) -> str | dict[str, Any]:
     try:
         document = json.loads(path.read_text())
     except OSError as exc:
-        raise OutcropError(f"Cannot read the policy file {path}: {exc.strerror or exc}.") from None
+        raise InvalidRequestError(f"Cannot read the policy file {path}: {exc.strerror or exc}.") from None
     except ValueError as exc:
-        raise OutcropError(f"The policy file {path} is not JSON: {exc}.") from None
+        raise InvalidRequestError(f"The policy file {path} is not JSON: {exc}.") from None
     if not isinstance(document, dict):
-        raise OutcropError(f"The policy file {path} must hold a JSON object with a 'Statement' list.")
+        raise InvalidRequestError(f"The policy file {path} must hold a JSON object with a 'Statement' list.")
     return document
 
 

@@ -53,6 +53,7 @@ class RequestOutput:
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finished: bool = False
     finish_reason: str | None = None  # "stop" | "length" | "abort" | "error"
+    stop_reason: str | None = None  # the stop string that ended the text (vLLM's choice member)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None
@@ -89,6 +90,7 @@ class Sequence:
     held_token_ids: list[int] = field(default_factory=list)  # non-streaming: not delivered yet
     held_logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: str | None = None
+    stop_reason: str | None = None  # the stop string that matched, when one did
     admitted_before: bool = False  # a preempted sequence's prompt is counted once
 
     @property
@@ -384,7 +386,7 @@ class Engine:
         for stop in stops:
             idx = text.find(stop, window_start)
             if idx != -1 and (best == -1 or idx < best):
-                best = idx
+                best, seq.stop_reason = idx, stop
         if best == -1:
             return False
         seq.detok.text = text[:best]
@@ -411,6 +413,7 @@ class Engine:
             logprobs=logprobs,
             finished=seq.finish_reason is not None,
             finish_reason=seq.finish_reason,
+            stop_reason=seq.stop_reason,
             prompt_tokens=seq.prompt_len,
             completion_tokens=len(seq.output_ids),
         )

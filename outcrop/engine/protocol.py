@@ -138,6 +138,7 @@ class CompletionChoice(BaseModel):
     text: str
     logprobs: CompletionLogprobs | None = None
     finish_reason: Literal["stop", "length"] | None = None
+    stop_reason: str | None = None  # vLLM's: the stop string that ended the text, else None
 
 
 class CompletionResponse(BaseModel):
@@ -159,6 +160,7 @@ class ChatChoice(BaseModel):
     message: ChatMessageOut
     logprobs: dict[str, Any] | None = None
     finish_reason: Literal["stop", "length"] | None = None
+    stop_reason: str | None = None  # vLLM's: the stop string that ended the text, else None
 
 
 class ChatCompletionResponse(BaseModel):
@@ -180,6 +182,7 @@ class ChatChunkChoice(BaseModel):
     delta: ChatDelta
     logprobs: dict[str, Any] | None = None
     finish_reason: Literal["stop", "length"] | None = None
+    stop_reason: str | None = None  # vLLM's: the stop string that ended the text, else None
 
 
 class ChatCompletionChunk(BaseModel):

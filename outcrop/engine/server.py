@@ -46,13 +46,13 @@ from outcrop.engine.protocol import (
 )
 from outcrop.engine.runtime import WorkerRuntime, WorkerStatus
 from outcrop.errors import (
-    ContextLengthError,
     InternalError,
     InvalidRequestError,
     ModelNotReadyError,
-    NotFoundError,
     OutcropError,
     ServiceUnavailableError,
+    openai_error_body,
+    retry_after_headers,
 )
 
 log = logging.getLogger(__name__)
@@ -62,20 +62,9 @@ log = logging.getLogger(__name__)
 
 
 def error_response(exc: OutcropError) -> JSONResponse:
-    status, kind, code = 500, "internal_error", None
-    headers: dict[str, str] = {}
-    if isinstance(exc, InvalidRequestError):
-        status, kind = 400, "invalid_request_error"
-        code = "context_length_exceeded" if isinstance(exc, ContextLengthError) else None
-        code = exc.fields.get("code") if isinstance(exc.fields.get("code"), str) else code
-    elif isinstance(exc, NotFoundError):
-        status, kind, code = 404, "invalid_request_error", "model_not_found"
-    elif isinstance(exc, ModelNotReadyError | ServiceUnavailableError):
-        status, kind = 503, "service_unavailable"
-        headers["Retry-After"] = str(max(1, round(exc.fields.get("retry_after_seconds", 1))))
-    param = exc.fields.get("param") if isinstance(exc.fields.get("param"), str) else None
-    body = ErrorResponse(error=ErrorBody(message=exc.message, type=kind, param=param, code=code))
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+    """``exc`` as OpenAI's error object, with the status, type and code its class carries."""
+    body = ErrorResponse.model_validate(openai_error_body(exc))
+    return JSONResponse(body.model_dump(), status_code=exc.openai_status, headers=retry_after_headers(exc))
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -223,7 +212,11 @@ def create_app(runtime: WorkerRuntime, lifespan: Any = None) -> FastAPI:
             lp = _completion_logprobs(rt, outs) if body.logprobs is not None else None
             choices.append(
                 CompletionChoice(
-                    index=i, text="".join(o.text for o in outs), logprobs=lp, finish_reason=_reason(outs)
+                    index=i,
+                    text="".join(o.text for o in outs),
+                    logprobs=lp,
+                    finish_reason=_reason(outs),
+                    stop_reason=_stop_reason(outs),
                 )
             )
         resp = CompletionResponse(
@@ -259,6 +252,7 @@ def create_app(runtime: WorkerRuntime, lifespan: Any = None) -> FastAPI:
                     message=ChatMessageOut(content="".join(o.text for o in outs)),
                     logprobs=lp,
                     finish_reason=_reason(outs),
+                    stop_reason=_stop_reason(outs),
                 )
             )
         resp = ChatCompletionResponse(
@@ -279,6 +273,11 @@ def create_app(runtime: WorkerRuntime, lifespan: Any = None) -> FastAPI:
 def _reason(outs: list[RequestOutput]) -> Any:
     reason = outs[-1].finish_reason if outs else None
     return reason if reason in ("stop", "length") else None
+
+
+def _stop_reason(outs: list[RequestOutput]) -> str | None:
+    """The stop string that ended the choice (vLLM's ``stop_reason``), else None."""
+    return outs[-1].stop_reason if outs and outs[-1].finish_reason == "stop" else None
 
 
 def _usage(outputs: list[list[RequestOutput]], sequences: list[req.Sequence]) -> Usage:
@@ -364,7 +363,11 @@ async def _stream_completion(
                     continue
                 lp = _completion_logprobs(rt, [output]) if body.logprobs is not None else None
                 choice = CompletionChoice(
-                    index=index, text=output.text, logprobs=lp, finish_reason=_reason([output])
+                    index=index,
+                    text=output.text,
+                    logprobs=lp,
+                    finish_reason=_reason([output]),
+                    stop_reason=_stop_reason([output]),
                 )
                 chunk = CompletionResponse(
                     id=response_id, created=created, model=rt.model_id, choices=[choice]
@@ -410,7 +413,15 @@ async def _stream_chat(
                 lp = _chat_logprobs(rt, [output]) if body.logprobs else None
                 delta = ChatDelta(content=output.text) if output.text else ChatDelta()
                 yield chunk(
-                    [ChatChunkChoice(index=index, delta=delta, logprobs=lp, finish_reason=_reason([output]))]
+                    [
+                        ChatChunkChoice(
+                            index=index,
+                            delta=delta,
+                            logprobs=lp,
+                            finish_reason=_reason([output]),
+                            stop_reason=_stop_reason([output]),
+                        )
+                    ]
                 )
     except OutcropError as exc:
         yield _error_event(exc)

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from outcrop.envs import worker_id_hint
-from outcrop.errors import ModelValidationError, OutcropError
+from outcrop.errors import ConflictError, InternalError, ModelValidationError, OutcropError
 from outcrop.registry.service import Registry
 from outcrop.registry.sources import open_source
 from outcrop.registry.validation import validate_model_folder, warm_up_validation
@@ -150,7 +150,7 @@ class ImportWorker:
         log.info("import started", extra={"job": job.name, "job_id": job.id, "attempt": job.attempts})
         try:
             if job.attempts > MAX_ATTEMPTS:
-                raise OutcropError(
+                raise InternalError(
                     f"The import was interrupted {job.attempts - 1} times (server restarts) and is not retried "
                     "again. Create a new import job."
                 )
@@ -241,7 +241,7 @@ class ImportWorker:
         # A blob may have been garbage-collected by a concurrent delete since put(): re-check.
         missing = [e for e in kept if not self.registry.store.has_blob(e.sha256)]
         if missing:
-            raise OutcropError(
+            raise ConflictError(
                 f"{len(missing)} stored file(s) vanished during the import (a concurrent delete); run the import again."
             )
         try:

@@ -41,7 +41,7 @@ from outcrop.serving.copyclient import CopyResponse, CopyTransportError
 from outcrop.serving.fleet import Fleet
 from outcrop.serving.model import ServedModel
 from outcrop.serving.protocol import CopyErrorResponse
-from outcrop.serving.routing import Priority, Waiter, WaitQueue, choose_copy, slot_cap, with_priority
+from outcrop.serving.routing import Priority, Waiter, WaitQueue, choose_copy, copy_request, slot_cap
 from outcrop.store.imports import ImportedModel
 
 
@@ -218,7 +218,7 @@ class Router:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         lane = await self._lane(model)
-        payload = with_priority({**body, "model": lane.served.name}, priority)
+        payload = copy_request(body, model=lane.served.name, priority=priority, stream=False)
         policy = self._policy(lane.served, cold_start)
         try:
             async with asyncio.timeout_at(deadline):
@@ -257,7 +257,7 @@ class Router:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         lane = await self._lane(model)
-        payload = with_priority({**body, "model": lane.served.name, "stream": True}, priority)
+        payload = copy_request(body, model=lane.served.name, priority=priority, stream=True)
         policy = self._policy(lane.served, cold_start)
         exclude: frozenset[str] = frozenset()
         started = False

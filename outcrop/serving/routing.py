@@ -55,6 +55,20 @@ def with_priority(body: dict[str, Any], priority: Priority) -> dict[str, Any]:
     return out
 
 
+def copy_request(body: dict[str, Any], *, model: str, priority: Priority, stream: bool) -> dict[str, Any]:
+    """The one rewrite of a request for a copy: the served model's name, the route's priority,
+    and, when streaming, ``stream`` with usage in the last chunk (the gateway meters every stream;
+    a caller that did not ask for usage has it filtered out by its route)."""
+    out = with_priority({**body, "model": model}, priority)
+    if stream:
+        out["stream"] = True
+        out["stream_options"] = {"include_usage": True}
+    else:
+        out.pop("stream", None)
+        out.pop("stream_options", None)
+    return out
+
+
 def choose_copy(
     copies: Iterable[ModelCopy], cap: int, exclude: frozenset[str] = frozenset()
 ) -> ModelCopy | None:

@@ -16,7 +16,7 @@ from botocore.parsers import EventStreamJSONParser
 from outcrop.api.bedrock.errors import bedrock_error
 from outcrop.api.runtime import eventstream
 from outcrop.errors import InvalidRequestError, OutcropError, all_error_classes
-from outcrop.serving import bedrock_protocol as p
+from outcrop.protocol import bedrock_runtime as p
 
 COPY_COMPLETION = {
     "id": "cmpl-1",
@@ -269,3 +269,108 @@ def test_each_error_rides_on_its_own_stream_member_or_the_stream_error(
     operation: str, error: str, member: str
 ) -> None:
     assert eventstream.error_member(operation, error) == member
+
+
+@pytest.mark.parametrize(
+    ("roles", "problem"),
+    [
+        (["user"], None),
+        (["user", "assistant", "user"], None),
+        (["user", "assistant"], None),  # a trailing assistant turn prefills the answer
+        (["assistant", "user"], p.MUST_START_WITH_USER),
+        (["assistant"], p.MUST_START_WITH_USER),
+        (["user", "user"], p.MUST_ALTERNATE),
+        (["user", "assistant", "assistant", "user"], p.MUST_ALTERNATE),
+    ],
+)
+def test_converse_turns_must_start_with_user_and_alternate(roles: list[str], problem: str | None) -> None:
+    assert p.turn_order_problem(roles) == problem
+
+
+@pytest.mark.parametrize(
+    ("finish_reason", "stop_reason", "expected"),
+    [
+        ("stop", None, "end_turn"),  # the end-of-sequence token
+        ("stop", "\n\n", "stop_sequence"),  # a stop string (vLLM names it)
+        ("stop", 128009, "end_turn"),  # a stop token id is the model ending its turn
+        ("length", None, "max_tokens"),
+        (None, None, "end_turn"),
+    ],
+)
+def test_converse_stop_reason_follows_what_ended_the_text(
+    finish_reason: str | None, stop_reason: Any, expected: str
+) -> None:
+    assert p.converse_stop_reason(finish_reason, stop_reason) == expected
+
+
+def test_a_chat_answer_ended_by_a_stop_string_is_a_stop_sequence() -> None:
+    resp = {"choices": [{"message": {"content": "yo"}, "finish_reason": "stop", "stop_reason": "!"}]}
+    assert p.chat_to_converse(resp, latency_ms=1)["stopReason"] == "stop_sequence"
+
+
+def test_converse_tool_config_is_refused_in_bedrocks_words() -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        p.parse_converse({"messages": HI, "toolConfig": {"tools": []}})
+    assert info.value.message == "This model doesn't support tool use." and info.value.param == "toolConfig"
+
+
+def test_a_parsed_converse_request_is_typed() -> None:
+    request = p.parse_converse({"messages": HI, "system": [{"text": "Be brief."}]})
+    assert request.system == "Be brief." and [m.role for m in request.messages] == ["user"]
+    assert request.inference.maxTokens is None
+
+
+def test_invoke_messages_body_passes_top_logprobs_to_the_copy() -> None:
+    body = {"messages": [{"role": "user", "content": "x"}], "logprobs": True, "top_logprobs": 3}
+    path, copy_body = p.parse_invoke(body).to_copy()
+    assert path == "/v1/chat/completions" and copy_body["top_logprobs"] == 3 and copy_body["logprobs"] is True
+
+
+def test_prompt_bodies_leave_chat_only_parameters_out() -> None:
+    _path, copy_body = p.parse_invoke({"prompt": "x", "top_logprobs": 3}).to_copy()
+    assert "top_logprobs" not in copy_body
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"tools": [{"type": "function"}]}, "tools"),
+        ({"tool_choice": "auto"}, "tool_choice"),
+        ({"functions": [{"name": "f"}]}, "functions"),
+        ({"function_call": "auto"}, "function_call"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": "json"}, "response_format"),
+    ],
+)
+def test_invoke_tool_use_is_refused_naming_the_field(extra: dict[str, Any], param: str) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        p.parse_invoke({"messages": [{"role": "user", "content": "x"}], **extra})
+    assert info.value.message.startswith("This model doesn't support tool use.") and info.value.param == param
+
+
+@pytest.mark.parametrize(
+    "extra", [{}, {"response_format": {"type": "text"}}, {"tools": []}, {"tool_choice": None}]
+)
+def test_neutral_tool_fields_are_accepted(extra: dict[str, Any]) -> None:
+    p.parse_invoke({"messages": [{"role": "user", "content": "x"}], **extra})
+
+
+@pytest.mark.parametrize(
+    ("messages", "needle"),
+    [
+        ([], "non-empty list"),
+        ("hi", "non-empty list"),
+        ([{"role": "user"}], "a 'user' message needs 'content'"),
+        ([{"role": "system", "content": None}], "a 'system' message needs 'content'"),
+        ([{"role": "robot", "content": "x"}], "must be one of"),
+        (["hi"], "must be an object"),
+        ([{"role": "user", "content": 5}], "a string or a list of content parts"),
+    ],
+)
+def test_chat_messages_are_checked_before_a_copy_is_asked(messages: Any, needle: str) -> None:
+    with pytest.raises(InvalidRequestError, match=needle):
+        p.parse_invoke({"messages": messages})
+
+
+def test_an_assistant_turn_may_have_no_content() -> None:
+    p.parse_invoke({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": None}]})

@@ -16,7 +16,15 @@ from outcrop.serving.memory import (
     parse_nvidia_smi_free,
     plan_fit,
 )
-from outcrop.serving.routing import Priority, Waiter, WaitQueue, choose_copy, slot_cap, with_priority
+from outcrop.serving.routing import (
+    Priority,
+    Waiter,
+    WaitQueue,
+    choose_copy,
+    copy_request,
+    slot_cap,
+    with_priority,
+)
 
 
 def copy(
@@ -107,6 +115,25 @@ def test_the_copy_gets_the_routes_class_as_priority(
     body: dict[str, object], priority: Priority, sent: dict[str, object]
 ) -> None:
     assert with_priority(body, priority) == sent
+
+
+@pytest.mark.parametrize(
+    ("body", "stream", "sent"),
+    [
+        ({"prompt": "x", "model": "alias"}, False, {"prompt": "x", "model": "m"}),
+        ({"prompt": "x", "stream": True}, False, {"prompt": "x", "model": "m"}),
+        (
+            {"prompt": "x", "stream_options": {"include_usage": False}},
+            True,
+            {"prompt": "x", "model": "m", "stream": True, "stream_options": {"include_usage": True}},
+        ),
+    ],
+)
+def test_the_copy_request_is_rewritten_in_one_place(
+    body: dict[str, object], stream: bool, sent: dict[str, object]
+) -> None:
+    assert copy_request(body, model="m", priority=Priority.ONLINE, stream=stream) == sent
+    assert copy_request(body, model="m", priority=Priority.BATCH, stream=stream) == {**sent, "priority": 10}
 
 
 def test_an_online_request_passes_waiting_batch_records_but_not_waiting_online_ones() -> None:

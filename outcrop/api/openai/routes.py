@@ -11,31 +11,56 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from outcrop.api.deps import Services, get_services, read_json_object
 from outcrop.api.inference import cold_start_policy, invocation
-from outcrop.api.openai.errors import openai_error
 from outcrop.auth.guard import Guard
-from outcrop.errors import InvalidRequestError, ModelNotChatCapableError, OutcropError
+from outcrop.errors import (
+    InvalidRequestError,
+    ModelNotChatCapableError,
+    NotFoundError,
+    OutcropError,
+    openai_error_body,
+)
+from outcrop.protocol import chat
 from outcrop.store.imports import ListFilter
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
+def _request_id(request: Request) -> dict[str, str]:
+    """``x-request-id`` as OpenAI sends it on every answer (the SDK exposes it as ``_request_id``)."""
+    return {"x-request-id": getattr(request.state, "request_id", "")}
+
+
+def _model_card(services: Services, m: Any) -> dict[str, Any]:
+    return {
+        "id": m.name,
+        "object": "model",
+        "created": int(m.created_at),
+        "owned_by": "outcrop",
+        "root": services.registry.model_arn(m),
+        "max_model_len": m.context_length,
+    }
+
+
 @router.get("/models", summary="ListModels")
-def list_models(request: Request, services: Services = Depends(get_services)) -> dict[str, Any]:
+def list_models(request: Request, services: Services = Depends(get_services)) -> Response:
     page = services.registry.list_models(ListFilter(ascending=True))
     arn = services.registry.model_arn
     data = [
-        {
-            "id": m.name,
-            "object": "model",
-            "created": int(m.created_at),
-            "owned_by": "outcrop",
-            "root": services.registry.model_arn(m),
-            "max_model_len": m.context_length,
-        }
-        for m in page.items
-        if Guard.allows(request, "bedrock:InvokeModel", arn(m))
+        _model_card(services, m) for m in page.items if Guard.allows(request, "bedrock:InvokeModel", arn(m))
     ]
-    return {"object": "list", "data": data}
+    return JSONResponse({"object": "list", "data": data}, headers=_request_id(request))
+
+
+@router.get("/models/{model_id:path}", summary="RetrieveModel")
+def retrieve_model(model_id: str, request: Request, services: Services = Depends(get_services)) -> Response:
+    hint = "See GET /v1/models for the models you may use."
+    try:
+        model = services.registry.get_model(model_id)
+    except (NotFoundError, InvalidRequestError):  # a malformed name is no model either
+        raise NotFoundError("Model", model_id, hint) from None
+    if not Guard.allows(request, "bedrock:InvokeModel", services.registry.model_arn(model)):
+        raise NotFoundError("Model", model_id, hint)  # as OpenAI: a model you may not use is not there
+    return JSONResponse(_model_card(services, model), headers=_request_id(request))
 
 
 def _model_name(body: dict[str, Any]) -> str:
@@ -50,6 +75,9 @@ def _model_name(body: dict[str, Any]) -> str:
 async def _generate(request: Request, services: Services, path: str, operation: str) -> Response:
     body = await read_json_object(request)
     model = _model_name(body)
+    if path.endswith("chat/completions"):
+        chat.check_messages(body.get("messages"))
+        chat.refuse_tool_use(body)
     record = await services.serving.resolve(model)
     if path.endswith("chat/completions") and not record.instruct_supported:
         raise ModelNotChatCapableError(record.name)
@@ -58,10 +86,10 @@ async def _generate(request: Request, services: Services, path: str, operation: 
         async with invocation(services, request, model, operation) as call:
             resp = await services.serving.post(model, path, body, cold_start=policy)
         call.record(resp.get("usage") or {}, body, resp)
-        return JSONResponse(resp)
+        return JSONResponse(resp, headers=_request_id(request))
 
+    # The copy is always asked for usage (the gateway meters it); the caller gets it if it asked.
     wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    body = {**body, "stream_options": {"include_usage": True}}
     call = invocation(services, request, model, operation)
     chunks = await call.open_stream(services.serving.stream(model, path, body, cold_start=policy))
 
@@ -77,14 +105,16 @@ async def _generate(request: Request, services: Services, path: str, operation: 
             call.record(usage, body, {"streamed": True})
         except OutcropError as exc:
             call.fail(exc)
-            kind, _status, code = openai_error(exc)
-            error = {"error": {"message": exc.message, "type": kind, "param": None, "code": code}}
-            yield b"data: " + json.dumps(error).encode() + b"\n\n"
+            yield b"data: " + json.dumps(openai_error_body(exc)).encode() + b"\n\n"
         finally:
             call.close()
         yield b"data: [DONE]\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", **_request_id(request)},
+    )
 
 
 @router.post("/completions", summary="CreateCompletion")

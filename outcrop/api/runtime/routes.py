@@ -16,7 +16,7 @@ from outcrop.api.deps import Services, get_services, read_json_object
 from outcrop.api.inference import cold_start_policy, invocation
 from outcrop.api.runtime import eventstream
 from outcrop.errors import InvalidRequestError, ModelNotChatCapableError, OutcropError
-from outcrop.serving import bedrock_protocol as p
+from outcrop.protocol import bedrock_runtime as p
 
 router = APIRouter(tags=["bedrock runtime"])
 
@@ -44,13 +44,13 @@ async def _require_chat(services: Services, model_id: str) -> None:
 async def _invoke_request(
     request: Request, services: Services, model_id: str
 ) -> tuple[dict[str, Any], p.InvokeStyle, str, dict[str, Any]]:
-    """An InvokeModel body: parsed, its style recognised, translated for the copy."""
+    """An InvokeModel body: parsed and checked (outcrop.protocol.bedrock_runtime), translated for the copy."""
     body = await read_json_object(request)
-    style = p.classify(body)
-    path, copy_body = p.invoke_to_copy(body, style)
-    if style is p.InvokeStyle.CHAT:
+    invoke = p.parse_invoke(body)
+    path, copy_body = invoke.to_copy()
+    if invoke.style is p.InvokeStyle.CHAT:
         await _require_chat(services, model_id)
-    return body, style, path, copy_body
+    return body, invoke.style, path, copy_body
 
 
 @router.post("/model/{modelId:path}/invoke", summary="InvokeModel")
@@ -72,8 +72,6 @@ async def invoke_model_stream(
     modelId: str, request: Request, services: Services = Depends(get_services)
 ) -> Response:
     body, style, path, copy_body = await _invoke_request(request, services, modelId)
-    copy_body["stream"] = True
-    copy_body["stream_options"] = {"include_usage": True}
     call = invocation(services, request, modelId, "InvokeModelWithResponseStream")
     chunks = await call.open_stream(
         services.serving.stream(modelId, path, copy_body, cold_start=cold_start_policy(request, bedrock=True))
@@ -116,7 +114,7 @@ async def invoke_model_stream(
 @router.post("/model/{modelId:path}/converse", summary="Converse")
 async def converse(modelId: str, request: Request, services: Services = Depends(get_services)) -> Response:
     body = await read_json_object(request)
-    chat = p.converse_to_chat(body)  # a bad body is a ValidationException whatever the model
+    chat = p.parse_converse(body).to_chat()  # a bad body is a ValidationException whatever the model
     await _require_chat(services, modelId)
     async with invocation(services, request, modelId, "Converse") as call:
         resp = await services.serving.post(
@@ -132,10 +130,8 @@ async def converse_stream(
     modelId: str, request: Request, services: Services = Depends(get_services)
 ) -> Response:
     body = await read_json_object(request)
-    chat = p.converse_to_chat(body)  # a bad body is a ValidationException whatever the model
+    chat = p.parse_converse(body).to_chat()  # a bad body is a ValidationException whatever the model
     await _require_chat(services, modelId)
-    chat["stream"] = True
-    chat["stream_options"] = {"include_usage": True}
     call = invocation(services, request, modelId, "ConverseStream")
     chunks = await call.open_stream(
         services.serving.stream(
@@ -146,6 +142,7 @@ async def converse_stream(
     async def frames() -> AsyncIterator[bytes]:
         usage: dict[str, Any] = {}
         finish: str | None = None
+        stopped_by: Any = None  # vLLM's stop_reason: the stop string that ended the text
         texts: list[str] = []
         try:
             yield eventstream.event("messageStart", {"role": "assistant"})
@@ -160,12 +157,12 @@ async def converse_stream(
                             "contentBlockDelta", {"delta": {"text": text}, "contentBlockIndex": 0}
                         )
                     finish = choice.get("finish_reason") or finish
+                    stopped_by = choice.get("stop_reason", stopped_by)
+            stop_reason = p.converse_stop_reason(finish, stopped_by)
             yield eventstream.event("contentBlockStop", {"contentBlockIndex": 0})
-            yield eventstream.event("messageStop", {"stopReason": p.converse_stop_reason(finish)})
+            yield eventstream.event("messageStop", {"stopReason": stop_reason})
             message = {"role": "assistant", "content": [{"text": "".join(texts)}]}
-            call.record(
-                usage, body, {"output": {"message": message}, "stopReason": p.converse_stop_reason(finish)}
-            )
+            call.record(usage, body, {"output": {"message": message}, "stopReason": stop_reason})
             yield eventstream.event(
                 "metadata", {"usage": p.token_usage(usage), "metrics": {"latencyMs": call.latency_ms}}
             )
@@ -209,7 +206,8 @@ def _what_to_count(source: Any) -> tuple[list[dict[str, Any]] | None, str | None
                 "input.converse must be an object holding 'messages' (and optionally 'system').",
                 param="input.converse",
             )
-        return p.converse_to_chat({**converse_body, "inferenceConfig": None})["messages"], None
+        only = {k: converse_body.get(k) for k in ("messages", "system")}  # what is counted
+        return p.parse_converse(only).to_chat()["messages"], None
     raw = source["invokeModel"].get("body") if isinstance(source["invokeModel"], dict) else None
     try:
         decoded = base64.b64decode(raw if isinstance(raw, str) else "", validate=True)
@@ -225,8 +223,7 @@ def _what_to_count(source: Any) -> tuple[list[dict[str, Any]] | None, str | None
         raise InvalidRequestError(
             "input.invokeModel.body must be a JSON object.", param="input.invokeModel.body"
         )
-    style = p.classify(invoke_body)
-    _path, copy_body = p.invoke_to_copy(invoke_body, style)  # the same checks as InvokeModel
-    if style is p.InvokeStyle.CHAT:
-        return copy_body["messages"], None
-    return None, copy_body["prompt"]
+    invoke = p.parse_invoke(invoke_body)  # the same checks as InvokeModel
+    if invoke.messages is not None:
+        return invoke.messages, None
+    return None, invoke.prompt

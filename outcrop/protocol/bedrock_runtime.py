@@ -1,15 +1,20 @@
-"""Translation between Bedrock runtime bodies and the copy contract (OpenAI completions / chat).
+"""Bedrock runtime bodies, typed, and their translation to the copy contract (OpenAI completions / chat).
 
-Shared by the runtime routes (outcrop.api.runtime) and the batch runner (outcrop.batch), so it lives
-beside the router rather than in the API layer (DESIGN: api -> batch -> serving).
+Read by the runtime routes (outcrop/api/runtime/routes.py) and by batch records
+(outcrop/batch/records.py) alike; outcrop/protocol/__init__.py says why this module is not
+under ``api/``. Pure functions and pydantic models, unit-tested in tests/api/test_runtime_protocol.py;
+the routes only parse, call serving and translate.
 
-Pure functions, unit-tested; the routes only parse, call serving and translate.
-
-Invoke bodies come in three styles (../shared/reference/bedrock-wire.md §2.2):
+Invoke bodies come in three styles (../shared/reference/bedrock-wire.md §2.2), read by
+:func:`parse_invoke` into an :class:`InvokeRequest`:
 
 - ``BEDROCK_COMPLETION``: ``{"prompt", "max_gen_len", ...}`` (Llama style)
 - ``OPENAI_COMPLETION``: ``{"prompt", "max_tokens", ...}``
-- ``CHAT``: ``{"messages": [...], ...}``
+- ``CHAT``: ``{"messages": [...], ...}`` (checked by outcrop/protocol/chat.py)
+
+Converse / ConverseStream bodies are read by :func:`parse_converse` into a
+:class:`ConverseRequest` (text blocks, strict user/assistant turns, ``inferenceConfig`` with the
+service model's bounds); tool use is refused with Bedrock's words until it is served.
 
 Prompt-style bodies get one *superset* response that every known client style can read
 (DESIGN.md, "Semantics"): Bedrock Llama fields, Mistral-style ``outputs`` and OpenAI ``choices``.
@@ -18,14 +23,16 @@ Prompt-style bodies get one *superset* response that every known client style ca
 from __future__ import annotations
 
 import enum
+import itertools
 import json
 import math
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from outcrop.errors import InvalidRequestError
+from outcrop.protocol import chat
 
 # Bedrock's Llama default for max_gen_len when the body gives none.
 DEFAULT_MAX_TOKENS = 512
@@ -45,6 +52,8 @@ _PASSTHROUGH = (
     "logprobs",
     "ignore_eos",
 )
+# Passed through for messages bodies only: OpenAI chat's per-token alternatives.
+_CHAT_PASSTHROUGH = ("top_logprobs",)
 _CONVERSE_STOP = {"stop": "end_turn", "length": "max_tokens"}
 
 
@@ -106,37 +115,65 @@ def _stop(value: Any) -> list[str] | None:
     )
 
 
-def invoke_to_copy(body: dict[str, Any], style: InvokeStyle) -> tuple[str, dict[str, Any]]:
-    """The copy path and OpenAI body for an invoke body. Unknown parameters are ignored, as Bedrock does."""
-    out: dict[str, Any] = {}
-    for key in _PASSTHROUGH:
+class InvokeRequest(BaseModel):
+    """An InvokeModel body, checked: its style, what the copy is asked, and the length to generate."""
+
+    style: InvokeStyle
+    prompt: str | None = None  # prompt styles
+    messages: list[dict[str, Any]] | None = None  # chat style, checked by outcrop.protocol.chat
+    max_tokens: int
+    stop: list[str] | None = None
+    # Sampling parameters for the copy, already checked where the copy's contract is looser.
+    sampling: dict[str, Any] = Field(default_factory=dict)
+
+    def to_copy(self) -> tuple[str, dict[str, Any]]:
+        """The copy path and OpenAI body for this request."""
+        out: dict[str, Any] = dict(self.sampling)
+        if self.stop:
+            out["stop"] = self.stop
+        if self.style is InvokeStyle.CHAT:
+            return "/v1/chat/completions", {**out, "messages": self.messages, "max_tokens": self.max_tokens}
+        return "/v1/completions", {**out, "prompt": self.prompt, "max_tokens": self.max_tokens}
+
+
+def parse_invoke(body: dict[str, Any]) -> InvokeRequest:
+    """An InvokeModel body as an :class:`InvokeRequest`. Unknown parameters are ignored, as Bedrock does."""
+    style = classify(body)
+    sampling: dict[str, Any] = {}
+    keys = _PASSTHROUGH + (_CHAT_PASSTHROUGH if style is InvokeStyle.CHAT else ())
+    for key in keys:
         if key in body and body[key] is not None:
-            out[key] = body[key]
+            sampling[key] = body[key]
     for key in ("temperature", "top_p"):
-        if key in out:
-            out[key] = _number(out, key, float, 0.0, 2.0 if key == "temperature" else 1.0)
-    stop = _stop(body.get("stop", body.get("stop_sequences")))
-    if stop:
-        out["stop"] = stop
+        if key in sampling:
+            sampling[key] = _number(sampling, key, float, 0.0, 2.0 if key == "temperature" else 1.0)
+    stop = _stop(body.get("stop", body.get("stop_sequences"))) or None
     if style is InvokeStyle.CHAT:
-        messages = body["messages"]
-        if not isinstance(messages, list) or not messages:
-            raise InvalidRequestError(
-                "'messages' must be a non-empty list of {role, content}.", param="messages"
-            )
-        out["messages"] = messages
-        out["max_tokens"] = _max_tokens(body, ("max_tokens", "max_completion_tokens", "max_gen_len"))
-        return "/v1/chat/completions", out
+        chat.refuse_tool_use(body)
+        return InvokeRequest(
+            style=style,
+            messages=chat.check_messages(body["messages"]),
+            max_tokens=_max_tokens(body, ("max_tokens", "max_completion_tokens", "max_gen_len")),
+            stop=stop,
+            sampling=sampling,
+        )
     prompt = body["prompt"]
     if not isinstance(prompt, str) or not prompt:
         raise InvalidRequestError(
             f"'prompt' is {_shown(prompt)}; it must be a non-empty string.", param="prompt"
         )
-    out["prompt"] = prompt
-    out["max_tokens"] = _max_tokens(
-        body, ("max_gen_len", "max_tokens", "max_new_tokens", "max_tokens_to_sample")
+    return InvokeRequest(
+        style=style,
+        prompt=prompt,
+        max_tokens=_max_tokens(body, ("max_gen_len", "max_tokens", "max_new_tokens", "max_tokens_to_sample")),
+        stop=stop,
+        sampling=sampling,
     )
-    return "/v1/completions", out
+
+
+def invoke_to_copy(body: dict[str, Any], style: InvokeStyle | None = None) -> tuple[str, dict[str, Any]]:
+    """The copy path and OpenAI body for an invoke body (``style`` is recognised again; kept for callers)."""
+    return parse_invoke(body).to_copy()
 
 
 def _max_tokens(body: dict[str, Any], keys: tuple[str, ...]) -> int:
@@ -223,49 +260,6 @@ def _text_blocks(blocks: Any, where: str) -> str:
     return "".join(texts)
 
 
-def converse_to_chat(body: dict[str, Any]) -> dict[str, Any]:
-    """A Converse request as an OpenAI chat body for the copy."""
-    messages: list[dict[str, str]] = []
-    system = body.get("system")
-    if system:
-        messages.append({"role": "system", "content": _text_blocks(system, "system")})
-    raw = body.get("messages")
-    if not isinstance(raw, list) or not raw:
-        raise InvalidRequestError("'messages' must be a non-empty list of {role, content}.", param="messages")
-    for i, message in enumerate(raw):
-        role = message.get("role") if isinstance(message, dict) else None
-        if role not in ("user", "assistant"):
-            raise InvalidRequestError(
-                f"messages[{i}].role is {_shown(role)}; it must be 'user' or 'assistant'.", param="messages"
-            )
-        messages.append(
-            {"role": role, "content": _text_blocks(message.get("content"), f"messages[{i}].content")}
-        )
-    out: dict[str, Any] = {"messages": messages}
-    config = _inference_config(body.get("inferenceConfig"))
-    out["max_tokens"] = config.maxTokens or DEFAULT_MAX_TOKENS
-    if config.temperature is not None:
-        out["temperature"] = config.temperature
-    if config.topP is not None:
-        out["top_p"] = config.topP
-    if config.stopSequences:
-        out["stop"] = config.stopSequences
-    extra = body.get("additionalModelRequestFields")
-    if extra is not None and not isinstance(extra, dict):
-        raise InvalidRequestError(
-            f"1 validation error detected: Value {_shown(extra)} at 'additionalModelRequestFields' failed to "
-            'satisfy constraint: it must be a JSON object of model parameters, like {"top_k": 40}.',
-            param="additionalModelRequestFields",
-        )
-    for key in _PASSTHROUGH:
-        if extra and extra.get(key) is not None:
-            out[key] = extra[key]
-    for key in ("temperature", "top_p"):  # checked like InvokeModel's, wherever they came from
-        if key in out:
-            out[key] = _number(out, key, float, 0.0, 2.0 if key == "temperature" else 1.0)
-    return out
-
-
 # Bounds of botocore's bedrock-runtime InferenceConfiguration shapes (2023-09-30 service model).
 _Unit = Annotated[float, Field(strict=True, ge=0.0, le=1.0, allow_inf_nan=False)]
 
@@ -303,7 +297,122 @@ def _inference_config(raw: Any) -> InferenceConfig:
         ) from None
 
 
-def converse_stop_reason(finish_reason: str | None) -> str:
+# Bedrock's own words for a conversation whose turns are out of order.
+MUST_START_WITH_USER = (
+    "A conversation must start with a user message. Try again with a conversation that starts with a "
+    "user message."
+)
+MUST_ALTERNATE = (
+    "A conversation must alternate between user and assistant roles. Make sure the conversation "
+    "alternates between user and assistant roles and try again."
+)
+
+
+def turn_order_problem(roles: list[str]) -> str | None:
+    """Bedrock's message when Converse turns are out of order (first not user, or a role twice in a row)."""
+    if roles and roles[0] != "user":
+        return MUST_START_WITH_USER
+    if any(a == b for a, b in itertools.pairwise(roles)):
+        return MUST_ALTERNATE
+    return None
+
+
+class ConverseMessage(BaseModel):
+    """One Converse turn, its text blocks joined (imported models take text only)."""
+
+    role: Literal["user", "assistant"]
+    text: str
+
+
+class ConverseRequest(BaseModel):
+    """A Converse / ConverseStream body, checked; :meth:`to_chat` is the copy's chat body."""
+
+    system: str | None = None
+    messages: list[ConverseMessage]
+    inference: InferenceConfig
+    # additionalModelRequestFields' sampling parameters the copy understands.
+    sampling: dict[str, Any] = Field(default_factory=dict)
+
+    def to_chat(self) -> dict[str, Any]:
+        messages: list[dict[str, str]] = []
+        if self.system:
+            messages.append({"role": "system", "content": self.system})
+        messages.extend({"role": m.role, "content": m.text} for m in self.messages)
+        out: dict[str, Any] = {
+            "messages": messages,
+            "max_tokens": self.inference.maxTokens or DEFAULT_MAX_TOKENS,
+        }
+        if self.inference.temperature is not None:
+            out["temperature"] = self.inference.temperature
+        if self.inference.topP is not None:
+            out["top_p"] = self.inference.topP
+        if self.inference.stopSequences:
+            out["stop"] = self.inference.stopSequences
+        out.update(self.sampling)
+        return out
+
+
+def parse_converse(body: dict[str, Any]) -> ConverseRequest:
+    """A Converse body as a :class:`ConverseRequest`, or a ValidationException worded as Bedrock's."""
+    if body.get("toolConfig") is not None:
+        raise InvalidRequestError(chat.TOOL_USE_UNSUPPORTED, param="toolConfig")
+    system = body.get("system")
+    system_text = _text_blocks(system, "system") if system else None
+    raw = body.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise InvalidRequestError("'messages' must be a non-empty list of {role, content}.", param="messages")
+    messages = []
+    for i, message in enumerate(raw):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ("user", "assistant"):
+            raise InvalidRequestError(
+                f"messages[{i}].role is {_shown(role)}; it must be 'user' or 'assistant'.", param="messages"
+            )
+        messages.append(
+            ConverseMessage(role=role, text=_text_blocks(message.get("content"), f"messages[{i}].content"))
+        )
+    problem = turn_order_problem([m.role for m in messages])
+    if problem:
+        raise InvalidRequestError(problem, param="messages")
+    config = _inference_config(body.get("inferenceConfig"))
+    extra = body.get("additionalModelRequestFields")
+    if extra is not None and not isinstance(extra, dict):
+        raise InvalidRequestError(
+            f"1 validation error detected: Value {_shown(extra)} at 'additionalModelRequestFields' failed to "
+            'satisfy constraint: it must be a JSON object of model parameters, like {"top_k": 40}.',
+            param="additionalModelRequestFields",
+        )
+    sampling = {key: extra[key] for key in _PASSTHROUGH if extra and extra.get(key) is not None}
+    # temperature/top_p are checked like InvokeModel's, wherever they came from.
+    checked = {"temperature": config.temperature, "top_p": config.topP, **sampling}
+    for key in ("temperature", "top_p"):
+        if checked.get(key) is not None:
+            _number(checked, key, float, 0.0, 2.0 if key == "temperature" else 1.0)
+    for key in ("temperature", "top_p"):
+        if key in sampling:
+            sampling[key] = float(sampling[key])
+    return ConverseRequest(
+        system=system_text,
+        messages=messages,
+        inference=config,
+        sampling=sampling,
+    )
+
+
+def converse_to_chat(body: dict[str, Any]) -> dict[str, Any]:
+    """A Converse request as an OpenAI chat body for the copy."""
+    return parse_converse(body).to_chat()
+
+
+def converse_stop_reason(finish_reason: str | None, stop_reason: Any = None) -> str:
+    """Converse's stopReason for a copy's finish.
+
+    ``stop_reason`` is vLLM's member of a choice: the stop string that ended the text, a stop
+    token id, or None for the end-of-sequence token. A stop string that hit is
+    ``stop_sequence``, as Bedrock reports it.
+    """
+    if (finish_reason or "stop") == "stop" and isinstance(stop_reason, str):
+        return "stop_sequence"
     return _CONVERSE_STOP.get(finish_reason or "stop", "end_turn")
 
 
@@ -318,7 +427,7 @@ def chat_to_converse(resp: dict[str, Any], latency_ms: int) -> dict[str, Any]:
         "output": {
             "message": {"role": "assistant", "content": [{"text": choice["message"].get("content") or ""}]}
         },
-        "stopReason": converse_stop_reason(choice.get("finish_reason")),
+        "stopReason": converse_stop_reason(choice.get("finish_reason"), choice.get("stop_reason")),
         "usage": token_usage(resp.get("usage") or {}),
         "metrics": {"latencyMs": latency_ms},
     }
