@@ -24,12 +24,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from outcrop.engine.families import SUPPORTED_MODEL_TYPES
 from outcrop.engine.kv_cache import KVCache
 from outcrop.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "mixtral")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
