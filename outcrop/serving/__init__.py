@@ -22,5 +22,6 @@ Where to look:
 ``copyclient.py``   HTTP to a copy (the copy contract of DESIGN.md); ``protocol.py`` its messages.
 ==================  ================================================================
 
-Nothing is imported here, so ``python -m outcrop.serving.nullcopy`` starts fast.
+Nothing is imported here, so a process that needs one submodule starts fast. The null copy
+that tests and benchmarks start in place of a model is ``outcrop/testing/nullcopy.py``.
 """

@@ -18,7 +18,7 @@ from outcrop.errors import OutcropError
 from tests.conftest import ServerProcess, boto3_client, import_and_wait
 
 NULL_COPY_TEMPLATE = (
-    "python -m outcrop.serving.nullcopy --port {port} --host {host} --served-name {served_name}"
+    "python -m outcrop.testing.nullcopy --port {port} --host {host} --served-name {served_name}"
 )
 # The load carries no credentials of its own: run the server open where it has an auth switch.
 OPEN_SERVER = {"OUTCROP_AUTH__ENABLED": "false"} if "auth" in OutcropConfig.model_fields else {}
