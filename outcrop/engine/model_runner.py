@@ -34,7 +34,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
-    """CPU defaults to float32, CUDA to bfloat16 (DESIGN.md)."""
+    """CPU defaults to float32, CUDA to bfloat16 (docs/architecture.md)."""
     if name is None or name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if name not in DTYPES:

@@ -1,18 +1,19 @@
 """Translation between Bedrock runtime bodies and the copy contract (OpenAI completions / chat).
 
 Shared by the runtime routes (outcrop.api.runtime) and the batch runner (outcrop.batch), so it lives
-beside the router rather than in the API layer (DESIGN: api -> batch -> serving).
+beside the router rather than in the API layer (dependencies point api -> batch -> serving;
+docs/architecture.md draws the paths).
 
 Pure functions, unit-tested; the routes only parse, call serving and translate.
 
-Invoke bodies come in three styles (../shared/reference/bedrock-wire.md §2.2):
+Invoke bodies come in three styles (docs/architecture.md, "Invoke body styles"):
 
 - ``BEDROCK_COMPLETION``: ``{"prompt", "max_gen_len", ...}`` (Llama style)
 - ``OPENAI_COMPLETION``: ``{"prompt", "max_tokens", ...}``
 - ``CHAT``: ``{"messages": [...], ...}``
 
 Prompt-style bodies get one *superset* response that every known client style can read
-(DESIGN.md, "Semantics"): Bedrock Llama fields, Mistral-style ``outputs`` and OpenAI ``choices``.
+(docs/architecture.md, "Invoke body styles"): Bedrock Llama fields, Mistral-style ``outputs`` and OpenAI ``choices``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Translate OutcropError into Bedrock's wire error: status + ``x-amzn-ErrorType`` + ``{"message"}``.
 
 botocore reads the code from the ``x-amzn-ErrorType`` header and raises
-``client.exceptions.<Name>`` (see ../shared/reference/bedrock-wire.md, "Error mapping").
+``client.exceptions.<Name>`` (each operation's errors are listed in botocore's service model,
+``botocore/data/bedrock*/*/service-2.json.gz``).
 """
 
 from __future__ import annotations
