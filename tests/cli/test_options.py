@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+import outcrop.cli
 from outcrop.cli.main import app
 from tests.conftest import (
     REPO,
@@ -111,3 +113,19 @@ def test_serve_takes_data_dir_after_the_subcommand(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_no_cli_module_imports_the_main_module_back() -> None:
+    package = Path(outcrop.cli.__file__).parent
+    importers = [
+        path.name
+        for path in sorted(package.glob("*.py"))
+        if path.name != "main.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom)
+        and (
+            node.module == "outcrop.cli.main"
+            or (node.module == "outcrop.cli" and any(a.name == "main" for a in node.names))
+        )
+    ]
+    assert importers == []
