@@ -30,6 +30,13 @@ batch_app = typer.Typer(
 )
 
 
+@batch_app.callback()
+@shared_options(endpoint=True)
+def batch_options() -> None:
+    # The shared options are accepted here too: `outcrop batch --endpoint URL ls`.
+    pass
+
+
 def _uri(value: str) -> str:
     return value if "://" in value else str(Path(value).expanduser().resolve())
 

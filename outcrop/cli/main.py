@@ -66,6 +66,13 @@ app.add_typer(batch_app, name="batch")
 app.add_typer(keys_app, name="keys")
 
 
+@keys_app.callback()
+@shared_options(endpoint=True)
+def keys_options() -> None:
+    # The shared options are accepted here too: `outcrop keys --endpoint URL ls`.
+    pass
+
+
 def _human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":

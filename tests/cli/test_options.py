@@ -39,8 +39,10 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str
         ["models", "--data-dir", "{data}", "--endpoint", "{url}"],
         ["--data-dir", "{data}", "models", "show", "m", "-e", "{url}"],
         ["batch", "ls", "--endpoint", "{url}", "--data-dir", "{data}"],
+        ["keys", "--endpoint", "{url}", "ls", "--data-dir", "{data}"],
+        ["batch", "--data-dir", "{data}", "show", "j", "-e", "{url}"],
     ],
-    ids=["before", "after", "split", "nested-after"],
+    ids=["before", "after", "split", "nested-after", "keys-group", "batch-group"],
 )
 def test_data_dir_and_endpoint_are_taken_before_or_after_the_subcommand(
     args: list[str], tmp_path: Path
