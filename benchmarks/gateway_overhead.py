@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/gateway_overhead.py --requests 3000 --rounds 3 --sustain-seconds 10
 
 It starts ``outcrop serve`` whose ``command`` launcher runs null copies
-(``python -m outcrop.serving.nullcopy``: answers at once, speaks the copy contract), imports
+(``python -m outcrop.testing.nullcopy``: answers at once, speaks the copy contract), imports
 a tiny generated model, warms one copy, and then sends the same OpenAI ``/v1/completions``
 request
 
@@ -180,7 +180,7 @@ def gateway_log(root: Path, port: int) -> Path:
 def start_gateway(root: Path, port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """``outcrop serve`` on ``port`` whose copies are null copies (``extra_env`` adds or overrides settings)."""
     template = (
-        f"{sys.executable} -m outcrop.serving.nullcopy --port {{port}} --host {{host}} "
+        f"{sys.executable} -m outcrop.testing.nullcopy --port {{port}} --host {{host}} "
         "--served-name {served_name}"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTCROP_")}

@@ -6,7 +6,7 @@
 It starts a Ray cluster on this machine (``ray.cluster_utils.Cluster``: a head without CPUs
 and two worker nodes of one CPU each), two ``outcrop serve`` gateways sharing one store
 (SQLite in one data dir, as two gateways on one machine can) whose ``ray`` launcher runs null
-copies (``python -m outcrop.serving.nullcopy``: answers at once) reserving half a CPU each.
+copies (``python -m outcrop.testing.nullcopy``: answers at once) reserving half a CPU each.
 Then:
 
 1. **Scale-out.** OpenAI ``/v1/completions`` at 32 keep-alive clients for ``--seconds``, with

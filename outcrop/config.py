@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 GIB = 1024**3
 
 # Bedrock's account-wide defaults, kept as ours so users moving over see the same limits.
-# Both are configuration, not hard limits (DESIGN.md "Quotas").
+# Both are configuration, not hard limits (docs/architecture.md, "Defaults that follow Bedrock").
 DEFAULT_IMPORTED_MODELS_QUOTA = 100  # Bedrock's default is 3; self-hosters import many more.
 DEFAULT_CONCURRENT_IMPORT_JOBS = 2  # Bedrock allows 1; 2 keeps one import from blocking a second on 2 cores.
 
@@ -347,7 +347,7 @@ class ThrottlingConfig(_Section):
 # -- batch ----------------------------------------------------------------------------
 
 # Why 10: Bedrock's "10 batch inference jobs submitted per model per Region"; here it is a
-# queue, not a rejection (DESIGN.md), so users moving over see the same concurrency.
+# queue, not a rejection (docs/architecture.md), so users moving over see the same concurrency.
 DEFAULT_BATCH_JOBS_PER_MODEL = 10
 
 

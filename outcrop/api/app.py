@@ -1,4 +1,4 @@
-"""The app factory: one FastAPI app carrying every surface (DESIGN.md, "Surfaces")."""
+"""The app factory: one FastAPI app carrying every surface (docs/architecture.md, "Surfaces")."""
 
 from __future__ import annotations
 

@@ -17,6 +17,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from outcrop.cli.client import Client
+from outcrop.cli.options import CliState, console, err_console, new_table, shared_options
+
 TERMINAL = {"Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired"}
 # How often --wait asks for progress: smooth for a person, negligible for the server.
 POLL_SECONDS = 0.5
@@ -27,28 +30,21 @@ batch_app = typer.Typer(
 )
 
 
-def _cli() -> Any:
-    from outcrop.cli import main  # late: main registers this sub-app
-
-    return main
-
-
-def _endpoint_opt() -> Any:
-    return typer.Option(
-        None, "--endpoint", "-e", help="URL of the Outcrop server (default: $OUTCROP_ENDPOINT)."
-    )
+@batch_app.callback()
+@shared_options(endpoint=True)
+def batch_options() -> None:
+    # The shared options are accepted here too: `outcrop batch --endpoint URL ls`.
+    pass
 
 
 def _uri(value: str) -> str:
     return value if "://" in value else str(Path(value).expanduser().resolve())
 
 
-def _get(client: Any, job: str) -> dict[str, Any]:
-    return dict(client._call("GET", f"/model-invocation-job/{job}"))
-
-
 @batch_app.command("submit")
+@shared_options(endpoint=True)
 def submit(
+    ctx: typer.Context,
     model: str = typer.Option(..., "--model", "-m", help="Imported model name or ARN."),
     input_path: str = typer.Option(
         ...,
@@ -67,7 +63,6 @@ def submit(
     wait: bool = typer.Option(
         False, "--wait", "-w", help="Follow the job with a progress bar until it ends."
     ),
-    endpoint: str | None = _endpoint_opt(),
 ) -> None:
     """Submit a batch job; prints its ARN, or with --wait follows it to the end.
 
@@ -83,8 +78,8 @@ def submit(
 
         outcrop batch submit -m my-llama -i s3://bucket/in/ -o s3://bucket/out/
     """
-    cli = _cli()
-    client = cli._client(endpoint)
+    cli = CliState.of(ctx)
+    client = cli.client()
     job_name = name or f"batch-{model.rsplit('/', 1)[-1]}-{time.strftime('%Y%m%d%H%M%S')}".replace("_", "-")
     body: dict[str, Any] = {
         "jobName": job_name,
@@ -96,23 +91,22 @@ def submit(
     }
     if timeout_hours is not None:
         body["timeoutDurationInHours"] = timeout_hours
-    arn = cli._run(lambda: client._call("POST", "/model-invocation-job", json=body)["jobArn"])
-    cli.err_console.print(f"Batch job [bold]{job_name}[/] submitted: {arn}")
+    arn = client.create_batch_job(**body)
+    err_console.print(f"Batch job [bold]{job_name}[/] submitted: {arn}")
     if not wait:
-        cli.console.print(arn)
+        console.print(arn)
         return
-    job = cli._run(lambda: _follow(client, arn))
-    _print_job(job)
+    job = _follow(client, arn)
+    _print_job(cli, job)
     if job["status"] in ("Failed", "Expired"):
-        cli.err_console.print(
+        err_console.print(
             f"[bold red]Batch job {job['status'].lower()}:[/] {job.get('message', '')}", highlight=False
         )
         raise typer.Exit(1)
 
 
-def _follow(client: Any, arn: str) -> dict[str, Any]:
+def _follow(client: Client, arn: str) -> dict[str, Any]:
     """A progress bar (records done / total, output tokens/s, ETA) until the job ends."""
-    cli = _cli()
     columns = [
         TextColumn("[bold]{task.description:<12}"),
         BarColumn(),
@@ -124,10 +118,10 @@ def _follow(client: Any, arn: str) -> dict[str, Any]:
     ]
     started: tuple[float, int] | None = None
     rate = 0.0
-    with Progress(*columns, console=cli.err_console, transient=False) as progress:
+    with Progress(*columns, console=err_console, transient=False) as progress:
         task = progress.add_task("Submitted", total=None, tokens_per_second=0.0)
         while True:
-            job = _get(client, arn)
+            job = client.batch_job(arn)
             tokens = int(job.get("outputTokenCount", 0))
             if started is None and (job["status"] == "InProgress" or job["status"] in TERMINAL):
                 started = (time.monotonic(), 0 if job["status"] in TERMINAL else tokens)
@@ -161,8 +155,7 @@ def _job_rate(job: dict[str, Any]) -> float:
     return int(job.get("outputTokenCount", 0)) / seconds if seconds > 0 else 0.0
 
 
-def _print_job(job: dict[str, Any]) -> None:
-    cli = _cli()
+def _print_job(cli: CliState, job: dict[str, Any]) -> None:
     if cli.emit_json(job):
         return
     table = Table(show_header=False, box=None, pad_edge=False)
@@ -189,13 +182,14 @@ def _print_job(job: dict[str, Any]) -> None:
     for key, value in rows:
         if value is not None:
             table.add_row(key, str(value))
-    cli.console.print(table)
+    console.print(table)
 
 
 @batch_app.command("ls")
+@shared_options(endpoint=True)
 def list_jobs(
+    ctx: typer.Context,
     status: str | None = typer.Option(None, "--status", help="Only jobs in this status (e.g. InProgress)."),
-    endpoint: str | None = _endpoint_opt(),
 ) -> None:
     """List batch jobs, newest first.
 
@@ -205,20 +199,15 @@ def list_jobs(
 
         outcrop batch ls --status Scheduled
     """
-    cli = _cli()
-    client = cli._client(endpoint)
-    params: dict[str, str] = {"sortOrder": "Descending"}
-    if status:
-        params["statusEquals"] = status
-    jobs = cli._run(
-        lambda: client._call("GET", "/model-invocation-jobs", params=params)["invocationJobSummaries"]
-    )
+    cli = CliState.of(ctx)
+    client = cli.client()
+    jobs = client.list_batch_jobs(status)
     if cli.emit_json(jobs):
         return
     if not jobs:
-        cli.err_console.print("No batch jobs yet. Submit one with `outcrop batch submit`.")
+        err_console.print("No batch jobs yet. Submit one with `outcrop batch submit`.")
         return
-    table = cli.new_table("name", "status", "model", "records", "submitted")
+    table = new_table("name", "status", "model", "records", "submitted")
     for job in jobs:
         table.add_row(
             job["jobName"],
@@ -227,13 +216,14 @@ def list_jobs(
             f"{job.get('processedRecordCount', 0)}/{job.get('totalRecordCount', 0)}",
             job["submitTime"],
         )
-    cli.console.print(table)
+    console.print(table)
 
 
 @batch_app.command("show")
+@shared_options(endpoint=True)
 def show(
+    ctx: typer.Context,
     job: str = typer.Argument(..., help="Job ARN, id or name."),
-    endpoint: str | None = _endpoint_opt(),
 ) -> None:
     """Show a batch job: status, counters, tokens, input and output.
 
@@ -241,15 +231,16 @@ def show(
 
         outcrop batch show my-batch-job
     """
-    cli = _cli()
-    client = cli._client(endpoint)
-    _print_job(cli._run(lambda: _get(client, job)))
+    cli = CliState.of(ctx)
+    client = cli.client()
+    _print_job(cli, client.batch_job(job))
 
 
 @batch_app.command("stop")
+@shared_options(endpoint=True)
 def stop(
+    ctx: typer.Context,
     job: str = typer.Argument(..., help="Job ARN, id or name."),
-    endpoint: str | None = _endpoint_opt(),
 ) -> None:
     """Stop a batch job: records in flight finish; outputs and the manifest hold what was processed.
 
@@ -257,8 +248,8 @@ def stop(
 
         outcrop batch stop my-batch-job
     """
-    cli = _cli()
-    client = cli._client(endpoint)
-    cli._run(lambda: client._call("POST", f"/model-invocation-job/{job}/stop"))
-    status = cli._run(lambda: _get(client, job))["status"]
-    cli.err_console.print(f"Batch job [bold]{job}[/] is {status}.")
+    cli = CliState.of(ctx)
+    client = cli.client()
+    client.stop_batch_job(job)
+    status = client.batch_job(job)["status"]
+    err_console.print(f"Batch job [bold]{job}[/] is {status}.")

@@ -16,8 +16,9 @@ class ServerError(OutcropError):
 class Client:
     def __init__(self, endpoint: str, api_key: str | None = None, timeout: float = 600.0) -> None:
         self.endpoint = endpoint.rstrip("/")
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(base_url=self.endpoint, timeout=timeout, headers=headers)
+        self.auth_headers: dict[str, str] = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        """The headers that authorise a request as this client (empty without an API key)."""
+        self._http = httpx.Client(base_url=self.endpoint, timeout=timeout, headers=self.auth_headers)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
@@ -83,6 +84,19 @@ class Client:
 
     def rotate_key(self, name: str) -> dict[str, Any]:
         return dict(self._call("POST", f"/outcrop/keys/{name}/rotate"))
+
+    def create_batch_job(self, **body: Any) -> str:
+        return str(self._call("POST", "/model-invocation-job", json=body)["jobArn"])
+
+    def batch_job(self, identifier: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/model-invocation-job/{identifier}"))
+
+    def list_batch_jobs(self, status: str | None = None) -> list[dict[str, Any]]:
+        params = {"sortOrder": "Descending", **({"statusEquals": status} if status else {})}
+        return list(self._call("GET", "/model-invocation-jobs", params=params)["invocationJobSummaries"])
+
+    def stop_batch_job(self, identifier: str) -> None:
+        self._call("POST", f"/model-invocation-job/{identifier}/stop")
 
     def health(self) -> dict[str, Any]:
         return dict(self._call("GET", "/health"))

@@ -1,7 +1,8 @@
 """The ``outcrop`` command line.
 
-Every command that talks to a server catches ``OutcropError`` once (``_run``) and prints a
-one-line red message: no stack traces in front of users.
+The shared options, the run's state (``CliState``, in the click context) and the one error
+edge (``OutcropGroup``: an ``OutcropError`` becomes a one-line red message, no stack trace)
+live in ``outcrop/cli/options.py``; ``batch`` and ``bench`` have their own modules.
 """
 
 from __future__ import annotations
@@ -12,13 +13,10 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -30,31 +28,26 @@ from rich.progress import (
 from rich.table import Table
 
 from outcrop import __version__
-from outcrop.auth.bootstrap import read_credentials
 from outcrop.cli.batch import batch_app
+from outcrop.cli.bench import bench_command
 from outcrop.cli.client import Client
+from outcrop.cli.options import (
+    CliState,
+    OutcropGroup,
+    YesOpt,
+    console,
+    err_console,
+    new_table,
+    shared_options,
+)
 from outcrop.config import OutcropConfig
-from outcrop.envs import cli_api_key, default_endpoint, load_config
-from outcrop.errors import InvalidRequestError, OutcropError
+from outcrop.envs import load_config
+from outcrop.errors import InvalidRequestError
 from outcrop.store.datadir import PRIVATE_UMASK, make_private
-
-# Piped or redirected output is as wide as its longest row, so names and ARNs arrive whole.
-console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 4096)
-err_console = Console(stderr=True, soft_wrap=True)
-
-
-def new_table(*headers: str) -> Table:
-    """A listing whose long values (ARNs, names, URLs) fold onto more lines instead of being cut."""
-    table = Table(*headers)
-    for column in table.columns:
-        column.overflow = "fold"
-    return table
-
-
-T = TypeVar("T")
 
 app = typer.Typer(
     name="outcrop",
+    cls=OutcropGroup,
     no_args_is_help=True,
     rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
@@ -75,45 +68,12 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(batch_app, name="batch")
 app.add_typer(keys_app, name="keys")
 
-_state: dict[str, Any] = {}
 
-EndpointOpt = typer.Option(
-    None,
-    "--endpoint",
-    "-e",
-    help="URL of the Outcrop server (default: $OUTCROP_ENDPOINT or http://127.0.0.1:8080).",
-)
-YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
-
-
-def _run(fn: Callable[[], T]) -> T:
-    """The CLI's one error edge."""
-    try:
-        return fn()
-    except OutcropError as exc:
-        err_console.print("[bold red]error:[/] " + escape(exc.message), highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]")
-        raise typer.Exit(130) from None
-
-
-def _config() -> OutcropConfig:
-    cfg: OutcropConfig = _run(lambda: load_config(**_state.get("overrides", {})))
-    return cfg
-
-
-def _client(endpoint: str | None) -> Client:
-    """A client with the caller's API key: $OUTCROP_API_KEY, else the admin's from the data dir."""
-    config = _config()
-    api_key = cli_api_key() or (read_credentials(config) or {}).get("api_key")
-    if api_key is None:
-        err_console.print(
-            f"[yellow]note:[/] no credentials: {config.credentials_path} does not exist and OUTCROP_API_KEY is "
-            "not set. Pass the server's --data-dir, or set OUTCROP_API_KEY to a key from `outcrop keys create`.",
-            highlight=False,
-        )
-    return Client(endpoint or default_endpoint(config), api_key=api_key)
+@keys_app.callback()
+@shared_options(endpoint=True)
+def keys_options() -> None:
+    # The shared options are accepted here too: `outcrop keys --endpoint URL ls`.
+    pass
 
 
 def _human_bytes(n: float) -> str:
@@ -125,17 +85,8 @@ def _human_bytes(n: float) -> str:
 
 
 @app.callback()
-def main_options(
-    data_dir: Path | None = typer.Option(
-        None, "--data-dir", help="Data folder (default ~/.outcrop; $OUTCROP_DATA_DIR)."
-    ),
-    database_url: str | None = typer.Option(
-        None, "--database-url", help="Metadata store URL (default SQLite)."
-    ),
-    json_output: bool = typer.Option(
-        False, "--json", help="Print listings and details as JSON (the API's own fields), for scripts."
-    ),
-) -> None:
+@shared_options(endpoint=True)
+def main_options() -> None:
     """Outcrop: import fine-tuned LLMs and serve them behind Bedrock and OpenAI APIs.
 
     Examples:
@@ -150,13 +101,6 @@ def main_options(
 
         outcrop --json models | jq -r '.[].modelArn'
     """
-    _state["json"] = json_output
-    overrides: dict[str, Any] = {}
-    if data_dir is not None:
-        overrides["data_dir"] = data_dir
-    if database_url is not None:
-        overrides["store.database_url"] = database_url
-    _state["overrides"] = overrides
 
 
 @app.command()
@@ -166,7 +110,9 @@ def version() -> None:
 
 
 @app.command()
+@shared_options
 def serve(
+    ctx: typer.Context,
     host: str | None = typer.Option(None, help="Address to bind (default 127.0.0.1: loopback only)."),
     port: int | None = typer.Option(None, help="Port (default 8080; 0 picks a free one)."),
     log_json: bool = typer.Option(False, "--log-json", help="Log one JSON object per line."),
@@ -193,7 +139,7 @@ def serve(
     from outcrop.api.transport import guarded_http_protocol
     from outcrop.logs import setup_logging
 
-    overrides = dict(_state.get("overrides", {}))
+    overrides = CliState.of(ctx).overrides()
     for key, value in {
         "server.host": host,
         "server.port": port,
@@ -207,16 +153,14 @@ def serve(
     if tls_cert is not None or tls_key is not None:
         overrides["server.tls_cert_file"] = tls_cert
         overrides["server.tls_key_file"] = tls_key
-    config: OutcropConfig = _run(lambda: load_config(**overrides))
+    config: OutcropConfig = load_config(**overrides)
     setup_logging(config.server.log_level, config.server.log_json)
     loopback = is_loopback(config.server.host)
     if not config.auth.enabled:
         if not loopback:
-            _run(
-                lambda: _refuse(
-                    f"Refusing to serve {config.server.host} without credentials: anyone on the "
-                    "network could use and delete your models. Drop --insecure-no-auth or bind 127.0.0.1."
-                )
+            _refuse(
+                f"Refusing to serve {config.server.host} without credentials: anyone on the "
+                "network could use and delete your models. Drop --insecure-no-auth or bind 127.0.0.1."
             )
         err_console.print(
             "[bold yellow]WARNING: authentication is OFF (--insecure-no-auth): any local process "
@@ -224,12 +168,12 @@ def serve(
         )
     tls = config.server.tls_cert_file, config.server.tls_key_file
     if (tls[0] is None) != (tls[1] is None):
-        _run(lambda: _refuse("HTTPS needs both --tls-cert and --tls-key."))
-    _run(lambda: _check_port_free(config.server.host, config.server.port))
+        _refuse("HTTPS needs both --tls-cert and --tls-key.")
+    _check_port_free(config.server.host, config.server.port)
     # Private data: files this process (and the copies it starts) creates are 0600, folders 0700.
     os.umask(PRIVATE_UMASK)
-    _run(lambda: make_private(config.resolved_data_dir))
-    application = _run(lambda: create_app(config))
+    make_private(config.resolved_data_dir)
+    application = create_app(config)
     scheme = "https" if tls[0] else "http"
     err_console.print(
         f"[bold green]Outcrop {__version__}[/] serving on {scheme}://{config.server.host}:{config.server.port} "
@@ -264,23 +208,12 @@ def _refuse(message: str) -> None:
     raise InvalidRequestError(message)
 
 
-def emit_json(data: Any) -> bool:
-    """With --json, print ``data`` as JSON on stdout and return True (the caller prints nothing else)."""
-    if not _state.get("json"):
-        return False
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-    return True
-
-
 def _confirm(question: str, yes: bool) -> None:
     """Ask before deleting; with no terminal to ask on, refuse unless --yes was given."""
     if yes:
         return
     if not sys.stdin.isatty():
-        err_console.print(
-            f"[bold red]error:[/] {question[:-1]}: nobody can confirm (no terminal); add --yes."
-        )
-        raise typer.Exit(1)
+        raise InvalidRequestError(f"{question[:-1]}: nobody can confirm (no terminal); add --yes.")
     if not typer.confirm(question):
         raise typer.Exit(1)
 
@@ -325,7 +258,9 @@ def _wait_for_import(client: Client, job_arn: str, *, quiet: bool = False) -> di
 
 
 @app.command("import")
+@shared_options(endpoint=True)
 def import_model(
+    ctx: typer.Context,
     source: str = typer.Argument(
         ..., help="Model folder: a local path (read by the server), file:// or s3:// URI."
     ),
@@ -338,7 +273,6 @@ def import_model(
     no_wait: bool = typer.Option(
         False, "--no-wait", help="Return once the job is created; do not follow it."
     ),
-    endpoint: str | None = EndpointOpt,
 ) -> None:
     """Import a Hugging Face safetensors folder as a model; shows progress and waits for the verdict.
 
@@ -348,28 +282,29 @@ def import_model(
 
         outcrop import s3://models/llama-ft/ --name llama-ft --no-wait
     """
-    client = _client(endpoint)
+    cli = CliState.of(ctx)
+    client = cli.client()
     uri = source if "://" in source else str(Path(source).expanduser().resolve())
     body = {
         "jobName": job_name or f"{name}-import-{time.strftime('%Y%m%d%H%M%S')}".replace("_", "-"),
         "importedModelName": name,
         "modelDataSource": {"s3DataSource": {"s3Uri": uri}},
     }
-    job_arn = _run(lambda: client.create_import_job(**body))
+    job_arn = client.create_import_job(**body)
     err_console.print(f"Import job [bold]{body['jobName']}[/] created: {job_arn}")
     if no_wait:
         console.print(job_arn)
         return
-    detail = _run(lambda: _wait_for_import(client, job_arn))
+    detail = _wait_for_import(client, job_arn)
     if detail["status"] == "Failed":
         err_console.print(f"[bold red]Import failed:[/] {detail['failureMessage']}", highlight=False)
         raise typer.Exit(1)
-    model = _run(lambda: client.model_detail(name))
-    _print_model(model)
+    model = client.model_detail(name)
+    _print_model(cli, model)
 
 
-def _print_model(model: dict[str, Any]) -> None:
-    if emit_json(model):
+def _print_model(cli: CliState, model: dict[str, Any]) -> None:
+    if cli.emit_json(model):
         return
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
@@ -393,7 +328,8 @@ def _print_model(model: dict[str, Any]) -> None:
 
 
 @models_app.callback(invoke_without_command=True)
-def models_list(ctx: typer.Context, endpoint: str | None = EndpointOpt) -> None:
+@shared_options(endpoint=True)
+def models_list(ctx: typer.Context) -> None:
     """List imported models (`outcrop models`), or use a subcommand.
 
     Examples:
@@ -406,9 +342,10 @@ def models_list(ctx: typer.Context, endpoint: str | None = EndpointOpt) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    client = _client(endpoint)
-    models = _run(client.list_models)
-    if emit_json(models):
+    cli = CliState.of(ctx)
+    client = cli.client()
+    models = client.list_models()
+    if cli.emit_json(models):
         return
     if not models:
         console.print("No imported models yet. Import one with `outcrop import PATH --name NAME`.")
@@ -426,44 +363,46 @@ def models_list(ctx: typer.Context, endpoint: str | None = EndpointOpt) -> None:
 
 
 @models_app.command("show")
-def models_show(
-    name: str = typer.Argument(..., help="Model name or ARN."), endpoint: str | None = EndpointOpt
-) -> None:
+@shared_options(endpoint=True)
+def models_show(ctx: typer.Context, name: str = typer.Argument(..., help="Model name or ARN.")) -> None:
     """Show everything recorded about an imported model.
 
     Example: outcrop models show my-llama
     """
-    client = _client(endpoint)
-    _print_model(_run(lambda: client.model_detail(name)))
+    cli = CliState.of(ctx)
+    client = cli.client()
+    _print_model(cli, client.model_detail(name))
 
 
 @models_app.command("rm")
+@shared_options(endpoint=True)
 def models_rm(
-    name: str = typer.Argument(..., help="Model name or ARN."),
-    yes: bool = YesOpt,
-    endpoint: str | None = EndpointOpt,
+    ctx: typer.Context, name: str = typer.Argument(..., help="Model name or ARN."), yes: bool = YesOpt
 ) -> None:
     """Delete an imported model (its stored files go too, unless another model shares them).
 
     Example: outcrop models rm my-llama --yes
     """
-    client = _client(endpoint)
+    cli = CliState.of(ctx)
+    client = cli.client()
     _confirm(f"Delete model {name}?", yes)
-    _run(lambda: client.delete_model(name))
+    client.delete_model(name)
     console.print(f"Deleted {name}.")
 
 
 @jobs_app.callback(invoke_without_command=True)
-def jobs_list(ctx: typer.Context, endpoint: str | None = EndpointOpt) -> None:
+@shared_options(endpoint=True)
+def jobs_list(ctx: typer.Context) -> None:
     """List model import jobs, newest first (`outcrop jobs`), or use a subcommand.
 
     Example: outcrop jobs show my-llama-import-20260101120000
     """
     if ctx.invoked_subcommand is not None:
         return
-    client = _client(endpoint)
-    jobs = _run(client.list_import_jobs)
-    if emit_json(jobs):
+    cli = CliState.of(ctx)
+    client = cli.client()
+    jobs = client.list_import_jobs()
+    if cli.emit_json(jobs):
         return
     if not jobs:
         err_console.print("No import jobs yet. Import a model folder with `outcrop import PATH --name NAME`.")
@@ -482,16 +421,16 @@ def jobs_list(ctx: typer.Context, endpoint: str | None = EndpointOpt) -> None:
 
 
 @jobs_app.command("show")
-def jobs_show(
-    name: str = typer.Argument(..., help="Job name or ARN."), endpoint: str | None = EndpointOpt
-) -> None:
+@shared_options(endpoint=True)
+def jobs_show(ctx: typer.Context, name: str = typer.Argument(..., help="Job name or ARN.")) -> None:
     """Show an import job: status, phase, bytes copied and the failure reason if any.
 
     Example: outcrop jobs show my-llama-import-20260101120000
     """
-    client = _client(endpoint)
-    d = _run(lambda: client.import_job_detail(name))
-    if emit_json(d):
+    cli = CliState.of(ctx)
+    client = cli.client()
+    d = client.import_job_detail(name)
+    if cli.emit_json(d):
         return
     console.print(f"[bold]{d['jobName']}[/]  {d['status']} ({d['phase']})  model: {d['importedModelName']}")
     console.print(
@@ -503,10 +442,11 @@ def jobs_show(
 
 
 @app.command()
+@shared_options(endpoint=True)
 def warm(
+    ctx: typer.Context,
     name: str = typer.Argument(..., help="Model name or ARN."),
     copies: int = typer.Option(1, "--copies", "-c", min=1, max=64, help="How many copies to have running."),
-    endpoint: str | None = EndpointOpt,
 ) -> None:
     """Pre-start copies of a model so the first request does not wait for a cold start.
 
@@ -516,10 +456,11 @@ def warm(
 
         outcrop warm my-llama --copies 2
     """
-    client = _client(endpoint)
+    cli = CliState.of(ctx)
+    client = cli.client()
     with err_console.status(f"Starting {copies} cop{'y' if copies == 1 else 'ies'} of {name}..."):
-        ready = _run(lambda: client.warm(name, copies))
-    _print_copies(ready)
+        ready = client.warm(name, copies)
+    _print_copies(cli, ready)
 
 
 def _age(iso: str | None) -> str:
@@ -533,8 +474,8 @@ def _age(iso: str | None) -> str:
     return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
 
 
-def _print_copies(copies: list[dict[str, Any]]) -> None:
-    if emit_json(copies):
+def _print_copies(cli: CliState, copies: list[dict[str, Any]]) -> None:
+    if cli.emit_json(copies):
         return
     if not copies:
         console.print("No copies are running (models scale to zero when idle).")
@@ -555,17 +496,19 @@ def _print_copies(copies: list[dict[str, Any]]) -> None:
 
 
 @app.command("copies")
-def list_copies(endpoint: str | None = EndpointOpt) -> None:
+@shared_options(endpoint=True)
+def list_copies(ctx: typer.Context) -> None:
     """List running model copies with their state, load and age.
 
     Example: outcrop copies
     """
-    client = _client(endpoint)
-    _print_copies(_run(client.copies))
+    cli = CliState.of(ctx)
+    client = cli.client()
+    _print_copies(cli, client.copies())
 
 
-def _print_new_key(k: dict[str, Any]) -> None:
-    if emit_json(k):
+def _print_new_key(cli: CliState, k: dict[str, Any]) -> None:
+    if cli.emit_json(k):
         return
     console.print(f"[bold]{k['name']}[/] (shown once; store them now)")
     console.print(f"  aws_access_key_id     = {k['accessKeyId']}")
@@ -574,14 +517,15 @@ def _print_new_key(k: dict[str, Any]) -> None:
 
 
 @keys_app.command("create")
+@shared_options(endpoint=True)
 def keys_create(
+    ctx: typer.Context,
     name: str = typer.Argument(..., help="Principal name (letters, digits, '-', '_')."),
     policy: str = typer.Option(
         "invoke-only",
         help="admin, invoke-only, read-only, or file://PATH of an IAM-style policy document (JSON).",
     ),
     model: list[str] = typer.Option([], "--model", "-m", help="invoke-only: limit to these models (repeat)."),
-    endpoint: str | None = EndpointOpt,
 ) -> None:
     """Create a principal with an access key pair and an API key.
 
@@ -593,9 +537,10 @@ def keys_create(
 
         outcrop keys create ops --policy file://ops-policy.json
     """
-    client = _client(endpoint)
-    document = _run(lambda: _policy_argument(policy))
-    _print_new_key(_run(lambda: client.create_key(name, document, model)))
+    cli = CliState.of(ctx)
+    client = cli.client()
+    document = _policy_argument(policy)
+    _print_new_key(cli, client.create_key(name, document, model))
 
 
 def _policy_argument(policy: str) -> str | dict[str, Any]:
@@ -615,14 +560,16 @@ def _policy_argument(policy: str) -> str | dict[str, Any]:
 
 
 @keys_app.command("ls")
-def keys_ls(endpoint: str | None = EndpointOpt) -> None:
+@shared_options(endpoint=True)
+def keys_ls(ctx: typer.Context) -> None:
     """List principals (never their secrets).
 
     Example: outcrop keys ls
     """
-    client = _client(endpoint)
-    keys = _run(client.list_keys)
-    if emit_json(keys):
+    cli = CliState.of(ctx)
+    client = cli.client()
+    keys = client.list_keys()
+    if cli.emit_json(keys):
         return
     table = new_table("name", "access key id", "api key", "policy actions", "created")
     for k in keys:
@@ -646,36 +593,42 @@ def _as_strings(value: str | list[str]) -> list[str]:
 
 
 @keys_app.command("rm")
+@shared_options(endpoint=True)
 def keys_rm(
+    ctx: typer.Context,
     name: str = typer.Argument(..., help="The principal's name (as `outcrop keys ls` shows it)."),
     yes: bool = YesOpt,
-    endpoint: str | None = EndpointOpt,
 ) -> None:
     """Delete a principal: its keys stop working at once.
 
     Example: outcrop keys rm ci-bot --yes
     """
-    client = _client(endpoint)
+    cli = CliState.of(ctx)
+    client = cli.client()
     _confirm(f"Delete principal {name}? Its keys stop working at once.", yes)
-    _run(lambda: client.delete_key(name))
+    client.delete_key(name)
     console.print(f"Deleted {name}.")
 
 
 @keys_app.command("rotate")
+@shared_options(endpoint=True)
 def keys_rotate(
+    ctx: typer.Context,
     name: str = typer.Argument(..., help="The principal's name (as `outcrop keys ls` shows it)."),
-    endpoint: str | None = EndpointOpt,
 ) -> None:
     """Replace a principal's keys (same policy); the old ones stop working at once.
 
     Example: outcrop keys rotate ci-bot
     """
-    client = _client(endpoint)
-    _print_new_key(_run(lambda: client.rotate_key(name)))
+    cli = CliState.of(ctx)
+    client = cli.client()
+    _print_new_key(cli, client.rotate_key(name))
 
 
 @app.command()
+@shared_options
 def demo(
+    ctx: typer.Context,
     port: int = typer.Option(8080, help="Port to serve on (a free one is used if it is taken)."),
     keep_serving: bool = typer.Option(
         True, "--keep-serving/--exit", help="Keep the server up after the demo."
@@ -687,11 +640,8 @@ def demo(
     """
     from outcrop.cli.demo import run_demo
 
-    _run(lambda: run_demo(_config(), port=port, keep_serving=keep_serving, console=err_console))
+    run_demo(CliState.of(ctx).config(), port=port, keep_serving=keep_serving, console=err_console)
 
-
-# `outcrop bench` lives in its own module; registered last because it uses the helpers above.
-from outcrop.cli.bench import bench_command  # noqa: E402
 
 app.command("bench")(bench_command)
 

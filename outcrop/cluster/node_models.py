@@ -17,9 +17,9 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from outcrop.engine.loader import MANIFEST_NAME
 from outcrop.errors import ModelValidationError
 
-MANIFEST_NAME = ".outcrop-manifest.json"  # the model store's and the worker's name for it
 COPY_CHUNK_BYTES = 8 * 1024 * 1024
 
 # (relative path, sha256, size in bytes): one file of the model, as the store records it.

@@ -18,6 +18,8 @@ Modules, by noun (the request path, outside in):
 - ``detokenizer``  incremental UTF-8-safe detokenization.
 - ``tokenization`` tokenizer, chat template, EOS ids.
 - ``loader``       manifest (sha256/size) verification before loading.
+- ``families``     the model types (``config.json`` ``model_type``) the engine serves.
+- ``meminfo``      free host memory (/proc/meminfo ``MemAvailable``), also read by the gateway.
 - ``metrics``      Prometheus metrics.
 - ``auth``         the copy's token: every route but /health needs its gateway's secret.
 

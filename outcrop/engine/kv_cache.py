@@ -14,10 +14,10 @@ never overwrite real entries. The number of slots is what the byte budget pays f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
+from outcrop.engine.meminfo import available_memory_bytes as host_available_memory_bytes
 from outcrop.errors import ConfigError
 
 # Why 0.5: the KV cache is the one big allocation made after the weights; half of what is
@@ -68,13 +68,8 @@ def available_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free)
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4 * 1024**3  # unknown platform: assume a modest 4 GiB
+    host_bytes = host_available_memory_bytes()
+    return 4 * 1024**3 if host_bytes is None else host_bytes  # unknown platform: assume a modest 4 GiB
 
 
 def default_kv_budget_bytes(device: torch.device) -> int:

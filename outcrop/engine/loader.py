@@ -14,17 +14,15 @@ from pathlib import Path
 
 from outcrop.errors import ModelValidationError
 
+# The one name of the manifest: the model store (outcrop/registry/modelstore.py) writes it, Ray
+# nodes' copies of a model (outcrop/cluster/node_models.py) carry it, this module checks it.
 MANIFEST_NAME = ".outcrop-manifest.json"
-# Why 8 MiB: large sequential reads hash at disk speed without holding much memory.
-HASH_CHUNK_BYTES = 8 * 1024 * 1024
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+    """The file's sha256 as hex (``hashlib.file_digest`` reads it in chunks)."""
     with path.open("rb") as fh:
-        while chunk := fh.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def verify_model_dir(model_dir: Path) -> None:

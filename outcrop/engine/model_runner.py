@@ -24,17 +24,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from outcrop.engine.families import SUPPORTED_MODEL_TYPES
 from outcrop.engine.kv_cache import KVCache
 from outcrop.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "mixtral")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
-    """CPU defaults to float32, CUDA to bfloat16 (DESIGN.md)."""
+    """CPU defaults to float32, CUDA to bfloat16 (docs/architecture.md)."""
     if name is None or name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if name not in DTYPES:

@@ -13,7 +13,6 @@ before it loads the weights.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,19 +20,9 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
+from outcrop.engine.loader import MANIFEST_NAME, sha256_file
 from outcrop.errors import InternalError, ModelValidationError
 from outcrop.store.imports import ModelFile
-
-MANIFEST_NAME = ".outcrop-manifest.json"
-HASH_CHUNK_BYTES = 8 * 1024 * 1024
-
-
-def sha256_file(path: Path, chunk_bytes: int = HASH_CHUNK_BYTES) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class ModelStore:

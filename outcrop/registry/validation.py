@@ -38,11 +38,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeGuard
 
 from outcrop.config import RegistryConfig
+from outcrop.engine.families import SUPPORTED_MODEL_TYPES
 from outcrop.errors import ModelValidationError
 from outcrop.registry.chat_template_probe import render_sample
 from outcrop.registry.safetensors_header import SUPPORTED_DTYPES, Tensor, listing, parse_header
 
-SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("llama", "mistral", "mixtral", "qwen2", "qwen3")
 # The one causal-LM class per family the engine serves (config.architectures[0]).
 SUPPORTED_ARCHITECTURES: dict[str, str] = {
     "llama": "LlamaForCausalLM",

@@ -19,8 +19,9 @@ Where to look:
 ``gateways.py``     several gateways sharing one fleet: leases, demand board, adoption of
                     copies found running, and which gateway owns each copy.
 ``copies.py``       the copy status enum and the record of one copy.
-``copyclient.py``   HTTP to a copy (the copy contract of DESIGN.md); ``protocol.py`` its messages.
+``copyclient.py``   HTTP to a copy (the copy contract, docs/architecture.md); ``protocol.py`` its messages.
 ==================  ================================================================
 
-Nothing is imported here, so ``python -m outcrop.serving.nullcopy`` starts fast.
+Nothing is imported here, so a process that needs one submodule starts fast. The null copy
+that tests and benchmarks start in place of a model is ``outcrop/testing/nullcopy.py``.
 """

@@ -2,7 +2,8 @@
 
 Why not httpx: on these 2-core machines an ``httpx.AsyncClient`` spends ~1 ms of CPU per
 request and its connection pool tops out near 500 requests/s against a copy that answers
-instantly, which alone would miss issue 3's goals (added p50 <= 1 ms, >= 1,000 requests/s).
+instantly, which alone would miss the gateway's goals (added p50 <= 1 ms, >= 1,000 requests/s;
+benchmarks/gateway_overhead.py measures them).
 This client does one thing: JSON POSTs and GETs to one copy over pooled keep-alive
 connections, with responses parsed by ``httptools`` (llhttp, the parser uvicorn uses), and
 streamed bodies handed over as they arrive. It measured ~0.17 ms per request and ~9,000

@@ -34,8 +34,8 @@ from outcrop.cluster.launchers import (
     get_launcher,
 )
 from outcrop.config import OutcropConfig
+from outcrop.engine.loader import MANIFEST_NAME
 from outcrop.errors import NotFoundError, OutcropError, ServiceUnavailableError
-from outcrop.registry.modelstore import MANIFEST_NAME
 from outcrop.registry.service import Registry
 from outcrop.serving.copies import CopyInfo, CopyStatus, ModelCopy
 from outcrop.serving.copyclient import CopyClient, CopyRefusedError, CopyTransportError

@@ -6,25 +6,14 @@ import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-MEMINFO = Path("/proc/meminfo")
+# The one MemAvailable reader lives with the engine (which sizes its KV cache from it).
+from outcrop.engine.meminfo import MEMINFO as MEMINFO
+from outcrop.engine.meminfo import available_memory_bytes as available_memory_bytes
+
 NVIDIA_SMI_QUERY = ("--query-gpu=index,memory.free", "--format=csv,noheader,nounits")
 # Why 10 s: nvidia-smi answers in ~50 ms; a wedged driver must not hold a copy start for long.
 NVIDIA_SMI_TIMEOUT_SECONDS = 10.0
-
-
-def available_memory_bytes(meminfo: Path = MEMINFO) -> int | None:
-    """``MemAvailable`` of /proc/meminfo in bytes; None where the file is missing (not Linux)."""
-    try:
-        text = meminfo.read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("MemAvailable:"):
-            parts = line.split()
-            return int(parts[1]) * (1024 if parts[-1] == "kB" else 1)
-    return None
 
 
 def gpu_index(device: str) -> int | None:

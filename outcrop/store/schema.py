@@ -1,4 +1,9 @@
-"""Table objects for queries (the DDL lives in ``migrations.py``; keep the two in step)."""
+"""Table objects for queries: the schema the migrations build, declared.
+
+The DDL lives in ``migrations.py``; ``tests/store/test_schema.py`` migrates a database (SQLite
+and PostgreSQL) and checks it against these declarations: tables, columns, types, nullability,
+primary keys, unique constraints and indexes. A new migration comes with its change here.
+"""
 
 from __future__ import annotations
 
@@ -18,127 +23,135 @@ import_jobs = sa.Table(
     "import_jobs",
     metadata,
     sa.Column("id", sa.String(12), primary_key=True),
-    sa.Column("name", sa.String(63)),
-    sa.Column("imported_model_name", sa.String(63)),
+    sa.Column("name", sa.String(63), nullable=False, unique=True),
+    sa.Column("imported_model_name", sa.String(63), nullable=False),
     sa.Column("role_arn", sa.Text),
-    sa.Column("source_uri", sa.Text),
-    sa.Column("status", sa.String(16)),
-    sa.Column("phase", sa.String(32)),
+    sa.Column("source_uri", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("phase", sa.String(32), nullable=False),
     sa.Column("failure_message", sa.Text),
-    sa.Column("bytes_done", sa.BigInteger),
-    sa.Column("bytes_total", sa.BigInteger),
-    sa.Column("files_done", sa.Integer),
-    sa.Column("files_total", sa.Integer),
+    sa.Column("bytes_done", sa.BigInteger, nullable=False),
+    sa.Column("bytes_total", sa.BigInteger, nullable=False),
+    sa.Column("files_done", sa.Integer, nullable=False),
+    sa.Column("files_total", sa.Integer, nullable=False),
     sa.Column("client_request_token", sa.String(256)),
-    sa.Column("job_tags", sa.Text),
-    sa.Column("model_tags", sa.Text),
+    sa.Column("job_tags", sa.Text, nullable=False),
+    sa.Column("model_tags", sa.Text, nullable=False),
     sa.Column("vpc_config", sa.Text),
     sa.Column("kms_key_id", sa.Text),
     sa.Column("imported_model_id", sa.String(12)),
     sa.Column("claimed_by", sa.Text),
     sa.Column("heartbeat_at", sa.Float),
-    sa.Column("attempts", sa.Integer),
-    sa.Column("created_at", sa.Float),
-    sa.Column("updated_at", sa.Float),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("ended_at", sa.Float),
 )
+sa.Index("ix_import_jobs_status", import_jobs.c.status)
+sa.Index("ix_import_jobs_created_at", import_jobs.c.created_at)
 
 imported_models = sa.Table(
     "imported_models",
     metadata,
     sa.Column("id", sa.String(12), primary_key=True),
-    sa.Column("name", sa.String(63)),
+    sa.Column("name", sa.String(63), nullable=False, unique=True),
     sa.Column("job_id", sa.String(12)),
     sa.Column("job_name", sa.String(63)),
-    sa.Column("source_uri", sa.Text),
-    sa.Column("architecture", sa.String(128)),
-    sa.Column("model_type", sa.String(64)),
-    sa.Column("parameter_count", sa.BigInteger),
-    sa.Column("dtype", sa.String(16)),
-    sa.Column("context_length", sa.Integer),
-    sa.Column("size_bytes", sa.BigInteger),
-    sa.Column("instruct_supported", sa.Boolean),
-    sa.Column("memory_estimate_bytes", sa.BigInteger),
-    sa.Column("tags", sa.Text),
+    sa.Column("source_uri", sa.Text, nullable=False),
+    sa.Column("architecture", sa.String(128), nullable=False),
+    sa.Column("model_type", sa.String(64), nullable=False),
+    sa.Column("parameter_count", sa.BigInteger, nullable=False),
+    sa.Column("dtype", sa.String(16), nullable=False),
+    sa.Column("context_length", sa.Integer, nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("instruct_supported", sa.Boolean, nullable=False),
+    sa.Column("memory_estimate_bytes", sa.BigInteger, nullable=False),
+    sa.Column("tags", sa.Text, nullable=False),
     sa.Column("kms_key_id", sa.Text),
-    sa.Column("created_at", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
 )
+sa.Index("ix_imported_models_created_at", imported_models.c.created_at)
 
 model_files = sa.Table(
     "model_files",
     metadata,
     sa.Column("model_id", sa.String(12), primary_key=True),
     sa.Column("path", sa.Text, primary_key=True),
-    sa.Column("sha256", sa.String(64)),
-    sa.Column("size_bytes", sa.BigInteger),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
 )
+sa.Index("ix_model_files_sha256", model_files.c.sha256)
 
 settings = sa.Table(
     "settings",
     metadata,
     sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.Text),
-    sa.Column("updated_at", sa.Float),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
 )
 
 principals = sa.Table(
     "principals",
     metadata,
     sa.Column("id", sa.String(12), primary_key=True),
-    sa.Column("name", sa.String(64)),
-    sa.Column("access_key_id", sa.String(32)),
-    sa.Column("secret_encrypted", sa.Text),
-    sa.Column("api_key_hash", sa.String(64)),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("access_key_id", sa.String(32), nullable=False, unique=True),
+    sa.Column("secret_encrypted", sa.Text, nullable=False),
+    sa.Column("api_key_hash", sa.String(64), unique=True),
     sa.Column("api_key_prefix", sa.String(16)),
-    sa.Column("policy", sa.Text),
-    sa.Column("created_at", sa.Float),
+    sa.Column("policy", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
 )
 
 batch_jobs = sa.Table(
     "batch_jobs",
     metadata,
     sa.Column("id", sa.String(12), primary_key=True),
-    sa.Column("name", sa.String(63)),
-    sa.Column("model_id", sa.Text),
-    sa.Column("model_key", sa.String(12)),
+    sa.Column("name", sa.String(63), nullable=False, unique=True),
+    sa.Column("model_id", sa.Text, nullable=False),
+    sa.Column("model_key", sa.String(12), nullable=False),
     sa.Column("role_arn", sa.Text),
-    sa.Column("input_uri", sa.Text),
-    sa.Column("output_uri", sa.Text),
-    sa.Column("invocation_type", sa.String(16)),
-    sa.Column("status", sa.String(24)),
+    sa.Column("input_uri", sa.Text, nullable=False),
+    sa.Column("output_uri", sa.Text, nullable=False),
+    sa.Column("invocation_type", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(24), nullable=False),
     sa.Column("message", sa.Text),
     sa.Column("client_request_token", sa.String(256)),
-    sa.Column("tags", sa.Text),
+    sa.Column("tags", sa.Text, nullable=False),
     sa.Column("vpc_config", sa.Text),
-    sa.Column("timeout_hours", sa.Integer),
-    sa.Column("total_records", sa.BigInteger),
-    sa.Column("processed_records", sa.BigInteger),
-    sa.Column("success_records", sa.BigInteger),
-    sa.Column("error_records", sa.BigInteger),
-    sa.Column("input_tokens", sa.BigInteger),
-    sa.Column("output_tokens", sa.BigInteger),
+    sa.Column("timeout_hours", sa.Integer, nullable=False),
+    sa.Column("total_records", sa.BigInteger, nullable=False),
+    sa.Column("processed_records", sa.BigInteger, nullable=False),
+    sa.Column("success_records", sa.BigInteger, nullable=False),
+    sa.Column("error_records", sa.BigInteger, nullable=False),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False),
     sa.Column("claimed_by", sa.Text),
     sa.Column("heartbeat_at", sa.Float),
-    sa.Column("attempts", sa.Integer),
-    sa.Column("crashes", sa.Integer),  # claims taken over in a row from a dead holder; progress resets it
-    sa.Column("created_at", sa.Float),
-    sa.Column("updated_at", sa.Float),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    # Claims taken over in a row from a dead holder; progress resets it (migration 9).
+    sa.Column("crashes", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
     sa.Column("ended_at", sa.Float),
-    sa.Column("expires_at", sa.Float),
+    sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("owner_id", sa.String(12)),  # the principal that created the job; None: the server itself
 )
+sa.Index("ix_batch_jobs_status", batch_jobs.c.status)
+sa.Index("ix_batch_jobs_created_at", batch_jobs.c.created_at)
+sa.Index("ix_batch_jobs_owner_id", batch_jobs.c.owner_id)
 
 batch_files = sa.Table(
     "batch_files",
     metadata,
     sa.Column("job_id", sa.String(12), primary_key=True),
     sa.Column("file_index", sa.Integer, primary_key=True),
-    sa.Column("name", sa.Text),
-    sa.Column("size_bytes", sa.BigInteger),
-    sa.Column("sha256", sa.String(64)),
-    sa.Column("record_count", sa.BigInteger),
-    sa.Column("output_bytes", sa.BigInteger),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("record_count", sa.BigInteger, nullable=False),
+    sa.Column("output_bytes", sa.BigInteger, nullable=False),
 )
 
 batch_records = sa.Table(
@@ -147,7 +160,7 @@ batch_records = sa.Table(
     sa.Column("job_id", sa.String(12), primary_key=True),
     sa.Column("file_index", sa.Integer, primary_key=True),
     sa.Column("line_no", sa.BigInteger, primary_key=True),
-    sa.Column("ok", sa.Boolean),
+    sa.Column("ok", sa.Boolean, nullable=False),
 )
 
 batch_watch = sa.Table(
@@ -155,7 +168,7 @@ batch_watch = sa.Table(
     metadata,
     sa.Column("source_key", sa.Text, primary_key=True),
     sa.Column("job_id", sa.String(12)),
-    sa.Column("created_at", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
 )
 
 token_usage = sa.Table(
@@ -163,5 +176,31 @@ token_usage = sa.Table(
     metadata,
     sa.Column("principal", sa.String(128), primary_key=True),
     sa.Column("minute", sa.BigInteger, primary_key=True),
-    sa.Column("tokens", sa.BigInteger),
+    sa.Column("tokens", sa.BigInteger, nullable=False),
+)
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("holder", sa.String(256), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+fleet_demand = sa.Table(
+    "fleet_demand",
+    metadata,
+    sa.Column("gateway", sa.String(256), primary_key=True),
+    sa.Column("model_id", sa.String(12), primary_key=True),
+    sa.Column("demand", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+request_rates = sa.Table(
+    "request_rates",
+    metadata,
+    sa.Column("gateway", sa.String(256), primary_key=True),
+    sa.Column("principal", sa.String(128), primary_key=True),
+    sa.Column("rate", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
 )

@@ -24,7 +24,7 @@ def crashing(
     """A server with one imported model whose copy dies after its first streamed chunk once ``crash`` exists."""
     crash = tmp_path / "crash"
     template = (
-        f"{sys.executable} -m outcrop.serving.nullcopy --port {{port}} --host {{host}} "
+        f"{sys.executable} -m outcrop.testing.nullcopy --port {{port}} --host {{host}} "
         f"--served-name {{served_name}} --model-dir {{model_dir}} --crash-file {crash} --crash-point mid_stream"
     )
     server = start_server(

@@ -64,7 +64,7 @@ def nullcopy_template(*args: str) -> str:
     return " ".join(
         [
             sys.executable,
-            "-m outcrop.serving.nullcopy --port {port} --host {host} --served-name {served_name}",
+            "-m outcrop.testing.nullcopy --port {port} --host {host} --served-name {served_name}",
             "--model-dir {model_dir}",
             *args,
         ]

@@ -1,6 +1,6 @@
 """Batch jobs survive kill -9 of the server at random points, and two servers never run one job twice.
 
-Real ``outcrop serve`` processes; copies are null copies (``python -m outcrop.serving.nullcopy``)
+Real ``outcrop serve`` processes; copies are null copies (``python -m outcrop.testing.nullcopy``)
 started by the real ``command`` launcher, so the test exercises the runner, not a model.
 """
 

@@ -113,7 +113,7 @@ def cluster_registry(
 
 def nullcopy_template() -> str:
     return (
-        f"{sys.executable} -m outcrop.serving.nullcopy --port {{port}} --host {{host}} "
+        f"{sys.executable} -m outcrop.testing.nullcopy --port {{port}} --host {{host}} "
         "--served-name {served_name} --model-dir {model_dir}"
     )
 

@@ -72,7 +72,7 @@ def test_an_api_key_placeholder_in_an_argument_is_filled_with_the_token() -> Non
         ("transformers serve {model_dir} --port {port}", True),
         ("VLLM_API_KEY={api_key} vllm serve {model_dir} --port {port}", False),
         ("python -m outcrop.engine.worker --model-dir {model_dir} --port {port}", False),  # reads it itself
-        ("python -m outcrop.serving.nullcopy --port {port}", False),
+        ("python -m outcrop.testing.nullcopy --port {port}", False),
     ],
 )
 def test_a_template_that_does_not_pass_the_token_warns_that_its_copies_are_open(

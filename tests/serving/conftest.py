@@ -1,5 +1,5 @@
 """Fixtures for the serving tests: a registry with imported tiny models, configs whose
-copies are null copies (``python -m outcrop.serving.nullcopy``) started by the real
+copies are null copies (``python -m outcrop.testing.nullcopy``) started by the real
 ``command`` launcher, and a running ``Serving``."""
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def nullcopy_template(*args: str) -> str:
     return " ".join(
         [
             sys.executable,
-            "-m outcrop.serving.nullcopy --port {port} --host {host} --served-name {served_name}",
+            "-m outcrop.testing.nullcopy --port {port} --host {host} --served-name {served_name}",
             "--model-dir {model_dir}",
             *args,
         ]

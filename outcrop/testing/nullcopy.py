@@ -1,6 +1,6 @@
 """A null model copy: a real process speaking the copy contract that answers at once.
 
-    python -m outcrop.serving.nullcopy --port 8001 [--served-name NAME] [--delay-ms 0]
+    python -m outcrop.testing.nullcopy --port 8001 [--served-name NAME] [--delay-ms 0]
 
 It serves ``/v1/completions`` and ``/v1/chat/completions`` (SSE with ``stream: true``),
 ``/v1/tokenize``, ``/health`` and ``/metrics`` with fixed answers, so tests and the gateway
@@ -45,7 +45,7 @@ TEXT_CHUNKS = ("null", " copy", " answer")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m outcrop.serving.nullcopy", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m outcrop.testing.nullcopy", description=__doc__.split("\n")[0])
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--served-name", default="null")

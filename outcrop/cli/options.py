@@ -1,0 +1,212 @@
+"""What every ``outcrop`` command shares: the options, the run's state and the one error edge.
+
+The shared options (``--data-dir``, ``--database-url``, ``--json``, ``--endpoint``) are accepted
+before the subcommand and after it alike (``outcrop --data-dir X serve`` and ``outcrop serve
+--data-dir X``): each one's callback records its value in the run's :class:`CliState`, which
+click keeps in ``ctx.obj`` and hands down to every subcommand's context. A command adds them with
+``@shared_options`` (``@shared_options(endpoint=True)`` where it talks to a server) and reads them
+back with ``CliState.of(ctx)``.
+
+:class:`OutcropGroup`, the root command's class, is the CLI's one error edge: it turns an
+``OutcropError`` raised anywhere below it into one red line and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import sys
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from typer.core import TyperGroup
+
+from outcrop.auth.bootstrap import read_credentials
+from outcrop.cli.client import Client
+from outcrop.config import OutcropConfig
+from outcrop.envs import cli_api_key, default_endpoint, load_config
+from outcrop.errors import OutcropError
+
+# Piped or redirected output is as wide as its longest row, so names and ARNs arrive whole.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 4096)
+err_console = Console(stderr=True, soft_wrap=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def new_table(*headers: str) -> Table:
+    """A listing whose long values (ARNs, names, URLs) fold onto more lines instead of being cut."""
+    table = Table(*headers)
+    for column in table.columns:
+        column.overflow = "fold"
+    return table
+
+
+def print_error(message: str) -> None:
+    """The CLI's one shape for a failure: one red line on stderr."""
+    err_console.print("[bold red]error:[/] " + escape(message), highlight=False, soft_wrap=True)
+
+
+@dataclass
+class CliState:
+    """One run of the command: the shared options as given, before or after the subcommand."""
+
+    data_dir: Path | None = None
+    database_url: str | None = None
+    json_output: bool = False
+    endpoint: str | None = None
+    _config: OutcropConfig | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, ctx: typer.Context) -> CliState:
+        state: CliState = ctx.ensure_object(cls)
+        return state
+
+    def overrides(self) -> dict[str, Any]:
+        """The config overrides these options make (dotted keys, as ``load_config`` takes them)."""
+        overrides: dict[str, Any] = {}
+        if self.data_dir is not None:
+            overrides["data_dir"] = self.data_dir
+        if self.database_url is not None:
+            overrides["store.database_url"] = self.database_url
+        return overrides
+
+    def config(self) -> OutcropConfig:
+        if self._config is None:
+            self._config = load_config(**self.overrides())
+        return self._config
+
+    def client(self, endpoint: str | None = None) -> Client:
+        """A client with the caller's API key: $OUTCROP_API_KEY, else the admin's from the data dir."""
+        config = self.config()
+        api_key = cli_api_key() or (read_credentials(config) or {}).get("api_key")
+        if api_key is None:
+            err_console.print(
+                f"[yellow]note:[/] no credentials: {config.credentials_path} does not exist and OUTCROP_API_KEY "
+                "is not set. Pass the server's --data-dir, or set OUTCROP_API_KEY to a key from "
+                "`outcrop keys create`.",
+                highlight=False,
+            )
+        return Client(endpoint or self.endpoint or default_endpoint(config), api_key=api_key)
+
+    def emit_json(self, data: Any) -> bool:
+        """With --json, print ``data`` as JSON on stdout and return True (the caller prints nothing else)."""
+        if not self.json_output:
+            return False
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        return True
+
+
+def _recorder(attribute: str) -> Callable[[typer.Context, Any], Any]:
+    """An option callback that records a value given on the command line (a default changes nothing)."""
+
+    def record(ctx: typer.Context, value: Any) -> Any:
+        if value is not None and value is not False:
+            setattr(CliState.of(ctx), attribute, value)
+        return value
+
+    return record
+
+
+_PANEL = "Shared options (before or after the command)"
+
+_COMMON: dict[str, tuple[Any, Any]] = {
+    "data_dir": (
+        Path | None,
+        typer.Option(
+            None,
+            "--data-dir",
+            help="Data folder (default ~/.outcrop; $OUTCROP_DATA_DIR).",
+            callback=_recorder("data_dir"),
+            rich_help_panel=_PANEL,
+        ),
+    ),
+    "database_url": (
+        str | None,
+        typer.Option(
+            None,
+            "--database-url",
+            help="Metadata store URL (default SQLite).",
+            callback=_recorder("database_url"),
+            rich_help_panel=_PANEL,
+        ),
+    ),
+    "json_output": (
+        bool,
+        typer.Option(
+            False,
+            "--json",
+            help="Print listings and details as JSON (the API's own fields), for scripts.",
+            callback=_recorder("json_output"),
+            rich_help_panel=_PANEL,
+        ),
+    ),
+}
+_ENDPOINT: dict[str, tuple[Any, Any]] = {
+    "endpoint": (
+        str | None,
+        typer.Option(
+            None,
+            "--endpoint",
+            "-e",
+            help="URL of the Outcrop server (default: $OUTCROP_ENDPOINT or http://127.0.0.1:8080).",
+            callback=_recorder("endpoint"),
+            rich_help_panel=_PANEL,
+        ),
+    ),
+}
+
+YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
+
+
+def shared_options(fn: F | None = None, *, endpoint: bool = False) -> Any:
+    """Add the shared options to a command; their values go to ``CliState.of(ctx)``, not to ``fn``.
+
+    Use as ``@shared_options`` or ``@shared_options(endpoint=True)`` under ``@app.command()``.
+    """
+
+    def decorate(fn: F) -> F:
+        extra = {**_COMMON, **(_ENDPOINT if endpoint else {})}
+        hints = typing.get_type_hints(fn)
+        signature = inspect.signature(fn)
+        params = [
+            p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()
+        ]
+        params += [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+            for name, (annotation, option) in extra.items()
+        ]
+
+        @functools.wraps(fn)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            for name in extra:
+                kwargs.pop(name, None)
+            return fn(*args, **kwargs)
+
+        command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return typing.cast(F, command)
+
+    return decorate(fn) if fn is not None else decorate
+
+
+class OutcropGroup(TyperGroup):
+    """The root command: the CLI's one error edge (an ``OutcropError`` becomes one red line, exit 1)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OutcropError as exc:
+            print_error(exc.message)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
