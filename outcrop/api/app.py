@@ -28,7 +28,9 @@ from outcrop.api.openai import routes as openai_routes
 from outcrop.api.openai.errors import openai_error_response
 from outcrop.api.runtime import routes as runtime_routes
 from outcrop.api.sagemaker import control as sagemaker_control
+from outcrop.api.sagemaker import runtime as sagemaker_runtime
 from outcrop.api.sagemaker.errors import control_error_response, runtime_error_response
+from outcrop.api.sagemaker.metrics import SageMakerMetrics
 from outcrop.auth.audit import AuditLog
 from outcrop.auth.bootstrap import ensure_admin
 from outcrop.auth.guard import Guard
@@ -192,6 +194,7 @@ def build_services(config: OutcropConfig, *, start_workers: bool = True) -> Serv
                 config, db, registry, serving, start_runner=start_workers, keys=key_store
             ),
             "sagemaker": SageMakerService(config, db, registry, serving),
+            "sagemaker_metrics": SageMakerMetrics(metrics.registry),
         },
     )
 
@@ -277,6 +280,7 @@ def create_app(
     app.include_router(runtime_routes.router)
     app.include_router(openai_routes.router)
     app.include_router(sagemaker_control.router)
+    app.include_router(sagemaker_runtime.router)
     app.include_router(admin.router)
     app.include_router(keys.router)
     app.include_router(ops.router)

@@ -12,8 +12,8 @@ def record_raw_bodies(client: Any) -> dict[str, Any]:
     seen: dict[str, Any] = {}
 
     def keep(response_dict: dict[str, Any], operation_model: Any, **_: Any) -> None:
-        body = response_dict.get("body") or b""
-        if response_dict.get("status_code", 500) < 300 and body[:1] in (b"{", b"["):
+        body = response_dict.get("body")
+        if isinstance(body, bytes) and response_dict.get("status_code", 500) < 300 and body[:1] == b"{":
             seen[operation_model.name] = json.loads(body)
 
     client.meta.events.register("before-parse", keep)
