@@ -32,6 +32,7 @@ from outcrop import __version__
 from outcrop.auth.bootstrap import read_credentials
 from outcrop.cli.batch import batch_app
 from outcrop.cli.client import Client
+from outcrop.cli.endpoints import endpoints_app
 from outcrop.config import OutcropConfig
 from outcrop.envs import cli_api_key, default_endpoint, load_config
 from outcrop.errors import OutcropError
@@ -73,6 +74,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(batch_app, name="batch")
 app.add_typer(keys_app, name="keys")
+app.add_typer(endpoints_app, name="endpoints")  # outcrop/cli/endpoints.py
 
 _state: dict[str, Any] = {}
 

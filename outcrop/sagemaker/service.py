@@ -14,20 +14,26 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from outcrop.config import OutcropConfig
-from outcrop.errors import InvalidRequestError, NotFoundError, OutcropError, ThrottlingError
+from outcrop.errors import InvalidRequestError, NotFoundError, OutcropError
 from outcrop.registry.service import CreateImportJob, Registry
 from outcrop.sagemaker import protocol as p
 from outcrop.sagemaker.store import EndpointConfigRow, EndpointRow, EndpointStatus, ModelRow, SageMakerStore
 from outcrop.sagemaker.templates import INPUT_TEMPLATE_ENV, OUTPUT_TEMPLATE_ENV, Processing, check_template
-from outcrop.sagemaker.variants import VariantPlan, check_variants, pick_variant, plan_variant
+from outcrop.sagemaker.variants import (
+    ConcurrencyGate,
+    VariantPlan,
+    check_variants,
+    pick_variant,
+    plan_variant,
+)
 from outcrop.serving.service import Serving
 from outcrop.store.db import Database
 from outcrop.store.imports import ImportJobStatus, new_id
@@ -91,7 +97,7 @@ class SageMakerService:
         self.registry = registry
         self.serving = serving
         self._plans: dict[str, _Plan] = {}
-        self._in_flight: dict[tuple[str, str], int] = {}
+        self._gate = ConcurrencyGate()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._random = random.Random()
 
@@ -468,22 +474,9 @@ class SageMakerService:
             status, reason = EndpointStatus.FAILED, "its config or models were deleted"
         return _Plan(variants, imported, processing, status, reason, time.monotonic())
 
-    @asynccontextmanager
-    async def admit(self, target: Target) -> AsyncIterator[None]:
+    def admit(self, target: Target) -> AbstractAsyncContextManager[None]:
         """Hold one of the variant's ``MaxConcurrency`` slots for the call (ThrottlingException if none)."""
-        key = (target.endpoint, target.variant.name)
-        limit = target.variant.max_concurrency
-        if limit is not None and self._in_flight.get(key, 0) >= limit:
-            raise ThrottlingError(
-                f"Endpoint {target.endpoint} variant {target.variant.name} is at its MaxConcurrency of {limit} "
-                "invocations; retry with backoff (boto3 does), or raise ServerlessConfig.MaxConcurrency.",
-                retry_after_seconds=1.0,
-            )
-        self._in_flight[key] = self._in_flight.get(key, 0) + 1
-        try:
-            yield
-        finally:
-            self._in_flight[key] -= 1
+        return self._gate.hold(target.endpoint, target.variant)
 
     def endpoint_summaries(self) -> list[dict[str, Any]]:
         """For the CLI and the console: each endpoint with its variants' imported models."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from outcrop.errors import InvalidRequestError
+from outcrop.errors import InvalidRequestError, ThrottlingError
 
 # SageMaker's default InitialVariantWeight: every variant equal.
 DEFAULT_WEIGHT = 1.0
@@ -100,3 +101,32 @@ def pick_variant(
             return v
         point -= v.weight
     return next(v for v in reversed(variants) if v.weight > 0)
+
+
+class ConcurrencyGate:
+    """In-flight invocations per (endpoint, variant), capped at the variant's ``max_concurrency``.
+
+    Per gateway: several gateways on one fleet each admit up to the cap (documented in docs/sagemaker.md).
+    """
+
+    def __init__(self) -> None:
+        self._in_flight: dict[tuple[str, str], int] = {}
+
+    def in_flight(self, endpoint: str, variant: str) -> int:
+        return self._in_flight.get((endpoint, variant), 0)
+
+    @asynccontextmanager
+    async def hold(self, endpoint: str, variant: VariantPlan) -> AsyncIterator[None]:
+        key = (endpoint, variant.name)
+        limit = variant.max_concurrency
+        if limit is not None and self._in_flight.get(key, 0) >= limit:
+            raise ThrottlingError(
+                f"Endpoint {endpoint} variant {variant.name} is at its MaxConcurrency of {limit} invocations; "
+                "retry with backoff (boto3 does), or raise ServerlessConfig.MaxConcurrency.",
+                retry_after_seconds=1.0,
+            )
+        self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            self._in_flight[key] -= 1

@@ -254,3 +254,36 @@ def test_metrics_carry_sagemaker_names_per_endpoint_and_variant(
         "outcrop_sagemaker_OverheadLatency_seconds_count",
     ):
         assert f"{name}{{{labels}}}" in text, name
+
+
+def test_streaming_an_unknown_endpoint_is_a_validation_error_before_the_stream(runtime: Any) -> None:
+    with pytest.raises(ClientError) as caught:
+        runtime.invoke_endpoint_with_response_stream(EndpointName="nowhere", Body=b'{"inputs": "x"}')
+    assert caught.value.response["Error"]["Code"] == "ValidationError"
+    assert "Endpoint nowhere of account" in caught.value.response["Error"]["Message"]
+
+
+def test_streaming_a_list_of_inputs_is_refused(runtime: Any, endpoint: str) -> None:
+    with pytest.raises(ClientError) as caught:
+        runtime.invoke_endpoint_with_response_stream(EndpointName=endpoint, Body=b'{"inputs": ["a", "b"]}')
+    assert "takes one input" in caught.value.response["Error"]["Message"]
+
+
+def test_max_concurrency_admits_a_serverless_variants_calls(
+    sm: Any, runtime: Any, serving_server: ServingServer
+) -> None:
+    sm.create_model(ModelName="rt-sls-model", PrimaryContainer={"ModelDataUrl": serving_server.chat})
+    sm.create_endpoint_config(
+        EndpointConfigName="rt-sls-config",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "rt-sls-model",
+                "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 1},
+            }
+        ],
+    )
+    sm.create_endpoint(EndpointName="rt-sls", EndpointConfigName="rt-sls-config")
+    assert wait_for_endpoint(sm, "rt-sls")["EndpointStatus"] == "InService"
+    answer, response = invoke(runtime, "rt-sls", {"inputs": "hi", "parameters": {"max_new_tokens": 2}})
+    assert response["InvokedProductionVariant"] == "AllTraffic" and answer[0]["generated_text"] is not None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from outcrop.errors import InvalidRequestError
-from outcrop.sagemaker.variants import check_variants, pick_variant, plan_variant
+from outcrop.errors import InvalidRequestError, ThrottlingError
+from outcrop.sagemaker.variants import ConcurrencyGate, check_variants, pick_variant, plan_variant
 
 
 def variant(name: str = "A", **overrides: object) -> dict[str, object]:
@@ -67,3 +67,17 @@ def test_an_unknown_target_variant_lists_the_variants() -> None:
 def test_bad_configs_are_refused_with_the_fix(variants: list[dict[str, object]], message: str) -> None:
     with pytest.raises(InvalidRequestError, match=message):
         check_variants("cfg", variants)
+
+
+@pytest.mark.anyio
+async def test_a_serverless_variant_admits_max_concurrency_calls_then_throttles() -> None:
+    gate = ConcurrencyGate()
+    plan = plan_variant(variant(ServerlessConfig={"MemorySizeInMB": 2048, "MaxConcurrency": 2}))
+    async with gate.hold("e", plan), gate.hold("e", plan):
+        with pytest.raises(ThrottlingError, match="MaxConcurrency of 2"):
+            async with gate.hold("e", plan):
+                pass
+        assert gate.in_flight("e", "A") == 2
+    assert gate.in_flight("e", "A") == 0
+    async with gate.hold("e", plan_variant(variant())):  # instance variants have no cap
+        pass
