@@ -3,7 +3,10 @@ imported models; every answer checked against botocore's output shapes."""
 
 from __future__ import annotations
 
+import shutil
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -129,17 +132,27 @@ def test_creating_a_model_twice_is_refused(sm: Any, serving_server: ServingServe
     assert "Cannot create already existing model" in caught.value.response["Error"]["Message"]
 
 
-def test_an_endpoint_whose_imported_model_is_gone_fails_with_a_reason(
+def test_a_folder_that_is_not_imported_yet_is_imported_then_served(
+    sm: Any, serving_server: ServingServer, tiny_model_cache: Callable[..., Path]
+) -> None:
+    folder = serving_server.server.import_root / "sm-folder"
+    shutil.copytree(tiny_model_cache(family="mistral"), folder)
+    endpoint = make_endpoint(sm, "ctl-folder", str(folder))
+    assert endpoint["EndpointStatus"] == "InService", endpoint.get("FailureReason")
+    bedrock = boto3_client("bedrock", serving_server.url)
+    assert bedrock.get_imported_model(modelIdentifier="ctl-folder-model")["modelName"] == "ctl-folder-model"
+
+
+def test_a_folder_that_fails_its_import_fails_the_endpoint_with_the_reason(
     sm: Any, serving_server: ServingServer
 ) -> None:
-    folder_import_that_fails = "/definitely/not/a/model/folder"
-    try:
-        endpoint = make_endpoint(sm, "ctl-fail", folder_import_that_fails)
-    except ClientError as exc:  # a path outside the allowed roots is refused at CreateModel
-        assert exc.response["Error"]["Code"] == "ValidationException"
-        return
+    folder = serving_server.server.import_root / "sm-not-a-model"
+    folder.mkdir()
+    (folder / "README.md").write_text("no weights here")
+    endpoint = make_endpoint(sm, "ctl-broken", str(folder))
     assert endpoint["EndpointStatus"] == "Failed"
-    assert endpoint["FailureReason"]
+    assert "importing model 'ctl-broken-model'" in endpoint["FailureReason"]
+    assert "config.json" in endpoint["FailureReason"]
 
 
 def test_update_switches_config_and_delete_removes_everything(sm: Any, serving_server: ServingServer) -> None:

@@ -287,3 +287,32 @@ def test_max_concurrency_admits_a_serverless_variants_calls(
     assert wait_for_endpoint(sm, "rt-sls")["EndpointStatus"] == "InService"
     answer, response = invoke(runtime, "rt-sls", {"inputs": "hi", "parameters": {"max_new_tokens": 2}})
     assert response["InvokedProductionVariant"] == "AllTraffic" and answer[0]["generated_text"] is not None
+
+
+def test_a_key_allowed_one_endpoint_invokes_it_and_nothing_else(
+    sm: Any, endpoint: str, serving_server: ServingServer
+) -> None:
+    from tests.auth.test_auth_e2e import client_as
+    from tests.conftest import api
+
+    policy = {
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["sagemaker:InvokeEndpoint*"],
+                "Resource": [f"arn:aws:sagemaker:*:*:endpoint/{endpoint}"],
+            }
+        ]
+    }
+    key = api.post(f"{serving_server.url}/outcrop/keys", json={"name": "sm-app", "policy": policy}).json()
+    runtime = client_as("sagemaker-runtime", serving_server.url, key["accessKeyId"], key["secretAccessKey"])
+    answer, _ = invoke(runtime, endpoint, {"inputs": "hi", "parameters": {"max_new_tokens": 1}})
+    assert isinstance(answer[0]["generated_text"], str)
+    with pytest.raises(
+        ClientError, match="not authorized to perform: sagemaker:InvokeEndpoint on resource: "
+    ):
+        invoke(runtime, "someone-elses", {"inputs": "hi"})
+    control = client_as("sagemaker", serving_server.url, key["accessKeyId"], key["secretAccessKey"])
+    with pytest.raises(ClientError, match="sagemaker:DeleteEndpoint") as caught:
+        control.delete_endpoint(EndpointName=endpoint)
+    assert caught.value.response["Error"]["Code"] == "AccessDeniedException"
