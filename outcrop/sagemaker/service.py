@@ -25,8 +25,15 @@ from outcrop.config import OutcropConfig
 from outcrop.errors import InvalidRequestError, NotFoundError, OutcropError
 from outcrop.registry.service import CreateImportJob, Registry
 from outcrop.sagemaker import protocol as p
+from outcrop.sagemaker.handlers import HandlerPool, check_handler
 from outcrop.sagemaker.store import EndpointConfigRow, EndpointRow, EndpointStatus, ModelRow, SageMakerStore
-from outcrop.sagemaker.templates import INPUT_TEMPLATE_ENV, OUTPUT_TEMPLATE_ENV, Processing, check_template
+from outcrop.sagemaker.templates import (
+    HANDLER_ENV,
+    INPUT_TEMPLATE_ENV,
+    OUTPUT_TEMPLATE_ENV,
+    Processing,
+    check_template,
+)
 from outcrop.sagemaker.variants import (
     ConcurrencyGate,
     VariantPlan,
@@ -98,6 +105,7 @@ class SageMakerService:
         self.serving = serving
         self._plans: dict[str, _Plan] = {}
         self._gate = ConcurrencyGate()
+        self.handlers = HandlerPool(config.sagemaker, config.resolved_data_dir / "logs" / "handlers")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._random = random.Random()
 
@@ -110,6 +118,7 @@ class SageMakerService:
                 self._spawn(self._deploy(row.name, row.config_name, row.status))
 
     async def stop(self) -> None:
+        await self.handlers.stop()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -152,6 +161,14 @@ class SageMakerService:
         for variable in (INPUT_TEMPLATE_ENV, OUTPUT_TEMPLATE_ENV):
             if variable in container.Environment:
                 check_template(variable, container.Environment[variable])
+        if HANDLER_ENV in container.Environment:
+            check_handler(self.config.sagemaker, container.Environment[HANDLER_ENV])
+            if INPUT_TEMPLATE_ENV in container.Environment or OUTPUT_TEMPLATE_ENV in container.Environment:
+                raise InvalidRequestError(
+                    f"Model '{inp.ModelName}' sets both {HANDLER_ENV} and a template; use one: the handler's "
+                    "input_fn/output_fn can do what the templates do.",
+                    param=f"PrimaryContainer.Environment.{HANDLER_ENV}",
+                )
         arn = self.arn("model", inp.ModelName)
         if self.store.model(inp.ModelName) is not None:
             raise InvalidRequestError(f'Cannot create already existing model "{arn}".', param="ModelName")

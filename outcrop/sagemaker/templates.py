@@ -31,6 +31,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from outcrop.errors import InvalidRequestError, ModelFailedError
 
+HANDLER_ENV = "OUTCROP_HANDLER"  # (outcrop.sagemaker.handlers imports it from here)
 INPUT_TEMPLATE_ENV = "OUTCROP_INPUT_TEMPLATE"
 OUTPUT_TEMPLATE_ENV = "OUTCROP_OUTPUT_TEMPLATE"
 # A template is configuration, not data: 64 KiB is far more than a prompt format needs.
@@ -69,15 +70,21 @@ def _missing_field(exc: jinja2.UndefinedError) -> str:
 
 @dataclass(frozen=True)
 class Processing:
-    """The templates of one model (either may be absent: the payload / answer pass through)."""
+    """The templates (and handler module) of one model; any may be absent (values pass through)."""
 
     model_name: str
     input_template: str | None = None
     output_template: str | None = None
+    handler: str | None = None  # a Python handler module (outcrop.sagemaker.handlers), run around these
 
     @classmethod
     def from_environment(cls, model_name: str, environment: dict[str, str]) -> Processing:
-        return cls(model_name, environment.get(INPUT_TEMPLATE_ENV), environment.get(OUTPUT_TEMPLATE_ENV))
+        return cls(
+            model_name,
+            environment.get(INPUT_TEMPLATE_ENV),
+            environment.get(OUTPUT_TEMPLATE_ENV),
+            environment.get(HANDLER_ENV),
+        )
 
     def _render(self, variable: str, source: str, context: dict[str, Any]) -> str:
         try:

@@ -63,7 +63,7 @@ async def _target(request: Request, svc: SageMakerService, endpoint: str) -> Tar
 
 async def _payload(request: Request) -> Any:
     """The body by its ContentType: JSON (default) as it is, text as TGI ``inputs``."""
-    content_type = (request.headers.get("content-type") or JSON).split(";")[0].strip().lower()
+    content_type = _content_type(request)
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise InvalidRequestError(
@@ -85,7 +85,15 @@ async def _payload(request: Request) -> Any:
     )
 
 
+def _content_type(request: Request) -> str:
+    return (request.headers.get("content-type") or JSON).split(";")[0].strip().lower()
+
+
 async def _prepare(request: Request, services: Services, target: Target, payload: Any) -> CopyCall:
+    handler = target.processing.handler
+    if handler is not None:
+        svc: SageMakerService = services.extra["sagemaker"]
+        payload = await svc.handlers.call(handler, "input_fn", payload, _content_type(request))
     call = payloads.to_copy(target.processing.apply_input(payload))
     if call.style is PayloadStyle.MESSAGES:
         model = await services.serving.resolve(target.imported_model)
@@ -108,10 +116,11 @@ async def invoke_endpoint(
         payload = await _payload(request)
         call = await _prepare(request, services, target, payload)
         accept = (request.headers.get("accept") or "").split(";")[0].strip().lower()
-        if accept not in _JSON_ACCEPTS and target.processing.output_template is None:
+        custom_output = target.processing.output_template is not None or target.processing.handler is not None
+        if accept not in _JSON_ACCEPTS and not custom_output:
             raise InvalidRequestError(
                 f"Accept '{accept}' is not supported; this endpoint answers {JSON} (an output template, "
-                "OUTCROP_OUTPUT_TEMPLATE, can answer other formats).",
+                "OUTCROP_OUTPUT_TEMPLATE, or a handler's output_fn, can answer other formats).",
                 param="Accept",
             )
         async with (
@@ -129,6 +138,11 @@ async def invoke_endpoint(
             answer = payloads.from_copy(call, resp)
             usage = resp.get("usage") or {}
             rendered = target.processing.apply_output(payload, answer, usage)
+            if target.processing.handler is not None:
+                out = await svc.handlers.call(target.processing.handler, "output_fn", answer, accept or JSON)
+                rendered = (
+                    out.encode() if isinstance(out, str) else json.dumps(out, ensure_ascii=False).encode()
+                )
             inv.record(usage, payload, answer)
         status = 200
         content = rendered if rendered is not None else json.dumps(answer, ensure_ascii=False).encode()
