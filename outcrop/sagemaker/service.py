@@ -107,12 +107,14 @@ class SageMakerService:
         self._gate = ConcurrencyGate()
         self.handlers = HandlerPool(config.sagemaker, config.resolved_data_dir / "logs" / "handlers")
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._random = random.Random()
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         """Finish deployments a stopped gateway left Creating/Updating (this gateway takes them over)."""
+        self._loop = asyncio.get_running_loop()
         for row in await asyncio.to_thread(self.store.endpoints):
             if row.status in (EndpointStatus.CREATING, EndpointStatus.UPDATING):
                 self._spawn(self._deploy(row.name, row.config_name, row.status))
@@ -125,9 +127,25 @@ class SageMakerService:
             await asyncio.wait(list(self._tasks), timeout=5)
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """Run ``coro`` on the gateway's loop; callable from the loop or from a worker thread (the
+        control plane runs its operations in threads so that store and S3 calls never block it)."""
+
+        def launch() -> None:
+            task = asyncio.get_running_loop().create_task(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not None:
+            launch()
+        elif self._loop is not None:
+            self._loop.call_soon_threadsafe(launch)
+        else:
+            coro.close()
+            raise RuntimeError("SageMakerService.start() was not called")
 
     # ------------------------------------------------------------------ ARNs
 

@@ -8,6 +8,7 @@ endpoint config or endpoint the body names (``*`` for listings); the guard reads
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -111,7 +112,8 @@ async def sagemaker_control(request: Request, services: Services = Depends(get_s
     body = jsonbody.loads(raw or b"{}")
     if not isinstance(body, dict):
         raise InvalidRequestError(f"The request body must be a JSON object, not {type(body).__name__}.")
-    answer = handler(services.extra["sagemaker"], body)
+    # In a thread: the operations touch the store (and, for a folder CreateModel, the import source).
+    answer = await asyncio.to_thread(handler, services.extra["sagemaker"], body)
     return Response(json.dumps(answer, separators=(",", ":")), media_type=JSON_11)
 
 
