@@ -1,10 +1,29 @@
-"""``outcrop endpoints``: the SageMaker-compatible endpoints of a running server, with their variants."""
+"""``outcrop endpoints``: the SageMaker-compatible endpoints of a running server, with their variants.
+
+Self-contained (its own client, options and error edge) so that it registers with one line and
+does not depend on how the rest of the CLI shares its options.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from outcrop.auth.bootstrap import read_credentials
+from outcrop.cli.client import Client
+from outcrop.envs import cli_api_key, default_endpoint, load_config
+from outcrop.errors import OutcropError
+
+# Piped or redirected output is as wide as its longest row, as in the other listings.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 4096)
+err_console = Console(stderr=True, soft_wrap=True)
 
 endpoints_app = typer.Typer(
     help="List SageMaker-compatible endpoints and their variants (create them with boto3 'sagemaker').",
@@ -12,13 +31,7 @@ endpoints_app = typer.Typer(
 )
 
 
-def _cli() -> Any:
-    from outcrop.cli import main  # late: main registers this sub-app
-
-    return main
-
-
-def _sagemaker(client: Any, operation: str, **body: Any) -> dict[str, Any]:
+def _sagemaker(client: Client, operation: str, **body: Any) -> dict[str, Any]:
     """One SageMaker control-plane call (JSON 1.1: the operation goes in X-Amz-Target)."""
     return dict(
         client._call(
@@ -30,7 +43,7 @@ def _sagemaker(client: Any, operation: str, **body: Any) -> dict[str, Any]:
     )
 
 
-def _endpoints(client: Any) -> list[dict[str, Any]]:
+def _endpoints(client: Client) -> list[dict[str, Any]]:
     """Each endpoint with its variants (variant -> SageMaker model -> imported model, weight)."""
     out, token = [], None
     while True:
@@ -43,7 +56,7 @@ def _endpoints(client: Any) -> list[dict[str, Any]]:
                     client, "DescribeEndpointConfig", EndpointConfigName=detail["EndpointConfigName"]
                 )
                 variants = config["ProductionVariants"]
-            except Exception:  # the config was deleted; the endpoint still lists
+            except OutcropError:  # the config was deleted; the endpoint still lists
                 pass
             detail["Variants"] = [
                 {
@@ -64,12 +77,23 @@ def _endpoints(client: Any) -> list[dict[str, Any]]:
             return out
 
 
+def _client(endpoint: str | None, data_dir: Path | None) -> Client:
+    """A client with $OUTCROP_API_KEY, else the admin's key from the data dir (as the other commands)."""
+    config = load_config(**({"data_dir": data_dir} if data_dir else {}))
+    api_key = cli_api_key() or (read_credentials(config) or {}).get("api_key")
+    return Client(endpoint or default_endpoint(config), api_key=api_key)
+
+
 @endpoints_app.callback(invoke_without_command=True)
 def endpoints_list(
     ctx: typer.Context,
     endpoint: str | None = typer.Option(
         None, "--endpoint", "-e", help="URL of the Outcrop server (default: $OUTCROP_ENDPOINT)."
     ),
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="The server's data folder (for its admin key)."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print the endpoints as JSON, for scripts."),
 ) -> None:
     """List SageMaker-compatible endpoints, their status and variants.
 
@@ -77,22 +101,27 @@ def endpoints_list(
 
         outcrop endpoints
 
-        outcrop --json endpoints
+        outcrop endpoints --json
     """
     if ctx.invoked_subcommand is not None:
         return
-    main = _cli()
-    client = main._client(endpoint)
-    rows = main._run(lambda: _endpoints(client))
-    if main.emit_json(rows):
+    try:  # this command's error edge: one red line, never a traceback
+        rows = _endpoints(_client(endpoint, data_dir))
+    except OutcropError as exc:
+        err_console.print("[bold red]error:[/] " + escape(exc.message), highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if json_output:
+        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
         return
     if not rows:
-        main.console.print(
+        console.print(
             "No endpoints yet. Create one with boto3: sagemaker.create_model(...), create_endpoint_config(...), "
             "create_endpoint(...) (see docs/sagemaker.md)."
         )
         return
-    table = main.new_table("name", "status", "config", "variants", "reason")
+    table = Table("name", "status", "config", "variants", "reason")
+    for column in table.columns:
+        column.overflow = "fold"
     for e in rows:
         variants = "\n".join(
             f"{v['VariantName']}: {v['ModelName']} (weight {v['Weight']}, {v['Capacity']})"
@@ -105,4 +134,4 @@ def endpoints_list(
             variants,
             e.get("FailureReason", ""),
         )
-    main.console.print(table)
+    console.print(table)
