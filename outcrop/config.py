@@ -456,6 +456,27 @@ class AuthConfig(_Section):
     audit_log: bool = Field(True, description="Write <data-dir>/audit/audit.jsonl.")
 
 
+class SageMakerConfig(_Section):
+    """SageMaker-compatible endpoints (docs/sagemaker.md)."""
+
+    handlers_dir: Path | None = Field(
+        None,
+        description="Folder of Python handler modules (input_fn/output_fn) that models may name with "
+        "OUTCROP_HANDLER; None = handlers are off. Only the operator writes here: never a model folder.",
+    )
+    # Why 10 s: a handler formats a prompt or parses an answer; one that takes longer is looping.
+    handler_timeout_seconds: float = Field(
+        10.0, gt=0, le=600, description="A handler call that runs longer is stopped; its request fails."
+    )
+    # Why 512 MiB: far above what payload shaping needs, far below what hurts the gateway's host.
+    handler_memory_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=64 * 1024 * 1024,
+        le=64 * 1024**3,
+        description="Address-space limit of each handler worker process (RLIMIT_AS).",
+    )
+
+
 class OutcropConfig(_Section):
     data_dir: Path = Field(Path("~/.outcrop"), description="Where the database, model store and logs live.")
     server: ServerConfig = Field(default_factory=ServerConfig)
@@ -468,6 +489,7 @@ class OutcropConfig(_Section):
     serving: ServingConfig = Field(default_factory=ServingConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    sagemaker: SageMakerConfig = Field(default_factory=SageMakerConfig)
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -29,6 +29,7 @@ from outcrop.config import (
     RayConfig,
     RegistryConfig,
     S3Config,
+    SageMakerConfig,
     ServerConfig,
     ServingConfig,
     StoreConfig,
@@ -54,6 +55,7 @@ class _EnvConfig(BaseSettings):
     serving: ServingConfig = ServingConfig()
     batch: BatchConfig = BatchConfig()
     ray: RayConfig = RayConfig()
+    sagemaker: SageMakerConfig = SageMakerConfig()
     ray_address: str | None = None
 
 

@@ -28,6 +28,10 @@ from outcrop.api.metrics import Metrics
 from outcrop.api.openai import routes as openai_routes
 from outcrop.api.openai.errors import openai_error_response
 from outcrop.api.runtime import routes as runtime_routes
+from outcrop.api.sagemaker import control as sagemaker_control
+from outcrop.api.sagemaker import runtime as sagemaker_runtime
+from outcrop.api.sagemaker.errors import control_error_response, runtime_error_response
+from outcrop.api.sagemaker.metrics import SageMakerMetrics
 from outcrop.auth.audit import AuditLog
 from outcrop.auth.bootstrap import ensure_admin
 from outcrop.auth.guard import Guard
@@ -38,6 +42,7 @@ from outcrop.errors import InternalError, InvalidRequestError, NotFoundError, Ou
 from outcrop.registry.importer import ImportWorker
 from outcrop.registry.service import Registry
 from outcrop.registry.tokenizers import TokenizerCache
+from outcrop.sagemaker.service import SageMakerService
 from outcrop.serving.invocation_log import InvocationLogger
 from outcrop.serving.service import Serving
 from outcrop.serving.throttling import Throttler
@@ -59,13 +64,22 @@ def _surface(path: str) -> str:
         return "admin"
     if path in ("/health", "/metrics"):
         return "ops"
+    if path == "/":
+        return "sagemaker"
+    if path.startswith("/endpoints/"):
+        return "sagemaker-runtime"
     return "bedrock"
 
 
 def error_response(request: Request, exc: OutcropError) -> Response:
     request_id = getattr(request.state, "request_id", "") or str(uuid.uuid4())
-    if _surface(request.url.path) == "openai":
+    surface = _surface(request.url.path)
+    if surface == "openai":
         return openai_error_response(exc, request_id)
+    if surface == "sagemaker":
+        return control_error_response(exc, request_id)
+    if surface == "sagemaker-runtime":
+        return runtime_error_response(exc, request_id)
     return bedrock_error_response(exc, request_id)
 
 
@@ -144,7 +158,7 @@ class RequestContext:
         metrics.requests.labels(surface, operation, str(status)).inc()
         metrics.latency.labels(surface, operation).observe(seconds)
         auth = state.get("auth")
-        if auth is not None and scope.get("method") != "GET" and surface in ("bedrock", "admin"):
+        if auth is not None and scope.get("method") != "GET" and surface in ("bedrock", "admin", "sagemaker"):
             self.services.guard.audit.write(
                 outcome="allowed" if status < 400 else "failed",
                 principal=auth.principal.name,
@@ -184,7 +198,9 @@ def build_services(config: OutcropConfig, *, start_workers: bool = True) -> Serv
         extra={
             "batch": build_batch_service(
                 config, db, registry, serving, start_runner=start_workers, keys=key_store
-            )
+            ),
+            "sagemaker": SageMakerService(config, db, registry, serving),
+            "sagemaker_metrics": SageMakerMetrics(metrics.registry),
         },
     )
 
@@ -202,11 +218,13 @@ def create_app(
         services.throttler.start()
         services.invocation_log.start()
         await services.extra["batch"].start()
+        await services.extra["sagemaker"].start()
         log.info(
             "outcrop ready",
             extra={"version": __version__, "database": services.db.engine.url.get_backend_name()},
         )
         yield
+        await services.extra["sagemaker"].stop()
         await services.extra["batch"].stop()
         await services.serving.stop()
         services.throttler.stop()
@@ -267,6 +285,8 @@ def create_app(
     app.include_router(logging_config.router)
     app.include_router(runtime_routes.router)
     app.include_router(openai_routes.router)
+    app.include_router(sagemaker_control.router)
+    app.include_router(sagemaker_runtime.router)
     app.include_router(admin.router)
     app.include_router(keys.router)
     app.include_router(ops.router)

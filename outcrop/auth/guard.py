@@ -75,10 +75,16 @@ class Guard:
             return None
         if name in ACTION_OVERRIDES:
             return ACTION_OVERRIDES[name]
+        custom = getattr(getattr(route, "endpoint", None), "outcrop_action", None)
+        if custom is not None:  # a route whose action depends on the request (SageMaker's X-Amz-Target)
+            return str(custom(request))
         summary = getattr(route, "summary", None) or name
         return f"bedrock:{summary}" if summary.isalnum() else f"outcrop:{name}"
 
     async def _resource(self, request: Request) -> str:
+        custom = getattr(getattr(request.scope.get("route"), "endpoint", None), "outcrop_resource", None)
+        if custom is not None:  # a route that names its own resource (SageMaker endpoint ARNs)
+            return str(await custom(request, self.config))
         identifier = next((request.path_params[p] for p in MODEL_PARAMS if p in request.path_params), None)
         if identifier is None and request.url.path.startswith("/v1/") and request.method == "POST":
             try:

@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, quote
 from outcrop.errors import AuthenticationError, InvalidSignatureError, UnrecognizedClientError
 
 ALGORITHM = "AWS4-HMAC-SHA256"
-SERVICES = ("bedrock",)
+SERVICES = ("bedrock", "sagemaker")  # sagemaker: both boto3 sagemaker and sagemaker-runtime
 # AWS rejects a request whose X-Amz-Date is more than 5 minutes from the server's clock.
 MAX_CLOCK_SKEW_SECONDS = 300
 _AUTH_RE = re.compile(

@@ -31,6 +31,7 @@ from outcrop import __version__
 from outcrop.cli.batch import batch_app
 from outcrop.cli.bench import bench_command
 from outcrop.cli.client import Client
+from outcrop.cli.endpoints import endpoints_app
 from outcrop.cli.options import (
     CliState,
     OutcropGroup,
@@ -67,6 +68,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(batch_app, name="batch")
 app.add_typer(keys_app, name="keys")
+app.add_typer(endpoints_app, name="endpoints")  # outcrop/cli/endpoints.py
 
 
 @keys_app.callback()

@@ -253,4 +253,38 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        # SageMaker-compatible endpoints (issue 17). Self-contained: only its own tables. Each row keeps
+        # the request's validated shape as JSON ('spec'), so the Describe answers echo what was created.
+        11,
+        "SageMaker models, endpoint configs and endpoints",
+        [
+            """
+            CREATE TABLE sagemaker_models (
+                name VARCHAR(63) PRIMARY KEY,
+                spec TEXT NOT NULL,
+                imported_model VARCHAR(1011) NOT NULL,
+                import_job_id VARCHAR(12),
+                created_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE sagemaker_endpoint_configs (
+                name VARCHAR(63) PRIMARY KEY,
+                spec TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE sagemaker_endpoints (
+                name VARCHAR(63) PRIMARY KEY,
+                config_name VARCHAR(63) NOT NULL,
+                status VARCHAR(32) NOT NULL,
+                failure_reason TEXT,
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+        ],
+    ),
 ]

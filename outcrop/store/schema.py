@@ -204,3 +204,33 @@ request_rates = sa.Table(
     sa.Column("rate", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
+
+# SageMaker-compatible endpoints (outcrop/sagemaker/store.py).
+sagemaker_models = sa.Table(
+    "sagemaker_models",
+    metadata,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("spec", sa.Text),
+    sa.Column("imported_model", sa.String(1011)),
+    sa.Column("import_job_id", sa.String(12)),
+    sa.Column("created_at", sa.Float),
+)
+
+sagemaker_endpoint_configs = sa.Table(
+    "sagemaker_endpoint_configs",
+    metadata,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("spec", sa.Text),
+    sa.Column("created_at", sa.Float),
+)
+
+sagemaker_endpoints = sa.Table(
+    "sagemaker_endpoints",
+    metadata,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("config_name", sa.String(63)),
+    sa.Column("status", sa.String(32)),
+    sa.Column("failure_reason", sa.Text),
+    sa.Column("created_at", sa.Float),
+    sa.Column("updated_at", sa.Float),
+)

@@ -1,0 +1,156 @@
+"""What the SageMaker surface and its processing step cost: the same null copy called straight, through
+Bedrock's InvokeModel, through InvokeEndpoint, and through InvokeEndpoint with input/output templates.
+
+    .venv/bin/python benchmarks/sagemaker_overhead.py
+    .venv/bin/python benchmarks/sagemaker_overhead.py --requests 2000 --rounds 3
+
+It starts ``outcrop serve`` with null copies (``benchmarks/gateway_overhead.py``'s setup), imports a
+tiny model, warms one copy, deploys two endpoints over it with boto3 ``sagemaker`` (one plain, one
+whose model carries OUTCROP_INPUT_TEMPLATE / OUTCROP_OUTPUT_TEMPLATE), and sends one client's
+requests back to back, alternating the four targets per round so drift hits all of them. It prints
+p50/p99 of each and the differences that issue 17 sets goals for: the templates add <= 1 ms p50 at
+concurrency 1, and InvokeEndpoint costs no more than InvokeModel (p50 difference <= 0; the case
+study's proxy hop was 5-10 ms). Never run as a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# The shared setup (null-copy gateway, tiny model import, load generator) lives with the gateway benchmark.
+from gateway_overhead import (
+    ACCESS_KEY_ID,
+    API_KEY,
+    MODEL_NAME,
+    SECRET_ACCESS_KEY,
+    Run,
+    copy_token,
+    free_port,
+    gateway_log,
+    import_model,
+    load,
+    start_gateway,
+    wait_healthy,
+)
+
+QA_TEMPLATE = "Question: {{ question }} Context: {{ context }}"
+ANSWER_TEMPLATE = '{"answer": {{ generated_text | tojson }}}'
+
+
+def deploy(gateway: str) -> None:
+    import boto3
+
+    sm = boto3.client(
+        "sagemaker",
+        endpoint_url=gateway,
+        region_name="us-east-1",
+        aws_access_key_id=ACCESS_KEY_ID,
+        aws_secret_access_key=SECRET_ACCESS_KEY,
+    )
+    for name, env in (
+        ("bench", {}),
+        ("bench-tpl", {"OUTCROP_INPUT_TEMPLATE": QA_TEMPLATE, "OUTCROP_OUTPUT_TEMPLATE": ANSWER_TEMPLATE}),
+    ):
+        sm.create_model(ModelName=name, PrimaryContainer={"ModelDataUrl": MODEL_NAME, "Environment": env})
+        sm.create_endpoint_config(
+            EndpointConfigName=name,
+            ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1}],
+        )
+        sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+        sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig={"Delay": 1})
+
+
+async def measure(args: argparse.Namespace, gateway: str, copy_url: str, token: str) -> None:
+    params = {"max_new_tokens": 3}
+    targets = {
+        "direct copy": (
+            f"{copy_url}/v1/completions",
+            {"model": MODEL_NAME, "prompt": "Hello", "max_tokens": 3},
+            token,
+        ),
+        "bedrock InvokeModel": (
+            f"{gateway}/model/{MODEL_NAME}/invoke",
+            {"prompt": "Hello", "max_tokens": 3},
+            API_KEY,
+        ),
+        "sagemaker InvokeEndpoint": (
+            f"{gateway}/endpoints/bench/invocations",
+            {"inputs": "Hello", "parameters": params},
+            API_KEY,
+        ),
+        "  + templates": (
+            f"{gateway}/endpoints/bench-tpl/invocations",
+            {"question": "Hello", "context": "a greeting", "parameters": params},
+            API_KEY,
+        ),
+    }
+    runs: dict[str, list[float]] = {name: [] for name in targets}
+    for _ in range(args.rounds):
+        for name, (url, body, key) in targets.items():
+            run = await load(url, json.dumps(body).encode(), 1, args.requests, key=key)
+            runs[name] += run.latencies_s
+    print(f"{'target (1 client)':>26} | {'p50':>8} {'p99':>8}")
+    result = {name: Run(lat, 1.0) for name, lat in runs.items()}
+    for name, run in result.items():
+        print(f"{name:>26} | {run.pct(0.5):>6.3f}ms {run.pct(0.99):>6.2f}ms")
+    templates = result["  + templates"].pct(0.5) - result["sagemaker InvokeEndpoint"].pct(0.5)
+    surface = result["sagemaker InvokeEndpoint"].pct(0.5) - result["bedrock InvokeModel"].pct(0.5)
+    print(
+        f"\ntemplates add {templates:+.3f} ms p50 (goal <= 1 ms: {'met' if templates <= 1.0 else 'MISSED'}); "
+        f"InvokeEndpoint vs InvokeModel {surface:+.3f} ms p50 (goal <= 0, within noise: "
+        f"{'met' if surface <= 0.05 else 'MISSED'}); the case study's proxy hop: 5-10 ms"
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--requests", type=int, default=1000, help="Requests per round and target.")
+    p.add_argument("--rounds", type=int, default=3, help="Alternating rounds over the four targets.")
+    args = p.parse_args()
+    print(f"$ {' '.join(sys.argv)}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}"
+    )
+    root = Path(tempfile.mkdtemp(prefix="outcrop-sagemaker-bench-"))
+    port = free_port()
+    gateway = f"http://127.0.0.1:{port}"
+    proc = start_gateway(root, port)
+    try:
+        wait_healthy(gateway, proc, gateway_log(root, port))
+        import_model(gateway, root)
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        warm = httpx.post(
+            f"{gateway}/outcrop/models/{MODEL_NAME}/warm", json={"copies": 1}, headers=headers, timeout=120
+        )
+        if warm.status_code != 200:
+            raise SystemExit(f"warming the copy failed: {warm.status_code} {warm.text}")
+        deploy(gateway)
+        copies = httpx.get(f"{gateway}/outcrop/copies", headers=headers, timeout=10).json()["copies"]
+        (copy,) = [c for c in copies if c["modelName"] == MODEL_NAME]
+        print(f"gateway {gateway} (pid {proc.pid}); null copy {copy['url']} (pid {copy['pid']})\n")
+        asyncio.run(measure(args, gateway, copy["url"], copy_token(copy["pid"])))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Per-endpoint, per-variant metrics under SageMaker's CloudWatch names (Prometheus allows the case).
+
+    outcrop_sagemaker_Invocations_total{EndpointName, VariantName}
+    outcrop_sagemaker_Invocation4XXErrors_total / _Invocation5XXErrors_total
+    outcrop_sagemaker_ModelLatency_seconds      time in the copy (SageMaker: the container)
+    outcrop_sagemaker_OverheadLatency_seconds   everything else the gateway spent (parsing, templates)
+
+SageMaker reports latencies in microseconds; Prometheus' convention is seconds, and the histogram
+buckets are the gateway's own so the two kinds compare. An endpoint name that is not an endpoint
+shares one label value, so callers cannot grow the metrics without bound.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from outcrop.api.metrics import LATENCY_BUCKETS_SECONDS
+
+UNKNOWN_LABEL = "<unknown>"
+# Overhead is sub-millisecond when all is well: finer buckets at the bottom than the gateway's.
+OVERHEAD_BUCKETS_SECONDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
+
+
+class SageMakerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ["EndpointName", "VariantName"]
+        self.invocations = Counter(
+            "outcrop_sagemaker_Invocations",
+            "InvokeEndpoint requests answered by a variant.",
+            labels,
+            registry=registry,
+        )
+        self.errors_4xx = Counter(
+            "outcrop_sagemaker_Invocation4XXErrors",
+            "Invocations answered with a 4xx status.",
+            labels,
+            registry=registry,
+        )
+        self.errors_5xx = Counter(
+            "outcrop_sagemaker_Invocation5XXErrors",
+            "Invocations answered with a 5xx status.",
+            labels,
+            registry=registry,
+        )
+        self.model_latency = Histogram(
+            "outcrop_sagemaker_ModelLatency_seconds",
+            "Time the model copy took to answer (to the last chunk when streaming).",
+            labels,
+            buckets=LATENCY_BUCKETS_SECONDS,
+            registry=registry,
+        )
+        self.overhead_latency = Histogram(
+            "outcrop_sagemaker_OverheadLatency_seconds",
+            "Time the gateway added around the model: parsing, routing, templates, encoding.",
+            labels,
+            buckets=OVERHEAD_BUCKETS_SECONDS,
+            registry=registry,
+        )
+
+    def observe(
+        self, endpoint: str, variant: str, *, status: int, total_seconds: float, model_seconds: float
+    ) -> None:
+        self.invocations.labels(endpoint, variant).inc()
+        if 400 <= status < 500:
+            self.errors_4xx.labels(endpoint, variant).inc()
+        elif status >= 500:
+            self.errors_5xx.labels(endpoint, variant).inc()
+        if model_seconds > 0:
+            self.model_latency.labels(endpoint, variant).observe(model_seconds)
+            self.overhead_latency.labels(endpoint, variant).observe(max(0.0, total_seconds - model_seconds))

@@ -1,0 +1,137 @@
+"""``outcrop endpoints``: the SageMaker-compatible endpoints of a running server, with their variants.
+
+Self-contained (its own client, options and error edge) so that it registers with one line and
+does not depend on how the rest of the CLI shares its options.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from outcrop.auth.bootstrap import read_credentials
+from outcrop.cli.client import Client
+from outcrop.envs import cli_api_key, default_endpoint, load_config
+from outcrop.errors import OutcropError
+
+# Piped or redirected output is as wide as its longest row, as in the other listings.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 4096)
+err_console = Console(stderr=True, soft_wrap=True)
+
+endpoints_app = typer.Typer(
+    help="List SageMaker-compatible endpoints and their variants (create them with boto3 'sagemaker').",
+    no_args_is_help=False,
+)
+
+
+def _sagemaker(client: Client, operation: str, **body: Any) -> dict[str, Any]:
+    """One SageMaker control-plane call (JSON 1.1: the operation goes in X-Amz-Target)."""
+    return dict(
+        client._call(
+            "POST",
+            "/",
+            json=body,
+            headers={"X-Amz-Target": f"SageMaker.{operation}", "Content-Type": "application/x-amz-json-1.1"},
+        )
+    )
+
+
+def _endpoints(client: Client) -> list[dict[str, Any]]:
+    """Each endpoint with its variants (variant -> SageMaker model -> imported model, weight)."""
+    out, token = [], None
+    while True:
+        page = _sagemaker(client, "ListEndpoints", MaxResults=100, **({"NextToken": token} if token else {}))
+        for summary in page["Endpoints"]:
+            detail = _sagemaker(client, "DescribeEndpoint", EndpointName=summary["EndpointName"])
+            variants = []
+            try:
+                config = _sagemaker(
+                    client, "DescribeEndpointConfig", EndpointConfigName=detail["EndpointConfigName"]
+                )
+                variants = config["ProductionVariants"]
+            except OutcropError:  # the config was deleted; the endpoint still lists
+                pass
+            detail["Variants"] = [
+                {
+                    "VariantName": v["VariantName"],
+                    "ModelName": v.get("ModelName"),
+                    "Weight": v.get("InitialVariantWeight", 1.0),
+                    "Capacity": (
+                        f"serverless, max {v['ServerlessConfig']['MaxConcurrency']} concurrent"
+                        if v.get("ServerlessConfig")
+                        else f"{v.get('InitialInstanceCount', 0)} x {v.get('InstanceType') or 'copy'}"
+                    ),
+                }
+                for v in variants
+            ]
+            out.append(detail)
+        token = page.get("NextToken")
+        if not token:
+            return out
+
+
+def _client(endpoint: str | None, data_dir: Path | None) -> Client:
+    """A client with $OUTCROP_API_KEY, else the admin's key from the data dir (as the other commands)."""
+    config = load_config(**({"data_dir": data_dir} if data_dir else {}))
+    api_key = cli_api_key() or (read_credentials(config) or {}).get("api_key")
+    return Client(endpoint or default_endpoint(config), api_key=api_key)
+
+
+@endpoints_app.callback(invoke_without_command=True)
+def endpoints_list(
+    ctx: typer.Context,
+    endpoint: str | None = typer.Option(
+        None, "--endpoint", "-e", help="URL of the Outcrop server (default: $OUTCROP_ENDPOINT)."
+    ),
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="The server's data folder (for its admin key)."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print the endpoints as JSON, for scripts."),
+) -> None:
+    """List SageMaker-compatible endpoints, their status and variants.
+
+    Examples:
+
+        outcrop endpoints
+
+        outcrop endpoints --json
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    try:  # this command's error edge: one red line, never a traceback
+        rows = _endpoints(_client(endpoint, data_dir))
+    except OutcropError as exc:
+        err_console.print("[bold red]error:[/] " + escape(exc.message), highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if json_output:
+        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
+        return
+    if not rows:
+        console.print(
+            "No endpoints yet. Create one with boto3: sagemaker.create_model(...), create_endpoint_config(...), "
+            "create_endpoint(...) (see docs/sagemaker.md)."
+        )
+        return
+    table = Table("name", "status", "config", "variants", "reason")
+    for column in table.columns:
+        column.overflow = "fold"
+    for e in rows:
+        variants = "\n".join(
+            f"{v['VariantName']}: {v['ModelName']} (weight {v['Weight']}, {v['Capacity']})"
+            for v in e["Variants"]
+        )
+        table.add_row(
+            e["EndpointName"],
+            e["EndpointStatus"],
+            e["EndpointConfigName"],
+            variants,
+            e.get("FailureReason", ""),
+        )
+    console.print(table)

@@ -1,0 +1,1 @@
+"""SageMaker-compatible endpoints: control plane records, runtime targets, payloads, processing."""

@@ -1,0 +1,107 @@
+"""Typed inputs of the SageMaker control plane (botocore ``sagemaker`` 2017-07-24, JSON 1.1).
+
+Only the members Outcrop acts on or records are declared; the others (VpcConfig, DataCaptureConfig,
+...) are accepted and ignored, as a SageMaker feature this server has no use for. Field names keep
+SageMaker's PascalCase so a validation error names the member the caller sent.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+
+# SageMaker's own bounds (the service model's min/max for these members).
+MAX_VARIANTS = 10
+MAX_SERVERLESS_CONCURRENCY = 200
+NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class S3ModelDataSourceShape(_Input):
+    S3Uri: StrictStr = Field(..., min_length=1, max_length=1024)
+    S3DataType: StrictStr | None = None
+    CompressionType: StrictStr | None = None
+
+
+class ModelDataSourceShape(_Input):
+    S3DataSource: S3ModelDataSourceShape | None = None
+
+
+class ContainerDefinition(_Input):
+    ContainerHostname: StrictStr | None = None
+    Image: StrictStr | None = None
+    Mode: Literal["SingleModel", "MultiModel"] | None = None
+    ModelDataUrl: StrictStr | None = Field(None, max_length=1024)
+    ModelDataSource: ModelDataSourceShape | None = None
+    Environment: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+
+
+class Tag(_Input):
+    Key: StrictStr
+    Value: StrictStr
+
+
+class CreateModelInput(_Input):
+    ModelName: StrictStr = Field(..., pattern=NAME_PATTERN)
+    PrimaryContainer: ContainerDefinition | None = None
+    Containers: list[ContainerDefinition] | None = Field(None, max_length=15)
+    ExecutionRoleArn: StrictStr | None = None
+    Tags: list[Tag] = Field(default_factory=list)
+    EnableNetworkIsolation: bool | None = None
+
+
+class ServerlessConfigShape(_Input):
+    MemorySizeInMB: StrictInt = Field(..., ge=1024, le=6144)
+    MaxConcurrency: StrictInt = Field(..., ge=1, le=MAX_SERVERLESS_CONCURRENCY)
+    ProvisionedConcurrency: StrictInt | None = Field(None, ge=1, le=MAX_SERVERLESS_CONCURRENCY)
+
+
+class ProductionVariant(_Input):
+    VariantName: StrictStr = Field(..., pattern=NAME_PATTERN)
+    ModelName: StrictStr | None = Field(None, pattern=NAME_PATTERN)
+    InitialInstanceCount: StrictInt | None = Field(None, ge=1)
+    InstanceType: StrictStr | None = None
+    InitialVariantWeight: StrictFloat | StrictInt | None = Field(None, ge=0)
+    ServerlessConfig: ServerlessConfigShape | None = None
+
+
+class CreateEndpointConfigInput(_Input):
+    EndpointConfigName: StrictStr = Field(..., pattern=NAME_PATTERN)
+    ProductionVariants: list[ProductionVariant] = Field(..., min_length=1, max_length=MAX_VARIANTS)
+    Tags: list[Tag] = Field(default_factory=list)
+
+
+class CreateEndpointInput(_Input):
+    EndpointName: StrictStr = Field(..., pattern=NAME_PATTERN)
+    EndpointConfigName: StrictStr = Field(..., pattern=NAME_PATTERN)
+    Tags: list[Tag] = Field(default_factory=list)
+
+
+class UpdateEndpointInput(_Input):
+    EndpointName: StrictStr = Field(..., pattern=NAME_PATTERN)
+    EndpointConfigName: StrictStr = Field(..., pattern=NAME_PATTERN)
+
+
+class ModelNameInput(_Input):
+    ModelName: StrictStr = Field(..., min_length=1, max_length=63)
+
+
+class EndpointConfigNameInput(_Input):
+    EndpointConfigName: StrictStr = Field(..., min_length=1, max_length=63)
+
+
+class EndpointNameInput(_Input):
+    EndpointName: StrictStr = Field(..., min_length=1, max_length=63)
+
+
+class ListInput(_Input):
+    NameContains: StrictStr | None = None
+    SortBy: Literal["Name", "CreationTime", "Status"] = "CreationTime"
+    SortOrder: Literal["Ascending", "Descending"] = "Descending"
+    MaxResults: StrictInt = Field(10, ge=1, le=100)
+    NextToken: StrictStr | None = None
+    StatusEquals: StrictStr | None = None

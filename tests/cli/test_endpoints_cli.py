@@ -1,0 +1,38 @@
+"""`outcrop endpoints` lists SageMaker-compatible endpoints with their variants (a real process)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.api.test_sagemaker_control_e2e import make_endpoint
+from tests.cli.test_cli import outcrop
+from tests.conftest import ServingServer, boto3_client
+
+pytestmark = pytest.mark.e2e
+
+
+def test_endpoints_lists_each_endpoint_with_its_variants(serving_server: ServingServer) -> None:
+    sm = boto3_client("sagemaker", serving_server.url)
+    make_endpoint(sm, "cli-listed", serving_server.chat)
+    result = outcrop("endpoints", "--json", "--endpoint", serving_server.url)
+    assert result.returncode == 0, result.stderr
+    listed = {e["EndpointName"]: e for e in json.loads(result.stdout)}
+    assert listed["cli-listed"]["EndpointStatus"] == "InService"
+    assert listed["cli-listed"]["Variants"] == [
+        {
+            "VariantName": "AllTraffic",
+            "ModelName": "cli-listed-model",
+            "Weight": 1.0,
+            "Capacity": "1 x ml.g5.xlarge",
+        }
+    ]
+    table = outcrop("endpoints", "--endpoint", serving_server.url)
+    assert table.returncode == 0 and "cli-listed" in table.stdout and "InService" in table.stdout
+
+
+def test_endpoints_against_no_server_is_one_red_line() -> None:
+    result = outcrop("endpoints", "--endpoint", "http://127.0.0.1:9")
+    assert result.returncode == 1
+    assert "No Outcrop server answers" in result.stderr and "Traceback" not in result.stderr
