@@ -210,27 +210,27 @@ sagemaker_models = sa.Table(
     "sagemaker_models",
     metadata,
     sa.Column("name", sa.String(63), primary_key=True),
-    sa.Column("spec", sa.Text),
-    sa.Column("imported_model", sa.String(1011)),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("imported_model", sa.String(1011), nullable=False),
     sa.Column("import_job_id", sa.String(12)),
-    sa.Column("created_at", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
 )
 
 sagemaker_endpoint_configs = sa.Table(
     "sagemaker_endpoint_configs",
     metadata,
     sa.Column("name", sa.String(63), primary_key=True),
-    sa.Column("spec", sa.Text),
-    sa.Column("created_at", sa.Float),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
 )
 
 sagemaker_endpoints = sa.Table(
     "sagemaker_endpoints",
     metadata,
     sa.Column("name", sa.String(63), primary_key=True),
-    sa.Column("config_name", sa.String(63)),
-    sa.Column("status", sa.String(32)),
+    sa.Column("config_name", sa.String(63), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
     sa.Column("failure_reason", sa.Text),
-    sa.Column("created_at", sa.Float),
-    sa.Column("updated_at", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
 )
