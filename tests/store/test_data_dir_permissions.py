@@ -16,7 +16,7 @@ from outcrop.auth.audit import AuditLog
 from outcrop.store.datadir import make_private
 from outcrop.store.db import Database
 from tests.batch.conftest import write_jsonl
-from tests.conftest import ServingServer, boto3_client
+from tests.conftest import ServingServer, api, boto3_client
 
 
 def _open_to_others(root: Path) -> list[str]:
@@ -35,6 +35,8 @@ def _open_to_others(root: Path) -> list[str]:
 def test_nothing_in_the_data_dir_is_readable_by_other_users(serving_server: ServingServer) -> None:
     bedrock = boto3_client("bedrock", serving_server.url)
     runtime = boto3_client("bedrock-runtime", serving_server.url, retries={"max_attempts": 5})
+    # A copy first, so the invocation below does not race a cold start on a busy machine.
+    api.post(f"{serving_server.url}/outcrop/models/{serving_server.chat}/warm", json={}, timeout=300)
     bedrock.put_model_invocation_logging_configuration(
         loggingConfig={"s3Config": {"bucketName": "private-logs"}, "textDataDeliveryEnabled": True}
     )
