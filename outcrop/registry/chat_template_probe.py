@@ -5,8 +5,10 @@ one that raises or loops does so only when rendered, i.e. on every chat request;
 compiling is unsafe in the server (Jinja folds constants, so ``{{ 'x' * 10**10 }}`` allocates
 10 GB at compile time). At import, :func:`render_sample` runs this module as a child process
 that compiles the template and renders a sample conversation
-in the sandbox transformers uses (``ImmutableSandboxedEnvironment`` with ``raise_exception``,
-``tojson``, ``{% generation %}`` ...), under a time limit and a memory limit; the parent kills it
+in a sandbox built the way chat templates expect (:func:`template_environment`: jinja2's
+``ImmutableSandboxedEnvironment`` with ``raise_exception``, ``strftime_now``, a ``tojson`` that
+takes transformers' options, a no-op ``{% generation %}`` block ...; built on jinja2's public API,
+not on transformers' private helper), under a time limit and a memory limit; the parent kills it
 if it outlives both. The import worker never runs the template itself, so a template that
 loops or eats memory costs one child process, not the server.
 
@@ -23,7 +25,10 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import jinja2
 
 # Conversations tried in order; the template passes if one renders. Many templates reject a
 # system message (Mistral v0.1, Gemma) or demand alternating roles, and that is their right;
@@ -42,7 +47,7 @@ SAMPLE_CONVERSATIONS: list[list[dict[str, str]]] = [
     ],
     [{"role": "user", "content": "Hello!"}],
 ]
-# Python + transformers' template helpers start in ~1 s on an idle core; a loaded machine may
+# Python + jinja2 start in well under 1 s on an idle core; a loaded machine may
 # take several times that. The render's own limit starts after start-up, inside the child.
 STARTUP_SECONDS = 60.0
 # A template that needs more memory than this for a four-message conversation is broken.
@@ -82,12 +87,87 @@ def render_sample(template: str, special_tokens: dict[str, str], seconds: float)
         )
 
 
+def template_environment() -> jinja2.Environment:
+    """The sandbox chat templates are written for: what transformers' ``apply_chat_template`` offers them.
+
+    Imported lazily: only the child process needs jinja2.
+    """
+    import json as json_module
+    from datetime import datetime
+
+    import jinja2
+    import jinja2.ext
+    import jinja2.nodes
+    import jinja2.parser
+    import jinja2.sandbox
+    import jinja2.utils
+
+    class GenerationBlock(jinja2.ext.Extension):
+        """``{% generation %}...{% endgeneration %}`` marks an assistant span; rendering ignores it."""
+
+        tags = {"generation"}
+
+        def parse(self, parser: jinja2.parser.Parser) -> jinja2.nodes.Node:
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return jinja2.nodes.Scope(body).set_lineno(lineno)
+
+    def raise_exception(message: str) -> None:
+        raise jinja2.exceptions.TemplateError(message)
+
+    def strftime_now(format: str) -> str:
+        return datetime.now().strftime(format)
+
+    def tojson(
+        value: Any,
+        ensure_ascii: bool = False,
+        indent: int | str | None = None,
+        separators: tuple[str, str] | None = None,
+        sort_keys: bool = False,
+    ) -> str:
+        # jinja2's own tojson escapes HTML (<, >, &) and takes only indent; templates expect plain JSON
+        return json_module.dumps(
+            value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+        )
+
+    class SafeNamespace(jinja2.utils.Namespace):
+        """``namespace(...)`` that refuses underscore names, which lead towards CPython internals."""
+
+        def __init__(
+            *args: Any, **kwargs: Any
+        ) -> None:  # jinja2's signature trick: allows namespace(self=...)
+            self, rest = args[0], args[1:]
+            attrs = dict(*rest, **kwargs)
+            for name in attrs:
+                SafeNamespace.check_name(name)
+            jinja2.utils.Namespace.__init__(self, attrs)
+
+        def __setitem__(self, name: str, value: Any) -> None:
+            SafeNamespace.check_name(name)
+            jinja2.utils.Namespace.__setitem__(self, name, value)
+
+        @staticmethod
+        def check_name(name: object) -> None:
+            if isinstance(name, str) and name.startswith("_"):
+                raise jinja2.exceptions.SecurityError(
+                    f"chat templates cannot store underscore-prefixed attributes on a namespace, got {name!r}; "
+                    "rename the attribute"
+                )
+
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[GenerationBlock, jinja2.ext.loopcontrols]
+    )
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = strftime_now
+    env.globals["namespace"] = SafeNamespace
+    return env
+
+
 def _render(request: dict[str, Any]) -> tuple[str, str | None]:
     """(stage reached, error or None)."""
     import resource
     import signal
-
-    from transformers.utils.chat_template_utils import _compile_jinja_template
 
     template: str = request["template"]
     special_tokens: dict[str, str] = request["special_tokens"]
@@ -109,7 +189,7 @@ def _render(request: dict[str, Any]) -> tuple[str, str | None]:
     stage = "compile"
     first_error: str | None = None
     try:
-        compiled = _compile_jinja_template(template)
+        compiled = template_environment().from_string(template)
         stage = "render"
         for messages in SAMPLE_CONVERSATIONS:
             try:

@@ -1,11 +1,14 @@
 """Schemathesis against the in-process app's own OpenAPI: no request to the control plane
-(imports, batch inference jobs, invocation logging), the admin API or the ops endpoints may end
-in a 500.
+(imports, batch inference jobs, invocation logging), the admin API, the ops endpoints or the
+OpenAI routes (/v1/models, /v1/completions, /v1/chat/completions) may end in a 500.
 
 Every operation is fuzzed with schema-valid (positive) and schema-breaking (negative) data.
 The create operations read their bodies by hand (for Bedrock-shaped validation errors), so their
 OpenAPI entries have no request body; the test adds the wire models' JSON schemas to them, so the
-fuzzer generates and mutates real CreateModelImportJob and CreateModelInvocationJob bodies. A
+fuzzer generates and mutates real CreateModelImportJob and CreateModelInvocationJob bodies, and
+OpenAI completion and chat-completion bodies (the copy's own request models). Those carry random
+model names, so they exercise the gateway's checks; the near-valid OpenAI test names the seeded
+model, warmed once, so the bodies reach a model copy's validation as well. A
 model imported and a batch job created before fuzzing are also used as path identifiers, so the
 found-paths of get, stop and delete run too.
 
@@ -21,7 +24,7 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,7 @@ from outcrop.api.app import build_services, create_app
 from outcrop.api.bedrock.batch import CreateModelInvocationJobRequest
 from outcrop.api.bedrock.protocol import CreateModelImportJobRequest
 from outcrop.batch.service import CreateBatchJob
+from outcrop.engine.protocol import ChatCompletionRequest, CompletionRequest
 from outcrop.envs import load_config
 from outcrop.registry.importer import ImportWorker
 from outcrop.registry.service import CreateImportJob, Registry
@@ -45,15 +49,19 @@ from tests.conftest import AUTH, TEST_ACCESS_KEY_ID, TEST_API_KEY, TEST_SECRET_A
 
 CREATE_PATH = "/model-import-jobs"
 BATCH_CREATE_PATH = "/model-invocation-job"
+COMPLETIONS_PATH = "/v1/completions"
+CHAT_PATH = "/v1/chat/completions"
 HAND_READ_BODIES: dict[str, type[BaseModel]] = {
     CREATE_PATH: CreateModelImportJobRequest,
     BATCH_CREATE_PATH: CreateModelInvocationJobRequest,
+    COMPLETIONS_PATH: CompletionRequest,
+    CHAT_PATH: ChatCompletionRequest,
 }
 SEEDED_MODEL = "seeded_model"
 SEEDED_JOB = "seeded-job"
 SEEDED_BATCH_JOB = "seeded-batch"
 EXAMPLES_PER_OPERATION = 25  # x 2 modes x ~15 operations: several seconds in-process
-FUZZED_TAGS = {"bedrock control plane", "bedrock batch inference", "outcrop admin", "ops"}
+FUZZED_TAGS = {"bedrock control plane", "bedrock batch inference", "outcrop admin", "ops", "openai"}
 # Admin writes (warming a model, ...) start model copies: the serving tests cover them, not this one.
 READ_ONLY_TAGS = {"outcrop admin"}
 # NUL in a source URI is a known 500 (test_source_uri_with_nul_byte_is_a_validation_exception); kept out
@@ -169,7 +177,106 @@ def test_fuzzing_covers_the_control_plane_admin_and_ops(target: FuzzTarget) -> N
     assert {("POST", BATCH_CREATE_PATH), ("GET", "/model-invocation-jobs")} <= fuzzed
     assert ("POST", "/model-invocation-job/{jobIdentifier}/stop") in fuzzed
     assert {("PUT", "/logging/modelinvocations"), ("DELETE", "/logging/modelinvocations")} <= fuzzed
+    assert {("GET", "/v1/models"), ("POST", COMPLETIONS_PATH), ("POST", CHAT_PATH)} <= fuzzed
     assert target.operations[-1][0] == "DELETE"
+
+
+def near_valid_openai_bodies(path: str) -> st.SearchStrategy[dict[str, Any]]:
+    """Bodies for the seeded model, small enough to generate quickly, with every sampling field
+    drawn from its edges and past them (types, ranges, stop lists, logit biases, prompts of ids)."""
+    numbers = (
+        st.sampled_from([-1, 0, 0.5, 1, 2, 2.5, 1e308, -0.0])
+        | st.booleans()
+        | st.none()
+        | st.text(max_size=3)
+    )
+    small_ints = st.integers(-2, 4) | st.sampled_from([2**31, None, "1", 1.5, True])
+    stop = st.none() | st.text(max_size=4) | st.lists(st.text(max_size=4) | st.integers(), max_size=5)
+    sampling = {
+        "max_tokens": st.integers(-1, 4) | st.sampled_from([None, 2**31, "4", 2.0]),
+        "temperature": numbers,
+        "top_p": numbers,
+        "top_k": small_ints,
+        "min_p": numbers,
+        "repetition_penalty": numbers,
+        "frequency_penalty": numbers,
+        "presence_penalty": numbers,
+        "stop": stop,
+        "seed": st.integers(-(2**64), 2**64) | st.none(),
+        "n": small_ints,
+        "stream": st.booleans() | st.sampled_from([None, "yes"]),
+        "stream_options": st.none()
+        | st.fixed_dictionaries({}, optional={"include_usage": st.booleans() | st.just(1)}),
+        "logit_bias": st.none() | st.dictionaries(st.text(max_size=6), numbers, max_size=3),
+        "priority": small_ints,
+        "user": st.none() | st.text(max_size=4),
+        "unknown_field": st.integers(),
+    }
+    if path == COMPLETIONS_PATH:
+        extra = {
+            "prompt": st.text(max_size=20)
+            | st.lists(st.text(max_size=5), max_size=3)
+            | st.lists(st.integers(-5, 2**40), max_size=5)
+            | st.lists(st.lists(st.integers(-5, 300), max_size=3), max_size=2)
+            | st.none(),
+            "logprobs": small_ints,
+            "echo": st.booleans() | st.just("no"),
+            "suffix": st.none() | st.text(max_size=3),
+            "best_of": small_ints,
+        }
+    else:
+        message = st.fixed_dictionaries(
+            {"role": st.sampled_from(["user", "assistant", "system", "tool", "developer", "robot"])},
+            optional={
+                "content": st.text(max_size=20)
+                | st.none()
+                | st.lists(
+                    st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=5)}), max_size=2
+                )
+                | st.integers(),
+                "name": st.text(max_size=3),
+            },
+        )
+        extra = {
+            "messages": st.lists(message, max_size=4) | st.none() | st.text(max_size=3),
+            "max_completion_tokens": small_ints,
+            "logprobs": st.booleans() | st.just(3),
+            "top_logprobs": small_ints,
+            "response_format": st.none() | st.sampled_from([{"type": "text"}, {"type": "json_object"}, {}]),
+            "add_generation_prompt": st.booleans(),
+        }
+    return st.fixed_dictionaries({"model": st.just(SEEDED_MODEL)}, optional={**sampling, **extra})
+
+
+@pytest.fixture(scope="module")
+def seed_client(target: FuzzTarget) -> Iterator[Any]:
+    """A client on one event loop (the copy's connections live on it) with the seeded model warmed,
+    so near-valid OpenAI bodies reach a model copy's validation. No lifespan: the app stays up.
+    Its tests come before the ones that delete the seeded model."""
+    import anyio.from_thread
+    from fastapi.testclient import TestClient
+
+    with anyio.from_thread.start_blocking_portal() as portal:
+        client = TestClient(target.schema.app, raise_server_exceptions=False)
+        client.portal = portal  # every request on this loop, as in a real server
+        response = client.post(
+            f"/outcrop/models/{SEEDED_MODEL}/warm", json={"copies": 1}, headers=AUTH, timeout=180
+        )
+        assert response.status_code == 200, response.text
+        yield client
+
+
+@pytest.mark.parametrize("path", [COMPLETIONS_PATH, CHAT_PATH])
+def test_near_valid_openai_requests_end_in_no_server_error(seed_client: Any, path: str) -> None:
+    @settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(body=near_valid_openai_bodies(path))
+    def run(body: dict[str, Any]) -> None:
+        response = seed_client.post(path, json=body, headers=AUTH)
+        assert response.status_code < 500, (
+            f"{response.status_code} for {json.dumps(body)}: {response.text[:2000]}"
+        )
+
+    run()
 
 
 def assert_no_server_error(case: schemathesis.Case) -> None:
