@@ -10,10 +10,15 @@ Modules, by noun (the request path, outside in):
 - ``protocol``     pydantic wire models of that contract.
 - ``requests``     validated request -> engine sequences (prompt ids + ``SamplingParams``).
 - ``runtime``      loads the model, owns the engine thread, bridges outputs to asyncio.
-- ``engine``       the step loop: scheduler plan -> model step -> sampling -> detokenize -> stop.
-- ``scheduler``    pure decisions: admission into KV slots, chunked prefill, decode batches.
-- ``model_runner`` the hand-written batched forward over the loaded HF modules.
-- ``kv_cache``     the preallocated slot cache and its byte budget.
+- ``engine``       the step loop: scheduler plan -> blocks -> model step -> sampling -> detokenize
+                   -> stop; preempted sequences are recomputed and resume where they stopped.
+- ``scheduler``    pure decisions: admission by batch rows and free KV blocks, preemption,
+                   chunked prefill, decode batches, priority classes.
+- ``block_manager`` pure bookkeeping of the paged KV cache: block tables, prefix caching
+                   (hash chain of full blocks, LRU pool of free cached blocks).
+- ``model_runner`` the hand-written batched forward over the loaded HF modules, attending over
+                   the paged cache.
+- ``kv_cache``     the block pool's tensors and its byte budget.
 - ``sampling``     vectorized per-row sampling and penalties.
 - ``detokenizer``  incremental UTF-8-safe detokenization.
 - ``tokenization`` tokenizer, chat template, EOS ids.

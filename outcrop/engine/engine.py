@@ -2,8 +2,15 @@
 
 The HTTP side calls ``add_request`` / ``abort`` from any thread; a dedicated engine
 thread (``run_forever``) loops ``step()``: take new requests, ask the scheduler for a
-plan, run one prefill or decode forward, sample, detokenize, check stop conditions, free
-finished slots, and hand the step's outputs to ``deliver`` in one call.
+plan, carry out its preemptions and admissions on the block manager (admission reuses
+prefix-cache hits, so a known prefix is not computed again), run one prefill or decode
+forward over the sequences' block tables, key the blocks that became full in the prefix
+cache, sample, detokenize, check stop conditions, free finished sequences' blocks, and
+hand the step's outputs to ``deliver`` in one call.
+
+A sequence preempted by recompute (``scheduler``) keeps its output so far, its sampler's
+generator state and its penalty counts; readmitted, it prefills its prompt plus that output
+and continues, so its tokens are those it would have produced without the preemption.
 
 Failures are contained to the smallest unit they belong to. An exception while applying one
 sequence's own settings (seeding its generator, sampling its row, decoding its text,
@@ -24,6 +31,7 @@ from typing import Any
 
 import torch
 
+from outcrop.engine.block_manager import BlockManager, block_hashes
 from outcrop.engine.detokenizer import IncrementalDetokenizer
 from outcrop.engine.metrics import EngineMetrics
 from outcrop.engine.model_runner import ModelRunner, StepBatch
@@ -84,6 +92,10 @@ class Sequence:
     slot: int | None = None
     num_cached: int = 0  # tokens in the KV cache
     output_ids: list[int] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)  # prompt + output, the sequence's tokens so far
+    prefill_len: int = 0  # tokens to prefill: the prompt, or after a preemption the prompt + output
+    hashes: list[bytes] = field(default_factory=list)  # prefix-cache keys of token_ids' full blocks
+    generator_state: Any = None  # a preempted seeded sequence's sampler state, restored on readmission
     sent_chars: int = 0  # characters of detok.text already delivered
     first_token_time: float | None = None
     held_token_ids: list[int] = field(default_factory=list)  # non-streaming: not delivered yet
@@ -95,14 +107,10 @@ class Sequence:
     def prompt_len(self) -> int:
         return len(self.request.prompt_ids)
 
-    def view(self) -> SeqView:
-        return SeqView(
-            self.seq_id,
-            self.prompt_len,
-            min(self.num_cached, self.prompt_len),
-            self.slot,
-            self.request.priority,
-        )
+    def update_hashes(self, block_size: int) -> list[bytes]:
+        if len(self.hashes) < len(self.token_ids) // block_size:
+            self.hashes = block_hashes(self.token_ids, block_size, self.hashes)
+        return self.hashes
 
 
 Deliver = Callable[[list[tuple[EngineRequest, RequestOutput]]], None]
@@ -116,6 +124,8 @@ class Engine:
         eos_token_ids: set[int],
         limits: SchedulerLimits | None = None,
         metrics: EngineMetrics | None = None,
+        max_batch: int = 32,
+        prefix_caching: bool = True,
     ) -> None:
         assert runner.kv is not None, "the runner needs its KV cache before the engine starts"
         self.runner = runner
@@ -123,8 +133,9 @@ class Engine:
         self.eos_token_ids = eos_token_ids
         self.limits = limits or SchedulerLimits()
         self.metrics = metrics or EngineMetrics()
-        self.num_slots = runner.kv.num_slots
+        self.num_slots = max_batch  # rows of the batch; memory is the block pool's
         self.max_model_len = runner.kv.max_model_len
+        self.blocks = BlockManager(runner.kv.num_blocks, runner.kv.block_size, prefix_caching)
         self.sampler = Sampler(runner.vocab_size, runner.device)
         self.counts = TokenCounts(self.num_slots, runner.vocab_size, runner.device)
         self._inbox: deque[EngineRequest] = deque()
@@ -175,9 +186,10 @@ class Engine:
         outputs: list[tuple[EngineRequest, RequestOutput]] = []
         self._take_inbox(outputs)
         plan = schedule(
-            [s.view() for s in self.waiting],
-            [s.view() for s in self.running.values()],
+            self._waiting_views(),
+            [self._running_view(s) for s in self.running.values()],
             self.free_slots,
+            self.blocks.num_free,
             self.limits,
             self._last_kind,
         )
@@ -203,6 +215,8 @@ class Engine:
         now = time.monotonic()
         for request in new:
             seq = Sequence(self._next_seq_id, request, IncrementalDetokenizer(self.tokenizer), now)
+            seq.token_ids = list(request.prompt_ids)
+            seq.prefill_len = len(seq.token_ids)
             self._next_seq_id += 1
             self.waiting.append(seq)
         if not aborts:
@@ -216,14 +230,48 @@ class Engine:
             self._release(seq)
             outputs.append((seq.request, self._output(seq, "", [], [])))
 
+    def _waiting_views(self) -> list[SeqView]:
+        """What the scheduler needs of the queue. Only the sequences that could be admitted this
+        step (one per free slot or running sequence, in priority order) are priced in blocks."""
+        priced = len(self.free_slots) + len(self.running)
+        views = []
+        bs = self.blocks.block_size
+        for rank, seq in enumerate(sorted(self.waiting, key=lambda s: s.request.priority)):
+            need = self.blocks.num_blocks + 1  # more than the pool: not admitted this step
+            if rank < priced:
+                need = self.blocks.blocks_to_admit(seq.update_hashes(bs), seq.prefill_len)
+            views.append(
+                SeqView(seq.seq_id, seq.prefill_len, 0, None, seq.request.priority, admit_blocks=need)
+            )
+        order = {s.seq_id: i for i, s in enumerate(self.waiting)}
+        return sorted(views, key=lambda v: order[v.seq_id])  # the scheduler wants arrival order
+
+    def _running_view(self, seq: Sequence) -> SeqView:
+        decoding = seq.num_cached >= seq.prefill_len
+        return SeqView(
+            seq.seq_id,
+            seq.prefill_len,
+            min(seq.num_cached, seq.prefill_len),
+            seq.slot,
+            seq.request.priority,
+            grow_blocks=self.blocks.blocks_to_grow(seq.seq_id, seq.num_cached + 1) if decoding else 0,
+            held_blocks=len(self.blocks.tables.get(seq.seq_id, ())),
+        )
+
     def _preempt(self, plan: StepPlan) -> None:
-        """Sequences that computed nothing give their slot to a more urgent one and queue again."""
+        """Preempted sequences give back their slot and blocks and queue again (see the module docstring)."""
         for seq_id in plan.preempted:
             seq = self.running.pop(seq_id)
-            assert seq.slot is not None and seq.num_cached == 0, "only unstarted sequences are preempted"
+            assert seq.slot is not None, "a running sequence holds a slot"
+            if seq.output_ids:
+                self.metrics.preemptions.inc()
+            seq.generator_state = self.sampler.generator_state(seq.slot)
+            self.blocks.free(seq_id)
             self.free_slots.append(seq.slot)
             self.sampler.seed_slot(seq.slot, None)
             seq.slot = None
+            seq.num_cached = 0
+            seq.prefill_len = len(seq.token_ids)
             self.waiting.append(seq)
         if plan.preempted:
             self.waiting.sort(key=lambda s: s.seq_id)  # back in arrival order
@@ -234,14 +282,28 @@ class Engine:
         by_id = {s.seq_id: s for s in self.waiting}
         for seq_id, slot in plan.admitted:
             seq = by_id[seq_id]
+            hashes = seq.update_hashes(self.blocks.block_size)
+            cached = self.blocks.allocate(seq_id, hashes, seq.prefill_len)
+            if cached is None:  # a preempted sequence's blocks were shared after all; wait a step
+                continue
+            self.metrics.prefix_cache_queries.inc(seq.prefill_len)
+            self.metrics.prefix_cache_hits.inc(cached)
             self.waiting.remove(seq)
             self.free_slots.remove(slot)
             seq.slot = slot
+            seq.num_cached = cached
             self.running[seq_id] = seq
             params = seq.request.params
             try:
                 self.counts.start(slot, seq.request.prompt_ids, params.needs_penalties)
+                if seq.output_ids and params.needs_penalties:  # readmitted: its output counts too
+                    self.counts.record(
+                        [slot] * len(seq.output_ids), torch.tensor(seq.output_ids, device=self.runner.device)
+                    )
                 self.sampler.seed_slot(slot, params.seed)
+                if seq.generator_state is not None:
+                    self.sampler.restore_generator(slot, seq.generator_state)
+                    seq.generator_state = None
             except Exception as exc:  # this sequence's settings, not the engine: fail it alone
                 self._fail_one(seq, f"setting up its sampler (seed={params.seed})", exc, outputs)
                 continue
@@ -255,17 +317,16 @@ class Engine:
             return
         seqs = [self.running[c.seq_id] for c in chunks]
         batch = StepBatch(
-            token_ids=[
-                s.request.prompt_ids[c.start : c.start + c.length] for s, c in zip(seqs, chunks, strict=True)
-            ],
-            slots=[c.slot for c in chunks],
+            token_ids=[s.token_ids[c.start : c.start + c.length] for s, c in zip(seqs, chunks, strict=True)],
+            block_tables=[self.blocks.tables[s.seq_id] for s in seqs],
             starts=[c.start for c in chunks],
         )
         logits = self.runner.forward(batch)  # [rows, vocab]
         done_rows = []
         for row, (seq, chunk) in enumerate(zip(seqs, chunks, strict=True)):
             seq.num_cached = chunk.start + chunk.length
-            if seq.num_cached >= seq.prompt_len:
+            self.blocks.cache_computed(seq.seq_id, seq.update_hashes(self.blocks.block_size), seq.num_cached)
+            if seq.num_cached >= seq.prefill_len:
                 done_rows.append(row)
         if done_rows:
             if len(done_rows) < len(seqs):
@@ -276,14 +337,20 @@ class Engine:
         seqs = sorted((self.running[i] for i in plan.decode if i in self.running), key=lambda s: s.slot or 0)
         if not seqs:
             return
+        for s in seqs:  # the scheduler kept these blocks free
+            grown = self.blocks.grow(s.seq_id, s.num_cached + 1)
+            assert grown, "the scheduler keeps back the blocks decoding sequences need"
         batch = StepBatch(
-            token_ids=[[s.output_ids[-1]] for s in seqs],
-            slots=[s.slot for s in seqs],  # type: ignore[misc]
+            token_ids=[[s.token_ids[-1]] for s in seqs],
+            block_tables=[self.blocks.tables[s.seq_id] for s in seqs],
             starts=[s.num_cached for s in seqs],
         )
         logits = self.runner.forward(batch)
+        bs = self.blocks.block_size
         for s in seqs:
             s.num_cached += 1
+            if s.num_cached % bs == 0:  # a block just filled up: key it for the prefix cache
+                self.blocks.cache_computed(s.seq_id, s.update_hashes(bs), s.num_cached)
         self._sample_and_emit(seqs, logits, outputs)
 
     def _sample_and_emit(
@@ -349,6 +416,7 @@ class Engine:
         """Record one sampled token: detokenize, check stop conditions, queue the output."""
         params = seq.request.params
         seq.output_ids.append(token)
+        seq.token_ids.append(token)
         is_eos = token in self.eos_token_ids and not params.ignore_eos
         if not is_eos:
             seq.detok.push(token)
@@ -416,6 +484,7 @@ class Engine:
         )
 
     def _release(self, seq: Sequence) -> None:
+        self.blocks.free(seq.seq_id)
         if seq.slot is not None:
             self.running.pop(seq.seq_id, None)
             self.free_slots.append(seq.slot)
@@ -458,5 +527,4 @@ class Engine:
         self.metrics.running.set(len(self.running))
         self.metrics.paused.set(self._paused)
         self.metrics.waiting.set(len(self.waiting) + len(self._inbox))
-        used = sum(s.num_cached for s in self.running.values())
-        self.metrics.kv_cache_usage.set(used / max(1, self.num_slots * self.max_model_len))
+        self.metrics.kv_cache_usage.set(self.blocks.num_used / self.blocks.num_blocks)

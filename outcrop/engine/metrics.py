@@ -15,7 +15,9 @@ class EngineMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.running = Gauge(
-            "outcrop_engine_requests_running", "Sequences holding a KV-cache slot.", registry=r
+            "outcrop_engine_requests_running",
+            "Sequences admitted to the batch (holding KV-cache blocks).",
+            registry=r,
         )
         self.paused = Gauge(
             "outcrop_engine_requests_paused",
@@ -24,7 +26,9 @@ class EngineMetrics:
         )
         self.waiting = Gauge("outcrop_engine_requests_waiting", "Sequences queued for a slot.", registry=r)
         self.kv_cache_usage = Gauge(
-            "outcrop_engine_kv_cache_usage_ratio", "Fraction of KV-cache token capacity in use.", registry=r
+            "outcrop_engine_kv_cache_usage_ratio",
+            "Fraction of the KV-cache blocks held by sequences.",
+            registry=r,
         )
         self.kv_cache_bytes = Gauge(
             "outcrop_engine_kv_cache_bytes", "Bytes allocated for the KV cache.", registry=r
@@ -47,6 +51,21 @@ class EngineMetrics:
             "outcrop_engine_time_per_output_token_seconds",
             "Mean time between output tokens of a finished sequence.",
             buckets=TPOT_BUCKETS,
+            registry=r,
+        )
+        self.prefix_cache_queries = Counter(
+            "outcrop_engine_prefix_cache_queries",
+            "Tokens looked up in the prefix cache when sequences were admitted.",
+            registry=r,
+        )
+        self.prefix_cache_hits = Counter(
+            "outcrop_engine_prefix_cache_hits",
+            "Of those tokens, the ones found computed already (not computed again).",
+            registry=r,
+        )
+        self.preemptions = Counter(
+            "outcrop_engine_preemptions",
+            "Sequences that gave up their KV-cache blocks to be recomputed later (the pool ran out).",
             registry=r,
         )
         self.steps = Counter("outcrop_engine_steps", "Engine steps run, by kind.", ["kind"], registry=r)

@@ -222,6 +222,10 @@ class HealthResponse(BaseModel):
     dtype: str | None = None
     memory_bytes: int | None = None
     kv_cache_bytes: int | None = None
+    kv_cache_blocks: int | None = None  # blocks in the pool
+    kv_cache_free_blocks: int | None = None
+    block_size: int | None = None  # tokens per block
+    prefix_caching: bool | None = None
     max_batch: int | None = None
     max_model_len: int | None = None
     running: int = 0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from outcrop.engine.block_manager import DEFAULT_BLOCK_SIZE
 from outcrop.engine.engine import Engine, EngineRequest, RequestOutput
 from outcrop.engine.kv_cache import KVCache, default_kv_budget_bytes, kv_bytes_per_token, plan_kv_cache
 from outcrop.engine.loader import verify_model_dir
@@ -27,8 +28,19 @@ from outcrop.errors import ConfigError, InvalidRequestError, ServiceUnavailableE
 
 log = logging.getLogger(__name__)
 
-# Why 32: the benchmark's top concurrency, and where a 2-core CPU stops gaining throughput.
+# Why 32 on CPU: the benchmark's top concurrency, and where a 2-core CPU stops gaining throughput.
 DEFAULT_MAX_BATCH = 32
+# Why 256 on CUDA: a decode step's time barely grows with rows until the GPU is compute-bound
+# (hundreds of rows); a batch row costs no memory of its own (the KV cache is a shared block
+# pool), so the pool, not this, limits what runs. vLLM's default for such GPUs is the same.
+DEFAULT_CUDA_MAX_BATCH = 256
+
+
+def default_max_batch(device: str) -> int:
+    """``--max-batch`` when not given: sized for the device."""
+    return DEFAULT_CUDA_MAX_BATCH if torch.device(device).type == "cuda" else DEFAULT_MAX_BATCH
+
+
 # Why 1024: the gateway throttles and sheds load before a copy; this only stops a runaway
 # client from queueing unbounded work (and memory) inside one copy.
 DEFAULT_MAX_QUEUED = 1024
@@ -40,8 +52,10 @@ class WorkerOptions:
     served_name: str | None = None
     device: str = "cpu"
     dtype: str | None = None  # None = float32 on CPU, bfloat16 on CUDA
-    max_batch: int = DEFAULT_MAX_BATCH
-    kv_cache_bytes: int | None = None  # None = a share of free memory
+    max_batch: int | None = None  # None = sized for the device (default_max_batch)
+    kv_cache_bytes: int | None = None  # None = a share of the memory free after the weights
+    block_size: int = DEFAULT_BLOCK_SIZE  # tokens per KV-cache block
+    prefix_caching: bool = True
     max_model_len: int | None = None  # None = the model's max_position_embeddings
     max_prefill_tokens: int = SchedulerLimits().max_prefill_tokens
     max_lower_priority_seqs: int = SchedulerLimits().max_lower_priority_seqs
@@ -51,6 +65,10 @@ class WorkerOptions:
     @property
     def model_id(self) -> str:
         return self.served_name or self.model_dir.name
+
+    @property
+    def resolved_max_batch(self) -> int:
+        return self.max_batch or default_max_batch(self.device)
 
 
 class WorkerStatus(Enum):
@@ -106,7 +124,7 @@ class WorkerRuntime:
             max_len = min(max_len, opts.max_model_len)
         budget = opts.kv_cache_bytes or default_kv_budget_bytes(self.device)
         per_token = kv_bytes_per_token(runner.num_layers, runner.num_kv_heads, runner.head_dim, self.dtype)
-        plan = plan_kv_cache(budget, per_token, max_len, opts.max_batch)
+        plan = plan_kv_cache(budget, per_token, max_len, opts.block_size)
         runner.attach_cache(
             KVCache(plan, runner.num_layers, runner.num_kv_heads, runner.head_dim, self.dtype, self.device)
         )
@@ -119,16 +137,22 @@ class WorkerRuntime:
                 max_lower_priority_seqs=opts.max_lower_priority_seqs,
             ),
             self.metrics,
+            max_batch=opts.resolved_max_batch,
+            prefix_caching=opts.prefix_caching,
         )
         log.info(
-            "loaded %s in %.1fs: %s %s, %d slots x %d tokens (%.0f MiB KV cache)",
+            "loaded %s in %.1fs: %s %s, max batch %d, KV cache %d blocks x %d tokens (%.0f MiB, "
+            "prefix caching %s), max model len %d",
             self.model_id,
             time.monotonic() - started,
             self.device,
             str(self.dtype).removeprefix("torch."),
-            plan.num_slots,
-            plan.max_model_len,
+            opts.resolved_max_batch,
+            plan.num_blocks,
+            plan.block_size,
             plan.bytes_total / 2**20,
+            "on" if opts.prefix_caching else "off",
+            plan.max_model_len,
         )
 
     def start_engine(self, loop: asyncio.AbstractEventLoop) -> None:
