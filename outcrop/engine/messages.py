@@ -102,11 +102,11 @@ class CoreFacts(msgspec.Struct, gc=False):
     memory_bytes: int
 
 
-class Ready(msgspec.Struct, tag=True, gc=False):
+class Ready(msgspec.Struct, tag=True, array_like=True, gc=False):
     facts: CoreFacts
 
 
-class LoadFailed(msgspec.Struct, tag=True, gc=False):
+class LoadFailed(msgspec.Struct, tag=True, array_like=True, gc=False):
     message: str
 
 
@@ -132,7 +132,7 @@ class Abort(msgspec.Struct, tag=True, array_like=True, gc=False):
     request_ids: list[str]
 
 
-class Shutdown(msgspec.Struct, tag=True, gc=False):
+class Shutdown(msgspec.Struct, tag=True, array_like=True, gc=False):
     pass
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from outcrop.engine.messages import CoreStats
+
 # Buckets in seconds: TTFT spans a fast decode step (ms) to a long queue wait (tens of s).
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # Per-output-token time: one decode step, from ~1 ms (GPU) to ~0.5 s (big model on CPU).
@@ -69,3 +71,21 @@ class EngineMetrics:
             registry=r,
         )
         self.steps = Counter("outcrop_engine_steps", "Engine steps run, by kind.", ["kind"], registry=r)
+
+    def mirror(self, stats: CoreStats, last: CoreStats) -> None:
+        """Apply the engine core's gauges and counters (sent with each step) to this registry."""
+        self.running.set(stats.running)
+        self.waiting.set(stats.waiting)
+        self.paused.set(stats.paused)
+        self.kv_cache_usage.set(stats.kv_cache_usage)
+        for counter, new, old in (
+            (self.prompt_tokens, stats.prompt_tokens, last.prompt_tokens),
+            (self.generation_tokens, stats.generation_tokens, last.generation_tokens),
+            (self.prefix_cache_queries, stats.prefix_cache_queries, last.prefix_cache_queries),
+            (self.prefix_cache_hits, stats.prefix_cache_hits, last.prefix_cache_hits),
+            (self.preemptions, stats.preemptions, last.preemptions),
+            (self.steps.labels("prefill"), stats.prefill_steps, last.prefill_steps),
+            (self.steps.labels("decode"), stats.decode_steps, last.decode_steps),
+        ):
+            if new > old:
+                counter.inc(new - old)

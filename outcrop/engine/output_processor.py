@@ -66,8 +66,9 @@ class OutputProcessor:
         )
 
     def forget(self, request_id: str) -> None:
-        """The client left: nothing more is delivered for this request."""
-        self._states.pop(request_id, None)
+        """The client left: nothing more is delivered for this request (it ends as an abort)."""
+        if self._states.pop(request_id, None) is not None:
+            self.metrics.requests_finished.labels("abort").inc()
 
     def process(self, core_outputs: list[CoreOutput]) -> ProcessedStep:
         step = ProcessedStep()

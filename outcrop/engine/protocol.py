@@ -226,6 +226,7 @@ class HealthResponse(BaseModel):
     kv_cache_free_blocks: int | None = None
     block_size: int | None = None  # tokens per block
     prefix_caching: bool | None = None
+    engine: str | None = None  # "core process" | "in process"
     max_batch: int | None = None
     max_model_len: int | None = None
     running: int = 0

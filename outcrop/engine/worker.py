@@ -88,6 +88,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Do not reuse the KV cache of prompt prefixes seen before (on by default).",
     )
     p.add_argument(
+        "--engine-in-process",
+        dest="core_process",
+        action="store_false",
+        help="Run the engine core on a thread of the HTTP process instead of its own process "
+        "(debugging; the separate process keeps HTTP and detokenizing off the step loop).",
+    )
+    p.add_argument(
         "--max-model-len", type=int, default=None, help="Cap on prompt + output tokens per request."
     )
     p.add_argument(
@@ -142,7 +149,7 @@ class _DrainingServer(uvicorn.Server):
             self.runtime.status = WorkerStatus.DRAINING
             log.info(
                 "draining: %d request(s) in flight",
-                self.runtime.engine.num_unfinished if self.runtime.engine else 0,
+                self.runtime.num_unfinished,
             )
         super().handle_exit(sig, frame)
         # uvicorn re-raises captured signals after shutdown (exit status -15); a drained
@@ -162,6 +169,7 @@ def build_server(args: argparse.Namespace) -> tuple[_DrainingServer, WorkerRunti
         kv_cache_bytes=args.kv_cache_bytes,
         block_size=args.block_size,
         prefix_caching=args.prefix_caching,
+        core_process=args.core_process,
         max_model_len=args.max_model_len,
         max_prefill_tokens=args.max_prefill_tokens,
         max_lower_priority_seqs=args.max_lower_priority_seqs,
