@@ -188,10 +188,18 @@ class WorkerRuntime:
             self.core.close()
 
     def memory_bytes(self) -> int:
-        """This process's memory, plus the core process's when it runs apart."""
+        """GPU memory allocated by the engine (CUDA) or resident memory of the copy's processes (CPU).
+
+        In core-process mode the API process never touches CUDA (a context there would cost
+        GPU memory), so on CUDA this is what the core allocated when it loaded: weights + KV pool.
+        """
+        if self.core is None:
+            return memory_bytes(self.device)
+        if self.device.type == "cuda":
+            return self.facts.memory_bytes if self.facts is not None else 0
         total = memory_bytes(self.device)
-        if self.core is not None and self.core.alive and self.core.process.pid is not None:
-            total += memory_bytes(torch.device("cpu"), self.core.process.pid)
+        if self.core.alive and self.core.process.pid is not None:
+            total += memory_bytes(self.device, self.core.process.pid)
         return total
 
     # ---------------------------------------------------------------- core process
