@@ -12,7 +12,9 @@ interleaved config by config so that machine load drifts alike. Measured:
    / aggregate tok/s at 32) next to the model's own forward for that batch shape (this
    checkout's ``ModelRunner.forward``, a decode step at the same context length, timed in
    this process while no worker runs), for the 27M model in float32 and bfloat16,
-   streaming and not;
+   streaming and not; and, for "after", the share from the worker's own
+   ``outcrop_engine_forward_seconds`` counter over the same load's wall time (same process,
+   same contention, so it survives a busy machine better);
 2. streams do not slow each other: per-stream tok/s at concurrency 16 / concurrency 1, tiny
    and 27M models; the tiny model's aggregate streaming tok/s at concurrency 64, after/before;
 3. prefix caching: time to first token of a request whose 1,024-token prefix is cached vs
@@ -52,6 +54,7 @@ class Load:
     aggregate: float  # tokens/s over the whole run
     per_stream: float  # mean over requests of tokens / (last token - send)
     ttft: float  # median seconds to the first token (streaming) or to the answer
+    wall: float = 0.0  # seconds the whole load took
 
 
 class Worker:
@@ -74,6 +77,12 @@ class Worker:
             [*cmd, *extra], env=env, cwd=str(code), stdout=self.log.open("w"), stderr=subprocess.STDOUT
         )
         wait_healthy(self.url, self.proc)
+
+    def metric(self, name: str) -> float:
+        for line in httpx.get(f"{self.url}/metrics", timeout=10).text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return float("nan")  # the before side has no such metric
 
     def health(self) -> dict:
         return httpx.get(f"{self.url}/health", timeout=10).json()
@@ -123,11 +132,11 @@ async def _load(url: str, conc: int, per_client: int, new_tokens: int, stream: b
         start = time.perf_counter()
         await asyncio.gather(*(one(i, http) for i in range(conc)))
         wall = time.perf_counter() - start
-    return Load(total / wall, statistics.mean(per_stream), statistics.median(ttfts))
+    return Load(total / wall, statistics.mean(per_stream), statistics.median(ttfts), wall)
 
 
 def load(worker: Worker, conc: int, new_tokens: int, stream: bool) -> Load:
-    per_client = 3 if conc == 1 else 1
+    per_client = 2 if conc == 1 else 1
     asyncio.run(_load(worker.url, min(conc, 2), 1, 4, stream))  # warm-up
     return asyncio.run(_load(worker.url, conc, per_client, new_tokens, stream))
 
@@ -181,7 +190,15 @@ def loadavg() -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", default="main", help="git revision measured as 'before' (default: main)")
-    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per worker and for the forward timing (default 1: on a shared, loaded CPU "
+        "more threads spin against each other)",
+    )
+    p.add_argument("--dtypes", default="float32,bfloat16", help="dtypes of the overhead section")
     p.add_argument(
         "--skip", default="", help="comma list of sections to skip: overhead,streams,prefix,memory"
     )
@@ -215,33 +232,49 @@ def main() -> None:
     }
     n = args.new_tokens
     out: list[str] = [
-        f"command: `python benchmarks/engine_v2.py --base {args.base} --new-tokens {n}`; before = {base}, "
+        f"command: `python benchmarks/engine_v2.py --base {args.base} --new-tokens {n} --threads {args.threads} "
+        f"--dtypes {args.dtypes}`; before = {base}, "
         f"after = {head} (+ working tree); {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
         f"load average at start {loadavg()}",
         "",
     ]
-    common = ["--max-model-len", "2048", "--kv-cache-bytes", str(512 * 2**20), "--max-batch", "64"]
+    common = [
+        "--max-model-len", "2048", "--kv-cache-bytes", str(512 * 2**20), "--max-batch", "64",
+        "--threads", str(args.threads),
+    ]  # fmt: skip
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     if "overhead" not in skip:
         out += [
             "**Overhead share** (27M model; forward = this checkout's decode forward at that batch, in-process)",
             "",
             "| dtype | conc | stream | forward ms/step | before ms/token-step | before share | after ms/token-step "
-            "| after share |",
-            "|---|---|---|---|---|---|---|---|",
+            "| after share | after share, in-worker forward |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
-        for dtype in ("float32", "bfloat16"):
+        for dtype in args.dtypes.split(","):
             fwd = {c: forward_seconds(models["27M"], dtype, c, 16 + n // 2) for c in (1, 32)}
             results: dict[tuple[str, int, bool], float] = {}
+            in_worker: dict[tuple[str, int, bool], float] = {}
             for side in ("before", "after"):
                 w = Worker(codes[side], models["27M"], side, *common, "--dtype", dtype)
                 try:
                     for conc in (1, 32):
                         for stream in (True, False):
+                            fwd_before = w.metric("outcrop_engine_forward_seconds_total")
                             lo = load(w, conc, n, stream)
-                            results[(side, conc, stream)] = (
-                                conc / lo.aggregate
-                            )  # seconds per step of `conc` tokens
+                            in_worker[(side, conc, stream)] = (
+                                w.metric("outcrop_engine_forward_seconds_total") - fwd_before
+                            ) / lo.wall
+                            # seconds per step of `conc` tokens
+                            results[(side, conc, stream)] = conc / lo.aggregate
+                            print(
+                                f"  {dtype} {side} conc {conc} stream {stream}: {lo}",
+                                file=sys.stderr,
+                                flush=True,
+                            )
                 finally:
                     w.close()
             for conc in (1, 32):
@@ -249,7 +282,8 @@ def main() -> None:
                     b, a = results[("before", conc, stream)], results[("after", conc, stream)]
                     out.append(
                         f"| {dtype} | {conc} | {'yes' if stream else 'no'} | {fwd[conc] * 1e3:.1f} | {b * 1e3:.1f} | "
-                        f"{fwd[conc] / b:.0%} | {a * 1e3:.1f} | {fwd[conc] / a:.0%} |"
+                        f"{fwd[conc] / b:.0%} | {a * 1e3:.1f} | {fwd[conc] / a:.0%} | "
+                        f"{in_worker[('after', conc, stream)]:.0%} |"
                     )
         out.append("")
         print("\n".join(out), flush=True)
@@ -269,6 +303,7 @@ def main() -> None:
                     one = load(w, 1, n, True)
                     sixteen = load(w, 16, n, True)
                     sixty_four = load(w, 64, n, True) if model == "tiny" else None
+                    print(f"  {model} {side}: {one} {sixteen} {sixty_four}", file=sys.stderr, flush=True)
                 finally:
                     w.close()
                 if sixty_four is not None:
@@ -291,6 +326,7 @@ def main() -> None:
         rng = random.Random(0)
         w = Worker(codes["after"], models["27M"], "after", *common)
         try:
+            ttft(w.url, [5] * 20)  # warm-up
             rows = []
             for trial in range(3):
                 prefix = [rng.randrange(3, 2000) for _ in range(1024)]
@@ -312,11 +348,15 @@ def main() -> None:
         print("\n".join(out[-4:]), flush=True)
 
     if "memory" not in skip:
+        long_model = build_tiny_model(
+            root / "bench-8k",
+            **{**MODEL_SHAPES["bench"], "max_position_embeddings": 8192},  # type: ignore[arg-type]
+        )
         fits = {}
         for side in ("before", "after"):
             w = Worker(
                 codes[side],
-                models["27M"],
+                long_model,
                 side,
                 "--max-model-len",
                 "8192",
@@ -324,6 +364,8 @@ def main() -> None:
                 str(2**30),
                 "--max-batch",
                 "4096",
+                "--threads",
+                str(args.threads),
             )
             try:
                 h = w.health()

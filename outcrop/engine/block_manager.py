@@ -104,9 +104,13 @@ class BlockManager:
 
     def blocks_to_admit(self, hashes: list[bytes], num_tokens: int) -> int:
         """Free-pool blocks that admitting this sequence (all of its ``num_tokens``) would take."""
+        return self.admission(hashes, num_tokens)[0]
+
+    def admission(self, hashes: list[bytes], num_tokens: int) -> tuple[int, int]:
+        """(free-pool blocks admitting this sequence would take, leading tokens it would find computed)."""
         hits = self.cached_prefix(hashes, num_tokens)
         hits_in_pool = sum(1 for b in hits if self._blocks[b].ref_count == 0)
-        return blocks_for(num_tokens, self.block_size) - len(hits) + hits_in_pool
+        return blocks_for(num_tokens, self.block_size) - len(hits) + hits_in_pool, len(hits) * self.block_size
 
     def blocks_to_grow(self, seq_id: int, num_tokens: int) -> int:
         """New blocks the sequence needs to hold ``num_tokens`` tokens."""

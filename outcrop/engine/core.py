@@ -186,6 +186,7 @@ def core_main(options: WorkerOptions, to_core: str, from_core: str, parent_pid: 
     inbox = ctx.socket(zmq.PULL)
     inbox.connect(to_core)
     outbox = ctx.socket(zmq.PUSH)
+    outbox.setsockopt(zmq.SNDHWM, 0)  # never block a step on a slow reader; messages are small
     outbox.connect(from_core)
     encode = msgspec.msgpack.Encoder().encode
     decode = msgspec.msgpack.Decoder(ToCore).decode  # type: ignore[arg-type]
@@ -249,6 +250,7 @@ class CoreClient:
         self._ctx = zmq.Context()
         self._send_lock = threading.Lock()
         self._outbox = self._ctx.socket(zmq.PUSH)
+        self._outbox.setsockopt(zmq.SNDHWM, 0)  # the event loop never blocks on a send
         self._outbox.bind(to_core)
         self._inbox = self._ctx.socket(zmq.PULL)
         self._inbox.bind(from_core)

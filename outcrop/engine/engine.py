@@ -30,7 +30,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -206,11 +206,12 @@ class EngineCore:
         views = []
         bs = self.blocks.block_size
         for rank, seq in enumerate(sorted(self.waiting, key=lambda s: s.request.priority)):
-            need = self.blocks.num_blocks + 1  # more than the pool: not admitted this step
+            need, cached = self.blocks.num_blocks + 1, 0  # more than the pool: not admitted this step
             if rank < priced:
-                need = self.blocks.blocks_to_admit(seq.update_hashes(bs), seq.prefill_len)
+                need, cached = self.blocks.admission(seq.update_hashes(bs), seq.prefill_len)
+            # ``cached``: its prefix-cache hits, so a first chunk starts after them
             views.append(
-                SeqView(seq.seq_id, seq.prefill_len, 0, None, seq.request.priority, admit_blocks=need)
+                SeqView(seq.seq_id, seq.prefill_len, cached, None, seq.request.priority, admit_blocks=need)
             )
         order = {s.seq_id: i for i, s in enumerate(self.waiting)}
         return sorted(views, key=lambda v: order[v.seq_id])  # the scheduler wants arrival order
@@ -289,12 +290,22 @@ class EngineCore:
         if not chunks:
             return
         seqs = [self.running[c.seq_id] for c in chunks]
+        # A chunk starts where the sequence's cache ends: the plan priced a just-admitted sequence's
+        # prefix hits before admission, and another admission in this step may have evicted some.
+        chunks = [
+            replace(
+                c, start=s.num_cached, length=max(1, min(c.start + c.length, s.prefill_len) - s.num_cached)
+            )
+            if c.start != s.num_cached
+            else c
+            for s, c in zip(seqs, chunks, strict=True)
+        ]
         batch = StepBatch(
             token_ids=[s.token_ids[c.start : c.start + c.length] for s, c in zip(seqs, chunks, strict=True)],
             block_tables=[self.blocks.tables[s.seq_id] for s in seqs],
             starts=[c.start for c in chunks],
         )
-        logits = self.runner.forward(batch)  # [rows, vocab]
+        logits = self._forward(batch)  # [rows, vocab]
         done_rows = []
         for row, (seq, chunk) in enumerate(zip(seqs, chunks, strict=True)):
             seq.num_cached = chunk.start + chunk.length
@@ -318,13 +329,21 @@ class EngineCore:
             block_tables=[self.blocks.tables[s.seq_id] for s in seqs],
             starts=[s.num_cached for s in seqs],
         )
-        logits = self.runner.forward(batch)
+        logits = self._forward(batch)
         bs = self.blocks.block_size
         for s in seqs:
             s.num_cached += 1
             if s.num_cached % bs == 0:  # a block just filled up: key it for the prefix cache
                 self.blocks.cache_computed(s.seq_id, s.update_hashes(bs), s.num_cached)
         self._sample_and_emit(seqs, logits, outputs)
+
+    def _forward(self, batch: StepBatch) -> torch.Tensor:
+        started = time.perf_counter()
+        logits = self.runner.forward(batch)
+        spent = time.perf_counter() - started  # host time; on CUDA the launches, not the kernels
+        self.stats.forward_seconds += spent
+        self.metrics.forward_seconds.inc(spent)
+        return logits
 
     def _sample_and_emit(self, seqs: list[Sequence], logits: torch.Tensor, outputs: Outputs) -> None:
         sampled = self._sample_rows(seqs, logits, outputs)

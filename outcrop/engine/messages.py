@@ -86,6 +86,7 @@ class CoreStats(msgspec.Struct, array_like=True, gc=False):
     preemptions: int = 0
     prefill_steps: int = 0
     decode_steps: int = 0
+    forward_seconds: float = 0.0  # host time in the model's forward calls
 
 
 class CoreFacts(msgspec.Struct, gc=False):

@@ -70,6 +70,12 @@ class EngineMetrics:
             "Sequences that gave up their KV-cache blocks to be recomputed later (the pool ran out).",
             registry=r,
         )
+        self.forward_seconds = Counter(
+            "outcrop_engine_forward_seconds",
+            "Host time spent in the model's forward calls (on CUDA: launching them); against wall time "
+            "it gives the share of the engine's time the model itself takes.",
+            registry=r,
+        )
         self.steps = Counter("outcrop_engine_steps", "Engine steps run, by kind.", ["kind"], registry=r)
 
     def mirror(self, stats: CoreStats, last: CoreStats) -> None:
@@ -86,6 +92,7 @@ class EngineMetrics:
             (self.preemptions, stats.preemptions, last.preemptions),
             (self.steps.labels("prefill"), stats.prefill_steps, last.prefill_steps),
             (self.steps.labels("decode"), stats.decode_steps, last.decode_steps),
+            (self.forward_seconds, stats.forward_seconds, last.forward_seconds),
         ):
             if new > old:
                 counter.inc(new - old)

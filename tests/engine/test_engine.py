@@ -170,12 +170,21 @@ def test_a_prefix_cache_hit_gives_the_same_greedy_output_and_skips_the_prefix(
     prefix = _prompt(runtime, "You are a helpful assistant. Answer briefly and kindly. " * 3)
     cold = tokens_of(run_engine(engine, [EngineRequest("cold", [*prefix, 7, 8, 9], greedy(12))])["cold"])
     queries, hits = _prefix_counters(runtime)
-    warm = tokens_of(run_engine(engine, [EngineRequest("warm", [*prefix, 7, 8, 9], greedy(12))])["warm"])
+    forwarded: list[int] = []  # tokens each forward computed
+    real_forward = engine.runner.forward
+    engine.runner.forward = lambda batch: (
+        forwarded.append(sum(map(len, batch.token_ids))) or real_forward(batch)
+    )  # type: ignore[method-assign]
+    try:
+        warm = tokens_of(run_engine(engine, [EngineRequest("warm", [*prefix, 7, 8, 9], greedy(12))])["warm"])
+    finally:
+        engine.runner.forward = real_forward  # type: ignore[method-assign]
     queries2, hits2 = _prefix_counters(runtime)
     assert warm == cold
     block = engine.blocks.block_size
     assert queries2 - queries == len(prefix) + 3
     assert hits2 - hits == (len(prefix) + 3 - 1) // block * block  # every full block but the last token's
+    assert forwarded[0] == len(prefix) + 3 - (hits2 - hits)  # the prefill computed only the rest
     # A different continuation of the same prefix hits too, and is right (alone on a fresh engine).
     other = [*prefix, 11, 12]
     hit = tokens_of(run_engine(engine, [EngineRequest("other", other, greedy(12))])["other"])
