@@ -135,9 +135,14 @@ async def _load(url: str, conc: int, per_client: int, new_tokens: int, stream: b
     return Load(total / wall, statistics.mean(per_stream), statistics.median(ttfts), wall)
 
 
-def load(worker: Worker, conc: int, new_tokens: int, stream: bool) -> Load:
+def warm_up(worker: Worker, stream: bool) -> None:
+    asyncio.run(_load(worker.url, 2, 1, 4, stream))
+
+
+def load(worker: Worker, conc: int, new_tokens: int, stream: bool, warm: bool = True) -> Load:
     per_client = 2 if conc == 1 else 1
-    asyncio.run(_load(worker.url, min(conc, 2), 1, 4, stream))  # warm-up
+    if warm:
+        warm_up(worker, stream)
     return asyncio.run(_load(worker.url, conc, per_client, new_tokens, stream))
 
 
@@ -263,8 +268,9 @@ def main() -> None:
                 try:
                     for conc in (1, 32):
                         for stream in (True, False):
+                            warm_up(w, stream)  # before the counter is read: only the load counts
                             fwd_before = w.metric("outcrop_engine_forward_seconds_total")
-                            lo = load(w, conc, n, stream)
+                            lo = load(w, conc, n, stream, warm=False)
                             in_worker[(side, conc, stream)] = (
                                 w.metric("outcrop_engine_forward_seconds_total") - fwd_before
                             ) / lo.wall
@@ -286,7 +292,7 @@ def main() -> None:
                         f"{in_worker[('after', conc, stream)]:.0%} |"
                     )
         out.append("")
-        print("\n".join(out), flush=True)
+        print("\n".join(out), file=sys.stderr, flush=True)
 
     if "streams" not in skip:
         out += [
@@ -318,7 +324,7 @@ def main() -> None:
             f"tiny model, conc 64 aggregate streaming tok/s after/before: {agg['after'] / agg['before']:.2f}x",
             "",
         ]
-        print("\n".join(out[-12:]), flush=True)
+        print("\n".join(out[-12:]), file=sys.stderr, flush=True)
 
     if "prefix" not in skip:
         import random
@@ -345,7 +351,7 @@ def main() -> None:
             f"greedy outputs identical in {sum(r[2] for r in rows)}/{len(rows)} trials",
             "",
         ]
-        print("\n".join(out[-4:]), flush=True)
+        print("\n".join(out[-4:]), file=sys.stderr, flush=True)
 
     if "memory" not in skip:
         long_model = build_tiny_model(
