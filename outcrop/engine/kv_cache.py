@@ -1,14 +1,16 @@
-"""The preallocated KV cache and how big it may be.
+"""The paged KV cache: one pool of fixed-size blocks, and how big it may be.
 
-Layout (gpt-fast style, one tensor per layer for keys and one for values)::
+Layout (one tensor per layer for keys and one for values)::
 
-    keys[layer]: [slots, kv_heads, max_model_len + 1, head_dim]
+    keys[layer]: [num_blocks + 1, block_size, kv_heads, head_dim]
 
-A *slot* holds one sequence from its first prompt token to its last generated token, so a
-sequence admitted to a slot can never run out of cache mid-generation. The extra last
-position is a scratch row: padded positions of a batched prefill write there, so they
-never overwrite real entries. The number of slots is what the byte budget pays for
-(``plan_kv_cache``); the scheduler admits sequences only into free slots.
+Token ``p`` of a sequence lives in block ``table[p // block_size]`` at offset
+``p % block_size``, where ``table`` is the sequence's block table (``block_manager``).
+Memory is spent per token actually held, not per possible token: ``max_model_len`` only
+bounds one request, it reserves nothing. The extra last block is scratch: padded
+positions of a batched prefill write there, and padded block-table entries point there,
+so they never touch a real entry. The number of blocks is what the byte budget pays for
+(``plan_kv_cache``); the scheduler admits sequences by free blocks.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from outcrop.engine.meminfo import available_memory_bytes as host_available_memory_bytes
+from outcrop.engine.block_manager import DEFAULT_BLOCK_SIZE, blocks_for
 from outcrop.errors import ConfigError
 
 # Why 0.5: the KV cache is the one big allocation made after the weights; half of what is
@@ -38,29 +41,40 @@ def kv_bytes_per_token(num_layers: int, num_kv_heads: int, head_dim: int, dtype:
 
 @dataclass(frozen=True)
 class KVPlan:
-    num_slots: int  # sequences that can be resident at once (the batch limit)
+    num_blocks: int  # blocks in the pool (the scratch block not counted)
+    block_size: int  # tokens per block
     max_model_len: int  # tokens per sequence (prompt + generated)
-    bytes_total: int  # what the cache tensors take
+    bytes_total: int  # what the cache tensors take, scratch block included
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens the pool holds, over all sequences."""
+        return self.num_blocks * self.block_size
 
 
-def plan_kv_cache(budget_bytes: int, bytes_per_token: int, max_model_len: int, max_batch: int) -> KVPlan:
-    """As many full-length slots as the budget pays for, at most ``max_batch``.
+def plan_kv_cache(
+    budget_bytes: int, bytes_per_token: int, max_model_len: int, block_size: int = DEFAULT_BLOCK_SIZE
+) -> KVPlan:
+    """As many blocks as the budget pays for (one scratch block is paid first).
 
-    If even one full-length slot does not fit, the context is shortened to what one slot
-    can hold (the worker reports the shorter limit to clients). Raises ``ConfigError``
-    if the budget cannot hold a single 16-token sequence.
+    If the pool cannot hold even one full-length sequence, the context is shortened to what
+    the pool holds (the worker reports the shorter limit to clients). Raises ``ConfigError``
+    if the budget cannot hold a single block.
     """
-    per_slot = bytes_per_token * (max_model_len + 1)
-    slots = min(max_batch, budget_bytes // per_slot)
-    if slots >= 1:
-        return KVPlan(int(slots), max_model_len, int(slots * per_slot))
-    shortened = budget_bytes // bytes_per_token - 1
-    if shortened < 16:
+    per_block = bytes_per_token * block_size
+    num_blocks = budget_bytes // per_block - 1
+    if num_blocks < 1:
         raise ConfigError(
-            f"The KV-cache budget of {budget_bytes} bytes cannot hold one sequence ({bytes_per_token} bytes per "
-            "token); raise --kv-cache-bytes or free memory."
+            f"The KV-cache budget of {budget_bytes} bytes cannot hold one block of {block_size} tokens "
+            f"({per_block} bytes, plus one scratch block); raise --kv-cache-bytes or free memory."
         )
-    return KVPlan(1, int(shortened), int((shortened + 1) * bytes_per_token))
+    max_len = min(max_model_len, num_blocks * block_size)
+    return KVPlan(int(num_blocks), block_size, int(max_len), int((num_blocks + 1) * per_block))
+
+
+def max_concurrent_sequences(plan: KVPlan, tokens_per_sequence: int) -> int:
+    """How many sequences of ``tokens_per_sequence`` tokens fit in the pool at once."""
+    return plan.num_blocks // blocks_for(tokens_per_sequence, plan.block_size)
 
 
 def available_memory_bytes(device: torch.device) -> int:
@@ -73,6 +87,7 @@ def available_memory_bytes(device: torch.device) -> int:
 
 
 def default_kv_budget_bytes(device: torch.device) -> int:
+    """A share of what is free now; called after the weights are loaded, so they are not counted."""
     fraction = DEFAULT_CUDA_FREE_MEMORY_FRACTION if device.type == "cuda" else DEFAULT_FREE_MEMORY_FRACTION
     return int(available_memory_bytes(device) * fraction)
 
@@ -90,11 +105,12 @@ class KVCache:
         device: torch.device,
     ) -> None:
         self.plan = plan
-        self.num_slots = plan.num_slots
+        self.num_blocks = plan.num_blocks
+        self.block_size = plan.block_size
         self.max_model_len = plan.max_model_len
-        self.scratch_position = plan.max_model_len  # padded prefill positions write here
-        shape = (plan.num_slots, num_kv_heads, plan.max_model_len + 1, head_dim)
-        # keys[layer]: [slots, kv_heads, max_model_len + 1, head_dim]
+        self.scratch_block = plan.num_blocks  # padded writes and padded table entries go here
+        shape = (plan.num_blocks + 1, plan.block_size, num_kv_heads, head_dim)
+        # keys[layer]: [num_blocks + 1, block_size, kv_heads, head_dim]
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.bytes_total = plan.bytes_total

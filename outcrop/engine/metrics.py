@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from outcrop.engine.messages import CoreStats
+
 # Buckets in seconds: TTFT spans a fast decode step (ms) to a long queue wait (tens of s).
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # Per-output-token time: one decode step, from ~1 ms (GPU) to ~0.5 s (big model on CPU).
@@ -15,7 +17,9 @@ class EngineMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.running = Gauge(
-            "outcrop_engine_requests_running", "Sequences holding a KV-cache slot.", registry=r
+            "outcrop_engine_requests_running",
+            "Sequences admitted to the batch (holding KV-cache blocks).",
+            registry=r,
         )
         self.paused = Gauge(
             "outcrop_engine_requests_paused",
@@ -24,7 +28,9 @@ class EngineMetrics:
         )
         self.waiting = Gauge("outcrop_engine_requests_waiting", "Sequences queued for a slot.", registry=r)
         self.kv_cache_usage = Gauge(
-            "outcrop_engine_kv_cache_usage_ratio", "Fraction of KV-cache token capacity in use.", registry=r
+            "outcrop_engine_kv_cache_usage_ratio",
+            "Fraction of the KV-cache blocks held by sequences.",
+            registry=r,
         )
         self.kv_cache_bytes = Gauge(
             "outcrop_engine_kv_cache_bytes", "Bytes allocated for the KV cache.", registry=r
@@ -49,4 +55,44 @@ class EngineMetrics:
             buckets=TPOT_BUCKETS,
             registry=r,
         )
+        self.prefix_cache_queries = Counter(
+            "outcrop_engine_prefix_cache_queries",
+            "Tokens looked up in the prefix cache when sequences were admitted.",
+            registry=r,
+        )
+        self.prefix_cache_hits = Counter(
+            "outcrop_engine_prefix_cache_hits",
+            "Of those tokens, the ones found computed already (not computed again).",
+            registry=r,
+        )
+        self.preemptions = Counter(
+            "outcrop_engine_preemptions",
+            "Sequences that gave up their KV-cache blocks to be recomputed later (the pool ran out).",
+            registry=r,
+        )
+        self.forward_seconds = Counter(
+            "outcrop_engine_forward_seconds",
+            "Host time spent in the model's forward calls (on CUDA: launching them); against wall time "
+            "it gives the share of the engine's time the model itself takes.",
+            registry=r,
+        )
         self.steps = Counter("outcrop_engine_steps", "Engine steps run, by kind.", ["kind"], registry=r)
+
+    def mirror(self, stats: CoreStats, last: CoreStats) -> None:
+        """Apply the engine core's gauges and counters (sent with each step) to this registry."""
+        self.running.set(stats.running)
+        self.waiting.set(stats.waiting)
+        self.paused.set(stats.paused)
+        self.kv_cache_usage.set(stats.kv_cache_usage)
+        for counter, new, old in (
+            (self.prompt_tokens, stats.prompt_tokens, last.prompt_tokens),
+            (self.generation_tokens, stats.generation_tokens, last.generation_tokens),
+            (self.prefix_cache_queries, stats.prefix_cache_queries, last.prefix_cache_queries),
+            (self.prefix_cache_hits, stats.prefix_cache_hits, last.prefix_cache_hits),
+            (self.preemptions, stats.preemptions, last.preemptions),
+            (self.steps.labels("prefill"), stats.prefill_steps, last.prefill_steps),
+            (self.steps.labels("decode"), stats.decode_steps, last.decode_steps),
+            (self.forward_seconds, stats.forward_seconds, last.forward_seconds),
+        ):
+            if new > old:
+                counter.inc(new - old)

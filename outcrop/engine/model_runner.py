@@ -2,8 +2,17 @@
 
 Weights are loaded by transformers' own model classes from safetensors (no pickle, no
 remote code); the forward below reuses those modules' parameters but replaces the HF
-per-call machinery (cache objects, mask builders) with a slot-indexed KV cache and one
-explicit attention mask, which keeps the per-step Python overhead small.
+per-call machinery (cache objects, mask builders) with a paged KV cache and one explicit
+attention mask, which keeps the per-step Python overhead small.
+
+Attention over the paged cache: each row's new keys and values are written into its
+blocks (``kv_cache``: token ``p`` at block ``table[p // block_size]``, offset
+``p % block_size``), then each row's blocks are gathered in table order into a dense
+``[batch, kv_heads, blocks x block_size, head_dim]`` view for ``scaled_dot_product_attention``;
+the causal (and sliding-window) mask hides everything past each query's own position,
+including the unused tail of a row's last block and padded table entries. The gather is
+plain torch indexing, so the same code runs on CPU and CUDA (a fused paged-attention
+kernel is the next engine issue).
 
 One forward serves both step kinds:
 
@@ -47,7 +56,7 @@ class StepBatch:
     """Host-side description of one forward; ``build_tensors`` moves it to the device."""
 
     token_ids: list[list[int]]  # per row, the chunk's tokens (decode: one token)
-    slots: list[int]
+    block_tables: list[list[int]]  # per row, its block ids covering positions [0, start + len)
     starts: list[int]  # position of each row's first token
 
 
@@ -117,7 +126,7 @@ class ModelRunner:
         return cls(model, device, dtype)
 
     def attach_cache(self, kv: KVCache) -> None:
-        """Allocate the RoPE tables for ``kv.max_model_len`` positions (+ the scratch one)."""
+        """Allocate the RoPE tables for ``kv.max_model_len`` positions."""
         self.kv = kv
         positions = torch.arange(kv.max_model_len + 1, device=self.device)[None, :]
         probe = torch.zeros(1, dtype=self.dtype, device=self.device)
@@ -146,25 +155,37 @@ class ModelRunner:
         starts = torch.tensor(batch.starts, dtype=torch.long, device=dev)
         offsets = torch.arange(seq_len, device=dev)
         positions = starts[:, None] + offsets[None, :]  # [batch, T]
+        bs = kv.block_size
+        kv_len = max(s + n for s, n in zip(batch.starts, lengths, strict=True))
+        num_table = -(-kv_len // bs)  # blocks gathered per row
+        tables = torch.tensor(
+            [
+                t[:num_table] + [kv.scratch_block] * (num_table - len(t[:num_table]))
+                for t in batch.block_tables
+            ],
+            dtype=torch.long,
+            device=dev,
+        )  # [batch, num_table]
+        # Where each new token is written, as a flat index into [blocks * block_size];
+        # padded prefill positions write into the scratch block.
         if seq_len > 1 and min(lengths) < seq_len:
             valid = offsets[None, :] < torch.tensor(lengths, device=dev)[:, None]
-            write_positions = torch.where(valid, positions, kv.scratch_position)
+            safe = torch.where(valid, positions, 0)
+            write = tables.gather(1, safe // bs) * bs + safe % bs
+            write = torch.where(valid, write, kv.scratch_block * bs)
         else:
-            write_positions = positions
-        kv_len = max(s + n for s, n in zip(batch.starts, lengths, strict=True))
-        slot_list = batch.slots
-        contiguous = slot_list == list(range(slot_list[0], slot_list[0] + rows))
-        slots = torch.tensor(slot_list, dtype=torch.long, device=dev)
+            write = tables.gather(1, positions // bs) * bs + positions % bs
+        write = write.reshape(-1)  # [batch * T]
 
-        # mask: [batch, 1, T, kv_len], True = may attend (causal within each row's own positions)
-        key_positions = torch.arange(kv_len, device=dev)
+        # mask: [batch, 1, T, num_table * bs], True = may attend (causal within each row's own positions)
+        key_positions = torch.arange(num_table * bs, device=dev)
         mask = key_positions[None, None, :] <= positions[:, :, None]
         if self.sliding_window is not None and kv_len > self.sliding_window:
             mask = mask & (key_positions[None, None, :] > positions[:, :, None] - self.sliding_window)
         mask = mask[:, None, :, :]
         cos = self._cos[positions][:, :, None, :]  # [batch, T, 1, head_dim]
         sin = self._sin[positions][:, :, None, :]
-        slot_index = slots[:, None].expand(rows, seq_len)
+        kv_shape = (rows, num_table * bs, self.num_kv_heads, self.head_dim)
 
         x = self.embed(tokens)  # [batch, T, hidden]
         for layer_idx, layer in enumerate(self.layers):
@@ -178,17 +199,16 @@ class ModelRunner:
                 k = attn.k_norm(k)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            keys, values = kv.keys[layer_idx], kv.values[layer_idx]
-            # keys[slot, :, position] <- k[row, t]: advanced indices on dims 0 and 2
-            keys[slot_index, :, write_positions] = k
-            values[slot_index, :, write_positions] = v
-            if contiguous:
-                first = slot_list[0]
-                k_all = keys[first : first + rows, :, :kv_len]  # [batch, kv_heads, kv_len, head_dim]
-                v_all = values[first : first + rows, :, :kv_len]
-            else:
-                k_all = keys[:, :, :kv_len].index_select(0, slots)
-                v_all = values[:, :, :kv_len].index_select(0, slots)
+            keys, values = kv.keys[layer_idx], kv.values[layer_idx]  # [blocks + 1, bs, kv_heads, hd]
+            keys.view(-1, self.num_kv_heads, self.head_dim).index_copy_(
+                0, write, k.reshape(-1, self.num_kv_heads, self.head_dim)
+            )
+            values.view(-1, self.num_kv_heads, self.head_dim).index_copy_(
+                0, write, v.reshape(-1, self.num_kv_heads, self.head_dim)
+            )
+            # each row's blocks in table order: [batch, kv_heads, num_table * bs, head_dim]
+            k_all = keys[tables].view(kv_shape).transpose(1, 2)
+            v_all = values[tables].view(kv_shape).transpose(1, 2)
             out = F.scaled_dot_product_attention(
                 q.transpose(1, 2),  # [batch, heads, T, head_dim]
                 k_all,

@@ -225,6 +225,11 @@ class HealthResponse(BaseModel):
     dtype: str | None = None
     memory_bytes: int | None = None
     kv_cache_bytes: int | None = None
+    kv_cache_blocks: int | None = None  # blocks in the pool
+    kv_cache_free_blocks: int | None = None
+    block_size: int | None = None  # tokens per block
+    prefix_caching: bool | None = None
+    engine: str | None = None  # "core process" | "in process"
     max_batch: int | None = None
     max_model_len: int | None = None
     running: int = 0

@@ -117,6 +117,14 @@ class Sampler:
         gen.manual_seed(seed)
         self._generators[slot] = gen
 
+    def generator_state(self, slot: int) -> torch.Tensor | None:
+        """The slot's seeded generator state (None if unseeded), to resume a preempted sequence."""
+        gen = self._generators.get(slot)
+        return gen.get_state() if gen is not None else None
+
+    def restore_generator(self, slot: int, state: torch.Tensor) -> None:
+        self._generators[slot].set_state(state)
+
     def sample(
         self,
         logits: torch.Tensor,

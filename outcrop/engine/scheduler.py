@@ -2,11 +2,13 @@
 
 The engine asks ``schedule(...)`` once per iteration and carries out the ``StepPlan``:
 
-* **Admission.** Waiting sequences take free KV-cache slots by priority (lower value first,
-  vLLM's convention: online 0, batch 10), first come, first served within a priority. The
-  number of slots comes from the KV-cache byte budget (``kv_cache.plan_kv_cache``), so a
-  sequence that cannot get memory waits in the queue instead of running the process out
-  of memory.
+* **Admission.** Waiting sequences are admitted by priority (lower value first, vLLM's
+  convention: online 0, batch 10), first come, first served within a priority. Each needs
+  a free *slot* (a row of the batch: ``--max-batch`` of them, cheap) and the free KV-cache
+  *blocks* its tokens take beyond its prefix-cache hits (``SeqView.admit_blocks``), with
+  the blocks running sequences need for this step kept back. The pool's size comes from
+  the KV-cache byte budget (``kv_cache.plan_kv_cache``), so a sequence that cannot get
+  memory waits in the queue instead of running the process out of memory.
 * **Priority classes.** The most urgent class present runs in full; while it is present,
   at most ``max_lower_priority_seqs`` sequences of less urgent classes run beside it (the
   oldest first) and the rest **pause**: they keep their KV-cache slot and the tokens in it
@@ -15,10 +17,14 @@ The engine asks ``schedule(...)`` once per iteration and carries out the ``StepP
   to what it is without a batch job. (vLLM's ``--scheduling-policy priority`` orders its
   queue the same way but evicts, and later recomputes, lower-priority sequences only when
   KV memory runs out; pausing costs nothing to resume.)
-* **Slot preemption, free of cost.** When a more urgent sequence finds no free slot, a less
-  urgent one that holds a slot but has not computed anything yet (it was admitted, then
-  paused before its prefill) goes back to the queue and gives up its slot. Sequences with
-  tokens in the KV cache are never evicted, so nothing is recomputed.
+* **Preemption, free of cost.** When a more urgent sequence finds no free slot or too few
+  free blocks, a less urgent one that has not computed anything yet (it was admitted, then
+  paused before its prefill) goes back to the queue and gives up its slot and blocks.
+* **Preemption by recompute.** When decoding sequences need new blocks and the pool is
+  out, the least urgent sequence (the highest priority value, the newest within it; paused
+  ones first, as they are the least urgent) gives up its slot and blocks and queues again;
+  when readmitted it recomputes its prompt and the tokens it generated (mostly prefix-cache
+  hits while its blocks have not been reused), then carries on where it stopped.
 * **Chunked prefill.** Prompts are computed in chunks of at most ``max_prefill_tokens``
   (padded) tokens per step; several short prompts share one prefill step.
 * **No long stalls.** While some sequences are decoding, prefill steps and decode steps
@@ -43,10 +49,13 @@ class SeqView:
     """What the scheduler knows about one sequence."""
 
     seq_id: int
-    prompt_len: int
-    num_computed: int = 0  # prompt tokens already in the KV cache
+    prompt_len: int  # tokens to prefill (a recomputed sequence: its prompt and its output so far)
+    num_computed: int = 0  # of those, tokens already in the KV cache
     slot: int | None = None
     priority: int = 0  # lower runs sooner (vLLM's convention)
+    admit_blocks: int = 0  # waiting: free blocks its admission takes (prefix-cache hits not counted)
+    grow_blocks: int = 0  # running: new blocks its next decode token needs
+    held_blocks: int = 0  # running: blocks it gives back if preempted
 
     @property
     def prefill_remaining(self) -> int:
@@ -78,7 +87,8 @@ class StepKind(Enum):
 class StepPlan:
     kind: StepKind
     admitted: list[tuple[int, int]] = field(default_factory=list)  # (seq_id, slot) moved off the queue
-    preempted: list[int] = field(default_factory=list)  # seq_ids back to the queue (nothing computed yet)
+    # seq_ids back to the queue, giving up slot and blocks (recomputed when readmitted)
+    preempted: list[int] = field(default_factory=list)
     prefill: list[PrefillChunk] = field(default_factory=list)
     decode: list[int] = field(default_factory=list)  # seq_ids
     paused: list[int] = field(default_factory=list)  # seq_ids holding a slot, skipped for a more urgent class
@@ -88,16 +98,18 @@ def schedule(
     waiting: list[SeqView],
     running: list[SeqView],
     free_slots: list[int],
+    free_blocks: int,
     limits: SchedulerLimits,
     last_kind: StepKind = StepKind.IDLE,
 ) -> StepPlan:
-    """Plan one step. ``waiting`` is in arrival order; ``running`` sequences hold slots."""
+    """Plan one step. ``waiting`` is in arrival order; ``running`` sequences hold slots and blocks."""
     free = sorted(free_slots)
+    blocks = free_blocks
     admitted: list[tuple[int, int]] = []
     preempted: list[int] = []
     active = list(running)
     for seq in sorted(waiting, key=lambda s: s.priority):  # stable: arrival order within a priority
-        if not free:
+        while not free or seq.admit_blocks > blocks - _reserved(active):
             victim = _unstarted_victim(active, seq.priority)
             if victim is None:
                 break
@@ -105,9 +117,13 @@ def schedule(
             active.remove(victim)
             preempted.append(victim.seq_id)
             free.append(victim.slot)
+            blocks += victim.held_blocks
+        if not free or seq.admit_blocks > blocks - _reserved(active):
+            break  # first come, first served: nothing overtakes the head of the queue
         slot = free.pop(0)
+        blocks -= seq.admit_blocks
         admitted.append((seq.seq_id, slot))
-        active.append(replace(seq, slot=slot))
+        active.append(replace(seq, slot=slot, held_blocks=seq.admit_blocks, admit_blocks=0))
 
     runnable, paused = _split_by_priority(active, limits)
     pending = [s for s in runnable if s.prefill_remaining > 0]
@@ -116,8 +132,28 @@ def schedule(
     if pending and (not decoding or last_kind is not StepKind.PREFILL):
         plan.kind, plan.prefill = StepKind.PREFILL, _prefill_chunks(pending, limits)
     elif decoding:
-        plan.kind, plan.decode = StepKind.DECODE, [s.seq_id for s in decoding]
+        just_admitted = {seq_id for seq_id, _ in admitted}
+        while sum(s.grow_blocks for s in decoding) > blocks:
+            candidates = [s for s in active if s.seq_id not in just_admitted]
+            if not candidates:  # unreachable while admission keeps the growth back; stay safe
+                decoding = decoding[:-1]
+                continue
+            victim = max(candidates, key=lambda s: (s.priority, s.seq_id))
+            active.remove(victim)
+            preempted.append(victim.seq_id)
+            blocks += victim.held_blocks
+            if victim in decoding:
+                decoding.remove(victim)
+            if victim.seq_id in paused:
+                paused.remove(victim.seq_id)
+        if decoding:
+            plan.kind, plan.decode = StepKind.DECODE, [s.seq_id for s in decoding]
     return plan
+
+
+def _reserved(active: list[SeqView]) -> int:
+    """Blocks kept back for the running sequences' next tokens."""
+    return sum(s.grow_blocks for s in active)
 
 
 def _unstarted_victim(active: list[SeqView], priority: int) -> SeqView | None:

@@ -117,7 +117,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 async def _run_loaded_engine(app: FastAPI) -> AsyncIterator[None]:
     """Default lifespan for a runtime loaded before the app starts (tests, embedding)."""
     runtime: WorkerRuntime = app.state.runtime
-    if runtime.engine is not None:
+    if runtime.loaded:
         runtime.start_engine(asyncio.get_running_loop())
     yield
     runtime.stop_engine()
@@ -146,15 +146,22 @@ def create_app(runtime: WorkerRuntime, lifespan: Any = None) -> FastAPI:
     @app.get("/health")
     async def health() -> JSONResponse:
         body = HealthResponse(status=runtime.status.value, model=runtime.model_id, detail=runtime.failure)
-        if runtime.engine is not None:
+        facts = runtime.facts
+        if facts is not None:
+            stats = runtime.engine_stats()
             body.device = str(runtime.device)
             body.dtype = str(runtime.dtype).removeprefix("torch.")
             body.memory_bytes = runtime.memory_bytes()
-            body.kv_cache_bytes = runtime.engine.runner.kv.bytes_total if runtime.engine.runner.kv else None
-            body.max_batch = runtime.engine.num_slots
-            body.max_model_len = runtime.engine.max_model_len
-            body.running = len(runtime.engine.running)
-            body.waiting = len(runtime.engine.waiting)
+            body.kv_cache_bytes = facts.kv_cache_bytes
+            body.kv_cache_blocks = facts.num_blocks
+            body.kv_cache_free_blocks = stats.free_blocks
+            body.block_size = facts.block_size
+            body.prefix_caching = facts.prefix_caching
+            body.max_batch = facts.max_batch
+            body.max_model_len = facts.max_model_len
+            body.running = stats.running
+            body.waiting = stats.waiting
+            body.engine = "core process" if runtime.core is not None else "in process"
         status = 200 if runtime.status is WorkerStatus.READY else 503
         return JSONResponse(body.model_dump(exclude_none=True), status_code=status)
 
@@ -192,7 +199,7 @@ def create_app(runtime: WorkerRuntime, lifespan: Any = None) -> FastAPI:
         rt = ready()
         assert rt.tokenizer is not None
         rt.check_choices(req.num_prompts(body) * body.n, req.num_prompts(body), body.n)
-        vocab_size = rt.engine.runner.vocab_size if rt.engine else 0
+        vocab_size = rt.facts.vocab_size if rt.facts else 0
         # Off the event loop (cheap length checks first): a long prompt must not stall /health
         # and the other requests while it is tokenized.
         prompts = await asyncio.to_thread(

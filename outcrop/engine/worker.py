@@ -25,7 +25,9 @@ from typing import Any
 import uvicorn
 
 from outcrop.engine.auth import protect
+from outcrop.engine.block_manager import DEFAULT_BLOCK_SIZE
 from outcrop.engine.runtime import (
+    DEFAULT_CUDA_MAX_BATCH,
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_QUEUED,
     WorkerOptions,
@@ -61,12 +63,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="Weight dtype (default: float32 on CPU, bfloat16 on CUDA).",
     )
-    p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="Most sequences decoded at once.")
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=None,
+        help=f"Most sequences decoded at once (default: {DEFAULT_MAX_BATCH} on CPU, {DEFAULT_CUDA_MAX_BATCH} on CUDA).",
+    )
     p.add_argument(
         "--kv-cache-bytes",
         type=int,
         default=None,
-        help="KV-cache budget in bytes (default: half the free memory; 85%% of free GPU memory).",
+        help="KV-cache budget in bytes (default: half the memory free after loading the weights; "
+        "85%% of the free GPU memory).",
+    )
+    p.add_argument(
+        "--block-size",
+        type=int,
+        default=DEFAULT_BLOCK_SIZE,
+        help=f"Tokens per KV-cache block (default: {DEFAULT_BLOCK_SIZE}).",
+    )
+    p.add_argument(
+        "--no-prefix-caching",
+        dest="prefix_caching",
+        action="store_false",
+        help="Do not reuse the KV cache of prompt prefixes seen before (on by default).",
+    )
+    p.add_argument(
+        "--engine-in-process",
+        dest="core_process",
+        action="store_false",
+        help="Run the engine core on a thread of the HTTP process instead of its own process "
+        "(debugging; the separate process keeps HTTP and detokenizing off the step loop).",
     )
     p.add_argument(
         "--max-model-len", type=int, default=None, help="Cap on prompt + output tokens per request."
@@ -102,7 +129,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = p.parse_args(argv)
-    if args.max_batch < 1:
+    if args.block_size < 1:
+        p.error("--block-size must be at least 1")
+    if args.max_batch is not None and args.max_batch < 1:
         p.error("--max-batch must be at least 1")
     if args.max_prefill_tokens < 1:
         p.error("--max-prefill-tokens must be at least 1")
@@ -121,7 +150,7 @@ class _DrainingServer(uvicorn.Server):
             self.runtime.status = WorkerStatus.DRAINING
             log.info(
                 "draining: %d request(s) in flight",
-                self.runtime.engine.num_unfinished if self.runtime.engine else 0,
+                self.runtime.num_unfinished,
             )
         super().handle_exit(sig, frame)
         # uvicorn re-raises captured signals after shutdown (exit status -15); a drained
@@ -139,6 +168,9 @@ def build_server(args: argparse.Namespace) -> tuple[_DrainingServer, WorkerRunti
         dtype=args.dtype,
         max_batch=args.max_batch,
         kv_cache_bytes=args.kv_cache_bytes,
+        block_size=args.block_size,
+        prefix_caching=args.prefix_caching,
+        core_process=args.core_process,
         max_model_len=args.max_model_len,
         max_prefill_tokens=args.max_prefill_tokens,
         max_lower_priority_seqs=args.max_lower_priority_seqs,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from outcrop.engine.engine import EngineRequest
 from outcrop.engine.runtime import WorkerRuntime
 from outcrop.engine.sampling import SamplingParams
-from tests.engine.conftest import greedy, run_engine, tokens_of
+from tests.engine.conftest import greedy, make_runtime, run_engine, tokens_of
 
 
 def _prompt(runtime: WorkerRuntime, text: str = "Hello, world! How are") -> list[int]:
@@ -154,3 +156,80 @@ def test_a_row_the_sampler_cannot_serve_fails_alone_and_the_batch_goes_on(
     assert tokens_of(outs["good"]) == tokens_of(alone)  # the retried row samples what it would have
     assert [len(o.logprobs) for o in outs["good"]] == [1] * 7
     assert len(tokens_of(outs["good-penalized"])) == 7
+
+
+# ---------------------------------------------------------------- paged KV cache and prefix caching
+
+
+def test_a_prefix_cache_hit_gives_the_same_greedy_output_and_skips_the_prefix(
+    tiny_models: dict[str, Path],
+) -> None:
+    runtime = make_runtime(tiny_models["llama"], max_batch=4)
+    engine = runtime.engine
+    assert engine is not None
+    prefix = _prompt(runtime, "You are a helpful assistant. Answer briefly and kindly. " * 3)
+    cold = tokens_of(run_engine(engine, [EngineRequest("cold", [*prefix, 7, 8, 9], greedy(12))])["cold"])
+    queries, hits = _prefix_counters(runtime)
+    forwarded: list[int] = []  # tokens each forward computed
+    real_forward = engine.runner.forward
+    engine.runner.forward = lambda batch: (
+        forwarded.append(sum(map(len, batch.token_ids))) or real_forward(batch)
+    )  # type: ignore[method-assign]
+    try:
+        warm = tokens_of(run_engine(engine, [EngineRequest("warm", [*prefix, 7, 8, 9], greedy(12))])["warm"])
+    finally:
+        engine.runner.forward = real_forward  # type: ignore[method-assign]
+    queries2, hits2 = _prefix_counters(runtime)
+    assert warm == cold
+    block = engine.blocks.block_size
+    assert queries2 - queries == len(prefix) + 3
+    assert hits2 - hits == (len(prefix) + 3 - 1) // block * block  # every full block but the last token's
+    assert forwarded[0] == len(prefix) + 3 - (hits2 - hits)  # the prefill computed only the rest
+    # A different continuation of the same prefix hits too, and is right (alone on a fresh engine).
+    other = [*prefix, 11, 12]
+    hit = tokens_of(run_engine(engine, [EngineRequest("other", other, greedy(12))])["other"])
+    fresh = make_runtime(tiny_models["llama"], max_batch=4, prefix_caching=False).engine
+    assert fresh is not None
+    assert hit == tokens_of(run_engine(fresh, [EngineRequest("other", other, greedy(12))])["other"])
+
+
+def _prefix_counters(runtime: WorkerRuntime) -> tuple[float, float]:
+    m = runtime.metrics
+    return m.prefix_cache_queries._value.get(), m.prefix_cache_hits._value.get()
+
+
+def test_sequences_preempted_when_blocks_run_out_resume_with_the_same_tokens(
+    tiny_models: dict[str, Path],
+) -> None:
+    # 9 blocks of 16 tokens; three sequences of ~75 tokens need 15: decoding must preempt and recompute.
+    runtime = make_runtime(tiny_models["llama"], max_batch=4, kv_cache_bytes=10 * 16 * 512)
+    engine = runtime.engine
+    assert engine is not None and engine.blocks.num_blocks == 9
+    prompts = [_prompt(runtime, t) for t in ("Once upon a time", "SELECT name FROM", "def add(a, b):")]
+    params = [greedy(64), greedy(64, temperature=1.0, seed=5, frequency_penalty=0.5), greedy(64)]
+    alone = [
+        tokens_of(run_engine(engine, [EngineRequest(f"a{i}", p, sp)])[f"a{i}"])
+        for i, (p, sp) in enumerate(zip(prompts, params, strict=True))
+    ]
+    preemptions = runtime.metrics.preemptions._value.get()
+    together = run_engine(
+        engine, [EngineRequest(f"t{i}", p, sp) for i, (p, sp) in enumerate(zip(prompts, params, strict=True))]
+    )
+    assert runtime.metrics.preemptions._value.get() > preemptions
+    assert [tokens_of(together[f"t{i}"]) for i in range(3)] == alone
+    assert engine.blocks.num_free == engine.blocks.num_blocks  # nothing leaked
+
+
+def test_finished_and_aborted_sequences_give_their_blocks_back(llama_runtime: WorkerRuntime) -> None:
+    engine = llama_runtime.engine
+    assert engine is not None
+    prompt = _prompt(llama_runtime)
+    engine.add_request(EngineRequest("long", prompt, greedy(200)))
+    engine.add_request(EngineRequest("short", prompt, greedy(20)))
+    engine.step()
+    while any(s.request.request_id == "short" for s in [*engine.running.values(), *engine.waiting]):
+        engine.step()
+    assert engine.blocks.tables and engine.blocks.num_used > 0  # "long" still holds its blocks
+    engine.abort("long")
+    engine.step()
+    assert engine.blocks.num_free == engine.blocks.num_blocks and not engine.blocks.tables

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from outcrop.engine.kv_cache import KVPlan, kv_bytes_per_token, plan_kv_cache
+from outcrop.engine.kv_cache import KVPlan, kv_bytes_per_token, max_concurrent_sequences, plan_kv_cache
 from outcrop.errors import ConfigError
 
 
@@ -13,21 +13,26 @@ def test_bytes_per_token_counts_keys_and_values_of_every_layer() -> None:
 
 
 @pytest.mark.parametrize(
-    ("budget", "per_token", "max_len", "max_batch", "expected"),
+    ("budget", "per_token", "max_len", "expected"),
     [
-        (10 * 101 * 100, 100, 100, 4, KVPlan(4, 100, 4 * 101 * 100)),  # budget > batch: batch limits
-        (3 * 101 * 100, 100, 100, 8, KVPlan(3, 100, 3 * 101 * 100)),  # budget limits the slots
-        (50 * 100, 100, 100, 8, KVPlan(1, 49, 50 * 100)),  # not one full slot: shorten the context
+        (11 * 16 * 100, 100, 64, KVPlan(10, 16, 64, 11 * 16 * 100)),  # one block of the budget is scratch
+        (11 * 16 * 100 + 99, 100, 64, KVPlan(10, 16, 64, 11 * 16 * 100)),  # whole blocks only
+        (3 * 16 * 100, 100, 64, KVPlan(2, 16, 32, 3 * 16 * 100)),  # not one full-length sequence: shorten
     ],
 )
-def test_plan_fits_the_budget(
-    budget: int, per_token: int, max_len: int, max_batch: int, expected: KVPlan
-) -> None:
-    plan = plan_kv_cache(budget, per_token, max_len, max_batch)
+def test_plan_fits_the_budget(budget: int, per_token: int, max_len: int, expected: KVPlan) -> None:
+    plan = plan_kv_cache(budget, per_token, max_len, 16)
     assert plan == expected
     assert plan.bytes_total <= budget
 
 
-def test_a_budget_too_small_for_any_sequence_is_a_config_error() -> None:
+def test_max_model_len_costs_no_memory_per_sequence() -> None:
+    short = plan_kv_cache(2**30, 1000, 512)
+    long = plan_kv_cache(2**30, 1000, 8192)
+    assert short.num_blocks == long.num_blocks
+    assert max_concurrent_sequences(long, 512) == long.num_blocks // 32
+
+
+def test_a_budget_too_small_for_one_block_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="--kv-cache-bytes"):
-        plan_kv_cache(1000, 100, 100, 8)
+        plan_kv_cache(1000, 100, 100, 16)

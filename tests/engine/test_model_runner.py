@@ -1,4 +1,5 @@
-"""The hand-written forward must match transformers' own generate, for every family."""
+"""The hand-written forward over the paged KV cache must match transformers' own forward and
+generate, for every family (and a sliding window)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import pytest
 import torch
 
 from outcrop.engine.engine import EngineRequest
+from outcrop.engine.kv_cache import KVCache, kv_bytes_per_token, plan_kv_cache
+from outcrop.engine.model_runner import ModelRunner, StepBatch
+from outcrop.testing.tiny_models import build_tiny_model
 from tests.engine.conftest import FAMILIES, greedy, make_runtime, run_engine, tokens_of
 
 PROMPTS = [
@@ -148,3 +152,66 @@ def test_bfloat16_generation_runs_and_stays_in_vocabulary(tiny_models: dict[str,
     outs = run_engine(engine, [EngineRequest("b", runtime.tokenizer.encode("Hello"), greedy(8))])["b"]
     tokens = tokens_of(outs)
     assert len(tokens) == 8 and all(0 <= t < engine.runner.vocab_size for t in tokens)
+
+
+# ---------------------------------------------------------------- paged attention vs a dense reference
+
+
+def _paged_runner(model_dir: Path, block_size: int, num_blocks: int) -> ModelRunner:
+    runner = ModelRunner.load(model_dir, torch.device("cpu"), torch.float32)
+    per_token = kv_bytes_per_token(runner.num_layers, runner.num_kv_heads, runner.head_dim, torch.float32)
+    plan = plan_kv_cache((num_blocks + 1) * block_size * per_token, per_token, 256, block_size)
+    runner.attach_cache(
+        KVCache(plan, runner.num_layers, runner.num_kv_heads, runner.head_dim, torch.float32, runner.device)
+    )
+    return runner
+
+
+def _dense_logits(runner: ModelRunner, ids: list[int]) -> torch.Tensor:
+    """transformers' own forward over the whole sequence: logits at every position, [len, vocab]."""
+    with torch.inference_mode():
+        return runner.model(torch.tensor([ids])).logits[0]
+
+
+@pytest.fixture(scope="module")
+def windowed_mistral(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Mistral whose sliding window (8) is far shorter than the test sequences."""
+    return build_tiny_model(
+        tmp_path_factory.mktemp("windowed") / "mistral", family="mistral", extra_config={"sliding_window": 8}
+    )
+
+
+@pytest.mark.parametrize("family", [*FAMILIES, "mistral-window-8"])
+def test_paged_attention_matches_a_dense_forward_in_chunks_and_decode_steps(
+    tiny_models: dict[str, Path], windowed_mistral: Path, family: str
+) -> None:
+    model_dir = windowed_mistral if family == "mistral-window-8" else tiny_models[family]
+    bs = 4
+    runner = _paged_runner(model_dir, block_size=bs, num_blocks=40)
+    if family == "mistral-window-8":
+        assert runner.sliding_window == 8
+    g = torch.Generator().manual_seed(0)
+    seqs = [torch.randint(3, runner.vocab_size, (n,), generator=g).tolist() for n in (29, 18)]
+    # Block tables out of order and interleaved, as a busy pool hands them out.
+    order = torch.randperm(40, generator=g).tolist()
+    tables = [order[0:8], order[8:13]]
+    expected = [_dense_logits(runner, s) for s in seqs]
+
+    # Prefill the prompts (all but the last 4 tokens) in chunks of 7, both rows in one batch.
+    prompt_lens = [len(s) - 4 for s in seqs]
+    done = [0, 0]
+    while any(d < p for d, p in zip(done, prompt_lens, strict=True)):
+        rows = [i for i in range(2) if done[i] < prompt_lens[i]]
+        chunks = [seqs[i][done[i] : min(done[i] + 7, prompt_lens[i])] for i in rows]
+        logits = runner.forward(StepBatch(chunks, [tables[i] for i in rows], [done[i] for i in rows]))
+        for row, i in enumerate(rows):
+            done[i] += len(chunks[row])
+            torch.testing.assert_close(logits[row], expected[i][done[i] - 1], atol=1e-4, rtol=1e-4)
+    # Then decode the last 4 tokens one step at a time, both rows in each step.
+    for step in range(4):
+        positions = [p + step for p in prompt_lens]
+        logits = runner.forward(
+            StepBatch([[s[p]] for s, p in zip(seqs, positions, strict=True)], tables, positions)
+        )
+        for i in range(2):
+            torch.testing.assert_close(logits[i], expected[i][positions[i]], atol=1e-4, rtol=1e-4)

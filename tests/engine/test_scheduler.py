@@ -21,6 +21,7 @@ def batch(seq_id: int, prompt_len: int, computed: int = 0, slot: int | None = No
 
 
 LIMITS = SchedulerLimits(max_prefill_tokens=16)
+PLENTY = 1000  # free KV-cache blocks: memory is not what these cases decide
 
 
 @pytest.mark.parametrize(
@@ -144,14 +145,14 @@ def test_schedule_decides(
     prefill: list[PrefillChunk],
     decode: list[int],
 ) -> None:
-    plan = schedule(waiting, running, free, LIMITS, last)
+    plan = schedule(waiting, running, free, PLENTY, LIMITS, last)
     assert (plan.kind, plan.admitted, plan.prefill, plan.decode) == (kind, admitted, prefill, decode), case
 
 
 def test_schedule_does_not_mutate_its_inputs() -> None:
     free = [0, 1]
     waiting = [seq(1, 5)]
-    schedule(waiting, [], free, LIMITS)
+    schedule(waiting, [], free, PLENTY, LIMITS)
     assert free == [0, 1]
     assert waiting == [seq(1, 5)]
 
@@ -272,14 +273,14 @@ def test_schedule_by_priority_decides(
     decode: list[int],
     paused: list[int],
 ) -> None:
-    plan = schedule(waiting, running, free, PRIORITY_LIMITS, last)
+    plan = schedule(waiting, running, free, PLENTY, PRIORITY_LIMITS, last)
     got = (plan.kind, plan.admitted, plan.prefill, plan.decode, plan.paused)
     assert got == (kind, admitted, prefill, decode, paused), case
 
 
 def test_no_lower_priority_allowance_pauses_every_batch_sequence_beside_online_ones() -> None:
     limits = SchedulerLimits(max_prefill_tokens=16, max_lower_priority_seqs=0)
-    plan = schedule([], [seq(9, 5, 5, 1), batch(1, 5, 5, 0)], [], limits, StepKind.DECODE)
+    plan = schedule([], [seq(9, 5, 5, 1), batch(1, 5, 5, 0)], [], PLENTY, limits, StepKind.DECODE)
     assert (plan.decode, plan.paused) == ([9], [1])
 
 
@@ -323,5 +324,139 @@ def test_urgent_sequences_preempt_only_unstarted_less_urgent_ones(
     admitted: list[tuple[int, int]],
     preempted: list[int],
 ) -> None:
-    plan = schedule(waiting, running, [], PRIORITY_LIMITS, StepKind.DECODE)
+    plan = schedule(waiting, running, [], PLENTY, PRIORITY_LIMITS, StepKind.DECODE)
     assert (plan.admitted, plan.preempted) == (admitted, preempted), case
+
+
+def paged(
+    seq_id: int,
+    prompt_len: int,
+    computed: int = 0,
+    slot: int | None = None,
+    priority: int = 0,
+    admit: int = 0,
+    grow: int = 0,
+    held: int = 0,
+) -> SeqView:
+    return SeqView(seq_id, prompt_len, computed, slot, priority, admit, grow, held)
+
+
+@pytest.mark.parametrize(
+    ("case", "waiting", "running", "free_blocks", "kind", "admitted", "preempted", "decode"),
+    [
+        (
+            "a sequence is admitted when the pool covers the blocks it takes",
+            [paged(1, 40, admit=3)],
+            [],
+            3,
+            StepKind.PREFILL,
+            [(1, 0)],
+            [],
+            [],
+        ),
+        (
+            "a sequence waits while the pool cannot cover it, though slots are free",
+            [paged(1, 40, admit=3)],
+            [],
+            2,
+            StepKind.IDLE,
+            [],
+            [],
+            [],
+        ),
+        (
+            "prefix-cache hits make admission cheaper (only the blocks it takes count)",
+            [paged(1, 40, admit=1)],
+            [],
+            1,
+            StepKind.PREFILL,
+            [(1, 0)],
+            [],
+            [],
+        ),
+        (
+            "admission keeps back the blocks decoding sequences need next",
+            [paged(2, 20, admit=2)],
+            [paged(1, 16, 16, 1, grow=1, held=1)],
+            2,
+            StepKind.DECODE,
+            [],
+            [],
+            [1],
+        ),
+        (
+            "first come first served: a small request does not overtake one that waits for blocks",
+            [paged(1, 40, admit=3), paged(2, 4, admit=1)],
+            [],
+            2,
+            StepKind.IDLE,
+            [],
+            [],
+            [],
+        ),
+        (
+            "an online request takes the blocks of a batch sequence that has not started",
+            [paged(9, 20, admit=2)],
+            [paged(1, 20, 0, 1, BATCH, held=2)],
+            0,
+            StepKind.PREFILL,
+            [(9, 0)],
+            [1],
+            [],
+        ),
+        (
+            "when decoding runs out of blocks the least urgent, newest sequence is preempted",
+            [],
+            [paged(1, 16, 16, 0, grow=1, held=1), paged(2, 16, 16, 1, grow=1, held=1)],
+            1,
+            StepKind.DECODE,
+            [],
+            [2],
+            [1],
+        ),
+        (
+            "a batch sequence is preempted before any online one, paused or not",
+            [],
+            [
+                paged(1, 16, 16, 0, BATCH, grow=1, held=1),
+                paged(2, 16, 16, 1, grow=1, held=1),
+                paged(3, 16, 16, 2, grow=1, held=1),
+            ],
+            1,
+            StepKind.DECODE,
+            [],
+            [1],
+            [2, 3],
+        ),
+        (
+            "preemption stops as soon as the rest fit",
+            [],
+            [
+                paged(1, 16, 16, 0, grow=1, held=1),
+                paged(2, 8, 8, 1, held=1),
+                paged(3, 16, 16, 2, grow=1, held=2),
+            ],
+            0,
+            StepKind.DECODE,
+            [],
+            [3],
+            [1, 2],
+        ),
+    ],
+)
+def test_schedule_by_blocks_decides(
+    case: str,
+    waiting: list[SeqView],
+    running: list[SeqView],
+    free_blocks: int,
+    kind: StepKind,
+    admitted: list[tuple[int, int]],
+    preempted: list[int],
+    decode: list[int],
+) -> None:
+    used = {s.slot for s in running}
+    free_slots = [i for i in range(4) if i not in used]
+    plan = schedule(waiting, running, free_slots, free_blocks, PRIORITY_LIMITS, StepKind.PREFILL)
+    assert (plan.kind, plan.admitted, plan.preempted, plan.decode) == (kind, admitted, preempted, decode), (
+        case
+    )

@@ -280,9 +280,10 @@ def test_health_is_503_until_loaded(tiny_models: dict[str, Path]) -> None:
 
 
 def test_requests_beyond_the_kv_budget_wait_and_all_complete(tiny_models: dict[str, Path]) -> None:
-    # A budget for two 256-token sequences: the other requests queue instead of failing.
-    runtime = make_runtime(tiny_models["llama"], max_batch=8, kv_cache_bytes=2 * 257 * 2 * 2 * 2 * 16 * 4)
-    assert runtime.engine is not None and runtime.engine.num_slots == 2
+    # A pool of 4 blocks (16 tokens of 512 bytes each, + the scratch block) for 6 requests of 2
+    # blocks each: the others queue (or are preempted and recomputed) instead of failing.
+    runtime = make_runtime(tiny_models["llama"], max_batch=8, kv_cache_bytes=5 * 16 * 512)
+    assert runtime.engine is not None and runtime.engine.blocks.num_blocks == 4
     with TestClient(create_app(runtime)) as c:
         from concurrent.futures import ThreadPoolExecutor
 

@@ -200,3 +200,92 @@ def test_big_prompts_get_400_while_health_and_small_requests_answer(llama_worker
     assert "at least" in big_huge.json()["error"]["message"]
     assert "at least" not in big_over.json()["error"]["message"]
     assert health.status_code == 200 and ok.status_code == 200
+
+
+# ---------------------------------------------------------------- the engine-core process
+
+
+def _core_pid(worker: WorkerProcess) -> int:
+    """The worker's engine-core child (a multiprocessing spawn child, not its resource tracker)."""
+    children: set[int] = set()
+    for task in Path(f"/proc/{worker.proc.pid}/task").iterdir():
+        children |= {int(pid) for pid in (task / "children").read_text().split()}
+    for pid in children:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"spawn_main" in cmdline:
+            return pid
+    raise AssertionError(f"no engine-core child among {children}")
+
+
+def test_health_reports_the_core_process_and_the_block_pool(llama_worker: WorkerProcess) -> None:
+    health = httpx.get(f"{llama_worker.base_url}/health").json()
+    assert health["engine"] == "core process" and health["prefix_caching"] is True
+    assert health["kv_cache_blocks"] > 0 and health["block_size"] == 16
+    assert health["kv_cache_free_blocks"] <= health["kv_cache_blocks"]
+    assert health["max_batch"] == 32  # the CPU default
+
+
+def test_a_repeated_prefix_is_served_from_the_prefix_cache_with_the_same_output(
+    llama_worker: WorkerProcess,
+) -> None:
+    client = _client(llama_worker)
+    prompt = "You are a careful assistant. Answer in one short sentence. " * 4 + "Question: why?"
+    hits = "outcrop_engine_prefix_cache_hits_total"
+    first = client.completions.create(model="tiny-llama", prompt=prompt, max_tokens=12, temperature=0)
+    before = _metric(llama_worker, hits)
+    again = client.completions.create(model="tiny-llama", prompt=prompt, max_tokens=12, temperature=0)
+    assert again.choices[0].text == first.choices[0].text
+    assert _metric(llama_worker, hits) - before >= 16 * ((first.usage.prompt_tokens - 1) // 16)
+
+
+def test_a_stop_string_ends_the_request_and_the_core_frees_its_blocks(llama_worker: WorkerProcess) -> None:
+    client = _client(llama_worker)
+    full = (
+        client.completions.create(
+            model="tiny-llama",
+            prompt="Once upon",
+            max_tokens=40,
+            temperature=0,
+            extra_body={"ignore_eos": True},
+        )
+        .choices[0]
+        .text
+    )
+    stop = full[12:15]
+    cut = client.completions.create(
+        model="tiny-llama",
+        prompt="Once upon",
+        max_tokens=40,
+        temperature=0,
+        stop=[stop],
+        extra_body={"ignore_eos": True},
+    )
+    assert cut.choices[0].finish_reason == "stop" and cut.choices[0].text == full[: full.index(stop)]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        health = httpx.get(f"{llama_worker.base_url}/health").json()
+        if health["running"] == 0 and health["kv_cache_free_blocks"] == health["kv_cache_blocks"]:
+            break
+        time.sleep(0.05)
+    assert health["running"] == 0 and health["kv_cache_free_blocks"] == health["kv_cache_blocks"]
+
+
+def test_a_dying_core_takes_health_down_and_fails_requests_in_flight(
+    tiny_models: dict[str, Path], start_worker: Callable[..., WorkerProcess]
+) -> None:
+    import os
+
+    worker = start_worker(tiny_models["llama"])
+    body = {"model": "m", "prompt": "Hello", "max_tokens": 240, "ignore_eos": True, "stream": True}
+    events: list[str] = []
+    with httpx.stream("POST", f"{worker.base_url}/v1/completions", json=body, timeout=30) as r:
+        lines = r.iter_lines()
+        events.append(next(lines))
+        os.kill(_core_pid(worker), signal.SIGKILL)
+        events += list(lines)  # the stream ends (with an error event) instead of hanging
+    assert any("error" in e for e in events), events[-3:]
+    health = httpx.get(f"{worker.base_url}/health")
+    assert health.status_code == 503 and health.json()["status"] == "failed"
+    assert "engine core" in health.json()["detail"]
+    again = httpx.post(f"{worker.base_url}/v1/completions", json={**body, "stream": False}, timeout=30)
+    assert again.status_code == 503 and "error" in again.json()
