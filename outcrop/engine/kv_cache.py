@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from outcrop.engine.meminfo import available_memory_bytes as host_available_memory_bytes
 from outcrop.engine.block_manager import DEFAULT_BLOCK_SIZE, blocks_for
+from outcrop.engine.meminfo import available_memory_bytes as host_available_memory_bytes
 from outcrop.errors import ConfigError
 
 # Why 0.5: the KV cache is the one big allocation made after the weights; half of what is
