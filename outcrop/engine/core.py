@@ -122,7 +122,7 @@ def _build(
         max_len = min(max_len, options.max_model_len)
     budget = options.kv_cache_bytes or default_kv_budget_bytes(device)  # after the weights are in
     per_token = kv_bytes_per_token(runner.num_layers, runner.num_kv_heads, runner.head_dim, dtype)
-    plan = plan_kv_cache(budget, per_token, max_len, options.block_size)
+    plan = plan_kv_cache(budget, per_token, max_len, options.block_size, options.resolved_max_batch)
     runner.attach_cache(KVCache(plan, runner.num_layers, runner.num_kv_heads, runner.head_dim, dtype, device))
     limits = SchedulerLimits(
         max_prefill_tokens=options.max_prefill_tokens, max_lower_priority_seqs=options.max_lower_priority_seqs

@@ -9,8 +9,9 @@ Token ``p`` of a sequence lives in block ``table[p // block_size]`` at offset
 Memory is spent per token actually held, not per possible token: ``max_model_len`` only
 bounds one request, it reserves nothing. The extra last block is scratch: padded
 positions of a batched prefill write there, and padded block-table entries point there,
-so they never touch a real entry. The number of blocks is what the byte budget pays for
-(``plan_kv_cache``); the scheduler admits sequences by free blocks.
+so they never touch a real entry. The number of blocks is what the byte budget pays for,
+capped at what ``--max-batch`` full-length sequences could ever hold (``plan_kv_cache``); the
+scheduler admits sequences by free blocks.
 """
 
 from __future__ import annotations
@@ -53,9 +54,15 @@ class KVPlan:
 
 
 def plan_kv_cache(
-    budget_bytes: int, bytes_per_token: int, max_model_len: int, block_size: int = DEFAULT_BLOCK_SIZE
+    budget_bytes: int,
+    bytes_per_token: int,
+    max_model_len: int,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    max_batch: int | None = None,
 ) -> KVPlan:
-    """As many blocks as the budget pays for (one scratch block is paid first).
+    """As many blocks as the budget pays for (one scratch block is paid first), but never more
+    than ``max_batch`` full-length sequences need: the batch cannot hold more tokens than that,
+    so a bigger pool would only cost memory (on a CPU node, memory other copies need).
 
     If the pool cannot hold even one full-length sequence, the context is shortened to what
     the pool holds (the worker reports the shorter limit to clients). Raises ``ConfigError``
@@ -63,6 +70,8 @@ def plan_kv_cache(
     """
     per_block = bytes_per_token * block_size
     num_blocks = budget_bytes // per_block - 1
+    if max_batch is not None:
+        num_blocks = min(num_blocks, max_batch * blocks_for(max_model_len, block_size))
     if num_blocks < 1:
         raise ConfigError(
             f"The KV-cache budget of {budget_bytes} bytes cannot hold one block of {block_size} tokens "

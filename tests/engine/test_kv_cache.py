@@ -26,6 +26,11 @@ def test_plan_fits_the_budget(budget: int, per_token: int, max_len: int, expecte
     assert plan.bytes_total <= budget
 
 
+def test_the_pool_holds_at_most_max_batch_full_length_sequences() -> None:
+    plan = plan_kv_cache(2**30, 100, 64, 16, max_batch=4)
+    assert plan.num_blocks == 4 * 4 and plan.bytes_total == 17 * 16 * 100
+
+
 def test_max_model_len_costs_no_memory_per_sequence() -> None:
     short = plan_kv_cache(2**30, 1000, 512)
     long = plan_kv_cache(2**30, 1000, 8192)
