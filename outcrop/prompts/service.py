@@ -24,6 +24,7 @@ PROMPT_ARN_RE = re.compile(
 )
 VERSION_RE = re.compile(r"DRAFT|[0-9]{0,4}[1-9][0-9]{0,4}")
 NUMERICAL_VERSION_RE = re.compile(r"[0-9]{1,5}")
+PAGE_TOKEN_RE = re.compile(r"[0-9]{1,9}")  # ListPrompts' nextToken: the offset of the next page
 # ListPrompts' page size when maxResults is not given (PromptSummaries holds at most 10 in the
 # service model).
 DEFAULT_PAGE_SIZE = 10
@@ -152,7 +153,7 @@ class PromptService:
             items = self.store.drafts()
         start = 0
         if next_token:
-            if not next_token.isdigit() or int(next_token) > len(items):
+            if not PAGE_TOKEN_RE.fullmatch(next_token) or int(next_token) > len(items):
                 raise InvalidRequestError(
                     f"The nextToken {next_token[:40]!r} is not one this server gave; start the listing again "
                     "without it.",

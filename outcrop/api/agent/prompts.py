@@ -10,7 +10,7 @@ plane). Authorization: the action is ``bedrock:<Operation>``, the resource the p
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
@@ -27,18 +27,23 @@ from outcrop.prompts.store import PromptVersion
 
 router = APIRouter(tags=["bedrock-agent prompt management"])
 
-_ClientToken = StrictStr  # the service model's ClientToken (33-256 chars); boto3 fills one in
+# The service model's ClientToken; boto3 fills one in (a UUID) when the caller gives none.
+_ClientToken = Annotated[
+    StrictStr, Field(min_length=33, max_length=256, pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,256}$")
+]
+_TagKey = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9\s._:/=+@-]*$")]
+_TagValue = Annotated[StrictStr, Field(max_length=256, pattern=r"^[a-zA-Z0-9\s._:/=+@-]*$")]
 
 
 class CreatePromptRequest(PromptContent):
-    clientToken: _ClientToken | None = Field(None, min_length=1, max_length=256)
-    tags: dict[StrictStr, StrictStr] | None = None
+    clientToken: _ClientToken | None = None
+    tags: dict[_TagKey, _TagValue] | None = None
 
 
 class CreatePromptVersionRequest(_Shape):
     description: StrictStr | None = Field(None, min_length=1, max_length=200)
-    clientToken: _ClientToken | None = Field(None, min_length=1, max_length=256)
-    tags: dict[StrictStr, StrictStr] | None = None
+    clientToken: _ClientToken | None = None
+    tags: dict[_TagKey, _TagValue] | None = None
 
 
 def prompt_service(services: Services) -> PromptService:
