@@ -21,6 +21,7 @@ from outcrop.auth.keys import KeyStore, Principal
 from outcrop.auth.sigv4 import UNKNOWN_KEY, SignedRequest, check_headers, verify_signature
 from outcrop.config import OutcropConfig
 from outcrop.errors import AccessDeniedError, AuthenticationError, UnrecognizedClientError
+from outcrop.prompts.service import is_prompt_arn
 from outcrop.registry import arns
 
 # The console page holds no data: what it shows it fetches with the key the user types.
@@ -93,6 +94,8 @@ class Guard:
                 identifier = None
         if not isinstance(identifier, str) or not identifier:
             return "*"
+        if is_prompt_arn(identifier):  # a runtime call on a prompt (Prompt management): its ARN as sent
+            return identifier
         if request.url.path.startswith("/model-import-jobs") or request.url.path.startswith(
             "/outcrop/import-jobs"
         ):

@@ -41,6 +41,7 @@ from outcrop.cli.options import (
     new_table,
     shared_options,
 )
+from outcrop.cli.prompts import prompts_app
 from outcrop.config import OutcropConfig
 from outcrop.envs import load_config
 from outcrop.errors import InvalidRequestError
@@ -69,6 +70,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(batch_app, name="batch")
 app.add_typer(keys_app, name="keys")
 app.add_typer(endpoints_app, name="endpoints")  # outcrop/cli/endpoints.py
+app.add_typer(prompts_app, name="prompts")  # outcrop/cli/prompts.py
 
 
 @keys_app.callback()
