@@ -27,7 +27,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from outcrop.auth.bootstrap import read_credentials
 from outcrop.cli.client import Client
@@ -198,8 +198,40 @@ def shared_options(fn: F | None = None, *, endpoint: bool = False) -> Any:
     return decorate(fn) if fn is not None else decorate
 
 
+class _Argument(TyperArgument):
+    """An argument shown as ``MODEL`` in the usage line (typer writes a required one as ``{model}``)."""
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw.upper()
+        return (name if self.required else f"[{name}]") + ("..." if self.nargs != 1 else "")
+
+
+def tidy_help(command: Any) -> None:
+    """Help pages as people read them: arguments as ``MODEL``, no ``<bool>`` type on flags.
+
+    Applied once to the built command tree (each command's ``--help`` flag included).
+    """
+    for param in command.params:
+        if isinstance(param, TyperOption) and param.is_flag:
+            param.metavar = ""  # a flag takes no value: no type to show
+        elif type(param) is TyperArgument:
+            param.__class__ = _Argument
+    help_option = command.get_help_option(typer.Context(command))
+    if help_option is not None:
+        help_option.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        tidy_help(sub)
+
+
 class OutcropGroup(TyperGroup):
-    """The root command: the CLI's one error edge (an ``OutcropError`` becomes one red line, exit 1)."""
+    """The root command: the CLI's one error edge (an ``OutcropError`` becomes one red line, exit 1).
+
+    Its help pages, and its subcommands', are tidied once built (:func:`tidy_help`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        tidy_help(self)
 
     def invoke(self, ctx: Any) -> Any:
         try:
