@@ -36,6 +36,7 @@ from outcrop.cli.options import (
     CliState,
     OutcropGroup,
     YesOpt,
+    check_name_option,
     console,
     err_console,
     new_table,
@@ -284,11 +285,16 @@ def import_model(
 
         outcrop import s3://models/llama-ft/ --name llama-ft --no-wait
     """
+    check_name_option(name, "--name")
+    if job_name is not None:
+        check_name_option(job_name, "--job-name", job=True)
     cli = CliState.of(ctx)
     client = cli.client()
     uri = source if "://" in source else str(Path(source).expanduser().resolve())
+    # name[:40]: the default job name stays within the 63 characters a job name may have.
+    default_job = f"{name[:40].rstrip('-_')}-import-{time.strftime('%Y%m%d%H%M%S')}".replace("_", "-")
     body = {
-        "jobName": job_name or f"{name}-import-{time.strftime('%Y%m%d%H%M%S')}".replace("_", "-"),
+        "jobName": job_name or default_job,
         "importedModelName": name,
         "modelDataSource": {"s3DataSource": {"s3Uri": uri}},
     }
