@@ -225,8 +225,8 @@ def _invoke(url: str, config: OutcropConfig, console: Console) -> None:
         "      (The demo model has random weights, so its answers are gibberish: the point is the path.)"
     )
     console.print(
-        f"      boto3 bedrock-runtime invoke_model ({time.monotonic() - started:.1f} s): "
-        f"{readable(answer['generation'])}",
+        f"      boto3 bedrock-runtime invoke_model ({time.monotonic() - started:.1f} s, "
+        f"{answer.get('generation_token_count', '?')} tokens): {readable(answer['generation'])}",
         highlight=False,
         markup=False,
     )
@@ -235,7 +235,8 @@ def _invoke(url: str, config: OutcropConfig, console: Console) -> None:
         model=DEMO_MODEL_NAME, messages=[{"role": "user", "content": "Hello, Outcrop!"}], max_tokens=24
     )
     console.print(
-        f"      openai chat.completions.create: {readable(chat.choices[0].message.content or '')}",
+        f"      openai chat.completions.create ({chat.usage.completion_tokens if chat.usage else '?'} tokens): "
+        f"{readable(chat.choices[0].message.content or '')}",
         highlight=False,
         markup=False,
     )
