@@ -144,12 +144,16 @@ function fill(id, rows, render) {
   for (const item of rows) { const tr = document.createElement("tr"); render(tr, item); body.appendChild(tr); }
 }
 
+// The server refused the key itself (unknown, or none typed), not one action of its policy.
+function badKey(err) { return /API key is not valid|Missing credentials/.test(err.message || ""); }
+
 // A section this key may not read says so in place; the others still show what the key may see.
 function refused(id, err) {
   const body = document.getElementById(id);
   body.replaceChildren();
   const tr = document.createElement("tr");
-  const text = err.status === 403 ? "not allowed for this key" : "cannot read: " + err.message;
+  const text = !keyInput.value ? "enter an API key above" : badKey(err) ? "the key is not valid" :
+    err.status === 403 ? "not allowed for this key" : "cannot read: " + err.message;
   const td = cell(tr, text, "denied");
   td.colSpan = columns(id);
   td.title = err.message;
@@ -222,8 +226,8 @@ async function refresh() {
   try { health = await get(SOURCES.health); } catch (err) { failures.push(err); }
   if (!keyInput.value) {
     statusLine.textContent = "enter an API key to see this server";
-  } else if (failures.some((e) => e.status === 401)) {
-    statusLine.textContent = "cannot read: " + failures.find((e) => e.status === 401).message;
+  } else if (failures.some(badKey)) {
+    statusLine.textContent = "cannot read: " + failures.find(badKey).message;
   } else {
     statusLine.textContent = (health ? "outcrop " + health.version + " · " + health.status + " · " : "") +
       (failures.length ? failures.length + " section(s) not allowed for this key · " : "") +

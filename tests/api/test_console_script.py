@@ -175,3 +175,24 @@ def test_a_narrow_window_wraps_the_tables_instead_of_overflowing() -> None:
     assert narrow is not None and int(narrow.group(1)) >= 760
     assert "white-space: normal" in narrow.group(2)
     assert "overflow-x: auto" in style.group(1)  # a table that still cannot fit scrolls inside its section
+
+
+def test_a_key_the_server_does_not_know_is_named_as_such_not_as_a_policy_denial(tmp_path: Path) -> None:
+    invalid = (403, {"message": "The API key is not valid. Create one with `outcrop keys create`."})
+    routes = _routes(models=invalid, copies=invalid, imports=invalid, batches=invalid)
+
+    page = run_console(tmp_path, routes)
+
+    assert [c["text"] for c in page["models"][0]] == ["the key is not valid"]
+    assert page["status"].startswith("cannot read: The API key is not valid")
+
+
+def test_without_a_key_the_page_asks_for_one(tmp_path: Path) -> None:
+    missing = (403, {"message": "Missing credentials: sign the request with AWS SigV4 ..."})
+    routes = _routes(models=missing, copies=missing, imports=missing, batches=missing)
+
+    page = run_console(tmp_path, routes, key_hash="")
+
+    assert [c["text"] for c in page["copies"][0]] == ["enter an API key above"]
+    assert page["status"] == "enter an API key to see this server"
+    assert all(r["authorization"] is None for r in page["requests"])
