@@ -191,7 +191,7 @@ def test_readme_use_it_blocks_run_in_order_against_a_real_server(tmp_path: Path)
         assert "Traceback" not in everything
         assert "Writing model shards" not in everything
         assert (clone / "bench.png").stat().st_size > 0
-        assert f"{url}/console#key=ocp-" in server_log.read_text()
+        assert f"{url}/console" in server_log.read_text()  # (the #key= link only in a terminal)
     finally:
         if server is not None:
             os.killpg(server.pid, signal.SIGTERM)

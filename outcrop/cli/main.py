@@ -208,16 +208,18 @@ def serve(
 
 
 def _console_line(config: OutcropConfig, url: str, keys: Any) -> str:
-    """Where the console is; on loopback, a ready sign-in link with the admin's key in its #fragment.
+    """Where the console is; in a terminal on loopback, a ready sign-in link with the admin's key in its #fragment.
 
     A fragment never leaves the browser (it is not part of the request), and the page moves the
-    key into the tab's sessionStorage at once. Off loopback the key is not printed (logs travel).
+    key into the tab's sessionStorage at once. The key is printed only to a person: not when
+    stderr is a file or a pipe (a log, which travels and is kept), nor off loopback.
     """
     page = f"{url}/console"
     if not config.auth.enabled:
         return f"Console: {page}"
     api_key = (read_credentials(config) or {}).get("api_key")
-    if not is_loopback(config.server.host) or not api_key or keys is None or keys.by_api_key(api_key) is None:
+    to_a_person = sys.stderr.isatty() and is_loopback(config.server.host)
+    if not to_a_person or not api_key or keys is None or keys.by_api_key(api_key) is None:
         return f"Console: {page} (sign in with an API key: the admin's is in {config.credentials_path})"
     return f"Console (signed in as admin; the key after # stays in your browser): {page}#key={api_key}"
 
