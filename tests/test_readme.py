@@ -74,7 +74,7 @@ def test_demo_command_serves_imports_and_shows_the_model(tmp_path: Path) -> None
         assert "Traceback" not in output
         assert "random weights, so its answers are gibberish" in output
         assert "\\x" not in output and "\ufffd" not in output  # the gibberish is shown as plain text
-        assert "Writing model shards" not in output and "WARNING" not in output
+        assert "Writing model shards" not in output and "WARNING outcrop.auth" not in output
         assert "/console#key=" in output  # a ready sign-in link
     finally:
         os.killpg(proc.pid, signal.SIGINT)
