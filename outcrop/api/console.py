@@ -4,7 +4,10 @@ Models, their copies (state, load, age), import jobs with live progress, batch j
 record counts, and the gateway's health, refreshed every two seconds. The page itself holds no
 data and is served without credentials; everything it shows comes from the same APIs the CLI
 uses, called from the browser with the API key the user types (kept in the tab's
-``sessionStorage`` only), so the policies of that key decide what it sees. A link may carry the
+``sessionStorage`` only), so the policies of that key decide what it sees: each section loads
+on its own, and one the key may not read says "not allowed for this key" in place while the
+others still fill. Import failures keep their lines ("- reason" lines become bullets), and
+below 900 px the tables wrap instead of overflowing. A link may carry the
 key in its fragment (``/console#key=ocp-...``: browsers never send fragments to the server); the
 page moves it into ``sessionStorage`` and drops it from the address bar.
 
