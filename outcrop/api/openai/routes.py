@@ -19,7 +19,7 @@ from outcrop.errors import (
     OutcropError,
     openai_error_body,
 )
-from outcrop.protocol import chat
+from outcrop.protocol import chat, tools
 from outcrop.store.imports import ListFilter
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -77,7 +77,9 @@ async def _generate(request: Request, services: Services, path: str, operation: 
     model = _model_name(body)
     if path.endswith("chat/completions"):
         chat.check_messages(body.get("messages"))
-        chat.refuse_tool_use(body)
+        tools.check_chat_tools(body)
+    else:
+        tools.check_structure(body)
     record = await services.serving.resolve(model)
     if path.endswith("chat/completions") and not record.instruct_supported:
         raise ModelNotChatCapableError(record.name)
