@@ -76,7 +76,7 @@ def check_schema(schema: Any, param: str) -> dict[str, Any]:
     return schema
 
 
-def _check_name(name: Any, param: str) -> str:
+def check_name(name: Any, param: str) -> str:
     if not isinstance(name, str) or not TOOL_NAME.match(name):
         raise InvalidRequestError(
             f"{param} is {_shown(name)}; a function name is 1 to 64 letters, digits, '_' or '-'.",
@@ -114,7 +114,7 @@ def check_tools(tools: Any) -> list[str]:
                 '"parameters": {...}}.',
                 param=f"{where}.function",
             )
-        name = _check_name(function.get("name"), f"{where}.function.name")
+        name = check_name(function.get("name"), f"{where}.function.name")
         if name in names:
             raise InvalidRequestError(
                 f"{where}.function.name '{name}' is used by another tool too; tool names must be unique.",
@@ -184,7 +184,7 @@ def check_response_format(response_format: Any) -> None:
             '"strict": true}.',
             param="response_format.json_schema",
         )
-    _check_name(spec.get("name"), "response_format.json_schema.name")
+    check_name(spec.get("name"), "response_format.json_schema.name")
     if spec.get("schema") is not None:
         check_schema(spec["schema"], "response_format.json_schema.schema")
 
@@ -248,7 +248,7 @@ def _check_tool_calls(calls: Any, where: str) -> list[str]:
                 '"arguments": "<JSON string>"}}.',
                 param=at,
             )
-        _check_name(function.get("name"), f"{at}.function.name")
+        check_name(function.get("name"), f"{at}.function.name")
         if not isinstance(function.get("arguments"), str):
             raise InvalidRequestError(
                 f"{at}.function.arguments is {_shown(function.get('arguments'))}; it must be a string of "

@@ -60,6 +60,7 @@ async def invoke_model(
 ) -> Response:
     body, style, path, copy_body = await _invoke_request(request, services, modelId)
     async with invocation(services, request, modelId, "InvokeModel") as call:
+        call.count_structured(copy_body)
         resp = await services.serving.post(
             modelId, path, copy_body, cold_start=cold_start_policy(request, bedrock=True)
         )
@@ -74,6 +75,7 @@ async def invoke_model_stream(
 ) -> Response:
     body, style, path, copy_body = await _invoke_request(request, services, modelId)
     call = invocation(services, request, modelId, "InvokeModelWithResponseStream")
+    call.count_structured(copy_body)
     chunks = await call.open_stream(
         services.serving.stream(modelId, path, copy_body, cold_start=cold_start_policy(request, bedrock=True))
     )
@@ -118,6 +120,7 @@ async def converse(modelId: str, request: Request, services: Services = Depends(
     chat = p.parse_converse(body).to_chat()  # a bad body is a ValidationException whatever the model
     await _require_chat(services, modelId)
     async with invocation(services, request, modelId, "Converse") as call:
+        call.count_structured(chat)
         resp = await services.serving.post(
             modelId, "/v1/chat/completions", chat, cold_start=cold_start_policy(request, bedrock=True)
         )
@@ -134,6 +137,7 @@ async def converse_stream(
     chat = p.parse_converse(body).to_chat()  # a bad body is a ValidationException whatever the model
     await _require_chat(services, modelId)
     call = invocation(services, request, modelId, "ConverseStream")
+    call.count_structured(chat)
     chunks = await call.open_stream(
         services.serving.stream(
             modelId, "/v1/chat/completions", chat, cold_start=cold_start_policy(request, bedrock=True)
