@@ -515,7 +515,9 @@ class ResponsesStreamTranslator:
         final = response_object(
             self.request, self.response_id, self.created_at, status, self.items, usage(usage_)
         )
-        events.append(self._event(f"response.{status}", response=final))
+        # Always ``response.completed`` (its response's status and incomplete_details tell a cut answer):
+        # the SDK's responses.stream helper and the Agents SDK take the final response from it only.
+        events.append(self._event("response.completed", response=final))
         return events
 
     def error(self, body: dict[str, Any]) -> dict[str, Any]:
