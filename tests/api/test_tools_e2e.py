@@ -576,3 +576,72 @@ def test_a_copy_that_cannot_use_tools_answers_in_bedrocks_words_on_every_surface
         assert _validation_error(error) == "This model doesn't support tool use."
     finally:
         server.stop()
+
+
+# -- LangChain ----------------------------------------------------------------------------------
+
+
+def get_weather(city: str, unit: str) -> str:
+    """The weather in a city.
+
+    Args:
+        city: A city name.
+        unit: celsius or fahrenheit.
+    """
+    return f"21 {unit} in {city}"
+
+
+def _langchain_aws(server: ServerProcess) -> Any:
+    langchain_aws = pytest.importorskip("langchain_aws")
+    return langchain_aws.ChatBedrockConverse(
+        model=MODEL,
+        provider="meta",
+        max_tokens=64,
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+
+
+def _langchain_openai(server: ServerProcess) -> Any:
+    langchain_openai = pytest.importorskip("langchain_openai")
+    return langchain_openai.ChatOpenAI(
+        model=MODEL, base_url=f"{server.url}/v1", api_key=TEST_API_KEY, max_tokens=64, max_retries=0
+    )
+
+
+@pytest.mark.parametrize(
+    "make", [_langchain_aws, _langchain_openai], ids=["ChatBedrockConverse", "ChatOpenAI"]
+)
+def test_langchain_bind_tools_returns_tool_calls(
+    server: ServerProcess, make: Callable[[ServerProcess], Any]
+) -> None:
+    chat = make(server).bind_tools([get_weather])
+    answer = chat.invoke("What is the weather in Paris?")
+    assert [call["name"] for call in answer.tool_calls] == ["get_weather"]
+    assert set(answer.tool_calls[0]["args"]) >= {"city", "unit"}
+
+
+@pytest.mark.parametrize(
+    "make", [_langchain_aws, _langchain_openai], ids=["ChatBedrockConverse", "ChatOpenAI"]
+)
+def test_langchain_bind_tools_streams_tool_call_chunks(
+    server: ServerProcess, make: Callable[[ServerProcess], Any]
+) -> None:
+    chat = make(server).bind_tools([get_weather])
+    total = None
+    for chunk in chat.stream("What is the weather in Paris?"):
+        total = chunk if total is None else total + chunk
+    assert total is not None and [call["name"] for call in total.tool_calls] == ["get_weather"]
+    assert set(total.tool_calls[0]["args"]) >= {"city", "unit"}
+
+
+@pytest.mark.parametrize(
+    "make", [_langchain_aws, _langchain_openai], ids=["ChatBedrockConverse", "ChatOpenAI"]
+)
+def test_langchain_with_structured_output_returns_the_pydantic_model(
+    server: ServerProcess, make: Callable[[ServerProcess], Any]
+) -> None:
+    forecast = make(server).with_structured_output(Forecast).invoke("Forecast for Paris")
+    assert isinstance(forecast, Forecast)
