@@ -63,10 +63,15 @@ def check_schema(schema: Any, param: str) -> dict[str, Any]:
             "schema (describe only the fields the model must fill).",
             param=param,
         )
-    try:
-        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(
-            schema
+    dialect = schema.get("$schema")
+    if dialect is not None and not isinstance(dialect, str):
+        raise InvalidRequestError(
+            f"{param}.$schema is {_shown(dialect)}; it must be a meta-schema URI string (or left out).",
+            param=param,
         )
+    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
         where = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in exc.absolute_path)
         raise InvalidRequestError(

@@ -72,7 +72,11 @@ def sample(schema: Any, root: Any = None, depth: int = 0) -> Any:
     if not isinstance(schema, dict):
         return None
     if "$ref" in schema and isinstance(root, dict):
-        return sample(_resolve(schema["$ref"], root), root, depth + 1)
+        try:
+            target = _resolve(str(schema["$ref"]), root) if str(schema["$ref"]).startswith("#") else {}
+        except (KeyError, IndexError, TypeError):
+            target = {}  # a reference this sampler cannot follow: any value
+        return sample(target, root, depth + 1)
     if "const" in schema:
         return schema["const"]
     if isinstance(schema.get("enum"), list) and schema["enum"]:

@@ -8,6 +8,8 @@ from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from outcrop.errors import InvalidRequestError
@@ -42,6 +44,7 @@ HI = [{"role": "user", "content": [{"text": "Hi"}]}]
         ),
         ({"tools": TOOLS, "parallel_tool_calls": "yes"}, "parallel_tool_calls"),
         ({"guided_json": "{not json"}, "guided_json"),
+        ({"guided_json": {"$schema": 3}}, "guided_json"),
         ({"guided_choice": []}, "guided_choice"),
         ({"guided_regex": 5}, "guided_regex"),
         ({"structured_outputs": {"json": {"type": "nope"}}}, "structured_outputs.json"),
@@ -375,3 +378,95 @@ class Trip(BaseModel):
 )
 def test_the_sampler_satisfies_the_schema(schema: dict[str, Any]) -> None:
     jsonschema.validate(sample(schema), schema)
+
+
+# -- nothing but a 400 -----------------------------------------------------------------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=12,
+)
+_tool_like = st.fixed_dictionaries(
+    {
+        "type": st.sampled_from(["function", "web_search", 3]),
+        "function": _json,
+        "name": _json,
+        "parameters": _json,
+    }
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "tools": st.lists(_tool_like, max_size=2) | _json,
+            "tool_choice": st.sampled_from(["auto", "none", "required", "x"]) | _json,
+            "response_format": _json,
+            "messages": st.lists(
+                st.fixed_dictionaries(
+                    {"role": st.sampled_from(["assistant", "tool", "user"])},
+                    optional={"tool_calls": _json, "tool_call_id": _json, "content": _json},
+                ),
+                max_size=3,
+            ),
+            "guided_json": _json,
+            "structured_outputs": _json,
+            "input": _json,
+            "text": _json,
+            "instructions": _json,
+            "max_output_tokens": _json,
+        },
+    )
+)
+def test_arbitrary_tool_members_are_a_400_or_accepted_never_a_crash(body: dict[str, Any]) -> None:
+    for parse in (tools.check_chat_tools, lambda b: r.parse_request({"model": "m", "input": "x", **b})):
+        try:
+            parse(body)
+        except InvalidRequestError:
+            pass
+
+
+_block = st.one_of(
+    st.fixed_dictionaries({"text": _json}),
+    st.fixed_dictionaries(
+        {"toolUse": st.fixed_dictionaries({"toolUseId": _json, "name": _json, "input": _json})}
+    ),
+    st.fixed_dictionaries(
+        {
+            "toolResult": st.fixed_dictionaries(
+                {"toolUseId": _json, "content": _json}, optional={"status": _json}
+            )
+        }
+    ),
+    _json,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"role": st.sampled_from(["user", "assistant"]), "content": st.lists(_block, max_size=3)}
+        ),
+        max_size=4,
+    ),
+    st.one_of(
+        st.none(),
+        _json,
+        st.fixed_dictionaries(
+            {"tools": st.lists(st.fixed_dictionaries({"toolSpec": _json}), max_size=2)},
+            optional={"toolChoice": _json},
+        ),
+    ),
+    _json,
+)
+def test_arbitrary_converse_tool_bodies_are_a_validation_error_or_accepted(
+    messages: Any, tool_config: Any, output_config: Any
+) -> None:
+    try:
+        p.parse_converse({"messages": messages, "toolConfig": tool_config, "outputConfig": output_config})
+    except InvalidRequestError:
+        pass
