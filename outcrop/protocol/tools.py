@@ -20,7 +20,7 @@ import json
 import re
 from typing import Any
 
-import jsonschema
+import jsonschema_rs
 
 from outcrop.errors import InvalidRequestError
 
@@ -69,13 +69,18 @@ def check_schema(schema: Any, param: str) -> dict[str, Any]:
             f"{param}.$schema is {_shown(dialect)}; it must be a meta-schema URI string (or left out).",
             param=param,
         )
-    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
-        validator.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        where = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in exc.absolute_path)
+        jsonschema_rs.meta.validate(schema)
+    except jsonschema_rs.ValidationError as exc:
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.instance_path)
         raise InvalidRequestError(
             f"{param}{where} is not valid JSON Schema: {exc.message[:200]}. Fix that part of the schema.",
+            param=param,
+        ) from None
+    except jsonschema_rs.ReferencingError:
+        raise InvalidRequestError(
+            f"{param}.$schema is {_shown(dialect)}, a meta-schema this server does not know; use "
+            '"https://json-schema.org/draft/2020-12/schema" (or another published draft) or leave it out.',
             param=param,
         ) from None
     return schema
