@@ -645,3 +645,20 @@ def test_langchain_with_structured_output_returns_the_pydantic_model(
 ) -> None:
     forecast = make(server).with_structured_output(Forecast).invoke("Forecast for Paris")
     assert isinstance(forecast, Forecast)
+
+
+@pytest.mark.parametrize(
+    "make", [_langchain_aws, _langchain_openai], ids=["ChatBedrockConverse", "ChatOpenAI"]
+)
+def test_langchain_tool_round_trip_with_a_tool_message(
+    server: ServerProcess, make: Callable[[ServerProcess], Any]
+) -> None:
+    from langchain_core.messages import HumanMessage, ToolMessage
+
+    chat = make(server).bind_tools([get_weather])
+    messages: list[Any] = [HumanMessage("What is the weather in Paris?")]
+    first = chat.invoke(messages)
+    call = first.tool_calls[0]
+    messages += [first, ToolMessage(get_weather(**call["args"]), tool_call_id=call["id"])]
+    answer = chat.invoke(messages)
+    assert answer.text and not answer.tool_calls
