@@ -662,3 +662,27 @@ def test_langchain_tool_round_trip_with_a_tool_message(
     messages += [first, ToolMessage(get_weather(**call["args"]), tool_call_id=call["id"])]
     answer = chat.invoke(messages)
     assert answer.text and not answer.tool_calls
+
+
+def test_count_tokens_takes_a_tool_conversation(runtime: Any) -> None:
+    """Counted with the model's chat template; one that cannot render tool calls is a 400, never a 500."""
+    messages = [
+        *CONVERSE_ASK,
+        {
+            "role": "assistant",
+            "content": [{"toolUse": {"toolUseId": "t1", "name": "get_time", "input": {"zone": "UTC"}}}],
+        },
+        {"role": "user", "content": [{"toolResult": {"toolUseId": "t1", "content": [{"text": "noon"}]}}]},
+    ]
+    request = {"converse": {"messages": messages, "toolConfig": {"tools": CONVERSE_TOOLS}}}
+    try:
+        counted = runtime.count_tokens(modelId=MODEL, input=request)
+    except ClientError as error:  # the tiny model's template joins content strings only
+        assert error.response["Error"]["Code"] == "ValidationException"
+        assert "chat template" in error.response["Error"]["Message"]
+    else:
+        assert counted["inputTokens"] > 0
+    without_config = {"converse": {"messages": messages}}
+    with pytest.raises(ClientError) as info:
+        runtime.count_tokens(modelId=MODEL, input=without_config)
+    assert "toolConfig field must be defined" in _validation_error(info)
