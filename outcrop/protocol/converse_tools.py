@@ -96,6 +96,11 @@ def tool_config_to_chat(config: Any) -> dict[str, Any]:
         if spec.get("strict") is not None:
             function["strict"] = bool(spec["strict"])
         out.append({"type": "function", "function": function})
+    if not out:
+        raise _invalid(
+            "toolConfig.tools holds no toolSpec (cachePoint entries are hints, not tools); add a toolSpec.",
+            "toolConfig.tools",
+        )
     names = [t["function"]["name"] for t in out]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:

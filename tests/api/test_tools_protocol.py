@@ -178,6 +178,7 @@ def test_converse_tool_choice_maps_to_openais(choice: dict[str, Any], expected: 
     ("tool_config", "param"),
     [
         ({"tools": []}, "toolConfig.tools"),
+        ({"tools": [{"cachePoint": {"type": "default"}}], "toolChoice": {"any": {}}}, "toolConfig.tools"),
         ({"tools": [{"systemTool": {"name": "web"}}]}, "toolConfig.tools.0"),
         (
             {"tools": [{"toolSpec": {"name": "a b", "inputSchema": {"json": OBJECT}}}]},
