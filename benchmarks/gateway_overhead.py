@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/gateway_overhead.py
     .venv/bin/python benchmarks/gateway_overhead.py --requests 3000 --rounds 3 --sustain-seconds 10
+    .venv/bin/python benchmarks/gateway_overhead.py --body chat-tools   # tool requests (docs/tools.md)
 
 It starts ``outcrop serve`` whose ``command`` launcher runs null copies
 (``python -m outcrop.testing.nullcopy``: answers at once, speaks the copy contract), imports
@@ -259,9 +260,54 @@ def copy_token(pid: int) -> str:
     raise SystemExit(f"copy {pid} has no OUTCROP_COPY_TOKEN in its environment")
 
 
+# Two tool schemas of the size pydantic writes for a small model (nested object, optional fields),
+# for --body chat-tools: what the gateway's tool checks (outcrop/protocol/tools.py) cost per request.
+_PLACE = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "population": {"anyOf": [{"type": "integer"}, {"type": "null"}], "default": None},
+    },
+    "required": ["name"],
+}
+TOOL_SCHEMAS = [
+    {
+        "type": "object",
+        "$defs": {"Place": _PLACE},
+        "properties": {
+            "title": {"type": "string"},
+            "places": {"type": "array", "items": {"$ref": "#/$defs/Place"}},
+            "rating": {"type": "number", "minimum": 0, "maximum": 5},
+        },
+        "required": ["title", "places"],
+    },
+    {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}}},
+]
+
+
+def request_body(kind: str) -> tuple[str, bytes]:
+    """The copy path and the JSON body every request of a run sends (--body)."""
+    if kind == "completion":
+        return "/v1/completions", json.dumps(
+            {"model": MODEL_NAME, "prompt": "Hello", "max_tokens": 3}
+        ).encode()
+    chat: dict[str, object] = {
+        "model": MODEL_NAME,
+        "messages": [{"role": "user", "content": "Hello"}],
+        "max_tokens": 3,
+    }
+    if kind == "chat-tools":
+        chat["tools"] = [
+            {"type": "function", "function": {"name": f"tool_{i}", "parameters": schema}}
+            for i, schema in enumerate(TOOL_SCHEMAS)
+        ]
+        chat["tool_choice"] = "required"
+    return "/v1/chat/completions", json.dumps(chat).encode()
+
+
 async def measure(args: argparse.Namespace, gateway: str, copy_url: str, token: str) -> None:
-    body = json.dumps({"model": MODEL_NAME, "prompt": "Hello", "max_tokens": 3}).encode()
-    direct_url, gateway_url = f"{copy_url}/v1/completions", f"{gateway}/v1/completions"
+    path, body = request_body(args.body)
+    direct_url, gateway_url = f"{copy_url}{path}", f"{gateway}{path}"
     print(
         f"{'clients':>8} | {'direct p50':>10} {'p99':>7} | {'gateway p50':>11} {'p99':>7} | "
         f"{'added p50':>9} {'added p99':>9} | goal"
@@ -308,6 +354,12 @@ def main() -> None:
         help="Also run 32 clients offering these fixed total rates (req/s, Poisson): the hop below saturation.",
     )
     p.add_argument("--paced-seconds", type=float, default=4.0, help="Length of each paced round.")
+    p.add_argument(
+        "--body",
+        choices=["completion", "chat", "chat-tools"],
+        default="completion",
+        help="What each request is: a completion, a chat, or a chat with two tools and tool_choice required.",
+    )
     args = p.parse_args()
     print(f"$ {' '.join(sys.argv)}")
     print(

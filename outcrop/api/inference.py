@@ -14,6 +14,7 @@ from outcrop.api.bedrock.errors import bedrock_error
 from outcrop.api.deps import Services
 from outcrop.auth.guard import principal_name
 from outcrop.errors import InvalidRequestError, ModelNotReadyError, OutcropError, ThrottlingError
+from outcrop.protocol import tools
 from outcrop.serving.service import ColdStartPolicy
 from outcrop.serving.throttling import principal_of
 
@@ -107,6 +108,11 @@ class Invocation:
             input_tokens=prompt_tokens,
             output_tokens=output_tokens,
         )
+
+    def count_structured(self, copy_body: dict[str, Any]) -> None:
+        """Count what the copy is asked for beyond text: tools, a JSON schema or object, vLLM's guides."""
+        for kind in tools.kinds(copy_body):
+            self.metrics.structured_requests.labels(self.operation, kind).inc()
 
     def fail(self, exc: OutcropError) -> None:
         if isinstance(exc, ThrottlingError | ModelNotReadyError):

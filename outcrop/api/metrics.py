@@ -137,6 +137,13 @@ class Metrics:
         self.output_tokens = Counter(
             "outcrop_output_tokens", "Tokens generated.", model, registry=self.registry
         )
+        self.structured_requests = Counter(
+            "outcrop_structured_requests",
+            "Invocations asking for tools or structured output, by operation and kind "
+            "(tools, json_schema, json_object, guided).",
+            ["operation", "kind"],
+            registry=self.registry,
+        )
 
     def add_state_reader(self, read: Callable[[], dict[str, dict[str, int]]]) -> None:
         self.registry.register(_StateCollector(read))

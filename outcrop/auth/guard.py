@@ -31,6 +31,7 @@ ACTION_OVERRIDES = {
     "list_models": "bedrock:ListImportedModels",
     "completions": "bedrock:InvokeModel",
     "chat_completions": "bedrock:InvokeModel",
+    "responses": "bedrock:InvokeModel",
     "import_job_detail": "bedrock:GetModelImportJob",
     "model_detail": "bedrock:GetImportedModel",
     "list_copies": "outcrop:ListCopies",

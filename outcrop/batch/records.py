@@ -1,7 +1,9 @@
 """One batch record through the model: the same translation as the online Bedrock runtime.
 
 ``modelInput`` is an InvokeModel body (modelInvocationType ``InvokeModel``) or a Converse
-request (``Converse``); ``modelOutput`` is exactly what InvokeModel / Converse would answer.
+request (``Converse``); ``modelOutput`` is exactly what InvokeModel / Converse would answer,
+tool use and structured output included (``toolConfig``, ``tools``, ``response_format``: the
+same checks and translation as online, which Bedrock's own batch jobs do not offer).
 A record whose input is malformed, or that the model rejects, becomes an error line with
 Bedrock's ``{errorCode, errorMessage}``; retryable failures (busy copies, a copy restarting)
 are tried again first

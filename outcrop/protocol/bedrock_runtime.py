@@ -13,8 +13,10 @@ Invoke bodies come in three styles (../shared/reference/bedrock-wire.md §2.2), 
 - ``CHAT``: ``{"messages": [...], ...}`` (checked by outcrop/protocol/chat.py)
 
 Converse / ConverseStream bodies are read by :func:`parse_converse` into a
-:class:`ConverseRequest` (text blocks, strict user/assistant turns, ``inferenceConfig`` with the
-service model's bounds); tool use is refused with Bedrock's words until it is served.
+:class:`ConverseRequest` (text, toolUse and toolResult blocks, strict user/assistant turns,
+``inferenceConfig`` with the service model's bounds, ``toolConfig`` and ``outputConfig``);
+the tool parts are outcrop/protocol/converse_tools.py. Tools and structured output in chat
+bodies are checked by outcrop/protocol/tools.py and passed to the copy.
 
 Prompt-style bodies get one *superset* response that every known client style can read
 (DESIGN.md, "Semantics"): Bedrock Llama fields, Mistral-style ``outputs`` and OpenAI ``choices``.
@@ -32,7 +34,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from outcrop.errors import InvalidRequestError
-from outcrop.protocol import chat
+from outcrop.protocol import chat, tools
+from outcrop.protocol import converse_tools as ct
 
 # Bedrock's Llama default for max_gen_len when the body gives none.
 DEFAULT_MAX_TOKENS = 512
@@ -54,7 +57,6 @@ _PASSTHROUGH = (
 )
 # Passed through for messages bodies only: OpenAI chat's per-token alternatives.
 _CHAT_PASSTHROUGH = ("top_logprobs",)
-_CONVERSE_STOP = {"stop": "end_turn", "length": "max_tokens"}
 
 
 class InvokeStyle(enum.StrEnum):
@@ -125,10 +127,12 @@ class InvokeRequest(BaseModel):
     stop: list[str] | None = None
     # Sampling parameters for the copy, already checked where the copy's contract is looser.
     sampling: dict[str, Any] = Field(default_factory=dict)
+    # Tools and structured-output members (outcrop.protocol.tools), checked, passed as given.
+    structure: dict[str, Any] = Field(default_factory=dict)
 
     def to_copy(self) -> tuple[str, dict[str, Any]]:
         """The copy path and OpenAI body for this request."""
-        out: dict[str, Any] = dict(self.sampling)
+        out: dict[str, Any] = {**self.sampling, **self.structure}
         if self.stop:
             out["stop"] = self.stop
         if self.style is InvokeStyle.CHAT:
@@ -149,14 +153,17 @@ def parse_invoke(body: dict[str, Any]) -> InvokeRequest:
             sampling[key] = _number(sampling, key, float, 0.0, 2.0 if key == "temperature" else 1.0)
     stop = _stop(body.get("stop", body.get("stop_sequences"))) or None
     if style is InvokeStyle.CHAT:
-        chat.refuse_tool_use(body)
+        messages = chat.check_messages(body["messages"])
+        tools.check_chat_tools(body)
         return InvokeRequest(
             style=style,
-            messages=chat.check_messages(body["messages"]),
+            messages=messages,
             max_tokens=_max_tokens(body, ("max_tokens", "max_completion_tokens", "max_gen_len")),
             stop=stop,
             sampling=sampling,
+            structure=_present(body, tools.CHAT_TOOL_FIELDS),
         )
+    tools.check_structure(body)
     prompt = body["prompt"]
     if not isinstance(prompt, str) or not prompt:
         raise InvalidRequestError(
@@ -168,7 +175,12 @@ def parse_invoke(body: dict[str, Any]) -> InvokeRequest:
         max_tokens=_max_tokens(body, ("max_gen_len", "max_tokens", "max_new_tokens", "max_tokens_to_sample")),
         stop=stop,
         sampling=sampling,
+        structure=_present(body, tools.COMPLETION_STRUCTURE_FIELDS),
     )
+
+
+def _present(body: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {key: body[key] for key in keys if body.get(key) is not None}
 
 
 def invoke_to_copy(body: dict[str, Any], style: InvokeStyle | None = None) -> tuple[str, dict[str, Any]]:
@@ -238,6 +250,7 @@ def invocation_metrics(usage: dict[str, Any], latency_ms: int, first_byte_ms: in
 
 
 def _text_blocks(blocks: Any, where: str) -> str:
+    """The text of a list of text blocks (``system``); other blocks are a ValidationException."""
     if not isinstance(blocks, list):
         raise InvalidRequestError(
             f'\'{where}\' must be a list of content blocks like {{"text": "..."}}.', param=where
@@ -318,10 +331,11 @@ def turn_order_problem(roles: list[str]) -> str | None:
 
 
 class ConverseMessage(BaseModel):
-    """One Converse turn, its text blocks joined (imported models take text only)."""
+    """One Converse turn as the copy is asked it: one or more chat messages (tool calls, tool results)."""
 
     role: Literal["user", "assistant"]
     text: str
+    chat: list[dict[str, Any]]
 
 
 class ConverseRequest(BaseModel):
@@ -332,12 +346,15 @@ class ConverseRequest(BaseModel):
     inference: InferenceConfig
     # additionalModelRequestFields' sampling parameters the copy understands.
     sampling: dict[str, Any] = Field(default_factory=dict)
+    # toolConfig and outputConfig as the chat body's tools / tool_choice / response_format.
+    structure: dict[str, Any] = Field(default_factory=dict)
 
     def to_chat(self) -> dict[str, Any]:
-        messages: list[dict[str, str]] = []
+        messages: list[dict[str, Any]] = []
         if self.system:
             messages.append({"role": "system", "content": self.system})
-        messages.extend({"role": m.role, "content": m.text} for m in self.messages)
+        for m in self.messages:
+            messages.extend(m.chat)
         out: dict[str, Any] = {
             "messages": messages,
             "max_tokens": self.inference.maxTokens or DEFAULT_MAX_TOKENS,
@@ -349,31 +366,32 @@ class ConverseRequest(BaseModel):
         if self.inference.stopSequences:
             out["stop"] = self.inference.stopSequences
         out.update(self.sampling)
+        out.update(self.structure)
         return out
 
 
 def parse_converse(body: dict[str, Any]) -> ConverseRequest:
     """A Converse body as a :class:`ConverseRequest`, or a ValidationException worded as Bedrock's."""
-    if body.get("toolConfig") is not None:
-        raise InvalidRequestError(chat.TOOL_USE_UNSUPPORTED, param="toolConfig")
+    structure = ct.tool_config_to_chat(body["toolConfig"]) if body.get("toolConfig") is not None else {}
+    structure.update(ct.output_config_to_chat(body.get("outputConfig")))
     system = body.get("system")
     system_text = _text_blocks(system, "system") if system else None
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
         raise InvalidRequestError("'messages' must be a non-empty list of {role, content}.", param="messages")
-    messages = []
+    turns = []
     for i, message in enumerate(raw):
         role = message.get("role") if isinstance(message, dict) else None
         if role not in ("user", "assistant"):
             raise InvalidRequestError(
                 f"messages[{i}].role is {_shown(role)}; it must be 'user' or 'assistant'.", param="messages"
             )
-        messages.append(
-            ConverseMessage(role=role, text=_text_blocks(message.get("content"), f"messages[{i}].content"))
-        )
-    problem = turn_order_problem([m.role for m in messages])
+        turns.append(ct.read_turn(role, message.get("content"), f"messages[{i}].content"))
+    problem = turn_order_problem([t.role for t in turns])
     if problem:
         raise InvalidRequestError(problem, param="messages")
+    ct.check_tool_turns(turns, has_tool_config="tools" in structure)
+    messages = [ConverseMessage(role=t.role, text=t.text, chat=t.to_chat()) for t in turns]
     config = _inference_config(body.get("inferenceConfig"))
     extra = body.get("additionalModelRequestFields")
     if extra is not None and not isinstance(extra, dict):
@@ -396,6 +414,7 @@ def parse_converse(body: dict[str, Any]) -> ConverseRequest:
         messages=messages,
         inference=config,
         sampling=sampling,
+        structure=structure,
     )
 
 
@@ -411,9 +430,7 @@ def converse_stop_reason(finish_reason: str | None, stop_reason: Any = None) -> 
     token id, or None for the end-of-sequence token. A stop string that hit is
     ``stop_sequence``, as Bedrock reports it.
     """
-    if (finish_reason or "stop") == "stop" and isinstance(stop_reason, str):
-        return "stop_sequence"
-    return _CONVERSE_STOP.get(finish_reason or "stop", "end_turn")
+    return ct.stop_reason(finish_reason, stop_reason, called_tools=False)
 
 
 def token_usage(usage: dict[str, Any]) -> dict[str, int]:
@@ -423,11 +440,14 @@ def token_usage(usage: dict[str, Any]) -> dict[str, int]:
 
 def chat_to_converse(resp: dict[str, Any], latency_ms: int) -> dict[str, Any]:
     choice = resp["choices"][0]
+    message = choice.get("message") or {}
+    content, malformed = ct.answer_content(message)
+    called = any("toolUse" in block for block in content)
     return {
-        "output": {
-            "message": {"role": "assistant", "content": [{"text": choice["message"].get("content") or ""}]}
-        },
-        "stopReason": converse_stop_reason(choice.get("finish_reason"), choice.get("stop_reason")),
+        "output": {"message": {"role": "assistant", "content": content}},
+        "stopReason": ct.stop_reason(
+            choice.get("finish_reason"), choice.get("stop_reason"), called, malformed
+        ),
         "usage": token_usage(resp.get("usage") or {}),
         "metrics": {"latencyMs": latency_ms},
     }

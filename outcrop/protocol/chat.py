@@ -1,8 +1,8 @@
 """OpenAI-style chat messages, as InvokeModel ``messages`` bodies and ``/v1/chat/completions`` carry them.
 
 Both surfaces check them the same way before a copy is asked, so a bad conversation is a 400
-in the caller's dialect whatever the model, and tool use (not served yet) is refused instead of
-silently dropped.
+in the caller's dialect whatever the model. Tools, tool messages and structured output are
+checked by outcrop/protocol/tools.py and passed to the copy.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError, model_va
 
 from outcrop.errors import InvalidRequestError
 
-# Bedrock's words when a request asks a model for tool use it cannot do.
+# Bedrock's words when a request asks a model for tool use it cannot do (the copy answers them:
+# only it knows whether the model's chat template takes tools).
 TOOL_USE_UNSUPPORTED = "This model doesn't support tool use."
-# Chat body members that ask for tool calls (OpenAI's current and legacy names).
-TOOL_FIELDS = ("tools", "tool_choice", "functions", "function_call")
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
@@ -72,23 +71,3 @@ def check_messages(raw: Any) -> list[dict[str, Any]]:
                 f"{where} is {_shown(err.get('input'))}: {reason}.", param=where.replace("[", ".").rstrip("]")
             ) from None
     return raw
-
-
-def refuse_tool_use(body: dict[str, Any]) -> None:
-    """InvalidRequestError when a chat body asks for tool calls or structured output (not served yet)."""
-    for key in TOOL_FIELDS:
-        if body.get(key):
-            raise InvalidRequestError(
-                f"{TOOL_USE_UNSUPPORTED} ('{key}' asks for tool calls; leave it out and put the "
-                "instructions in the messages.)",
-                param=key,
-            )
-    response_format = body.get("response_format")
-    if response_format is not None and (
-        not isinstance(response_format, dict) or response_format.get("type", "text") != "text"
-    ):
-        raise InvalidRequestError(
-            f"{TOOL_USE_UNSUPPORTED} (response_format {_shown(response_format)} asks for structured "
-            'output; leave it out or send {"type": "text"}.)',
-            param="response_format",
-        )

@@ -12,7 +12,21 @@ through the production seam. Knobs for tests:
 - ``--fail-start``: exit 1 at once with a message, like a model that cannot load;
 - ``--crash-file PATH``: if PATH exists when a request arrives, delete it and die (exit 1),
   ``--crash-point before`` (before answering) or ``mid_stream`` (after the first SSE chunk);
-- ``--max-model-len``: a ``max_tokens`` above it is answered 400, like a context-length error.
+- ``--max-model-len``: a ``max_tokens`` above it is answered 400, like a context-length error;
+- ``--no-tools``: a chat request with ``tools`` is answered 400 "This model doesn't support tool
+  use.", like a model whose chat template takes no tools.
+
+Tools and structured output follow vLLM's contract (docs/tools.md), deterministically:
+
+- ``tools`` with ``tool_choice`` a named function: one call to it; ``required``: a call to every
+  tool (to the first only with ``parallel_tool_calls: false``); ``auto`` (or absent): like
+  ``required``, unless the last message is a ``tool`` result, which is answered with text
+  (``finish_reason: "stop"``); ``none``: text. Arguments are synthesized to satisfy each
+  tool's parameter schema (:mod:`outcrop.testing.json_sample`); ``finish_reason: "tool_calls"``.
+- ``response_format`` ``json_schema`` (or ``guided_json``, ``structured_outputs.json``): a JSON
+  text valid against the schema; ``json_object``: a small JSON object; ``guided_choice``: its
+  first choice. Streamed, tool calls arrive as vLLM sends them: ``delta.tool_calls`` with
+  index, id, type and ``function.name`` first, then ``function.arguments`` fragments.
 
 Each answer carries ``system_fingerprint = "nullcopy:<port>"`` so tests see which copy answered.
 Like Outcrop's worker, it requires its launcher's token (``OUTCROP_COPY_TOKEN``) in
@@ -30,6 +44,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +52,7 @@ import uvicorn
 
 from outcrop.engine.auth import protect
 from outcrop.envs import copy_token
+from outcrop.testing.json_sample import sample
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -57,6 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--crash-file", type=Path, default=None)
     p.add_argument("--crash-point", choices=["before", "mid_stream"], default="before")
     p.add_argument("--max-model-len", type=int, default=2048)
+    p.add_argument("--no-tools", action="store_true")
     return p.parse_args(argv)
 
 
@@ -126,10 +143,16 @@ class NullCopy:
             )
             return
         chat = path == "/v1/chat/completions"
-        if body.get("stream"):
-            await self._stream(send, chat)
+        if chat and body.get("tools") and self.args.no_tools:
+            await _json(
+                send, 400, _error("This model doesn't support tool use.", "invalid_request_error", "tools")
+            )
             return
-        await _json(send, 200, self._answer(chat))
+        reply = _reply(body, self.requests) if chat else Reply("".join(TEXT_CHUNKS))
+        if body.get("stream"):
+            await self._stream(send, chat, reply)
+            return
+        await _json(send, 200, self._answer(chat, reply))
 
     def _maybe_crash(self) -> None:
         crash = self.args.crash_file
@@ -138,8 +161,8 @@ class NullCopy:
             print("nullcopy: crash requested by --crash-file", file=sys.stderr, flush=True)
             os._exit(1)
 
-    def _answer(self, chat: bool) -> dict[str, Any]:
-        text = "".join(TEXT_CHUNKS)
+    def _answer(self, chat: bool, reply: Reply) -> dict[str, Any]:
+        text = reply.text or ""
         usage = {
             "prompt_tokens": 1,
             "completion_tokens": len(TEXT_CHUNKS),
@@ -153,22 +176,30 @@ class NullCopy:
             "usage": usage,
         }
         if chat:
-            message = {"role": "assistant", "content": text}
-            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "length"}
+            message: dict[str, Any] = {"role": "assistant", "content": reply.text}
+            if reply.tool_calls:
+                message["tool_calls"] = reply.tool_calls
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": reply.finish}
             return {**common, "object": "chat.completion", "choices": [choice]}
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length"}
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reply.finish}
         return {**common, "object": "text_completion", "choices": [choice]}
 
-    async def _stream(self, send: Send, chat: bool) -> None:
+    async def _stream(self, send: Send, chat: bool, reply: Reply) -> None:
         headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        for i, piece in enumerate(TEXT_CHUNKS):
-            last = i == len(TEXT_CHUNKS) - 1
-            finish = "length" if last else None
+        deltas = reply.deltas()
+        for i, delta in enumerate(deltas):
+            last = i == len(deltas) - 1
+            finish = reply.finish if last else None
             if chat:
-                choice: dict[str, Any] = {"index": 0, "delta": {"content": piece}, "finish_reason": finish}
+                choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
             else:
-                choice = {"index": 0, "text": piece, "logprobs": None, "finish_reason": finish}
+                choice = {
+                    "index": 0,
+                    "text": delta.get("content", ""),
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
             chunk = {
                 "id": f"nullcopy-{self.requests}",
                 "object": "chat.completion.chunk" if chat else "text_completion",
@@ -185,6 +216,89 @@ class NullCopy:
             if self.args.chunk_delay_ms:
                 await asyncio.sleep(self.args.chunk_delay_ms / 1000)
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+
+@dataclass
+class Reply:
+    """What the null copy answers: text, or tool calls (OpenAI's shape), and the finish reason."""
+
+    text: str | None
+    tool_calls: list[dict[str, Any]] | None = None
+    finish: str = "length"
+
+    def deltas(self) -> list[dict[str, Any]]:
+        """The answer as streamed chat deltas, in vLLM's order."""
+        if self.tool_calls:
+            out: list[dict[str, Any]] = []
+            for i, call in enumerate(self.tool_calls):
+                head = {"index": i, "id": call["id"], "type": "function"}
+                out.append(
+                    {
+                        "tool_calls": [
+                            {**head, "function": {"name": call["function"]["name"], "arguments": ""}}
+                        ]
+                    }
+                )
+                arguments = call["function"]["arguments"]
+                half = len(arguments) // 2
+                for piece in (arguments[:half], arguments[half:]):
+                    out.append({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+            return out
+        text = self.text or ""
+        if text == "".join(TEXT_CHUNKS):
+            return [{"content": piece} for piece in TEXT_CHUNKS]
+        third = max(1, len(text) // 3)
+        return [{"content": text[i : i + third]} for i in range(0, len(text), third)] or [{"content": ""}]
+
+
+def _tool_schema(tool: dict[str, Any]) -> Any:
+    return (tool.get("function") or {}).get("parameters") or {"type": "object", "properties": {}}
+
+
+def _reply(body: dict[str, Any], request_number: int) -> Reply:
+    """The deterministic chat answer for ``body`` (module docstring)."""
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
+    choice = body.get("tool_choice", "auto" if tools else "none")
+    messages = body.get("messages") or [{}]
+    selected: list[dict[str, Any]] = []
+    if tools and isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        selected = [t for t in tools if (t.get("function") or {}).get("name") == name]
+    elif tools and (choice == "required" or (choice == "auto" and messages[-1].get("role") != "tool")):
+        selected = tools if body.get("parallel_tool_calls") is not False else tools[:1]
+    if selected:
+        calls = [
+            {
+                "id": f"call_null_{request_number}_{i}",
+                "type": "function",
+                "function": {
+                    "name": t["function"]["name"],
+                    "arguments": json.dumps(sample(_tool_schema(t))),
+                },
+            }
+            for i, t in enumerate(selected)
+        ]
+        return Reply(None, calls, "tool_calls")
+    response_format = body.get("response_format") or {}
+    outputs = body.get("structured_outputs") or {}
+    schema = (
+        (response_format.get("json_schema") or {}).get("schema")
+        if response_format.get("type") == "json_schema"
+        else None
+    )
+    schema = schema or body.get("guided_json") or outputs.get("json")
+    if isinstance(schema, str):
+        schema = json.loads(schema)
+    if schema is not None:
+        return Reply(json.dumps(sample(schema)), finish="stop")
+    if response_format.get("type") == "json_schema" or response_format.get("type") == "json_object":
+        return Reply(json.dumps({"answer": "".join(TEXT_CHUNKS)}), finish="stop")
+    choices = body.get("guided_choice") or outputs.get("choice")
+    if choices:
+        return Reply(str(choices[0]), finish="stop")
+    if tools and messages[-1].get("role") == "tool":
+        return Reply("".join(TEXT_CHUNKS), finish="stop")
+    return Reply("".join(TEXT_CHUNKS))
 
 
 def _error(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Issue 14's client list, each through the real server with the real client (boto3, openai).
 
 What third-party clients branch on: stopReason ``stop_sequence``, Bedrock's own words for
-out-of-order turns and tool use, per-token ``top_logprobs``, OpenAI's context-length error
+out-of-order turns, tool requests reaching the model, per-token ``top_logprobs``, OpenAI's context-length error
 (LiteLLM's ContextWindowExceededError keys on it), ``GET /v1/models/{id}`` and ``x-request-id``.
 """
 
@@ -16,7 +16,6 @@ import pytest
 from botocore.exceptions import ClientError
 
 from outcrop.protocol.bedrock_runtime import MUST_ALTERNATE, MUST_START_WITH_USER
-from outcrop.protocol.chat import TOOL_USE_UNSUPPORTED
 from tests.conftest import TEST_API_KEY, ServingServer, boto3_client
 
 pytestmark = pytest.mark.e2e
@@ -141,7 +140,10 @@ def test_bedrocks_turn_order_messages_are_word_for_word() -> None:
     )
 
 
-def test_converse_tool_config_is_refused_not_dropped(runtime: Any, serving_server: ServingServer) -> None:
+def test_converse_tool_config_reaches_the_model_not_dropped(
+    runtime: Any, serving_server: ServingServer
+) -> None:
+    """The copy answers a tool request with tool use, or with Bedrock's words when it cannot use tools."""
     tool = {
         "toolSpec": {
             "name": "weather",
@@ -149,27 +151,18 @@ def test_converse_tool_config_is_refused_not_dropped(runtime: Any, serving_serve
             "inputSchema": {"json": {"type": "object", "properties": {"city": {"type": "string"}}}},
         }
     }
-    with pytest.raises(ClientError) as info:
-        runtime.converse(modelId=serving_server.chat, messages=[USER_HI], toolConfig={"tools": [tool]})
-    assert _validation_message(info) == TOOL_USE_UNSUPPORTED
-
-
-@pytest.mark.parametrize(
-    "extra",
-    [
-        {"tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]},
-        {"tool_choice": "required"},
-        {"response_format": {"type": "json_object"}},
-    ],
-    ids=["tools", "tool_choice", "response_format"],
-)
-def test_invoke_model_tool_use_is_refused_not_dropped(
-    runtime: Any, serving_server: ServingServer, extra: dict[str, Any]
-) -> None:
-    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, **extra}
-    with pytest.raises(ClientError) as info:
-        runtime.invoke_model(modelId=serving_server.chat, body=json.dumps(body))
-    assert _validation_message(info).startswith(TOOL_USE_UNSUPPORTED)
+    try:
+        answer = runtime.converse(
+            modelId=serving_server.chat,
+            messages=[USER_HI],
+            toolConfig={"tools": [tool], "toolChoice": {"any": {}}},
+            inferenceConfig={"maxTokens": 32},
+        )
+    except ClientError as error:
+        assert error.response["Error"]["Code"] == "ValidationException"
+        assert "tool" in error.response["Error"]["Message"]
+    else:
+        assert answer["stopReason"] in ("tool_use", "max_tokens")
 
 
 def test_invoke_model_messages_body_passes_top_logprobs_through(

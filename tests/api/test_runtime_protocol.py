@@ -308,10 +308,15 @@ def test_a_chat_answer_ended_by_a_stop_string_is_a_stop_sequence() -> None:
     assert p.chat_to_converse(resp, latency_ms=1)["stopReason"] == "stop_sequence"
 
 
-def test_converse_tool_config_is_refused_in_bedrocks_words() -> None:
-    with pytest.raises(InvalidRequestError) as info:
-        p.parse_converse({"messages": HI, "toolConfig": {"tools": []}})
-    assert info.value.message == "This model doesn't support tool use." and info.value.param == "toolConfig"
+def test_converse_tool_config_becomes_the_chat_bodys_tools() -> None:
+    spec = {"name": "f", "inputSchema": {"json": {"type": "object"}}}
+    chat = p.converse_to_chat(
+        {"messages": HI, "toolConfig": {"tools": [{"toolSpec": spec}], "toolChoice": {"any": {}}}}
+    )
+    assert chat["tools"] == [
+        {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    ]
+    assert chat["tool_choice"] == "required"
 
 
 def test_a_parsed_converse_request_is_typed() -> None:
@@ -334,18 +339,31 @@ def test_prompt_bodies_leave_chat_only_parameters_out() -> None:
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
-        ({"tools": [{"type": "function"}]}, "tools"),
-        ({"tool_choice": "auto"}, "tool_choice"),
+        ({"tools": [{"type": "function"}]}, "tools[0].function"),
+        ({"tool_choice": "required"}, "tool_choice"),
         ({"functions": [{"name": "f"}]}, "functions"),
         ({"function_call": "auto"}, "function_call"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "yaml"}}, "response_format"),
         ({"response_format": "json"}, "response_format"),
     ],
 )
-def test_invoke_tool_use_is_refused_naming_the_field(extra: dict[str, Any], param: str) -> None:
+def test_malformed_invoke_tool_use_is_refused_naming_the_field(extra: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequestError) as info:
         p.parse_invoke({"messages": [{"role": "user", "content": "x"}], **extra})
-    assert info.value.message.startswith("This model doesn't support tool use.") and info.value.param == param
+    assert info.value.param == param
+
+
+def test_invoke_messages_body_passes_tools_and_structure_to_the_copy() -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    extra = {"tools": tools, "tool_choice": "required", "response_format": {"type": "json_object"}}
+    _path, copy_body = p.parse_invoke({"messages": [{"role": "user", "content": "x"}], **extra}).to_copy()
+    assert {k: copy_body[k] for k in extra} == extra
+
+
+def test_prompt_bodies_pass_structured_output_but_not_tools() -> None:
+    body = {"prompt": "x", "guided_choice": ["a", "b"], "tools": [{"type": "function"}]}
+    _path, copy_body = p.parse_invoke(body).to_copy()
+    assert copy_body["guided_choice"] == ["a", "b"] and "tools" not in copy_body
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Errors after a stream began reach boto3 with their code and message (botocore's real event-stream parser):
+"""Errors after a stream began reach boto3 (and the openai SDK's Responses stream) with their code and message (botocore's real event-stream parser):
 a copy that dies mid-stream, through a real server whose copies are null copies started by the command launcher."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import botocore.exceptions
+import openai
 import pytest
 
-from tests.conftest import ServerProcess, api, boto3_client, import_and_wait
+from tests.conftest import TEST_API_KEY, ServerProcess, api, boto3_client, import_and_wait
 
 pytestmark = pytest.mark.e2e
 
@@ -75,3 +76,21 @@ def test_a_copy_dying_mid_stream_reaches_boto3_as_model_stream_error_on_both_str
         list(stream["stream"])
     error = info.value.response["Error"]
     assert error["Code"] == "modelStreamErrorException" and "stopped while streaming" in error["Message"]
+
+
+def test_a_copy_dying_mid_stream_reaches_the_openai_sdk_as_a_responses_error_event(
+    crashing: tuple[ServerProcess, Path],
+) -> None:
+    server, crash = crashing
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=TEST_API_KEY, max_retries=0)
+    _warm(server)
+    crash.touch()
+    seen = []
+    with (
+        pytest.raises(openai.APIError) as info,
+        client.responses.stream(model="crashy", input="hi") as stream,
+    ):
+        for event in stream:
+            seen.append(event.type)
+    assert seen[0] == "response.created" and "response.completed" not in seen
+    assert "stopped while streaming" in info.value.message

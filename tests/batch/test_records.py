@@ -9,7 +9,7 @@ import pytest
 
 from outcrop import errors
 from outcrop.batch.inputs import Record
-from outcrop.batch.records import INVOKE_MODEL, RecordCall
+from outcrop.batch.records import CONVERSE, INVOKE_MODEL, RecordCall
 from outcrop.serving.service import ColdStartPolicy, Serving
 
 COMPLETION = {"choices": [{"text": "ok", "finish_reason": "stop"}], "usage": {"prompt_tokens": 1}}
@@ -76,3 +76,64 @@ def test_a_retryable_error_that_persists_fails_after_the_last_attempt() -> None:
     serving = ScriptedServing(busy, busy)
     line, ok = run(serving, attempts=2)
     assert not ok and serving.posts == 2 and line["error"]["errorCode"] == 429
+
+
+class RecordingServing(ScriptedServing):
+    """A ScriptedServing that keeps the bodies the records sent to the copy."""
+
+    def __init__(self, *outcomes: Any) -> None:
+        super().__init__(*outcomes)
+        self.bodies: list[dict[str, Any]] = []
+
+    async def post(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.bodies.append(args[2])
+        return await super().post(*args, **kwargs)
+
+
+def test_a_converse_record_with_a_tool_config_calls_the_copy_with_tools_and_answers_tool_use() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}
+    answer = {
+        "choices": [{"message": {"content": None, "tool_calls": [call]}, "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4},
+    }
+    serving = RecordingServing(answer)
+    record_call = RecordCall(
+        serving=cast(Serving, serving),
+        model_key="m",
+        model_name="m",
+        chat_capable=True,
+        invocation_type=CONVERSE,
+        cold_start=ColdStartPolicy(wait=True, max_wait_seconds=1),
+        deadline_seconds=5,
+        max_attempts=1,
+    )
+    spec = {"name": "weather", "inputSchema": {"json": {"type": "object"}}}
+    model_input = {
+        "messages": [{"role": "user", "content": [{"text": "Weather in Oslo?"}]}],
+        "toolConfig": {"tools": [{"toolSpec": spec}], "toolChoice": {"any": {}}},
+    }
+    outcome = asyncio.run(record_call.run(Record(0, 1, "r1", model_input)))
+    assert outcome.ok and serving.bodies[0]["tool_choice"] == "required"
+    output = outcome.line["modelOutput"]
+    assert output["stopReason"] == "tool_use"
+    assert output["output"]["message"]["content"] == [
+        {"toolUse": {"toolUseId": "c1", "name": "weather", "input": {"city": "Oslo"}}}
+    ]
+
+
+def test_a_record_with_a_malformed_tool_choice_is_an_error_line_not_a_call() -> None:
+    serving = RecordingServing(COMPLETION)
+    record_call = RecordCall(
+        serving=cast(Serving, serving),
+        model_key="m",
+        model_name="m",
+        chat_capable=True,
+        invocation_type=INVOKE_MODEL,
+        cold_start=ColdStartPolicy(wait=True, max_wait_seconds=1),
+        deadline_seconds=5,
+        max_attempts=1,
+    )
+    body = {"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"}
+    outcome = asyncio.run(record_call.run(Record(0, 1, "r1", body)))
+    assert not outcome.ok and serving.posts == 0
+    assert outcome.line["error"]["errorCode"] == 400 and "no tools" in outcome.line["error"]["errorMessage"]

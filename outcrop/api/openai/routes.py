@@ -1,4 +1,4 @@
-"""OpenAI-compatible surface: /v1/models, /v1/completions, /v1/chat/completions (SSE), for the openai client."""
+"""OpenAI-compatible surface: /v1/models, /v1/completions, /v1/chat/completions (SSE), /v1/responses, for the openai client."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from outcrop.errors import (
     OutcropError,
     openai_error_body,
 )
-from outcrop.protocol import chat
+from outcrop.protocol import chat, responses, tools
 from outcrop.store.imports import ListFilter
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -77,13 +77,16 @@ async def _generate(request: Request, services: Services, path: str, operation: 
     model = _model_name(body)
     if path.endswith("chat/completions"):
         chat.check_messages(body.get("messages"))
-        chat.refuse_tool_use(body)
+        tools.check_chat_tools(body)
+    else:
+        tools.check_structure(body)
     record = await services.serving.resolve(model)
     if path.endswith("chat/completions") and not record.instruct_supported:
         raise ModelNotChatCapableError(record.name)
     policy = cold_start_policy(request, bedrock=False)
     if not body.get("stream"):
         async with invocation(services, request, model, operation) as call:
+            call.count_structured(body)
             resp = await services.serving.post(model, path, body, cold_start=policy)
         call.record(resp.get("usage") or {}, body, resp)
         return JSONResponse(resp, headers=_request_id(request))
@@ -91,6 +94,7 @@ async def _generate(request: Request, services: Services, path: str, operation: 
     # The copy is always asked for usage (the gateway meters it); the caller gets it if it asked.
     wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     call = invocation(services, request, model, operation)
+    call.count_structured(body)
     chunks = await call.open_stream(services.serving.stream(model, path, body, cold_start=policy))
 
     async def events() -> AsyncIterator[bytes]:
@@ -125,3 +129,60 @@ async def completions(request: Request, services: Services = Depends(get_service
 @router.post("/chat/completions", summary="CreateChatCompletion")
 async def chat_completions(request: Request, services: Services = Depends(get_services)) -> Response:
     return await _generate(request, services, "/v1/chat/completions", "ChatCompletions")
+
+
+@router.post("/responses", summary="CreateResponse")
+async def create_response(request: Request, services: Services = Depends(get_services)) -> Response:
+    """The Responses API, stateless, as chat completions on the copy (outcrop/protocol/responses.py)."""
+    body = await read_json_object(request)
+    parsed = responses.parse_request(body)  # a bad body is a 400 whatever the model
+    record = await services.serving.resolve(parsed.model)
+    if not record.instruct_supported:
+        raise ModelNotChatCapableError(record.name)
+    policy = cold_start_policy(request, bedrock=False)
+    path = "/v1/chat/completions"
+    if not parsed.stream:
+        async with invocation(services, request, parsed.model, "Responses") as call:
+            call.count_structured(parsed.chat)
+            resp = await services.serving.post(parsed.model, path, parsed.chat, cold_start=policy)
+        answer = responses.chat_to_response(parsed, resp)
+        call.record(resp.get("usage") or {}, body, answer)
+        return JSONResponse(answer, headers=_request_id(request))
+
+    call = invocation(services, request, parsed.model, "Responses")
+    call.count_structured(parsed.chat)
+    chunks = await call.open_stream(
+        services.serving.stream(parsed.model, path, parsed.chat, cold_start=policy)
+    )
+    translator = responses.ResponsesStreamTranslator(parsed)
+
+    def sse(event: dict[str, Any]) -> bytes:
+        data = json.dumps(event, ensure_ascii=False)
+        return f"event: {event['type']}\ndata: {data}\n\n".encode()
+
+    async def events() -> AsyncIterator[bytes]:
+        usage: dict[str, Any] = {}
+        try:
+            for event in translator.start():
+                yield sse(event)
+            async for chunk in chunks:
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or []:
+                    for event in translator.feed(choice):
+                        yield sse(event)
+            closing = translator.end(usage)
+            call.record(usage, body, closing[-1]["response"])
+            for event in closing:
+                yield sse(event)
+        except OutcropError as exc:
+            call.fail(exc)
+            yield sse(translator.error(openai_error_body(exc)))
+        finally:
+            call.close()
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", **_request_id(request)},
+    )

@@ -18,6 +18,7 @@ from outcrop.api.inference import cold_start_policy, invocation
 from outcrop.api.runtime import eventstream
 from outcrop.errors import InvalidRequestError, ModelNotChatCapableError, OutcropError
 from outcrop.protocol import bedrock_runtime as p
+from outcrop.protocol.converse_tools import ConverseStreamTranslator
 
 router = APIRouter(tags=["bedrock runtime"])
 
@@ -64,6 +65,7 @@ async def invoke_model(
 ) -> Response:
     modelId, body, style, path, copy_body = await _invoke_request(request, services, modelId)
     async with invocation(services, request, modelId, "InvokeModel") as call:
+        call.count_structured(copy_body)
         resp = await services.serving.post(
             modelId, path, copy_body, cold_start=cold_start_policy(request, bedrock=True)
         )
@@ -78,6 +80,7 @@ async def invoke_model_stream(
 ) -> Response:
     modelId, body, style, path, copy_body = await _invoke_request(request, services, modelId)
     call = invocation(services, request, modelId, "InvokeModelWithResponseStream")
+    call.count_structured(copy_body)
     chunks = await call.open_stream(
         services.serving.stream(modelId, path, copy_body, cold_start=cold_start_policy(request, bedrock=True))
     )
@@ -123,6 +126,7 @@ async def converse(modelId: str, request: Request, services: Services = Depends(
     chat = p.parse_converse(body).to_chat()  # a bad body is a ValidationException whatever the model
     await _require_chat(services, modelId)
     async with invocation(services, request, modelId, "Converse") as call:
+        call.count_structured(chat)
         resp = await services.serving.post(
             modelId, "/v1/chat/completions", chat, cold_start=cold_start_policy(request, bedrock=True)
         )
@@ -140,6 +144,7 @@ async def converse_stream(
     chat = p.parse_converse(body).to_chat()  # a bad body is a ValidationException whatever the model
     await _require_chat(services, modelId)
     call = invocation(services, request, modelId, "ConverseStream")
+    call.count_structured(chat)
     chunks = await call.open_stream(
         services.serving.stream(
             modelId, "/v1/chat/completions", chat, cold_start=cold_start_policy(request, bedrock=True)
@@ -148,28 +153,20 @@ async def converse_stream(
 
     async def frames() -> AsyncIterator[bytes]:
         usage: dict[str, Any] = {}
-        finish: str | None = None
-        stopped_by: Any = None  # vLLM's stop_reason: the stop string that ended the text
-        texts: list[str] = []
+        blocks = ConverseStreamTranslator()  # text and toolUse content blocks (protocol/converse_tools.py)
         try:
             yield eventstream.event("messageStart", {"role": "assistant"})
             async for chunk in chunks:
                 if chunk.get("usage"):
                     usage = chunk["usage"]
                 for choice in chunk.get("choices") or []:
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        texts.append(text)
-                        yield eventstream.event(
-                            "contentBlockDelta", {"delta": {"text": text}, "contentBlockIndex": 0}
-                        )
-                    finish = choice.get("finish_reason") or finish
-                    stopped_by = choice.get("stop_reason", stopped_by)
-            stop_reason = p.converse_stop_reason(finish, stopped_by)
-            yield eventstream.event("contentBlockStop", {"contentBlockIndex": 0})
+                    for name, payload in blocks.feed(choice):
+                        yield eventstream.event(name, payload)
+            closing, stop_reason = blocks.end()
+            for name, payload in closing:
+                yield eventstream.event(name, payload)
             yield eventstream.event("messageStop", {"stopReason": stop_reason})
-            message = {"role": "assistant", "content": [{"text": "".join(texts)}]}
-            call.record(usage, body, {"output": {"message": message}, "stopReason": stop_reason})
+            call.record(usage, body, {"output": {"message": blocks.message()}, "stopReason": stop_reason})
             yield eventstream.event(
                 "metadata", {"usage": p.token_usage(usage), "metrics": {"latencyMs": call.latency_ms}}
             )
@@ -213,7 +210,7 @@ def _what_to_count(source: Any) -> tuple[list[dict[str, Any]] | None, str | None
                 "input.converse must be an object holding 'messages' (and optionally 'system').",
                 param="input.converse",
             )
-        only = {k: converse_body.get(k) for k in ("messages", "system")}  # what is counted
+        only = {k: converse_body.get(k) for k in ("messages", "system", "toolConfig")}  # what is counted
         return p.parse_converse(only).to_chat()["messages"], None
     raw = source["invokeModel"].get("body") if isinstance(source["invokeModel"], dict) else None
     try:
