@@ -21,12 +21,14 @@ from outcrop import __version__
 from outcrop.api import admin, console, keys, ops
 from outcrop.api.bedrock import batch as batch_routes
 from outcrop.api.bedrock import control, logging_config
+from outcrop.api.bedrock import guardrails as guardrail_routes
 from outcrop.api.bedrock.errors import bedrock_error_response
 from outcrop.api.bodylimit import body_too_large, limit_body
 from outcrop.api.deps import Services
 from outcrop.api.metrics import Metrics
 from outcrop.api.openai import routes as openai_routes
 from outcrop.api.openai.errors import openai_error_response
+from outcrop.api.runtime import guardrails as guardrail_runtime_routes
 from outcrop.api.runtime import routes as runtime_routes
 from outcrop.api.sagemaker import control as sagemaker_control
 from outcrop.api.sagemaker import runtime as sagemaker_runtime
@@ -39,6 +41,7 @@ from outcrop.auth.keys import KeyStore, load_or_create_server_key
 from outcrop.batch.service import build_batch_service
 from outcrop.config import OutcropConfig
 from outcrop.errors import InternalError, InvalidRequestError, NotFoundError, OutcropError
+from outcrop.guardrails.service import GuardrailService
 from outcrop.registry.importer import ImportWorker
 from outcrop.registry.service import Registry
 from outcrop.registry.tokenizers import TokenizerCache
@@ -201,6 +204,7 @@ def build_services(config: OutcropConfig, *, start_workers: bool = True) -> Serv
             ),
             "sagemaker": SageMakerService(config, db, registry, serving),
             "sagemaker_metrics": SageMakerMetrics(metrics.registry),
+            "guardrails": GuardrailService(config.aws, db, registry, serving, metrics.registry),
         },
     )
 
@@ -283,7 +287,9 @@ def create_app(
     app.include_router(control.router)
     app.include_router(batch_routes.router)
     app.include_router(logging_config.router)
+    app.include_router(guardrail_routes.router)
     app.include_router(runtime_routes.router)
+    app.include_router(guardrail_runtime_routes.router)
     app.include_router(openai_routes.router)
     app.include_router(sagemaker_control.router)
     app.include_router(sagemaker_runtime.router)
