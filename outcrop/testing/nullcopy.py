@@ -12,7 +12,11 @@ through the production seam. Knobs for tests:
 - ``--fail-start``: exit 1 at once with a message, like a model that cannot load;
 - ``--crash-file PATH``: if PATH exists when a request arrives, delete it and die (exit 1),
   ``--crash-point before`` (before answering) or ``mid_stream`` (after the first SSE chunk);
-- ``--max-model-len``: a ``max_tokens`` above it is answered 400, like a context-length error.
+- ``--max-model-len``: a ``max_tokens`` above it is answered 400, like a context-length error;
+- ``--echo``: answer with the prompt (or the last message's text) instead of the fixed text, streamed
+  word by word, so tests see what reached the copy and can send text back through the gateway;
+- ``--request-log PATH``: append each generation request's JSON body to PATH, one line each, so
+  tests can count (and read) what reached the copy.
 
 Each answer carries ``system_fingerprint = "nullcopy:<port>"`` so tests see which copy answered.
 Like Outcrop's worker, it requires its launcher's token (``OUTCROP_COPY_TOKEN``) in
@@ -57,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--crash-file", type=Path, default=None)
     p.add_argument("--crash-point", choices=["before", "mid_stream"], default="before")
     p.add_argument("--max-model-len", type=int, default=2048)
+    p.add_argument("--echo", action="store_true")
+    p.add_argument("--request-log", type=Path, default=None)
     return p.parse_args(argv)
 
 
@@ -106,6 +112,9 @@ class NullCopy:
             await _json(send, 503, _error("Model is loading.", "service_unavailable"))
             return
         self.requests += 1
+        if self.args.request_log is not None and path != "/v1/tokenize":
+            with self.args.request_log.open("a", encoding="utf-8") as log:
+                log.write(json.dumps(body) + "\n")
         if self.args.delay_ms:
             await asyncio.sleep(self.args.delay_ms / 1000)
         if self.args.crash_point == "before":
@@ -126,10 +135,11 @@ class NullCopy:
             )
             return
         chat = path == "/v1/chat/completions"
+        pieces = _echo_pieces(body) if self.args.echo else TEXT_CHUNKS
         if body.get("stream"):
-            await self._stream(send, chat)
+            await self._stream(send, chat, pieces)
             return
-        await _json(send, 200, self._answer(chat))
+        await _json(send, 200, self._answer(chat, pieces))
 
     def _maybe_crash(self) -> None:
         crash = self.args.crash_file
@@ -138,12 +148,12 @@ class NullCopy:
             print("nullcopy: crash requested by --crash-file", file=sys.stderr, flush=True)
             os._exit(1)
 
-    def _answer(self, chat: bool) -> dict[str, Any]:
-        text = "".join(TEXT_CHUNKS)
+    def _answer(self, chat: bool, pieces: tuple[str, ...] = TEXT_CHUNKS) -> dict[str, Any]:
+        text = "".join(pieces)
         usage = {
             "prompt_tokens": 1,
-            "completion_tokens": len(TEXT_CHUNKS),
-            "total_tokens": 1 + len(TEXT_CHUNKS),
+            "completion_tokens": len(pieces),
+            "total_tokens": 1 + len(pieces),
         }
         common = {
             "id": f"nullcopy-{self.requests}",
@@ -159,11 +169,11 @@ class NullCopy:
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length"}
         return {**common, "object": "text_completion", "choices": [choice]}
 
-    async def _stream(self, send: Send, chat: bool) -> None:
+    async def _stream(self, send: Send, chat: bool, pieces: tuple[str, ...] = TEXT_CHUNKS) -> None:
         headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        for i, piece in enumerate(TEXT_CHUNKS):
-            last = i == len(TEXT_CHUNKS) - 1
+        for i, piece in enumerate(pieces):
+            last = i == len(pieces) - 1
             finish = "length" if last else None
             if chat:
                 choice: dict[str, Any] = {"index": 0, "delta": {"content": piece}, "finish_reason": finish}
@@ -185,6 +195,20 @@ class NullCopy:
             if self.args.chunk_delay_ms:
                 await asyncio.sleep(self.args.chunk_delay_ms / 1000)
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+
+def _echo_pieces(body: dict[str, Any]) -> tuple[str, ...]:
+    """The prompt, or the last message's text, split after each space (``--echo``)."""
+    text = body.get("prompt")
+    if not isinstance(text, str):
+        messages = body.get("messages") or [{}]
+        content = messages[-1].get("content") if isinstance(messages[-1], dict) else ""
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        text = content if isinstance(content, str) else ""
+    words = text.split(" ")
+    pieces = (*(w + " " for w in words[:-1]), words[-1])
+    return tuple(p for p in pieces if p) or ("",)
 
 
 def _error(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from tests.api.sagemaker_shapes import record_raw_bodies
 
-__all__ = ["problems", "record_raw_bodies", "check_output", "check_event"]
+__all__ = ["check_event", "check_output", "problems", "record_raw_bodies"]
 
 
 def problems(shape: Any, value: Any, where: str = "") -> list[str]:
@@ -19,7 +19,11 @@ def problems(shape: Any, value: Any, where: str = "") -> list[str]:
         found = [f"{where}.{m} (required, missing)" for m in shape.required_members if m not in value]
         for key, item in value.items():
             path = f"{where}.{key}" if where else key
-            found += [f"{path} (not in the model)"] if key not in shape.members else problems(shape.members[key], item, path)
+            found += (
+                [f"{path} (not in the model)"]
+                if key not in shape.members
+                else problems(shape.members[key], item, path)
+            )
         return found
     if kind == "list":
         if not isinstance(value, list):

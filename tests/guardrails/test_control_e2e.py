@@ -140,11 +140,19 @@ def test_a_duplicate_name_is_a_conflict_and_a_retried_token_returns_the_same_gua
             "regexesConfig.0.pattern",
         ),
         (
-            {"sensitiveInformationPolicyConfig": {"regexesConfig": [{"name": "e", "pattern": "x*", "action": "BLOCK"}]}},
+            {
+                "sensitiveInformationPolicyConfig": {
+                    "regexesConfig": [{"name": "e", "pattern": "x*", "action": "BLOCK"}]
+                }
+            },
             "matches the empty string",
         ),
         (
-            {"sensitiveInformationPolicyConfig": {"piiEntitiesConfig": [{"type": "CA_HEALTH_NUMBER", "action": "BLOCK"}]}},
+            {
+                "sensitiveInformationPolicyConfig": {
+                    "piiEntitiesConfig": [{"type": "CA_HEALTH_NUMBER", "action": "BLOCK"}]
+                }
+            },
             "CA_HEALTH_NUMBER",
         ),
         (
@@ -189,7 +197,9 @@ def test_a_bad_update_leaves_the_draft_as_it_was(bedrock: Any) -> None:
     gid = bedrock.create_guardrail(**config)["guardrailId"]
     bad = guardrail_config(
         name=config["name"],
-        sensitiveInformationPolicyConfig={"regexesConfig": [{"name": "r", "pattern": "[", "action": "BLOCK"}]},
+        sensitiveInformationPolicyConfig={
+            "regexesConfig": [{"name": "r", "pattern": "[", "action": "BLOCK"}]
+        },
     )
     with pytest.raises(bedrock.exceptions.ValidationException):
         bedrock.update_guardrail(guardrailIdentifier=gid, **bad)

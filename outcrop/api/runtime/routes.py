@@ -16,6 +16,7 @@ from outcrop.api.deps import Services, get_services, read_json_object
 from outcrop.api.inference import cold_start_policy, invocation
 from outcrop.api.runtime import eventstream
 from outcrop.errors import InvalidRequestError, ModelNotChatCapableError, OutcropError
+from outcrop.guardrails import runtime as guardrails
 from outcrop.protocol import bedrock_runtime as p
 
 router = APIRouter(tags=["bedrock runtime"])
@@ -58,12 +59,18 @@ async def invoke_model(
     modelId: str, request: Request, services: Services = Depends(get_services)
 ) -> Response:
     body, style, path, copy_body = await _invoke_request(request, services, modelId)
+    chat = style is p.InvokeStyle.CHAT
+    guard = guardrails.invoke_guard(request, body)  # guardrail headers (outcrop/guardrails/runtime.py)
+    if guard is not None and (await guardrails.screen_invoke_input(guard, body, copy_body)).blocked:
+        return JSONResponse(guardrails.blocked_invoke_answer(guard, chat))  # the copy is never asked
     async with invocation(services, request, modelId, "InvokeModel") as call:
         resp = await services.serving.post(
             modelId, path, copy_body, cold_start=cold_start_policy(request, bedrock=True)
         )
-    answer = resp if style is p.InvokeStyle.CHAT else p.completion_superset(resp)
-    call.record(resp.get("usage") or {}, body, answer)
+    answer = resp if chat else p.completion_superset(resp)
+    if guard is not None:
+        answer = await guardrails.screen_invoke_output(guard, answer, chat)
+    call.record(resp.get("usage") or {}, body, answer, guardrail=guard.log_entry() if guard else None)
     return JSONResponse(answer, headers=_usage_headers(resp.get("usage") or {}, call.latency_ms))
 
 
@@ -72,10 +79,20 @@ async def invoke_model_stream(
     modelId: str, request: Request, services: Services = Depends(get_services)
 ) -> Response:
     body, style, path, copy_body = await _invoke_request(request, services, modelId)
+    guard = guardrails.invoke_guard(request, body)  # guardrail headers (outcrop/guardrails/runtime.py)
+    if guard is not None and (await guardrails.screen_invoke_input(guard, body, copy_body)).blocked:
+        blocked = guardrails.blocked_invoke_answer(guard, style is p.InvokeStyle.CHAT)
+        return StreamingResponse(
+            iter([eventstream.chunk(blocked)]),
+            media_type=eventstream.CONTENT_TYPE,
+            headers={"X-Amzn-Bedrock-Content-Type": "application/json"},
+        )
     call = invocation(services, request, modelId, "InvokeModelWithResponseStream")
     chunks = await call.open_stream(
         services.serving.stream(modelId, path, copy_body, cold_start=cold_start_policy(request, bedrock=True))
     )
+    if guard is not None:
+        chunks = guard.filter_stream(chunks, chat=style is p.InvokeStyle.CHAT)
 
     async def frames() -> AsyncIterator[bytes]:
         pending: dict[str, Any] | None = None  # held back so the metrics ride on the last chunk
@@ -93,7 +110,9 @@ async def invoke_model_stream(
                 pending = out
                 sent.append(out)
             last = pending or {"generation": "", "stop_reason": "stop"}
-            call.record(usage, body, sent)
+            if guard is not None:
+                last.update(guard.invoke_fields())
+            call.record(usage, body, sent, guardrail=guard.log_entry() if guard else None)
             last["amazon-bedrock-invocationMetrics"] = p.invocation_metrics(
                 usage, call.latency_ms, call.first_byte_ms
             )
@@ -113,15 +132,21 @@ async def invoke_model_stream(
 
 @router.post("/model/{modelId:path}/converse", summary="Converse")
 async def converse(modelId: str, request: Request, services: Services = Depends(get_services)) -> Response:
-    body = await read_json_object(request)
+    body, guard = guardrails.converse_guard(request, await read_json_object(request), stream=False)
     chat = p.parse_converse(body).to_chat()  # a bad body is a ValidationException whatever the model
     await _require_chat(services, modelId)
+    if guard is not None:  # guardrailConfig (outcrop/guardrails/runtime.py): checked before the copy
+        if (await guard.screen_input()).blocked:
+            return JSONResponse(guard.blocked_converse(0))
+        chat = p.parse_converse(guard.body).to_chat()
     async with invocation(services, request, modelId, "Converse") as call:
         resp = await services.serving.post(
             modelId, "/v1/chat/completions", chat, cold_start=cold_start_policy(request, bedrock=True)
         )
     answer = p.chat_to_converse(resp, call.latency_ms)
-    call.record(resp.get("usage") or {}, body, answer)
+    if guard is not None:
+        answer = await guard.converse_output(answer)
+    call.record(resp.get("usage") or {}, body, answer, guardrail=guard.log_entry() if guard else None)
     return JSONResponse(answer)
 
 
@@ -129,15 +154,22 @@ async def converse(modelId: str, request: Request, services: Services = Depends(
 async def converse_stream(
     modelId: str, request: Request, services: Services = Depends(get_services)
 ) -> Response:
-    body = await read_json_object(request)
+    body, guard = guardrails.converse_guard(request, await read_json_object(request), stream=True)
     chat = p.parse_converse(body).to_chat()  # a bad body is a ValidationException whatever the model
     await _require_chat(services, modelId)
+    if guard is not None:  # guardrailConfig (outcrop/guardrails/runtime.py): checked before the copy
+        if (await guard.screen_input()).blocked:
+            events = [eventstream.event(name, payload) for name, payload in guard.blocked_stream_events()]
+            return StreamingResponse(iter(events), media_type=eventstream.CONTENT_TYPE)
+        chat = p.parse_converse(guard.body).to_chat()
     call = invocation(services, request, modelId, "ConverseStream")
     chunks = await call.open_stream(
         services.serving.stream(
             modelId, "/v1/chat/completions", chat, cold_start=cold_start_policy(request, bedrock=True)
         )
     )
+    if guard is not None:
+        chunks = guard.filter_stream(chunks)
 
     async def frames() -> AsyncIterator[bytes]:
         usage: dict[str, Any] = {}
@@ -159,13 +191,19 @@ async def converse_stream(
                     finish = choice.get("finish_reason") or finish
                     stopped_by = choice.get("stop_reason", stopped_by)
             stop_reason = p.converse_stop_reason(finish, stopped_by)
+            if guard is not None:
+                stop_reason = guard.stop_reason(stop_reason)
             yield eventstream.event("contentBlockStop", {"contentBlockIndex": 0})
             yield eventstream.event("messageStop", {"stopReason": stop_reason})
             message = {"role": "assistant", "content": [{"text": "".join(texts)}]}
-            call.record(usage, body, {"output": {"message": message}, "stopReason": stop_reason})
-            yield eventstream.event(
-                "metadata", {"usage": p.token_usage(usage), "metrics": {"latencyMs": call.latency_ms}}
+            logged = guard.log_entry() if guard else None
+            call.record(
+                usage, body, {"output": {"message": message}, "stopReason": stop_reason}, guardrail=logged
             )
+            metadata = {"usage": p.token_usage(usage), "metrics": {"latencyMs": call.latency_ms}}
+            if guard is not None and (trace := guard.converse_trace()) is not None:
+                metadata["trace"] = trace
+            yield eventstream.event("metadata", metadata)
         except OutcropError as exc:
             call.fail(exc)
             yield _stream_error("ConverseStream", exc)
