@@ -221,6 +221,7 @@ def create_app(
         await services.serving.start()
         services.throttler.start()
         services.invocation_log.start()
+        services.extra["guardrails"].start()
         await services.extra["batch"].start()
         await services.extra["sagemaker"].start()
         log.info(

@@ -240,6 +240,13 @@ OWN_PATTERNS: dict[str, tuple[OwnPattern, ...]] = {
 SUPPORTED_PII_TYPES = frozenset(PRESIDIO_TYPES) | frozenset(OWN_PATTERNS)
 
 
+def warm(entity_types: Iterable[str] = PRESIDIO_TYPES) -> None:
+    """Import Presidio and build its recognizers now (seconds on a busy machine), not on a request."""
+    for kind in entity_types:
+        if kind in PRESIDIO_TYPES:
+            presidio_recognizer(kind)
+
+
 def _has_context(lowered: str, start: int, words: Iterable[str]) -> bool:
     window = lowered[max(0, start - CONTEXT_WINDOW_CHARS) : start]
     return any(w in window for w in words)

@@ -102,6 +102,7 @@ class CompiledGuardrail:
             r["name"]: regex.compile(r["pattern"]) for r in self.regexes
         }
         self._classifier = detectors.TopicClassifier(self.topics) if self.topics else None
+        detectors.warm(e["type"] for e in self.pii)
 
     @property
     def blocked_input_messaging(self) -> str:

@@ -15,6 +15,7 @@ model: a safety check that cannot be read fails closed.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from prometheus_client import Counter, Histogram
 
 from outcrop.config import AwsIdentityConfig
 from outcrop.errors import InvalidRequestError, ModelFailedError, NotFoundError
+from outcrop.guardrails import detectors
 from outcrop.guardrails.evaluate import CompiledGuardrail, ContentFinding, Outcome, Source
 from outcrop.guardrails.policy import (
     CreateGuardrailRequest,
@@ -136,6 +138,10 @@ class GuardrailService:
         self.serving = serving  # outcrop.serving.service.Serving: calls the safety model
         self.metrics = GuardrailMetrics(metrics_registry)
         self._cache: dict[tuple[str, str], _Cached] = {}
+
+    def start(self) -> None:
+        """Build the PII recognizers in the background, so the first guarded request does not wait."""
+        threading.Thread(target=detectors.warm, name="outcrop-guardrails-warm", daemon=True).start()
 
     def arn(self, guardrail_id: str) -> str:
         return guardrail_arn(self.identity, guardrail_id)
