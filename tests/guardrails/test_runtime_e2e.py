@@ -402,3 +402,97 @@ def test_langchain_chat_bedrock_converse_with_guardrail_config(echo: EchoServer)
     assert blocked.content == BLOCKED_INPUT
     streamed = "".join(chunk.text for chunk in llm.stream(f"write {EMAIL}"))
     assert "{EMAIL}" in streamed and EMAIL not in streamed
+
+
+# -- content filters (a safety model) --------------------------------------------------------------
+
+
+def test_content_filters_ask_the_named_safety_model_and_fail_closed_on_an_unreadable_answer(
+    echo: EchoServer, runtime: Any
+) -> None:
+    # The echo copy stands in for a Llama Guard model: it answers what it is sent, so the text decides.
+    bedrock = boto3_client("bedrock", echo.url)
+    gid = bedrock.create_guardrail(
+        name=f"content-{uuid.uuid4().hex[:6]}",
+        blockedInputMessaging=BLOCKED_INPUT,
+        blockedOutputsMessaging=BLOCKED_OUTPUT,
+        tags=[{"key": "outcrop:safety-model", "value": echo.model}],
+        contentPolicyConfig={
+            "filtersConfig": [
+                {"type": "HATE", "inputStrength": "HIGH", "outputStrength": "HIGH"},
+                {"type": "PROMPT_ATTACK", "inputStrength": "HIGH", "outputStrength": "NONE"},
+            ]
+        },
+    )["guardrailId"]
+
+    def apply(text: str) -> dict[str, Any]:
+        out: dict[str, Any] = runtime.apply_guardrail(
+            guardrailIdentifier=gid,
+            guardrailVersion="DRAFT",
+            source="INPUT",
+            content=[{"text": {"text": text}}],
+        )
+        return out
+
+    hateful = apply("unsafe\nS10")
+    assert hateful["action"] == "GUARDRAIL_INTERVENED" and hateful["outputs"] == [{"text": BLOCKED_INPUT}]
+    assert hateful["assessments"][0]["contentPolicy"]["filters"] == [
+        {
+            "type": "HATE",
+            "confidence": "HIGH",
+            "filterStrength": "HIGH",
+            "action": "BLOCKED",
+            "detected": True,
+        }
+    ]
+    assert apply("safe")["action"] == "NONE"
+    with pytest.raises(runtime.exceptions.ClientError) as info:
+        apply("hello")
+    assert info.value.response["Error"]["Code"] == "ModelErrorException"
+    assert "Llama Guard" in info.value.response["Error"]["Message"]
+
+
+# -- authorization ---------------------------------------------------------------------------------
+
+
+def test_guardrail_operations_and_their_use_are_authorized_by_policy(echo: EchoServer) -> None:
+    from tests.auth.test_auth_e2e import client_as
+
+    other = _guardrail(boto3_client("bedrock", echo.url))["guardrailId"]
+    policy = {
+        "Statement": [
+            {"Effect": "Allow", "Action": ["bedrock:Converse", "bedrock:GetGuardrail"], "Resource": ["*"]},
+            {"Effect": "Allow", "Action": ["bedrock:ApplyGuardrail"], "Resource": [echo.guardrail_arn]},
+        ]
+    }
+    key = api.post(
+        f"{echo.url}/outcrop/keys", json={"name": f"app-{uuid.uuid4().hex[:6]}", "policy": policy}
+    ).json()
+    bedrock = client_as("bedrock", echo.url, key["accessKeyId"], key["secretAccessKey"])
+    runtime = client_as("bedrock-runtime", echo.url, key["accessKeyId"], key["secretAccessKey"])
+    assert bedrock.get_guardrail(guardrailIdentifier=echo.guardrail_id)["guardrailId"] == echo.guardrail_id
+    with pytest.raises(bedrock.exceptions.AccessDeniedException, match="bedrock:DeleteGuardrail"):
+        bedrock.delete_guardrail(guardrailIdentifier=echo.guardrail_id)
+    with pytest.raises(bedrock.exceptions.AccessDeniedException, match="bedrock:CreateGuardrail"):
+        bedrock.create_guardrail(name="nope", blockedInputMessaging="x", blockedOutputsMessaging="y")
+    ok = runtime.converse(
+        modelId=echo.model,
+        messages=_user({"text": "hi"}),
+        guardrailConfig={"guardrailIdentifier": echo.guardrail_id, "guardrailVersion": "DRAFT"},
+    )
+    assert ok["output"]["message"]["content"] == [{"text": "hi"}]
+    with pytest.raises(
+        runtime.exceptions.AccessDeniedException, match=f"bedrock:ApplyGuardrail on resource: .*{other}"
+    ):
+        runtime.converse(
+            modelId=echo.model,
+            messages=_user({"text": "hi"}),
+            guardrailConfig={"guardrailIdentifier": other, "guardrailVersion": "DRAFT"},
+        )
+    with pytest.raises(runtime.exceptions.AccessDeniedException, match="bedrock:ApplyGuardrail"):
+        runtime.apply_guardrail(
+            guardrailIdentifier=other,
+            guardrailVersion="DRAFT",
+            source="INPUT",
+            content=[{"text": {"text": "x"}}],
+        )
