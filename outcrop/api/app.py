@@ -185,6 +185,10 @@ def build_services(config: OutcropConfig, *, start_workers: bool = True) -> Serv
     if config.auth.enabled:
         ensure_admin(config, key_store)
     audit = AuditLog(config.resolved_data_dir / "audit" / "audit.jsonl", enabled=config.auth.audit_log)
+    guardrails = GuardrailService(config.aws, db, registry, serving, metrics.registry)
+    batch = build_batch_service(config, db, registry, serving, start_runner=start_workers, keys=key_store)
+    if batch.runner is not None:
+        batch.runner.guardrails = guardrails  # Converse records may name a guardrail
     return Services(
         config=config,
         db=db,
@@ -199,12 +203,10 @@ def build_services(config: OutcropConfig, *, start_workers: bool = True) -> Serv
         guard=Guard(config, key_store, audit, registry, serving.resolve),
         started_at=time.time(),
         extra={
-            "batch": build_batch_service(
-                config, db, registry, serving, start_runner=start_workers, keys=key_store
-            ),
+            "batch": batch,
             "sagemaker": SageMakerService(config, db, registry, serving),
             "sagemaker_metrics": SageMakerMetrics(metrics.registry),
-            "guardrails": GuardrailService(config.aws, db, registry, serving, metrics.registry),
+            "guardrails": guardrails,
         },
     )
 

@@ -295,7 +295,18 @@ def converse_guard(
     request: Request, body: dict[str, Any], *, stream: bool
 ) -> tuple[dict[str, Any], GuardedCall | None]:
     """The Converse body with guardContent blocks made text blocks, and the guarded call (None without
-    ``guardrailConfig``: guardContent is then plain text, as in Bedrock)."""
+    ``guardrailConfig``: guardContent is then plain text, as in Bedrock). The caller must be allowed
+    bedrock:ApplyGuardrail on the guardrail."""
+    out, call = prepare_converse(_service(request), body, stream=stream)
+    if call is not None:
+        _authorize(request, call.compiled)
+    return out, call
+
+
+def prepare_converse(
+    service: GuardrailService, body: dict[str, Any], *, stream: bool = False
+) -> tuple[dict[str, Any], GuardedCall | None]:
+    """:func:`converse_guard` without a request (batch records: their job's creator was authorized)."""
     raw = body.get("guardrailConfig")
     has_guard_content = False
     out = copy.deepcopy(body) if raw is not None or _mentions_guard_content(body) else body
@@ -325,9 +336,7 @@ def converse_guard(
         return out, None
     out.pop("guardrailConfig", None)
     cfg = _config(raw, stream)
-    service = _service(request)
     compiled = service.compiled(cfg["identifier"], cfg["version"])
-    _authorize(request, compiled)
     call = GuardedCall(
         service=service,
         compiled=compiled,

@@ -496,3 +496,50 @@ def test_guardrail_operations_and_their_use_are_authorized_by_policy(echo: EchoS
             source="INPUT",
             content=[{"text": {"text": "x"}}],
         )
+
+
+# -- batch ------------------------------------------------------------------------------------------
+
+
+def test_converse_batch_records_may_name_a_guardrail(echo: EchoServer) -> None:
+    import time
+
+    root = echo.server.import_root / f"batch-{uuid.uuid4().hex[:6]}"
+    root.mkdir()
+    config = {"guardrailIdentifier": echo.guardrail_id, "guardrailVersion": "DRAFT"}
+    records = [
+        {
+            "recordId": "masked",
+            "modelInput": {"messages": _user({"text": f"mail {EMAIL}"}), "guardrailConfig": config},
+        },
+        {
+            "recordId": "blocked",
+            "modelInput": {"messages": _user({"text": "ssn 536-22-8726"}), "guardrailConfig": config},
+        },
+        {"recordId": "plain", "modelInput": {"messages": _user({"text": f"mail {EMAIL}"})}},
+    ]
+    (root / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    bedrock = boto3_client("bedrock", echo.url)
+    arn = bedrock.create_model_invocation_job(
+        jobName=f"guarded-{uuid.uuid4().hex[:6]}",
+        roleArn="arn:aws:iam::123456789012:role/Batch",
+        modelId=echo.model,
+        modelInvocationType="Converse",
+        inputDataConfig={"s3InputDataConfig": {"s3Uri": str(root / "in.jsonl")}},
+        outputDataConfig={"s3OutputDataConfig": {"s3Uri": str(root / "out")}},
+    )["jobArn"]
+    deadline = time.monotonic() + 120
+    while bedrock.get_model_invocation_job(jobIdentifier=arn)["status"] not in (
+        "Completed",
+        "Failed",
+        "PartiallyCompleted",
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    out = root / "out" / arn.rsplit("/", 1)[-1] / "in.jsonl.out"
+    lines = {line["recordId"]: line for line in map(json.loads, out.read_text().splitlines())}
+    masked = lines["masked"]["modelOutput"]
+    assert masked["output"]["message"]["content"] == [{"text": "mail {EMAIL}"}]
+    assert masked["stopReason"] == "guardrail_intervened"
+    assert lines["blocked"]["modelOutput"]["output"]["message"]["content"] == [{"text": BLOCKED_INPUT}]
+    assert lines["plain"]["modelOutput"]["output"]["message"]["content"] == [{"text": f"mail {EMAIL}"}]
