@@ -61,9 +61,11 @@ async def invoke_model(
     body, style, path, copy_body = await _invoke_request(request, services, modelId)
     chat = style is p.InvokeStyle.CHAT
     guard = guardrails.invoke_guard(request, body)  # guardrail headers (outcrop/guardrails/runtime.py)
-    if guard is not None and (await guardrails.screen_invoke_input(guard, body, copy_body)).blocked:
-        return JSONResponse(guardrails.blocked_invoke_answer(guard, chat))  # the copy is never asked
     async with invocation(services, request, modelId, "InvokeModel") as call:
+        if guard is not None and (await guardrails.screen_invoke_input(guard, body, copy_body)).blocked:
+            blocked = guardrails.blocked_invoke_answer(guard, chat)  # the copy is never asked
+            call.record({}, body, blocked, guardrail=guard.log_entry())
+            return JSONResponse(blocked)
         resp = await services.serving.post(
             modelId, path, copy_body, cold_start=cold_start_policy(request, bedrock=True)
         )
@@ -80,14 +82,16 @@ async def invoke_model_stream(
 ) -> Response:
     body, style, path, copy_body = await _invoke_request(request, services, modelId)
     guard = guardrails.invoke_guard(request, body)  # guardrail headers (outcrop/guardrails/runtime.py)
+    call = invocation(services, request, modelId, "InvokeModelWithResponseStream")
     if guard is not None and (await guardrails.screen_invoke_input(guard, body, copy_body)).blocked:
         blocked = guardrails.blocked_invoke_answer(guard, style is p.InvokeStyle.CHAT)
+        call.record({}, body, blocked, guardrail=guard.log_entry())
+        call.close()
         return StreamingResponse(
             iter([eventstream.chunk(blocked)]),
             media_type=eventstream.CONTENT_TYPE,
             headers={"X-Amzn-Bedrock-Content-Type": "application/json"},
         )
-    call = invocation(services, request, modelId, "InvokeModelWithResponseStream")
     chunks = await call.open_stream(
         services.serving.stream(modelId, path, copy_body, cold_start=cold_start_policy(request, bedrock=True))
     )
@@ -135,11 +139,13 @@ async def converse(modelId: str, request: Request, services: Services = Depends(
     body, guard = guardrails.converse_guard(request, await read_json_object(request), stream=False)
     chat = p.parse_converse(body).to_chat()  # a bad body is a ValidationException whatever the model
     await _require_chat(services, modelId)
-    if guard is not None:  # guardrailConfig (outcrop/guardrails/runtime.py): checked before the copy
-        if (await guard.screen_input()).blocked:
-            return JSONResponse(guard.blocked_converse(0))
-        chat = p.parse_converse(guard.body).to_chat()
     async with invocation(services, request, modelId, "Converse") as call:
+        if guard is not None:  # guardrailConfig (outcrop/guardrails/runtime.py): checked before the copy
+            if (await guard.screen_input()).blocked:
+                blocked = guard.blocked_converse(0)
+                call.record({}, body, blocked, guardrail=guard.log_entry())
+                return JSONResponse(blocked)
+            chat = p.parse_converse(guard.body).to_chat()
         resp = await services.serving.post(
             modelId, "/v1/chat/completions", chat, cold_start=cold_start_policy(request, bedrock=True)
         )
@@ -157,12 +163,17 @@ async def converse_stream(
     body, guard = guardrails.converse_guard(request, await read_json_object(request), stream=True)
     chat = p.parse_converse(body).to_chat()  # a bad body is a ValidationException whatever the model
     await _require_chat(services, modelId)
+    call = invocation(services, request, modelId, "ConverseStream")
     if guard is not None:  # guardrailConfig (outcrop/guardrails/runtime.py): checked before the copy
         if (await guard.screen_input()).blocked:
-            events = [eventstream.event(name, payload) for name, payload in guard.blocked_stream_events()]
-            return StreamingResponse(iter(events), media_type=eventstream.CONTENT_TYPE)
+            events = guard.blocked_stream_events()
+            call.record({}, body, events, guardrail=guard.log_entry())
+            call.close()
+            return StreamingResponse(
+                iter([eventstream.event(name, payload) for name, payload in events]),
+                media_type=eventstream.CONTENT_TYPE,
+            )
         chat = p.parse_converse(guard.body).to_chat()
-    call = invocation(services, request, modelId, "ConverseStream")
     chunks = await call.open_stream(
         services.serving.stream(
             modelId, "/v1/chat/completions", chat, cold_start=cold_start_policy(request, bedrock=True)
