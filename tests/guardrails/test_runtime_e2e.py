@@ -543,3 +543,19 @@ def test_converse_batch_records_may_name_a_guardrail(echo: EchoServer) -> None:
     assert masked["stopReason"] == "guardrail_intervened"
     assert lines["blocked"]["modelOutput"]["output"]["message"]["content"] == [{"text": BLOCKED_INPUT}]
     assert lines["plain"]["modelOutput"]["output"]["message"]["content"] == [{"text": f"mail {EMAIL}"}]
+
+
+def test_langchain_chat_bedrock_with_guardrails(echo: EchoServer) -> None:
+    from langchain_aws import ChatBedrock
+
+    llm = ChatBedrock(
+        model_id=echo.model,
+        client=boto3_client("bedrock-runtime", echo.url),
+        provider="meta",
+        guardrails={"guardrailIdentifier": echo.guardrail_id, "guardrailVersion": "DRAFT", "trace": True},
+        model_kwargs={"max_gen_len": 64},
+    )
+    blocked = llm.invoke("tell me about project zephyr")
+    assert blocked.content == BLOCKED_INPUT
+    masked = llm.invoke(f"mail {EMAIL}")
+    assert "{EMAIL}" in masked.content and EMAIL not in masked.content
