@@ -156,8 +156,9 @@ class CompiledGuardrail:
 
         for text in texts:
             lowered = text.lower()
+            words = detectors.word_set(lowered) if (self.words or managed_on) else None
             # -- words
-            for span in self._word_matcher.find(text, lowered):
+            for span in self._word_matcher.find(text, lowered, words):
                 cfg = self._word_config[span.kind]
                 enabled, action = _direction(cfg, source)
                 if not enabled:
@@ -168,7 +169,7 @@ class CompiledGuardrail:
                     interventions.append(("wordPolicy", "CUSTOM_WORD", "BLOCKED"))
             for managed in managed_on:
                 _enabled, action = _direction(managed, source)
-                for span in detectors.profanity_matcher().find(text, lowered):
+                for span in detectors.profanity_matcher().find(text, lowered, words):
                     managed_words.append(
                         {"match": span.match, "type": "PROFANITY", "action": _PAST[action], "detected": True}
                     )
