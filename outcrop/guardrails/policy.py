@@ -40,12 +40,12 @@ Action3 = Literal["BLOCK", "ANONYMIZE", "NONE"]
 Strength = Literal["NONE", "LOW", "MEDIUM", "HIGH"]
 
 
-class _Wire(BaseModel):
+class Wire(BaseModel):
     # Unknown members are ignored, as AWS services do, so newer SDKs keep working.
     model_config = ConfigDict(extra="ignore")
 
 
-class TopicConfig(_Wire):
+class TopicConfig(Wire):
     name: str = Field(min_length=1, max_length=100, pattern=TOPIC_NAME_RE.pattern)
     definition: str = Field(min_length=1, max_length=200)
     examples: list[str] = Field(default_factory=list, max_length=MAX_TOPIC_EXAMPLES)
@@ -56,16 +56,16 @@ class TopicConfig(_Wire):
     outputEnabled: bool = True
 
 
-class Tier(_Wire):
+class Tier(Wire):
     tierName: Literal["CLASSIC", "STANDARD"]
 
 
-class TopicPolicyConfig(_Wire):
+class TopicPolicyConfig(Wire):
     topicsConfig: list[TopicConfig] = Field(min_length=1, max_length=MAX_TOPICS)
     tierConfig: Tier | None = None
 
 
-class ContentFilterConfig(_Wire):
+class ContentFilterConfig(Wire):
     type: Literal["SEXUAL", "VIOLENCE", "HATE", "INSULTS", "MISCONDUCT", "PROMPT_ATTACK"]
     inputStrength: Strength
     outputStrength: Strength
@@ -77,12 +77,12 @@ class ContentFilterConfig(_Wire):
     outputEnabled: bool = True
 
 
-class ContentPolicyConfig(_Wire):
+class ContentPolicyConfig(Wire):
     filtersConfig: list[ContentFilterConfig] = Field(min_length=1, max_length=6)
     tierConfig: Tier | None = None
 
 
-class WordConfig(_Wire):
+class WordConfig(Wire):
     text: str = Field(min_length=1, max_length=100)
     inputAction: Action2 = "BLOCK"
     outputAction: Action2 = "BLOCK"
@@ -90,7 +90,7 @@ class WordConfig(_Wire):
     outputEnabled: bool = True
 
 
-class ManagedWordsConfig(_Wire):
+class ManagedWordsConfig(Wire):
     type: Literal["PROFANITY"]
     inputAction: Action2 = "BLOCK"
     outputAction: Action2 = "BLOCK"
@@ -98,12 +98,12 @@ class ManagedWordsConfig(_Wire):
     outputEnabled: bool = True
 
 
-class WordPolicyConfig(_Wire):
+class WordPolicyConfig(Wire):
     wordsConfig: list[WordConfig] | None = Field(None, min_length=1)
     managedWordListsConfig: list[ManagedWordsConfig] | None = None
 
 
-class PiiEntityConfig(_Wire):
+class PiiEntityConfig(Wire):
     type: str
     action: Action3
     inputAction: Action3 | None = None
@@ -112,7 +112,7 @@ class PiiEntityConfig(_Wire):
     outputEnabled: bool = True
 
 
-class RegexConfig(_Wire):
+class RegexConfig(Wire):
     name: str = Field(min_length=1, max_length=100)
     description: str | None = Field(None, min_length=1, max_length=1000)
     pattern: str = Field(min_length=1, max_length=500)
@@ -123,17 +123,17 @@ class RegexConfig(_Wire):
     outputEnabled: bool = True
 
 
-class SensitiveInformationPolicyConfig(_Wire):
+class SensitiveInformationPolicyConfig(Wire):
     piiEntitiesConfig: list[PiiEntityConfig] | None = Field(None, min_length=1)
     regexesConfig: list[RegexConfig] | None = Field(None, min_length=1)
 
 
-class Tag(_Wire):
+class Tag(Wire):
     key: str = Field(min_length=1, max_length=128)
     value: str = Field(max_length=256)
 
 
-class GuardrailConfigRequest(_Wire):
+class GuardrailConfigRequest(Wire):
     """The members CreateGuardrail and UpdateGuardrail share."""
 
     name: str = Field(min_length=1, max_length=50, pattern=NAME_RE.pattern)
@@ -155,7 +155,7 @@ class CreateGuardrailRequest(GuardrailConfigRequest):
     clientRequestToken: str | None = Field(None, min_length=1, max_length=256)
 
 
-class CreateGuardrailVersionRequest(_Wire):
+class CreateGuardrailVersionRequest(Wire):
     description: str | None = Field(None, min_length=1, max_length=200)
     clientRequestToken: str | None = Field(None, min_length=1, max_length=256)
 
@@ -213,7 +213,7 @@ def _describe(exc: ValidationError) -> str:
     return f"{count} validation error{'s' if count > 1 else ''} detected: " + "; ".join(parts)
 
 
-def validate_model(model: type[_Wire], data: dict[str, Any]) -> Any:
+def validate_model(model: type[Wire], data: dict[str, Any]) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -147,6 +148,40 @@ def test_apply_guardrail_blocks_masks_and_passes_with_botocore_shapes(echo: Echo
     assert clean["action"] == "NONE" and clean["outputs"] == []
     assert clean["assessments"][0]["topicPolicy"]["topics"][0]["detected"] is False
     assert clean["usage"]["wordPolicyUnits"] == 1
+
+
+def test_a_numbered_version_keeps_answering_the_same_after_the_draft_changes(
+    echo: EchoServer, runtime: Any
+) -> None:
+    bedrock = boto3_client("bedrock", echo.url)
+    created = bedrock.create_guardrail(
+        name=f"versioned-{uuid.uuid4().hex[:6]}",
+        blockedInputMessaging="v1 says no",
+        blockedOutputsMessaging="no",
+        wordPolicyConfig={"wordsConfig": [{"text": "alpha"}]},
+    )
+    arn = created["guardrailArn"]
+    assert bedrock.create_guardrail_version(guardrailIdentifier=arn)["version"] == "1"
+    bedrock.update_guardrail(
+        guardrailIdentifier=arn,
+        name=bedrock.get_guardrail(guardrailIdentifier=arn)["name"],
+        blockedInputMessaging="draft says no",
+        blockedOutputsMessaging="no",
+        wordPolicyConfig={"wordsConfig": [{"text": "beta"}]},
+    )
+    time.sleep(1.1)  # past the runtime's resolve cache, so the draft's change is seen
+
+    def apply(version: str, text: str) -> list[dict[str, str]]:
+        out: list[dict[str, str]] = runtime.apply_guardrail(
+            guardrailIdentifier=arn,
+            guardrailVersion=version,
+            source="INPUT",
+            content=[{"text": {"text": text}}],
+        )["outputs"]
+        return out
+
+    assert apply("1", "alpha") == [{"text": "v1 says no"}] and apply("1", "beta") == []
+    assert apply("DRAFT", "beta") == [{"text": "draft says no"}] and apply("DRAFT", "alpha") == []
 
 
 def test_apply_guardrail_errors_are_clear(echo: EchoServer, runtime: Any) -> None:
@@ -502,8 +537,6 @@ def test_guardrail_operations_and_their_use_are_authorized_by_policy(echo: EchoS
 
 
 def test_converse_batch_records_may_name_a_guardrail(echo: EchoServer) -> None:
-    import time
-
     root = echo.server.import_root / f"batch-{uuid.uuid4().hex[:6]}"
     root.mkdir()
     config = {"guardrailIdentifier": echo.guardrail_id, "guardrailVersion": "DRAFT"}

@@ -11,7 +11,7 @@ from pydantic import Field
 from outcrop.api.bedrock.guardrails import guardrail_resource, guardrails_of
 from outcrop.api.deps import Services, get_services, read_json_object
 from outcrop.errors import InvalidRequestError
-from outcrop.guardrails.policy import _Wire, validate_model
+from outcrop.guardrails.policy import Wire, validate_model
 
 router = APIRouter(tags=["bedrock runtime"])
 
@@ -19,17 +19,17 @@ router = APIRouter(tags=["bedrock runtime"])
 GROUNDING_QUALIFIERS = frozenset({"grounding_source", "query"})
 
 
-class TextBlock(_Wire):
+class TextBlock(Wire):
     text: str
     qualifiers: list[Literal["grounding_source", "query", "guard_content"]] = Field(default_factory=list)
 
 
-class ContentBlock(_Wire):
+class ContentBlock(Wire):
     text: TextBlock | None = None
     image: dict[str, Any] | None = None
 
 
-class ApplyGuardrailRequest(_Wire):
+class ApplyGuardrailRequest(Wire):
     source: Literal["INPUT", "OUTPUT"]
     content: list[ContentBlock]
     outputScope: Literal["INTERVENTIONS", "FULL"] = "INTERVENTIONS"
