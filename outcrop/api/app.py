@@ -22,12 +22,14 @@ from outcrop.api import admin, console, keys, ops
 from outcrop.api.agent import prompts as prompt_routes
 from outcrop.api.bedrock import batch as batch_routes
 from outcrop.api.bedrock import control, logging_config
+from outcrop.api.bedrock import guardrails as guardrail_routes
 from outcrop.api.bedrock.errors import bedrock_error_response
 from outcrop.api.bodylimit import body_too_large, limit_body
 from outcrop.api.deps import Services
 from outcrop.api.metrics import Metrics
 from outcrop.api.openai import routes as openai_routes
 from outcrop.api.openai.errors import openai_error_response
+from outcrop.api.runtime import guardrails as guardrail_runtime_routes
 from outcrop.api.runtime import routes as runtime_routes
 from outcrop.api.sagemaker import control as sagemaker_control
 from outcrop.api.sagemaker import runtime as sagemaker_runtime
@@ -40,6 +42,7 @@ from outcrop.auth.keys import KeyStore, load_or_create_server_key
 from outcrop.batch.service import build_batch_service
 from outcrop.config import OutcropConfig
 from outcrop.errors import InternalError, InvalidRequestError, NotFoundError, OutcropError
+from outcrop.guardrails.service import GuardrailService
 from outcrop.prompts.service import PromptService
 from outcrop.registry.importer import ImportWorker
 from outcrop.registry.service import Registry
@@ -184,6 +187,10 @@ def build_services(config: OutcropConfig, *, start_workers: bool = True) -> Serv
     if config.auth.enabled:
         ensure_admin(config, key_store)
     audit = AuditLog(config.resolved_data_dir / "audit" / "audit.jsonl", enabled=config.auth.audit_log)
+    guardrails = GuardrailService(config.aws, db, registry, serving, metrics.registry)
+    batch = build_batch_service(config, db, registry, serving, start_runner=start_workers, keys=key_store)
+    if batch.runner is not None:
+        batch.runner.guardrails = guardrails  # Converse records may name a guardrail
     return Services(
         config=config,
         db=db,
@@ -198,12 +205,11 @@ def build_services(config: OutcropConfig, *, start_workers: bool = True) -> Serv
         guard=Guard(config, key_store, audit, registry, serving.resolve),
         started_at=time.time(),
         extra={
-            "batch": build_batch_service(
-                config, db, registry, serving, start_runner=start_workers, keys=key_store
-            ),
+            "batch": batch,
             "sagemaker": SageMakerService(config, db, registry, serving),
             "sagemaker_metrics": SageMakerMetrics(metrics.registry),
             "prompts": PromptService(config, db),  # outcrop/prompts (bedrock-agent Prompt management)
+            "guardrails": guardrails,
         },
     )
 
@@ -220,6 +226,7 @@ def create_app(
         await services.serving.start()
         services.throttler.start()
         services.invocation_log.start()
+        services.extra["guardrails"].start()
         await services.extra["batch"].start()
         await services.extra["sagemaker"].start()
         log.info(
@@ -287,7 +294,9 @@ def create_app(
     app.include_router(batch_routes.router)
     app.include_router(logging_config.router)
     app.include_router(prompt_routes.router)
+    app.include_router(guardrail_routes.router)
     app.include_router(runtime_routes.router)
+    app.include_router(guardrail_runtime_routes.router)
     app.include_router(openai_routes.router)
     app.include_router(sagemaker_control.router)
     app.include_router(sagemaker_runtime.router)

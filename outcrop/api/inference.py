@@ -86,7 +86,14 @@ class Invocation:
     def _elapsed_ms(self) -> int:
         return int((time.perf_counter() - self.started) * 1000)
 
-    def record(self, usage: dict[str, Any], input_body: Any = None, output_body: Any = None) -> None:
+    def record(
+        self,
+        usage: dict[str, Any],
+        input_body: Any = None,
+        output_body: Any = None,
+        *,
+        guardrail: dict[str, Any] | None = None,
+    ) -> None:
         self.latency_ms = self._elapsed_ms()
         prompt_tokens, output_tokens = (
             int(usage.get("prompt_tokens", 0)),
@@ -107,6 +114,7 @@ class Invocation:
             output_body=output_body,
             input_tokens=prompt_tokens,
             output_tokens=output_tokens,
+            guardrail=guardrail,
         )
 
     def count_structured(self, copy_body: dict[str, Any]) -> None:

@@ -56,6 +56,9 @@ class RecordCall:
     cold_start: ColdStartPolicy
     deadline_seconds: float
     max_attempts: int
+    # outcrop.guardrails.service.GuardrailService: Converse records may name a guardrail
+    # (guardrailConfig), checked as online Converse checks it. None: no guardrails in this process.
+    guardrails: Any = None
 
     def _translate(self, body: Any) -> tuple[str, dict[str, Any], p.InvokeStyle | None]:
         if not isinstance(body, dict):
@@ -78,10 +81,23 @@ class RecordCall:
     async def run(self, record: Record) -> Outcome:
         base = {"recordId": record.record_id, "modelInput": record.model_input}
         try:
-            path, copy_body, style = self._translate(record.model_input)
+            guard, model_input = await self._guard(record.model_input)
+            if guard is not None and guard.input_outcome is not None and guard.input_outcome.blocked:
+                return Outcome(record, {**base, "modelOutput": guard.blocked_converse(0)}, True)
+            path, copy_body, style = self._translate(model_input)
             started = time.perf_counter()
             resp = await self._post(path, copy_body)
             latency_ms = int((time.perf_counter() - started) * 1000)
+            if guard is not None:
+                output = await guard.converse_output(p.chat_to_converse(resp, latency_ms))
+                usage = resp.get("usage") or {}
+                return Outcome(
+                    record,
+                    {**base, "modelOutput": output},
+                    True,
+                    int(usage.get("prompt_tokens", 0)),
+                    int(usage.get("completion_tokens", 0)),
+                )
         except OutcropError as exc:
             return Outcome(
                 record, {**base, "error": {"errorCode": error_code(exc), "errorMessage": exc.message}}, False
@@ -103,6 +119,19 @@ class RecordCall:
             int(usage.get("prompt_tokens", 0)),
             int(usage.get("completion_tokens", 0)),
         )
+
+    async def _guard(self, body: Any) -> tuple[Any, Any]:
+        """A Converse record's guardrail (its input checked, masked text in the body), or (None, body)."""
+        if self.invocation_type != CONVERSE or not isinstance(body, dict) or self.guardrails is None:
+            return None, body
+        from outcrop.guardrails.runtime import prepare_converse
+
+        body, guard = prepare_converse(self.guardrails, body)
+        if guard is not None:
+            p.parse_converse(body)  # a malformed record is refused before the guardrail runs
+            await guard.screen_input()
+            body = guard.body
+        return guard, body
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         for attempt in range(1, self.max_attempts + 1):

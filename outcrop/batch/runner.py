@@ -38,6 +38,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from outcrop.auth.keys import KEY_CACHE_SECONDS
 from outcrop.batch import events
@@ -105,6 +106,7 @@ class BatchRunner:
         self.store = store
         self.registry = registry
         self.serving = serving
+        self.guardrails: Any = None  # outcrop.guardrails.service.GuardrailService, set by the app factory
         self.worker_id = worker_id or worker_id_hint()
         self.lease_seconds = config.store.job_lease_seconds
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -405,6 +407,7 @@ class BatchRunner:
             ),
             deadline_seconds=self.settings.record_deadline_seconds,
             max_attempts=self.settings.record_max_attempts,
+            guardrails=self.guardrails,
         )
         run.stopping = job.status is S.STOPPING
         model_arn = self.registry.model_arn(model)

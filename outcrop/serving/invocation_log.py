@@ -154,6 +154,7 @@ class InvocationLogger:
         output_body: Any,
         input_tokens: int,
         output_tokens: int,
+        guardrail: dict[str, Any] | None = None,
     ) -> None:
         logging_config = self._active()
         if not logging_config:
@@ -174,6 +175,8 @@ class InvocationLogger:
             "input": {"inputContentType": "application/json", "inputTokenCount": input_tokens},
             "output": {"outputContentType": "application/json", "outputTokenCount": output_tokens},
         }
+        if guardrail is not None:  # which guardrail ran and what it did (policies, kinds, actions)
+            record["guardrail"] = guardrail
         if with_text:
             record["input"]["inputBodyJson"] = input_body
             record["output"]["outputBodyJson"] = output_body

@@ -321,4 +321,38 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        # Guardrails (issue 16). Self-contained: only its own tables. 'spec' is the checked
+        # configuration as JSON (GetGuardrail's policy members, outcrop/guardrails/policy.py); a
+        # numbered version is a copy of the draft's spec at CreateGuardrailVersion and never changes.
+        13,
+        "guardrails and their immutable numbered versions",
+        [
+            """
+            CREATE TABLE guardrails (
+                id VARCHAR(12) PRIMARY KEY,
+                name VARCHAR(50) NOT NULL UNIQUE,
+                status VARCHAR(16) NOT NULL,
+                spec TEXT NOT NULL,
+                tags TEXT NOT NULL DEFAULT '[]',
+                client_request_token VARCHAR(256),
+                next_version INTEGER NOT NULL DEFAULT 1,
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            "CREATE INDEX ix_guardrails_created_at ON guardrails (created_at)",
+            """
+            CREATE TABLE guardrail_versions (
+                guardrail_id VARCHAR(12) NOT NULL,
+                version INTEGER NOT NULL,
+                description TEXT,
+                spec TEXT NOT NULL,
+                client_request_token VARCHAR(256),
+                created_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (guardrail_id, version)
+            )
+            """,
+        ],
+    ),
 ]

@@ -260,3 +260,30 @@ prompt_versions = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
+
+# Guardrails (outcrop/guardrails/store.py; migration 13).
+guardrails = sa.Table(
+    "guardrails",
+    metadata,
+    sa.Column("id", sa.String(12), primary_key=True),
+    sa.Column("name", sa.String(50), nullable=False, unique=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("tags", sa.Text, nullable=False),
+    sa.Column("client_request_token", sa.String(256)),
+    sa.Column("next_version", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+sa.Index("ix_guardrails_created_at", guardrails.c.created_at)
+
+guardrail_versions = sa.Table(
+    "guardrail_versions",
+    metadata,
+    sa.Column("guardrail_id", sa.String(12), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("description", sa.Text),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("client_request_token", sa.String(256)),
+    sa.Column("created_at", sa.Float, nullable=False),
+)

@@ -13,6 +13,10 @@ through the production seam. Knobs for tests:
 - ``--crash-file PATH``: if PATH exists when a request arrives, delete it and die (exit 1),
   ``--crash-point before`` (before answering) or ``mid_stream`` (after the first SSE chunk);
 - ``--max-model-len``: a ``max_tokens`` above it is answered 400, like a context-length error;
+- ``--echo``: answer with the prompt (or the last message's text) instead of the fixed text, streamed
+  word by word, so tests see what reached the copy and can send text back through the gateway;
+- ``--request-log PATH``: append each generation request's JSON body to PATH, one line each, so
+  tests can count (and read) what reached the copy;
 - ``--no-tools``: a chat request with ``tools`` is answered 400 "This model doesn't support tool
   use.", like a model whose chat template takes no tools.
 
@@ -74,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--crash-point", choices=["before", "mid_stream"], default="before")
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--no-tools", action="store_true")
+    p.add_argument("--echo", action="store_true")
+    p.add_argument("--request-log", type=Path, default=None)
     return p.parse_args(argv)
 
 
@@ -123,6 +129,9 @@ class NullCopy:
             await _json(send, 503, _error("Model is loading.", "service_unavailable"))
             return
         self.requests += 1
+        if self.args.request_log is not None and path != "/v1/tokenize":
+            with self.args.request_log.open("a", encoding="utf-8") as log:
+                log.write(json.dumps(body) + "\n")
         if self.args.delay_ms:
             await asyncio.sleep(self.args.delay_ms / 1000)
         if self.args.crash_point == "before":
@@ -148,7 +157,11 @@ class NullCopy:
                 send, 400, _error("This model doesn't support tool use.", "invalid_request_error", "tools")
             )
             return
-        reply = _reply(body, self.requests) if chat else Reply("".join(TEXT_CHUNKS))
+        if self.args.echo:
+            pieces = _echo_pieces(body)
+            reply = Reply("".join(pieces), pieces=pieces)
+        else:
+            reply = _reply(body, self.requests) if chat else Reply("".join(TEXT_CHUNKS))
         if body.get("stream"):
             await self._stream(send, chat, reply)
             return
@@ -165,8 +178,8 @@ class NullCopy:
         text = reply.text or ""
         usage = {
             "prompt_tokens": 1,
-            "completion_tokens": len(TEXT_CHUNKS),
-            "total_tokens": 1 + len(TEXT_CHUNKS),
+            "completion_tokens": len(reply.pieces or TEXT_CHUNKS),
+            "total_tokens": 1 + len(reply.pieces or TEXT_CHUNKS),
         }
         common = {
             "id": f"nullcopy-{self.requests}",
@@ -225,6 +238,7 @@ class Reply:
     text: str | None
     tool_calls: list[dict[str, Any]] | None = None
     finish: str = "length"
+    pieces: tuple[str, ...] | None = None  # how the text streams (``--echo``: word by word)
 
     def deltas(self) -> list[dict[str, Any]]:
         """The answer as streamed chat deltas, in vLLM's order."""
@@ -244,6 +258,8 @@ class Reply:
                 for piece in (arguments[:half], arguments[half:]):
                     out.append({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
             return out
+        if self.pieces is not None:
+            return [{"content": piece} for piece in self.pieces]
         text = self.text or ""
         if text == "".join(TEXT_CHUNKS):
             return [{"content": piece} for piece in TEXT_CHUNKS]
@@ -299,6 +315,20 @@ def _reply(body: dict[str, Any], request_number: int) -> Reply:
     if tools and messages[-1].get("role") == "tool":
         return Reply("".join(TEXT_CHUNKS), finish="stop")
     return Reply("".join(TEXT_CHUNKS))
+
+
+def _echo_pieces(body: dict[str, Any]) -> tuple[str, ...]:
+    """The prompt, or the last message's text, split after each space (``--echo``)."""
+    text = body.get("prompt")
+    if not isinstance(text, str):
+        messages = body.get("messages") or [{}]
+        content = messages[-1].get("content") if isinstance(messages[-1], dict) else ""
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        text = content if isinstance(content, str) else ""
+    words = text.split(" ")
+    pieces = (*(w + " " for w in words[:-1]), words[-1])
+    return tuple(p for p in pieces if p) or ("",)
 
 
 def _error(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:

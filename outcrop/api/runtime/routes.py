@@ -17,6 +17,7 @@ from outcrop.api.deps import Services, get_services, read_json_object
 from outcrop.api.inference import cold_start_policy, invocation
 from outcrop.api.runtime import eventstream
 from outcrop.errors import InvalidRequestError, ModelNotChatCapableError, OutcropError
+from outcrop.guardrails import runtime as guardrails
 from outcrop.protocol import bedrock_runtime as p
 from outcrop.protocol.converse_tools import ConverseStreamTranslator
 
@@ -64,13 +65,21 @@ async def invoke_model(
     modelId: str, request: Request, services: Services = Depends(get_services)
 ) -> Response:
     modelId, body, style, path, copy_body = await _invoke_request(request, services, modelId)
+    chat = style is p.InvokeStyle.CHAT
+    guard = guardrails.invoke_guard(request, body)  # guardrail headers (outcrop/guardrails/runtime.py)
     async with invocation(services, request, modelId, "InvokeModel") as call:
         call.count_structured(copy_body)
+        if guard is not None and (await guardrails.screen_invoke_input(guard, body, copy_body)).blocked:
+            blocked = guardrails.blocked_invoke_answer(guard, chat)  # the copy is never asked
+            call.record({}, body, blocked, guardrail=guard.log_entry())
+            return JSONResponse(blocked)
         resp = await services.serving.post(
             modelId, path, copy_body, cold_start=cold_start_policy(request, bedrock=True)
         )
-    answer = resp if style is p.InvokeStyle.CHAT else p.completion_superset(resp)
-    call.record(resp.get("usage") or {}, body, answer)
+    answer = resp if chat else p.completion_superset(resp)
+    if guard is not None:
+        answer = await guardrails.screen_invoke_output(guard, answer, chat)
+    call.record(resp.get("usage") or {}, body, answer, guardrail=guard.log_entry() if guard else None)
     return JSONResponse(answer, headers=_usage_headers(resp.get("usage") or {}, call.latency_ms))
 
 
@@ -79,11 +88,23 @@ async def invoke_model_stream(
     modelId: str, request: Request, services: Services = Depends(get_services)
 ) -> Response:
     modelId, body, style, path, copy_body = await _invoke_request(request, services, modelId)
+    guard = guardrails.invoke_guard(request, body)  # guardrail headers (outcrop/guardrails/runtime.py)
     call = invocation(services, request, modelId, "InvokeModelWithResponseStream")
     call.count_structured(copy_body)
+    if guard is not None and (await guardrails.screen_invoke_input(guard, body, copy_body)).blocked:
+        blocked = guardrails.blocked_invoke_answer(guard, style is p.InvokeStyle.CHAT)
+        call.record({}, body, blocked, guardrail=guard.log_entry())
+        call.close()
+        return StreamingResponse(
+            iter([eventstream.chunk(blocked)]),
+            media_type=eventstream.CONTENT_TYPE,
+            headers={"X-Amzn-Bedrock-Content-Type": "application/json"},
+        )
     chunks = await call.open_stream(
         services.serving.stream(modelId, path, copy_body, cold_start=cold_start_policy(request, bedrock=True))
     )
+    if guard is not None:
+        chunks = guard.filter_stream(chunks, chat=style is p.InvokeStyle.CHAT)
 
     async def frames() -> AsyncIterator[bytes]:
         pending: dict[str, Any] | None = None  # held back so the metrics ride on the last chunk
@@ -101,7 +122,9 @@ async def invoke_model_stream(
                 pending = out
                 sent.append(out)
             last = pending or {"generation": "", "stop_reason": "stop"}
-            call.record(usage, body, sent)
+            if guard is not None:
+                last.update(guard.invoke_fields())
+            call.record(usage, body, sent, guardrail=guard.log_entry() if guard else None)
             last["amazon-bedrock-invocationMetrics"] = p.invocation_metrics(
                 usage, call.latency_ms, call.first_byte_ms
             )
@@ -123,15 +146,24 @@ async def invoke_model_stream(
 async def converse(modelId: str, request: Request, services: Services = Depends(get_services)) -> Response:
     body = await read_json_object(request)
     modelId, body = await prompt_runtime.resolve_converse(services, request, modelId, body)  # a prompt ARN
+    body, guard = guardrails.converse_guard(request, body, stream=False)
     chat = p.parse_converse(body).to_chat()  # a bad body is a ValidationException whatever the model
     await _require_chat(services, modelId)
     async with invocation(services, request, modelId, "Converse") as call:
         call.count_structured(chat)
+        if guard is not None:  # guardrailConfig (outcrop/guardrails/runtime.py): checked before the copy
+            if (await guard.screen_input()).blocked:
+                blocked = guard.blocked_converse(0)
+                call.record({}, body, blocked, guardrail=guard.log_entry())
+                return JSONResponse(blocked)
+            chat = p.parse_converse(guard.body).to_chat()
         resp = await services.serving.post(
             modelId, "/v1/chat/completions", chat, cold_start=cold_start_policy(request, bedrock=True)
         )
     answer = p.chat_to_converse(resp, call.latency_ms)
-    call.record(resp.get("usage") or {}, body, answer)
+    if guard is not None:
+        answer = await guard.converse_output(answer)
+    call.record(resp.get("usage") or {}, body, answer, guardrail=guard.log_entry() if guard else None)
     return JSONResponse(answer)
 
 
@@ -141,15 +173,28 @@ async def converse_stream(
 ) -> Response:
     body = await read_json_object(request)
     modelId, body = await prompt_runtime.resolve_converse(services, request, modelId, body)  # a prompt ARN
+    body, guard = guardrails.converse_guard(request, body, stream=True)
     chat = p.parse_converse(body).to_chat()  # a bad body is a ValidationException whatever the model
     await _require_chat(services, modelId)
     call = invocation(services, request, modelId, "ConverseStream")
     call.count_structured(chat)
+    if guard is not None:  # guardrailConfig (outcrop/guardrails/runtime.py): checked before the copy
+        if (await guard.screen_input()).blocked:
+            events = guard.blocked_stream_events()
+            call.record({}, body, events, guardrail=guard.log_entry())
+            call.close()
+            return StreamingResponse(
+                iter([eventstream.event(name, payload) for name, payload in events]),
+                media_type=eventstream.CONTENT_TYPE,
+            )
+        chat = p.parse_converse(guard.body).to_chat()
     chunks = await call.open_stream(
         services.serving.stream(
             modelId, "/v1/chat/completions", chat, cold_start=cold_start_policy(request, bedrock=True)
         )
     )
+    if guard is not None:
+        chunks = guard.filter_stream(chunks)
 
     async def frames() -> AsyncIterator[bytes]:
         usage: dict[str, Any] = {}
@@ -163,13 +208,22 @@ async def converse_stream(
                     for name, payload in blocks.feed(choice):
                         yield eventstream.event(name, payload)
             closing, stop_reason = blocks.end()
+            if guard is not None:
+                stop_reason = guard.stop_reason(stop_reason)
             for name, payload in closing:
                 yield eventstream.event(name, payload)
             yield eventstream.event("messageStop", {"stopReason": stop_reason})
-            call.record(usage, body, {"output": {"message": blocks.message()}, "stopReason": stop_reason})
-            yield eventstream.event(
-                "metadata", {"usage": p.token_usage(usage), "metrics": {"latencyMs": call.latency_ms}}
+            logged = guard.log_entry() if guard else None
+            call.record(
+                usage,
+                body,
+                {"output": {"message": blocks.message()}, "stopReason": stop_reason},
+                guardrail=logged,
             )
+            metadata = {"usage": p.token_usage(usage), "metrics": {"latencyMs": call.latency_ms}}
+            if guard is not None and (trace := guard.converse_trace()) is not None:
+                metadata["trace"] = trace
+            yield eventstream.event("metadata", metadata)
         except OutcropError as exc:
             call.fail(exc)
             yield _stream_error("ConverseStream", exc)
@@ -210,7 +264,7 @@ def _what_to_count(source: Any) -> tuple[list[dict[str, Any]] | None, str | None
                 "input.converse must be an object holding 'messages' (and optionally 'system').",
                 param="input.converse",
             )
-        only = {k: converse_body.get(k) for k in ("messages", "system", "toolConfig")}  # what is counted
+        only = {k: converse_body.get(k) for k in ("messages", "system")}  # what is counted
         return p.parse_converse(only).to_chat()["messages"], None
     raw = source["invokeModel"].get("body") if isinstance(source["invokeModel"], dict) else None
     try:
