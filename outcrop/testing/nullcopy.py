@@ -157,7 +157,7 @@ class NullCopy:
                 send, 400, _error("This model doesn't support tool use.", "invalid_request_error", "tools")
             )
             return
-        if self.args.echo:
+        if self.args.echo and not body.get("tools"):  # tool calls are answered as without --echo
             pieces = _echo_pieces(body)
             reply = Reply("".join(pieces), pieces=pieces)
         else:

@@ -311,6 +311,54 @@ def test_converse_stream_sync_masks_streamed_output_and_async_passes_it_through(
     assert [e["messageStop"]["stopReason"] for e in events if "messageStop" in e] == ["guardrail_intervened"]
 
 
+def test_tool_calls_pass_through_a_guardrail_in_converse_and_converse_stream(
+    echo: EchoServer, runtime: Any
+) -> None:
+    tool_config = {
+        "tools": [
+            {
+                "toolSpec": {
+                    "name": "lookup_order",
+                    "inputSchema": {
+                        "json": {
+                            "type": "object",
+                            "properties": {"id": {"type": "string"}},
+                            "required": ["id"],
+                        }
+                    },
+                }
+            }
+        ],
+        "toolChoice": {"any": {}},
+    }
+    guardrail = {"guardrailIdentifier": echo.guardrail_id, "guardrailVersion": "DRAFT"}
+    messages = _user({"text": "Where is my order?"})
+    answer = runtime.converse(
+        modelId=echo.model, messages=messages, toolConfig=tool_config, guardrailConfig=guardrail
+    )
+    assert answer["stopReason"] == "tool_use"
+    uses = [b["toolUse"] for b in answer["output"]["message"]["content"] if "toolUse" in b]
+    assert [u["name"] for u in uses] == ["lookup_order"] and isinstance(uses[0]["input"]["id"], str)
+
+    events = list(
+        runtime.converse_stream(
+            modelId=echo.model,
+            messages=messages,
+            toolConfig=tool_config,
+            guardrailConfig={**guardrail, "streamProcessingMode": "sync"},
+        )["stream"]
+    )
+    starts = [e["contentBlockStart"]["start"]["toolUse"] for e in events if "contentBlockStart" in e]
+    assert [s["name"] for s in starts] == ["lookup_order"]
+    arguments = "".join(
+        e["contentBlockDelta"]["delta"]["toolUse"]["input"]
+        for e in events
+        if "toolUse" in e.get("contentBlockDelta", {}).get("delta", {})
+    )
+    assert isinstance(json.loads(arguments)["id"], str)
+    assert [e["messageStop"]["stopReason"] for e in events if "messageStop" in e] == ["tool_use"]
+
+
 def test_converse_without_findings_is_unchanged(echo: EchoServer, runtime: Any) -> None:
     answer = runtime.converse(
         modelId=echo.model,
