@@ -264,7 +264,7 @@ def _what_to_count(source: Any) -> tuple[list[dict[str, Any]] | None, str | None
                 "input.converse must be an object holding 'messages' (and optionally 'system').",
                 param="input.converse",
             )
-        only = {k: converse_body.get(k) for k in ("messages", "system")}  # what is counted
+        only = {k: converse_body.get(k) for k in ("messages", "system", "toolConfig")}  # what is counted
         return p.parse_converse(only).to_chat()["messages"], None
     raw = source["invokeModel"].get("body") if isinstance(source["invokeModel"], dict) else None
     try:
