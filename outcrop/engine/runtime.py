@@ -303,11 +303,15 @@ class WorkerRuntime:
             if unfinished:
                 self._abort(list(unfinished))
 
-    async def compile_constraint(self, constraint: Constraint, kind: str | None = None) -> str:
-        """The grammar for an output constraint (400 if it cannot be used), compiled off the event loop."""
+    async def compile_constraint(
+        self, constraint: Constraint, kind: str | None = None, count: bool = True
+    ) -> str:
+        """The grammar for an output constraint (400 if it cannot be used), compiled off the event loop;
+        ``count``: a request's own constraint (counted), not a part of one checked on its own."""
         assert self.grammars is not None
         compiled: CompiledGrammar = await asyncio.to_thread(self.grammars.compile, constraint)
-        self.metrics.constrained_requests.labels(kind or constraint.kind).inc()
+        if count:
+            self.metrics.constrained_requests.labels(kind or constraint.kind).inc()
         if compiled.cached:
             self.metrics.grammar_cache_hits.inc()
         else:

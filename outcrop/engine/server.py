@@ -251,6 +251,8 @@ def create_app(runtime: WorkerRuntime, lifespan: Any = None) -> FastAPI:
         constraint: Constraint | None
         kind: str | None
         if tools is not None and tools.constrained:
+            for part in tools.parameter_constraints():  # a bad schema's error names its tool
+                await rt.compile_constraint(part, count=False)
             constraint, kind = tools.constraint(), "tool_call"
         else:
             constraint = req.output_constraint(body)

@@ -65,12 +65,21 @@ class ToolRequest:
     def constrained(self) -> bool:
         return self.mode in ("required", "named")
 
+    def parameter_constraints(self) -> list[Constraint]:
+        """Each function's parameters a forced call may use, alone: compiled first, so that a bad
+        schema's error names its tool and the place in its parameters."""
+        return [
+            Constraint(
+                "json", json.dumps(parameters_schema(t["function"])), f"tools[{i}].function.parameters"
+            )
+            for i, t in enumerate(self.tools)
+            if self.mode == "required" or t["function"]["name"] == self.name
+        ]
+
     def constraint(self) -> Constraint:
         """The output constraint of a forced call (``required`` or ``named``)."""
         if self.mode == "named":
-            assert self.name is not None
-            arguments = parameters_schema(self.function(self.name))
-            return Constraint("json", json.dumps(arguments, sort_keys=False), "tools")
+            return self.parameter_constraints()[0]
         calls = [
             {
                 "type": "object",
