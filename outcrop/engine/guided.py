@@ -256,15 +256,11 @@ class GrammarCompiler:
 
         started = time.perf_counter()
         grammar, schema = grammar_text(constraint)
-        is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, self.tokenizer)
-        if not is_error:
-            matcher = llguidance.LLMatcher(self.tokenizer, grammar, log_level=0)
-            if matcher.is_error():
-                is_error, messages = True, [matcher.get_error()]
+        matcher = llguidance.LLMatcher(self.tokenizer, grammar, log_level=0)  # builds (so checks) it all
         spent = time.perf_counter() - started
-        if is_error:
+        if matcher.is_error():
             raise InvalidRequestError(
-                self._explain(constraint, messages[0] if messages else "", schema), param=constraint.param
+                self._explain(constraint, matcher.get_error(), schema), param=constraint.param
             )
         with self._lock:
             self._cache[key] = grammar

@@ -1,0 +1,224 @@
+"""Cost of constrained decoding in a model copy: throughput, grammar compile time, TTFT.
+
+    .venv/bin/python benchmarks/structured_output.py
+    .venv/bin/python benchmarks/structured_output.py --seconds 20 --concurrency 32 --hidden 256
+
+One worker process (engine core in its own process) on a generated Qwen2-shaped model, driven
+through ``/v1/chat/completions``:
+
+1. throughput at ``--concurrency`` clients sending back to back for ``--seconds`` each:
+   every request unconstrained, then every request under a JSON-schema ``response_format``
+   (a string field, so both runs generate ``--max-tokens`` tokens per request); completion
+   tokens/s of each and their ratio (the goal is >= 0.9x);
+2. grammar compile time of a typical tool schema (``tool_choice: required`` over two
+   functions), cold and cached, on the API side (``GrammarCompiler``) and in the core
+   (``GuidedDecoding.new_matcher``: matcher template + shortest-output measure, then a copy);
+3. time to first token, one streamed request at a time, with and without a constraint
+   (median of ``--ttft-requests``).
+
+Never run as a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from outcrop.engine.guided import Constraint, GrammarCompiler, GuidedDecoding  # noqa: E402
+from outcrop.engine.tools import tool_request  # noqa: E402
+from outcrop.testing.tiny_models import build_tiny_model  # noqa: E402
+from tests.engine.conftest import WorkerProcess  # noqa: E402
+
+ANSWER = {
+    "type": "object",
+    "properties": {"answer": {"type": "string"}, "confidence": {"type": "number"}},
+    "required": ["answer", "confidence"],
+}
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather in a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "city": {"type": "string", "description": "City name"},
+                    "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                    "days": {"type": "integer", "minimum": 1, "maximum": 14},
+                },
+                "required": ["city", "unit"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "search",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "query": {"type": "string"},
+                    "filters": {"type": "array", "items": {"type": "string"}},
+                    "limit": {"type": "integer"},
+                },
+                "required": ["query"],
+            },
+        },
+    },
+]
+
+
+def body(max_tokens: int, constrained: bool, i: int, stream: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "messages": [{"role": "user", "content": f"Question number {i}: what is the answer?"}],
+        "max_tokens": max_tokens,
+        "temperature": 1.0,
+        "stream": stream,
+    }
+    if constrained:
+        out["response_format"] = {"type": "json_schema", "json_schema": {"name": "a", "schema": ANSWER}}
+    return out
+
+
+async def throughput(
+    base_url: str, concurrency: int, seconds: float, max_tokens: int, constrained: bool
+) -> float:
+    tokens = 0
+    deadline = time.perf_counter() + seconds
+    async with httpx.AsyncClient(base_url=base_url, timeout=300) as client:
+
+        async def user(u: int) -> None:
+            nonlocal tokens
+            i = 0
+            while time.perf_counter() < deadline:
+                r = await client.post(
+                    "/v1/chat/completions", json=body(max_tokens, constrained, u * 1000 + i)
+                )
+                r.raise_for_status()
+                if constrained:
+                    json.loads(r.json()["choices"][0]["message"]["content"])  # it must parse
+                tokens += r.json()["usage"]["completion_tokens"]
+                i += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(user(u) for u in range(concurrency)))
+        return tokens / (time.perf_counter() - started)
+
+
+async def ttft(base_url: str, requests: int, max_tokens: int, constrained: bool) -> float:
+    times = []
+    async with httpx.AsyncClient(base_url=base_url, timeout=300) as client:
+        for i in range(requests):
+            started = time.perf_counter()
+            first = None
+            async with client.stream(
+                "POST", "/v1/chat/completions", json=body(max_tokens, constrained, 10_000 + i, stream=True)
+            ) as r:
+                async for line in r.aiter_lines():
+                    content = line.split('"content":"', 1)[1] if '"content":"' in line else '"'
+                    if first is None and not content.startswith('"'):  # not the empty role chunk
+                        first = time.perf_counter() - started
+            times.append(first if first is not None else float("nan"))
+    return statistics.median(times)
+
+
+def compile_times(model_dir: Path) -> dict[str, float]:
+    import torch
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    tools = tool_request(json.loads(json.dumps(TOOLS)), "required", None)
+    assert tools is not None
+    constraint: Constraint = tools.constraint()
+    compiler = GrammarCompiler(tok, len(tok))
+    compiler.compile(Constraint("json", json.dumps(ANSWER)))  # one-time set-up (tokenizer, meta-schema)
+    cold = compiler.compile(constraint)
+    started = time.perf_counter()
+    cached = compiler.compile(constraint)
+    cached_s = time.perf_counter() - started
+    core = GuidedDecoding(tok, len(tok), 4, torch.device("cpu"), {tok.eos_token_id})
+    core.new_matcher(compiler.compile(Constraint("regex", "a")).grammar)  # tokenizer conversion
+    started = time.perf_counter()
+    core.new_matcher(cold.grammar)
+    core_cold = time.perf_counter() - started
+    started = time.perf_counter()
+    core.new_matcher(cold.grammar)
+    core_cached = time.perf_counter() - started
+    core.close()
+    return {
+        "api_cold_ms": cold.compile_seconds * 1e3,
+        "api_cached_ms": cached_s * 1e3,
+        "core_cold_ms": core_cold * 1e3,
+        "core_cached_ms": core_cached * 1e3,
+        "cached_flag": float(cached.cached),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=15.0, help="Per throughput run.")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--hidden", type=int, default=64, help="Model width (64: the tests' tiny model).")
+    parser.add_argument("--ttft-requests", type=int, default=10)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = build_tiny_model(
+            Path(tmp) / "model", family="qwen2", hidden_size=args.hidden, intermediate_size=args.hidden * 2
+        )
+        times = compile_times(model)
+        print(
+            "grammar compile, tool schema (required over 2 functions): "
+            f"API side cold {times['api_cold_ms']:.2f} ms, cached {times['api_cached_ms']:.3f} ms; "
+            f"core cold {times['core_cold_ms']:.2f} ms, cached {times['core_cached_ms']:.3f} ms"
+        )
+        worker = WorkerProcess(model, "--max-batch", str(args.concurrency), "--max-model-len", "1024")
+        try:
+            worker.wait_ready(120)
+            url = worker.base_url
+            asyncio.run(throughput(url, 4, 2.0, args.max_tokens, True))  # warm-up: both paths, grammar cached
+            asyncio.run(throughput(url, 4, 2.0, args.max_tokens, False))
+            # Interleaved halves, so drifting load on a shared machine hits both alike.
+            plain = guided = 0.0
+            for _ in range(2):
+                plain += (
+                    asyncio.run(throughput(url, args.concurrency, args.seconds / 2, args.max_tokens, False))
+                    / 2
+                )
+                guided += (
+                    asyncio.run(throughput(url, args.concurrency, args.seconds / 2, args.max_tokens, True))
+                    / 2
+                )
+            print(
+                f"throughput at concurrency {args.concurrency}, {args.max_tokens} new tokens: "
+                f"unconstrained {plain:.0f} tok/s, JSON-schema constrained {guided:.0f} tok/s, "
+                f"ratio {guided / plain:.2f}x"
+            )
+            t_plain = asyncio.run(ttft(url, args.ttft_requests, 8, False))
+            t_guided = asyncio.run(ttft(url, args.ttft_requests, 8, True))
+            print(
+                f"TTFT (median of {args.ttft_requests}, one at a time): unconstrained {t_plain * 1e3:.1f} ms, "
+                f"constrained {t_guided * 1e3:.1f} ms"
+            )
+        finally:
+            worker.stop()
+
+
+if __name__ == "__main__":
+    main()
