@@ -211,3 +211,31 @@ def test_bad_constraints_are_a_clear_400(client: TestClient, body: dict[str, Any
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["type"] == "invalid_request_error" and needle in error["message"], error
+
+
+def test_constrained_sequences_survive_preemption_with_the_same_valid_output(
+    tiny_models: dict[str, Path],
+) -> None:
+    # 9 blocks of 16 tokens; three sequences of ~75 tokens need 15: decoding must preempt and recompute.
+    runtime = make_runtime(tiny_models["qwen2"], max_batch=4, kv_cache_bytes=10 * 16 * 512)
+    engine = runtime.engine
+    assert engine is not None and runtime.grammars is not None and engine.blocks.num_blocks == 9
+    schema = {
+        "type": "object",
+        "properties": {"note": {"type": "string"}, "n": {"type": "integer"}},
+        "required": ["note", "n"],
+    }
+    grammar = runtime.grammars.compile(Constraint("json", json.dumps(schema))).grammar
+    params = SamplingParams(max_tokens=64, temperature=0.0, grammar=grammar)
+    prompts = [[5 + i, 6, 7, 8, 9, 10, 11] for i in range(3)]
+    alone = [
+        tokens_of(run_engine(engine, [EngineRequest(f"a{i}", p, params)])[f"a{i}"])
+        for i, p in enumerate(prompts)
+    ]
+    before = runtime.metrics.preemptions._value.get()
+    together = run_engine(engine, [EngineRequest(f"t{i}", p, params) for i, p in enumerate(prompts)])
+    assert runtime.metrics.preemptions._value.get() > before
+    for i in range(3):
+        assert tokens_of(together[f"t{i}"]) == alone[i]
+        jsonschema.validate(json.loads("".join(o.text for o in together[f"t{i}"])), schema)
+    assert engine.blocks.num_free == engine.blocks.num_blocks
