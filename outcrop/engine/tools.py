@@ -396,13 +396,131 @@ def parser_for(chat_template: str | None, model_type: str | None) -> ToolParser:
 # ---------------------------------------------------------------- streaming
 
 
+class ForcedCallsScanner:
+    """Reads ``required``'s constrained output as it streams, ``[{"name": "f", "arguments": {...}}, ...]``,
+    into tool-call deltas: a call's header once its name is complete, then its argument fragments.
+
+    The grammar fixes the layout (no free whitespace, ``", "`` and ``": "`` separators, ``name``
+    before ``arguments``), so a few states suffice.
+    """
+
+    FIRST = '[{"name": "'
+    NEXT = ', {"name": "'
+    ARGS = ', "arguments": '
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.pos = 0
+        self.state = "head"
+        self.calls: list[ToolCall] = []  # complete calls
+        self._call: ToolCall | None = None
+        self._depth = 0
+        self._in_string = False
+        self._escaped = False
+
+    def _expect(self, literal: str) -> bool | None:
+        """True: consumed; None: wait for more text; False: something else is there."""
+        rest = self.text[self.pos : self.pos + len(literal)]
+        if rest == literal:
+            self.pos += len(literal)
+            return True
+        return None if literal.startswith(rest) else False
+
+    def feed(self, delta: str) -> list[dict[str, Any]]:
+        self.text += delta
+        out: list[dict[str, Any]] = []
+        while True:
+            if self.state == "head":
+                got = self._expect(self.FIRST if not self.calls else self.NEXT)
+                if not got:
+                    if got is False:
+                        self.state = "done"
+                    return out
+                self.state = "name"
+            elif self.state == "name":
+                end = self.text.find('"', self.pos)
+                if end < 0:
+                    return out
+                self._call = ToolCall(self.text[self.pos : end], "")
+                self.pos = end + 1
+                self.state = "args_key"
+            elif self.state == "args_key":
+                got = self._expect(self.ARGS)
+                if not got:
+                    if got is False:
+                        self.state = "done"
+                    return out
+                assert self._call is not None
+                index = len(self.calls)
+                out.append(
+                    {
+                        "index": index,
+                        **{**self._call.as_openai(), "function": {"name": self._call.name, "arguments": ""}},
+                    }
+                )
+                self.state, self._depth = "args", 0
+            elif self.state == "args":
+                assert self._call is not None
+                start, end = self.pos, self._scan_value()
+                if end > start:
+                    fragment = self.text[start:end]
+                    self._call.arguments += fragment
+                    out.append({"index": len(self.calls), "function": {"arguments": fragment}})
+                if self.state == "args":
+                    return out
+            elif self.state == "close":
+                got = self._expect("}")
+                if not got:
+                    if got is False:
+                        self.state = "done"
+                    return out
+                assert self._call is not None
+                self.calls.append(self._call)
+                self._call = None
+                self.state = "head"
+            else:
+                return out
+
+    def _scan_value(self) -> int:
+        """Advance through the arguments value; at its end switch to ``close``. Returns the new position."""
+        i = self.pos
+        while i < len(self.text):
+            ch = self.text[i]
+            if self._in_string:
+                if self._escaped:
+                    self._escaped = False
+                elif ch == "\\":
+                    self._escaped = True
+                elif ch == '"':
+                    self._in_string = False
+            elif ch == '"':
+                self._in_string = True
+            elif ch in "{[":
+                self._depth += 1
+            elif ch in "}]":
+                if self._depth == 0:  # a scalar's end: the call object closes here
+                    self.state = "close"
+                    break
+                self._depth -= 1
+            elif ch == "," and self._depth == 0:
+                self.state = "close"
+                break
+            i += 1
+            if self._depth == 0 and not self._in_string and self.text[i - 1] in '}]"':
+                self.state = "close"
+                break
+        self.pos = i
+        return i
+
+
 class ToolCallStream:
     """Streamed text of one choice -> content deltas and OpenAI tool-call deltas.
 
     ``auto``: content flows until a call marker of the model's format shows up (a possible
     marker's first characters are held back, as stop strings are); from there the text is
     held and parsed when the choice ends. ``named``: every fragment is an argument fragment of
-    the one call. ``required``: the constrained JSON is held and parsed when the choice ends.
+    the one call. ``required``: ``ForcedCallsScanner`` turns the constrained JSON into call
+    headers and argument fragments as it streams.
     """
 
     def __init__(self, tools: ToolRequest, parser: ToolParser) -> None:
@@ -413,6 +531,7 @@ class ToolCallStream:
         self._holding = False
         self.calls: list[ToolCall] = []
         self._named: ToolCall | None = None
+        self._forced = ForcedCallsScanner() if tools.mode == "required" else None
 
     def feed(self, delta: str) -> tuple[str, list[dict[str, Any]]]:
         """(content to send now, tool-call deltas to send now)."""
@@ -426,7 +545,9 @@ class ToolCallStream:
             if delta:
                 out.append({"index": 0, "function": {"arguments": delta}})
             return "", out
-        if self.tools.mode == "required" or self._holding:
+        if self._forced is not None:
+            return "", self._forced.feed(delta)
+        if self._holding:
             return "", []
         if self.parser.json_start and self._sent == 0 and self.text.lstrip().startswith("{"):
             self._holding = True  # Llama 3 writes a call as a bare JSON object
@@ -452,10 +573,9 @@ class ToolCallStream:
             self._named.arguments = self.text
             self.calls = [self._named]
             return "", []
-        if self.tools.mode == "required":
-            self.calls = self.tools.forced_calls(self.text)
-            if not self.calls:
-                return self.text, []
+        if self._forced is not None:
+            self.calls = self._forced.calls
+            return "", []
         else:
             held = self.text[self._sent :]
             _, self.calls = self.parser.parse(held)

@@ -296,3 +296,25 @@ def test_bad_tool_requests_are_a_clear_400(client: TestClient, body: dict[str, A
     r = _chat(client, **body)
     assert r.status_code == 400, r.text
     assert needle in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("step", [1, 3, 7, 200])
+def test_required_stream_sends_each_call_as_it_is_written(step: int) -> None:
+    text = (
+        '[{"name": "add", "arguments": {"a": 1, "s": "x}\\"y", "l": [1, {"b": 2}]}}, '
+        '{"name": "get_weather", "arguments": {}}]'
+    )
+    stream = ToolCallStream(ToolRequest(_tools(), "required"), HermesParser())
+    deltas = []
+    for i in range(0, len(text), step):
+        content, calls = stream.feed(text[i : i + step])
+        assert content == ""
+        deltas += calls
+    assert stream.finish() == ("", [])
+    headers = [d for d in deltas if "id" in d]
+    assert [(d["index"], d["function"]["name"]) for d in headers] == [(0, "add"), (1, "get_weather")]
+    arguments = ["", ""]
+    for d in deltas:
+        arguments[d["index"]] += d["function"]["arguments"]
+    assert [json.loads(a) for a in arguments] == [{"a": 1, "s": 'x}"y', "l": [1, {"b": 2}]}, {}]
+    assert [c.name for c in stream.calls] == ["add", "get_weather"]
