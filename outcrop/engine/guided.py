@@ -316,7 +316,7 @@ class GuidedDecoding:
         self._executor: Any = None
         # One helper thread: masks are computed there while the forward runs on this one.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grammar-mask")
-        self._bits = torch.arange(32, dtype=torch.int32)
+        self._bits = torch.arange(32, dtype=torch.int32, device=device)
         self.compile_seconds = 0.0  # cumulative, for the core's stats
         self.compiles = 0
 
@@ -397,9 +397,10 @@ class GuidedDecoding:
 
     def allowed(self, slots: list[int]) -> torch.Tensor:
         """Which tokens each of these slots may sample next: [len(slots), vocab] bool on the device."""
-        words = self.bitmask[torch.tensor(slots)]  # [rows, vocab / 32] int32
+        # The packed words cross to the device (vocab / 8 bytes a row), and are unpacked there.
+        words = self.bitmask[torch.tensor(slots)].to(self.device)  # [rows, vocab / 32] int32
         bits = (words.unsqueeze(-1) >> self._bits) & 1  # [rows, vocab / 32, 32]
-        return bits.reshape(len(slots), -1)[:, : self.vocab_size].to(self.device, non_blocking=True).bool()
+        return bits.reshape(len(slots), -1)[:, : self.vocab_size].bool()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
