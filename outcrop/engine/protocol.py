@@ -74,6 +74,8 @@ class SamplingFields(_Strict):
     guided_choice: list[StrictStr] | None = None
     guided_grammar: StrictStr | None = None
     structured_outputs: dict[str, Any] | None = None
+    # vLLM clients may name a backend; this copy has one (llguidance), so the value is not used.
+    guided_decoding_backend: StrictStr | None = None
 
 
 class CompletionRequest(SamplingFields):
