@@ -106,8 +106,11 @@ class EngineCore:
         self.blocks = BlockManager(runner.kv.num_blocks, runner.kv.block_size, prefix_caching)
         self.sampler = Sampler(runner.vocab_size, runner.device)
         self.counts = TokenCounts(self.num_slots, runner.vocab_size, runner.device)
-        self._hf_tokenizer = hf_tokenizer  # for grammars; llguidance's view of it is built on first use
         self.guided: GuidedDecoding | None = None
+        if hf_tokenizer is not None:
+            self.guided = GuidedDecoding(
+                hf_tokenizer, runner.vocab_size, self.num_slots, runner.device, eos_token_ids
+            )
         self._inbox: deque[EngineRequest] = deque()
         self._aborts: deque[str] = deque()
         self._wake = threading.Event()
@@ -212,17 +215,7 @@ class EngineCore:
         """Give a constrained sequence its matcher; False (and an error output) if the grammar is bad."""
         try:
             if self.guided is None:
-                if self._hf_tokenizer is None:
-                    raise ValueError(
-                        "this engine was built without a tokenizer, so it cannot constrain output"
-                    )
-                self.guided = GuidedDecoding(
-                    self._hf_tokenizer,
-                    self.runner.vocab_size,
-                    self.num_slots,
-                    self.runner.device,
-                    self.eos_token_ids,
-                )
+                raise ValueError("this engine was built without a tokenizer, so it cannot constrain output")
             params = seq.request.params
             assert params.grammar is not None
             seq.matcher, shortest = self.guided.new_matcher(params.grammar)

@@ -319,14 +319,16 @@ class GuidedDecoding:
         self._bits = torch.arange(32, dtype=torch.int32, device=device)
         self.compile_seconds = 0.0  # cumulative, for the core's stats
         self.compiles = 0
+        # llguidance's view of the tokenizer takes ~1 s for a 150K vocabulary: built on the helper
+        # thread from the start, so the first constrained request does not stall a running batch.
+        self._ready = self._pool.submit(self._start)
 
     def new_matcher(self, grammar: str) -> tuple[Any, int]:
         """A fresh matcher for ``grammar`` and its shortest output's length in tokens (0 if unknown);
         raises ``ValueError`` with the library's message if the grammar is bad."""
         template = self._templates.get(grammar)
         if template is None:
-            if self._tokenizer is None:
-                self._start()
+            self._ready.result()
             started = time.perf_counter()
             template = self._llg.LLMatcher(self._tokenizer, grammar, log_level=0)
             self.compile_seconds += time.perf_counter() - started
