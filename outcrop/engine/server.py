@@ -248,6 +248,8 @@ def create_app(runtime: WorkerRuntime, lifespan: Any = None) -> FastAPI:
         tools = tool_request(body.tools, body.tool_choice, body.parallel_tool_calls)
         if tools is not None and not rt.tokenizer.supports_tools:
             raise InvalidRequestError(NO_TOOL_SUPPORT, param="tools", code="tools_not_supported")
+        if tools is not None:
+            tools.short_ids = rt.tokenizer.tool_parser.name == "mistral"
         constraint: Constraint | None
         kind: str | None
         if tools is not None and tools.constrained:
@@ -277,11 +279,11 @@ def create_app(runtime: WorkerRuntime, lifespan: Any = None) -> FastAPI:
             reason = _reason(outs)
             message = ChatMessageOut(content=text)
             if tools is not None:
-                content, calls = (
-                    (None, tools.forced_calls(text))
-                    if tools.constrained
-                    else rt.tokenizer.tool_parser.parse(text)
-                )
+                if tools.constrained:
+                    content, calls = None, tools.forced_calls(text)
+                else:
+                    content, parsed = rt.tokenizer.tool_parser.parse(text)
+                    calls = tools.with_ids(parsed)
                 if calls:
                     message = ChatMessageOut(
                         content=content, tool_calls=[ToolCallOut(**c.as_openai()) for c in calls]

@@ -31,7 +31,11 @@ MAX_TOOLS = 128
 NO_TOOL_SUPPORT = "This model doesn't support tool use."
 
 
-def new_call_id() -> str:
+def new_call_id(short: bool = False) -> str:
+    """OpenAI-style ``call_...``; ``short``: 9 letters and digits, which Mistral's chat templates
+    require of the ids they render back (vLLM makes the same for Mistral models)."""
+    if short:
+        return uuid.uuid4().hex[:9]
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
@@ -57,6 +61,16 @@ class ToolRequest:
     mode: str
     name: str | None = None  # the named function
     parallel: bool = True
+    short_ids: bool = False  # the model's template wants 9-character call ids (Mistral)
+
+    def new_id(self) -> str:
+        return new_call_id(self.short_ids)
+
+    def with_ids(self, calls: list[ToolCall]) -> list[ToolCall]:
+        """``calls`` with ids in the style the model's template expects."""
+        for call in calls:
+            call.id = self.new_id()
+        return calls
 
     def function(self, name: str) -> dict[str, Any]:
         return next(t["function"] for t in self.tools if t["function"]["name"] == name)
@@ -105,12 +119,14 @@ class ToolRequest:
             return []
         if self.mode == "named":
             assert self.name is not None
-            return [ToolCall(self.name, json.dumps(value, ensure_ascii=False))]
-        return [
-            ToolCall(c["name"], json.dumps(c["arguments"], ensure_ascii=False))
-            for c in value
-            if isinstance(c, dict) and "name" in c
-        ]
+            return self.with_ids([ToolCall(self.name, json.dumps(value, ensure_ascii=False))])
+        return self.with_ids(
+            [
+                ToolCall(c["name"], json.dumps(c["arguments"], ensure_ascii=False))
+                for c in value
+                if isinstance(c, dict) and "name" in c
+            ]
+        )
 
 
 def parameters_schema(function: dict[str, Any]) -> dict[str, Any]:
@@ -408,7 +424,8 @@ class ForcedCallsScanner:
     NEXT = ', {"name": "'
     ARGS = ', "arguments": '
 
-    def __init__(self) -> None:
+    def __init__(self, new_id: Any = new_call_id) -> None:
+        self.new_id = new_id
         self.text = ""
         self.pos = 0
         self.state = "head"
@@ -441,7 +458,7 @@ class ForcedCallsScanner:
                 end = self.text.find('"', self.pos)
                 if end < 0:
                     return out
-                self._call = ToolCall(self.text[self.pos : end], "")
+                self._call = ToolCall(self.text[self.pos : end], "", self.new_id())
                 self.pos = end + 1
                 self.state = "args_key"
             elif self.state == "args_key":
@@ -531,7 +548,7 @@ class ToolCallStream:
         self._holding = False
         self.calls: list[ToolCall] = []
         self._named: ToolCall | None = None
-        self._forced = ForcedCallsScanner() if tools.mode == "required" else None
+        self._forced = ForcedCallsScanner(tools.new_id) if tools.mode == "required" else None
 
     def feed(self, delta: str) -> tuple[str, list[dict[str, Any]]]:
         """(content to send now, tool-call deltas to send now)."""
@@ -540,7 +557,7 @@ class ToolCallStream:
             assert self.tools.name is not None
             out = []
             if self._named is None:
-                self._named = ToolCall(self.tools.name, "")
+                self._named = ToolCall(self.tools.name, "", self.tools.new_id())
                 out.append({"index": 0, **self._named.as_openai()})
             if delta:
                 out.append({"index": 0, "function": {"arguments": delta}})
@@ -578,7 +595,8 @@ class ToolCallStream:
             return "", []
         else:
             held = self.text[self._sent :]
-            _, self.calls = self.parser.parse(held)
+            _, calls = self.parser.parse(held)
+            self.calls = self.tools.with_ids(calls)
             if not self.calls:
                 self._sent = len(self.text)
                 return held, []

@@ -239,3 +239,19 @@ def test_constrained_sequences_survive_preemption_with_the_same_valid_output(
         assert tokens_of(together[f"t{i}"]) == alone[i]
         jsonschema.validate(json.loads("".join(o.text for o in together[f"t{i}"])), schema)
     assert engine.blocks.num_free == engine.blocks.num_blocks
+
+
+def test_each_choice_of_n_and_each_streamed_completion_follows_the_constraint(client: TestClient) -> None:
+    body = _chat(client, response_format=_schema_format(WEATHER), max_tokens=120, n=3, temperature=1.0).json()
+    assert len(body["choices"]) == 3
+    for choice in body["choices"]:
+        jsonschema.validate(json.loads(choice["message"]["content"]), WEATHER)
+    r = client.post(
+        "/v1/completions",
+        json={"prompt": "x", "max_tokens": 20, "guided_regex": r"[a-z]{4}-\d{4}", "stream": True, "n": 2},
+    )
+    texts = ["", ""]
+    for chunk in _sse(r.text):
+        for choice in chunk["choices"]:
+            texts[choice["index"]] += choice["text"]
+    assert all(re.fullmatch(r"[a-z]{4}-\d{4}", t) for t in texts), texts

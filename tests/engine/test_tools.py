@@ -318,3 +318,14 @@ def test_required_stream_sends_each_call_as_it_is_written(step: int) -> None:
         arguments[d["index"]] += d["function"]["arguments"]
     assert [json.loads(a) for a in arguments] == [{"a": 1, "s": 'x}"y', "l": [1, {"b": 2}]}, {}]
     assert [c.name for c in stream.calls] == ["add", "get_weather"]
+
+
+def test_mistral_models_get_nine_character_call_ids() -> None:
+    tools = ToolRequest(_tools(), "named", name="add", short_ids=True)
+    (call,) = tools.forced_calls('{"a": 1, "b": 2}')
+    assert len(call.id) == 9 and call.id.isalnum()
+    assert (
+        ToolRequest(_tools(), "required")
+        .forced_calls('[{"name": "add", "arguments": {}}]')[0]
+        .id.startswith("call_")
+    )
