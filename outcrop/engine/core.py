@@ -147,6 +147,7 @@ def _build(
             metrics,
             max_batch=options.resolved_max_batch,
             prefix_caching=options.prefix_caching,
+            hf_tokenizer=tokenizer.tokenizer,
         )
     facts = CoreFacts(
         max_model_len=plan.max_model_len,

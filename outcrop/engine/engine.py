@@ -30,12 +30,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from outcrop.engine.block_manager import BlockManager, block_hashes
+from outcrop.engine.guided import CLOSING_MARGIN, GuidedDecoding, closing_reserve
 from outcrop.engine.messages import CoreOutput, CoreStats, EngineRequest, RequestOutput, TokenLogprob
 from outcrop.engine.metrics import EngineMetrics
 from outcrop.engine.model_runner import ModelRunner, StepBatch
@@ -66,6 +68,8 @@ class Sequence:
     generator_state: Any = None  # a preempted seeded sequence's sampler state, restored on readmission
     finish_reason: str | None = None
     admitted_before: bool = False  # a preempted sequence's prompt is counted once
+    matcher: Any = None  # the grammar's state (``guided``), constrained sequences only; survives preemption
+    closing_reserve: int = 0  # tokens left at which a constrained sequence starts closing (``guided``)
 
     @property
     def prompt_len(self) -> int:
@@ -90,6 +94,7 @@ class EngineCore:
         metrics: EngineMetrics | None = None,
         max_batch: int = 32,
         prefix_caching: bool = True,
+        hf_tokenizer: Any = None,
     ) -> None:
         assert runner.kv is not None, "the runner needs its KV cache before the engine starts"
         self.runner = runner
@@ -101,6 +106,11 @@ class EngineCore:
         self.blocks = BlockManager(runner.kv.num_blocks, runner.kv.block_size, prefix_caching)
         self.sampler = Sampler(runner.vocab_size, runner.device)
         self.counts = TokenCounts(self.num_slots, runner.vocab_size, runner.device)
+        self.guided: GuidedDecoding | None = None
+        if hf_tokenizer is not None:
+            self.guided = GuidedDecoding(
+                hf_tokenizer, runner.vocab_size, self.num_slots, runner.device, eos_token_ids
+            )
         self._inbox: deque[EngineRequest] = deque()
         self._aborts: deque[str] = deque()
         self._wake = threading.Event()
@@ -187,6 +197,8 @@ class EngineCore:
             seq.token_ids = list(request.prompt_ids)
             seq.prefill_len = len(seq.token_ids)
             self._next_seq_id += 1
+            if request.params.grammar is not None and not self._start_grammar(seq, outputs):
+                continue
             self.waiting.append(seq)
         if not aborts:
             return
@@ -198,6 +210,29 @@ class EngineCore:
             seq.finish_reason = "abort"
             self._release(seq)
             outputs.append(CoreOutput(seq.request.request_id, [], finish_reason="abort"))
+
+    def _start_grammar(self, seq: Sequence, outputs: Outputs) -> bool:
+        """Give a constrained sequence its matcher; False (and an error output) if the grammar is bad."""
+        try:
+            if self.guided is None:
+                raise ValueError("this engine was built without a tokenizer, so it cannot constrain output")
+            params = seq.request.params
+            assert params.grammar is not None
+            seq.matcher, shortest = self.guided.new_matcher(params.grammar)
+            seq.closing_reserve = max(
+                closing_reserve(params.max_tokens), shortest + CLOSING_MARGIN if shortest else 0
+            )
+        except Exception as exc:
+            self._fail_one(seq, "compiling its output constraint", exc, outputs)
+            return False
+        return True
+
+    def _start_masks(self, seqs: list[Sequence]) -> Future[None] | None:
+        """Token masks of the constrained rows about to sample, computed while the forward runs."""
+        if self.guided is None:
+            return None
+        rows = [(s.matcher, s.slot) for s in seqs if s.matcher is not None and s.slot is not None]
+        return self.guided.start_masks(rows)
 
     def _waiting_views(self) -> list[SeqView]:
         """What the scheduler needs of the queue. Only the sequences that could be admitted this
@@ -305,6 +340,9 @@ class EngineCore:
             block_tables=[self.blocks.tables[s.seq_id] for s in seqs],
             starts=[c.start for c in chunks],
         )
+        masks = self._start_masks(
+            [s for s, c in zip(seqs, chunks, strict=True) if c.start + c.length >= s.prefill_len]
+        )
         logits = self._forward(batch)  # [rows, vocab]
         done_rows = []
         for row, (seq, chunk) in enumerate(zip(seqs, chunks, strict=True)):
@@ -315,7 +353,9 @@ class EngineCore:
         if done_rows:
             if len(done_rows) < len(seqs):
                 logits = logits[torch.tensor(done_rows, device=logits.device)]
-            self._sample_and_emit([seqs[r] for r in done_rows], logits, outputs)
+            self._sample_and_emit([seqs[r] for r in done_rows], logits, outputs, masks)
+        elif masks is not None:
+            masks.result()
 
     def _run_decode(self, plan: StepPlan, outputs: Outputs) -> None:
         seqs = sorted((self.running[i] for i in plan.decode if i in self.running), key=lambda s: s.slot or 0)
@@ -329,13 +369,14 @@ class EngineCore:
             block_tables=[self.blocks.tables[s.seq_id] for s in seqs],
             starts=[s.num_cached for s in seqs],
         )
+        masks = self._start_masks(seqs)
         logits = self._forward(batch)
         bs = self.blocks.block_size
         for s in seqs:
             s.num_cached += 1
             if s.num_cached % bs == 0:  # a block just filled up: key it for the prefix cache
                 self.blocks.cache_computed(s.seq_id, s.update_hashes(bs), s.num_cached)
-        self._sample_and_emit(seqs, logits, outputs)
+        self._sample_and_emit(seqs, logits, outputs, masks)
 
     def _forward(self, batch: StepBatch) -> torch.Tensor:
         started = time.perf_counter()
@@ -345,7 +386,11 @@ class EngineCore:
         self.metrics.forward_seconds.inc(spent)
         return logits
 
-    def _sample_and_emit(self, seqs: list[Sequence], logits: torch.Tensor, outputs: Outputs) -> None:
+    def _sample_and_emit(
+        self, seqs: list[Sequence], logits: torch.Tensor, outputs: Outputs, masks: Future[None] | None = None
+    ) -> None:
+        if masks is not None:
+            masks.result()  # the constrained rows' token masks, computed during the forward
         sampled = self._sample_rows(seqs, logits, outputs)
         self.metrics.generation_tokens.inc(len(sampled))
         self.stats.generation_tokens += len(sampled)
@@ -378,16 +423,35 @@ class EngineCore:
         self, seqs: list[Sequence], logits: torch.Tensor
     ) -> list[tuple[Sequence, int, list[tuple[int, float, list[tuple[int, float]]]]]]:
         slots = [s.slot for s in seqs]
-        result = self.sampler.sample(logits, slots, [s.request.params for s in seqs], self.counts)  # type: ignore[arg-type]
+        allowed = None
+        if self.guided is not None:
+            rows = [row for row, s in enumerate(seqs) if s.matcher is not None]
+            if rows:
+                allowed = (rows, self.guided.allowed([slots[r] for r in rows]))  # type: ignore[misc]
+        result = self.sampler.sample(
+            logits,
+            slots,  # type: ignore[arg-type]
+            [s.request.params for s in seqs],
+            self.counts,
+            allowed,
+        )
         sampled = []
         for row, seq in enumerate(seqs):
             token = result.token_ids[row]
+            if seq.matcher is not None and self._closing(seq):
+                assert self.guided is not None and seq.slot is not None
+                token = self.guided.closing_token(seq.slot) or token
             logprobs: list[tuple[int, float, list[tuple[int, float]]]] = []
             if result.logprobs is not None and seq.request.params.logprobs is not None:
                 top = result.top_logprobs[row] if result.top_logprobs else []
                 logprobs.append((token, result.logprobs[row], top))
             sampled.append((seq, token, logprobs))
         return sampled
+
+    def _closing(self, seq: Sequence) -> bool:
+        """Whether a constrained sequence is down to its closing reserve (see ``guided``)."""
+        left = min(seq.request.params.max_tokens - len(seq.output_ids), self.max_model_len - seq.num_cached)
+        return left <= seq.closing_reserve
 
     def _emit(
         self,
@@ -398,10 +462,16 @@ class EngineCore:
     ) -> None:
         """Record one sampled token, end the row at EOS or a length limit, queue its output."""
         params = seq.request.params
+        if seq.matcher is not None and not seq.matcher.consume_token(token):
+            error = seq.matcher.get_error() or f"token {token} is not allowed here"
+            self._fail_one(seq, "following its output constraint", ValueError(error), outputs)
+            return
         seq.output_ids.append(token)
         seq.token_ids.append(token)
-        if token in self.eos_token_ids and not params.ignore_eos:
+        if token in self.eos_token_ids and (not params.ignore_eos or seq.matcher is not None):
             seq.finish_reason = "stop"
+        elif seq.matcher is not None and seq.matcher.is_stopped():
+            seq.finish_reason = "stop"  # the grammar is complete: nothing else may follow
         elif len(seq.output_ids) >= params.max_tokens or seq.num_cached >= self.max_model_len:
             seq.finish_reason = "length"
         outputs.append(CoreOutput(seq.request.request_id, [token], logprobs, seq.finish_reason))
@@ -473,7 +543,7 @@ class Engine(EngineCore):
         max_batch: int = 32,
         prefix_caching: bool = True,
     ) -> None:
-        super().__init__(runner, eos_token_ids, limits, metrics, max_batch, prefix_caching)
+        super().__init__(runner, eos_token_ids, limits, metrics, max_batch, prefix_caching, tokenizer)
         self.tokenizer = tokenizer
         self.processor = OutputProcessor(tokenizer, eos_token_ids, self.metrics)
         self._new: deque[EngineRequest] = deque()

@@ -10,6 +10,8 @@ from outcrop.engine.messages import CoreStats
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # Per-output-token time: one decode step, from ~1 ms (GPU) to ~0.5 s (big model on CPU).
 TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+# Grammar compiles: ~1 ms for a tool schema, up to seconds for a pathological one.
+COMPILE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class EngineMetrics:
@@ -77,6 +79,22 @@ class EngineMetrics:
             registry=r,
         )
         self.steps = Counter("outcrop_engine_steps", "Engine steps run, by kind.", ["kind"], registry=r)
+        self.constrained_requests = Counter(
+            "outcrop_engine_constrained_requests",
+            "Requests whose output was constrained by a grammar, by kind "
+            "(json, json_object, regex, choice, grammar, tool_call).",
+            ["kind"],
+            registry=r,
+        )
+        self.grammar_compile_seconds = Histogram(
+            "outcrop_engine_grammar_compile_seconds",
+            "Time to compile a new output constraint against the tokenizer (cache misses only).",
+            buckets=COMPILE_BUCKETS,
+            registry=r,
+        )
+        self.grammar_cache_hits = Counter(
+            "outcrop_engine_grammar_cache_hits", "Output constraints found compiled already.", registry=r
+        )
 
     def mirror(self, stats: CoreStats, last: CoreStats) -> None:
         """Apply the engine core's gauges and counters (sent with each step) to this registry."""

@@ -7,9 +7,11 @@ parameters this copy does not implement.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from typing import Any
 
+from outcrop.engine.guided import MAX_CHOICES, Constraint
 from outcrop.engine.protocol import (
     ChatCompletionRequest,
     ChatMessage,
@@ -19,6 +21,7 @@ from outcrop.engine.protocol import (
 )
 from outcrop.engine.sampling import DEFAULT_MAX_TOKENS, SamplingParams
 from outcrop.engine.tokenization import ModelTokenizer
+from outcrop.engine.tools import ToolRequest, template_messages
 from outcrop.errors import ContextLengthError, InvalidRequestError
 
 
@@ -103,13 +106,98 @@ def _reject_unsupported(body: SamplingFields) -> None:
             raise InvalidRequestError(
                 "'best_of' must equal 'n' (or be left out) on this server.", param="best_of"
             )
-    if isinstance(body, ChatCompletionRequest):
-        if body.tools:
-            raise InvalidRequestError("'tools' is not supported by this server; leave it out.", param="tools")
-        if body.response_format and body.response_format.get("type", "text") != "text":
+
+
+def _json_text(value: Any, param: str) -> str:
+    if isinstance(value, str):
+        return value  # parsed (and refused if it is not JSON) when compiled
+    if isinstance(value, dict | bool):
+        return json.dumps(value, sort_keys=False)
+    raise InvalidRequestError(f"'{param}' must be a JSON schema object.", param=param)
+
+
+def _choice_text(value: Any, param: str) -> str:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(c, str) and c for c in value)
+        or len(value) > MAX_CHOICES
+    ):
+        raise InvalidRequestError(
+            f"'{param}' must be a list of 1 to {MAX_CHOICES} non-empty strings.", param=param
+        )
+    return json.dumps(value)
+
+
+def _response_format(rf: dict[str, Any]) -> Constraint | None:
+    kind = rf.get("type", "text")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return Constraint("json_object", "", "response_format")
+    if kind == "json_schema":
+        spec = rf.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict | bool):
             raise InvalidRequestError(
-                "Only response_format {'type': 'text'} is supported by this server.", param="response_format"
+                "response_format.json_schema must be an object: {'name': ..., 'schema': {...}, 'strict': true}.",
+                param="response_format.json_schema",
             )
+        if "schema" not in spec:  # OpenAI: no schema means any JSON object
+            return Constraint("json_object", "", "response_format")
+        return Constraint(
+            "json", json.dumps(spec["schema"], sort_keys=False), "response_format.json_schema.schema"
+        )
+    raise InvalidRequestError(
+        f"response_format.type {kind!r} is not supported; use 'text', 'json_object' or 'json_schema'.",
+        param="response_format.type",
+    )
+
+
+STRUCTURED_KINDS = {"json": "json", "regex": "regex", "choice": "choice", "grammar": "grammar"}
+
+
+def output_constraint(body: SamplingFields) -> Constraint | None:
+    """The request's output constraint (``response_format``, ``guided_*``, ``structured_outputs``), if any."""
+    found: list[Constraint] = []
+    if body.response_format is not None:
+        c = _response_format(body.response_format)
+        if c is not None:
+            found.append(c)
+    if body.guided_json is not None:
+        found.append(Constraint("json", _json_text(body.guided_json, "guided_json"), "guided_json"))
+    if body.guided_regex is not None:
+        found.append(Constraint("regex", body.guided_regex, "guided_regex"))
+    if body.guided_choice is not None:
+        found.append(Constraint("choice", _choice_text(body.guided_choice, "guided_choice"), "guided_choice"))
+    if body.guided_grammar is not None:
+        found.append(Constraint("grammar", body.guided_grammar, "guided_grammar"))
+    for key, value in (body.structured_outputs or {}).items():
+        param = f"structured_outputs.{key}"
+        if value is None or key in ("disable_any_whitespace", "whitespace_pattern", "backend"):
+            continue
+        if key == "json":
+            found.append(Constraint("json", _json_text(value, param), param))
+        elif key == "json_object":
+            if value:
+                found.append(Constraint("json_object", "", param))
+        elif key == "choice":
+            found.append(Constraint("choice", _choice_text(value, param), param))
+        elif key in ("regex", "grammar"):
+            if not isinstance(value, str):
+                raise InvalidRequestError(f"'{param}' must be a string.", param=param)
+            found.append(Constraint(key, value, param))
+        else:
+            raise InvalidRequestError(
+                f"Unknown key '{key}' in 'structured_outputs'; use one of json, json_object, regex, choice, grammar.",
+                param="structured_outputs",
+            )
+    if len(found) > 1:
+        raise InvalidRequestError(
+            f"This request sets {len(found)} output constraints ({', '.join(c.param for c in found)}); "
+            "send only one.",
+            param=found[1].param,
+        )
+    return found[0] if found else None
 
 
 # Why 300: OpenAI's limit on logit_bias entries; the sampler applies them row by row each step.
@@ -141,7 +229,9 @@ def _logit_bias(body: SamplingFields) -> dict[int, float]:
     return bias
 
 
-def _params(body: SamplingFields, max_tokens: int, logprobs: int | None) -> SamplingParams:
+def _params(
+    body: SamplingFields, max_tokens: int, logprobs: int | None, grammar: str | None = None
+) -> SamplingParams:
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     stop = [s for s in stop if s]
     if len(stop) > 16:
@@ -161,6 +251,7 @@ def _params(body: SamplingFields, max_tokens: int, logprobs: int | None) -> Samp
         ignore_eos=body.ignore_eos,
         logprobs=logprobs,
         logit_bias=_logit_bias(body),
+        grammar=grammar,
     )
 
 
@@ -172,17 +263,19 @@ def check_context(prompt_tokens: int, max_tokens: int, max_model_len: int) -> No
 
 
 def completion_params(
-    body: CompletionRequest, prompt_lens: list[int], max_model_len: int
+    body: CompletionRequest, prompt_lens: list[int], max_model_len: int, grammar: str | None = None
 ) -> list[SamplingParams]:
     _reject_unsupported(body)
     max_tokens = body.max_tokens if body.max_tokens is not None else DEFAULT_MAX_TOKENS
     for n in prompt_lens:
         check_context(n, max_tokens, max_model_len)
-    params = _params(body, max_tokens, body.logprobs)
+    params = _params(body, max_tokens, body.logprobs, grammar)
     return [params for _ in prompt_lens]
 
 
-def chat_params(body: ChatCompletionRequest, prompt_len: int, max_model_len: int) -> SamplingParams:
+def chat_params(
+    body: ChatCompletionRequest, prompt_len: int, max_model_len: int, grammar: str | None = None
+) -> SamplingParams:
     _reject_unsupported(body)
     max_tokens = body.max_completion_tokens or body.max_tokens
     if max_tokens is None:  # OpenAI's chat default: as much as the context allows
@@ -193,7 +286,7 @@ def chat_params(body: ChatCompletionRequest, prompt_len: int, max_model_len: int
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     if body.top_logprobs and not body.logprobs:
         raise InvalidRequestError("'top_logprobs' needs 'logprobs': true.", param="top_logprobs")
-    return _params(body, max_tokens, logprobs)
+    return _params(body, max_tokens, logprobs, grammar)
 
 
 def fan_out(prompts: list[list[int]], params: list[SamplingParams], n: int) -> list[Sequence]:
@@ -207,13 +300,19 @@ def fan_out(prompts: list[list[int]], params: list[SamplingParams], n: int) -> l
     return out
 
 
-def chat_prompt(body: ChatCompletionRequest, tokenizer: ModelTokenizer, max_model_len: int) -> list[int]:
+def chat_prompt(
+    body: ChatCompletionRequest,
+    tokenizer: ModelTokenizer,
+    max_model_len: int,
+    tools: ToolRequest | None = None,
+) -> list[int]:
     """The chat's token ids through the model's template. Blocking (tokenizes): run it off the event loop."""
-    messages = chat_messages(body.messages)
-    chars = sum(len(m["content"]) for m in messages)  # the template only adds to these
+    messages = template_messages(chat_messages(body.messages))
+    chars = sum(len(m["content"] or "") for m in messages)  # the template only adds to these
     max_tokens = body.max_completion_tokens or body.max_tokens or 1
     check_prompt_chars(chars, max_tokens, max_model_len, tokenizer.max_chars_per_token)
-    return tokenizer.encode_chat(messages, body.add_generation_prompt)
+    template_tools = tools.tools if tools is not None and tools.mode != "none" else None
+    return tokenizer.encode_chat(messages, body.add_generation_prompt, tools=template_tools)
 
 
 def chat_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
@@ -232,5 +331,14 @@ def chat_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
                     )
                 parts.append(part["text"])
             content = "".join(parts)
-        out.append({"role": m.role, "content": content or ""})
+        message: dict[str, Any] = {"role": m.role, "content": content or ""}
+        extra = m.model_extra or {}
+        if m.role == "assistant" and extra.get("tool_calls"):
+            message["tool_calls"] = extra["tool_calls"]
+            message["content"] = content or None  # a call-only turn has no text (templates test for it)
+        if m.role == "tool" and "tool_call_id" in extra:
+            message["tool_call_id"] = extra["tool_call_id"]
+        if m.name is not None:
+            message["name"] = m.name
+        out.append(message)
     return out

@@ -27,6 +27,7 @@ import torch
 from outcrop.engine.block_manager import DEFAULT_BLOCK_SIZE
 from outcrop.engine.core import CoreClient, build_engine, memory_bytes
 from outcrop.engine.engine import Engine, EngineRequest, RequestOutput
+from outcrop.engine.guided import CompiledGrammar, Constraint, GrammarCompiler
 from outcrop.engine.messages import Abort, AddRequest, CoreFacts, CoreOutput, CoreStats
 from outcrop.engine.metrics import EngineMetrics
 from outcrop.engine.model_runner import resolve_dtype
@@ -103,6 +104,7 @@ class WorkerRuntime:
         self.processor: OutputProcessor | None = None  # core-process mode (in process: the engine's own)
         self.facts: CoreFacts | None = None
         self.tokenizer: ModelTokenizer | None = None
+        self.grammars: GrammarCompiler | None = None  # output constraints, compiled and cached (``guided``)
         self.device = torch.device(options.device)
         self.dtype = resolve_dtype(options.dtype, self.device)
         self.loaded_at = int(time.time())
@@ -163,6 +165,7 @@ class WorkerRuntime:
                 self.tokenizer.tokenizer, self.tokenizer.eos_token_ids, self.metrics
             )
         self.metrics.kv_cache_bytes.set(self.facts.kv_cache_bytes)
+        self.grammars = GrammarCompiler(self.tokenizer.tokenizer, self.facts.vocab_size)
 
     def start_engine(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self.loaded
@@ -299,6 +302,21 @@ class WorkerRuntime:
                 self._queues.pop(request_id, None)
             if unfinished:
                 self._abort(list(unfinished))
+
+    async def compile_constraint(
+        self, constraint: Constraint, kind: str | None = None, count: bool = True
+    ) -> str:
+        """The grammar for an output constraint (400 if it cannot be used), compiled off the event loop;
+        ``count``: a request's own constraint (counted), not a part of one checked on its own."""
+        assert self.grammars is not None
+        compiled: CompiledGrammar = await asyncio.to_thread(self.grammars.compile, constraint)
+        if count:
+            self.metrics.constrained_requests.labels(kind or constraint.kind).inc()
+        if compiled.cached:
+            self.metrics.grammar_cache_hits.inc()
+        else:
+            self.metrics.grammar_compile_seconds.observe(compiled.compile_seconds)
+        return compiled.grammar
 
     def _submit(self, requests: list[EngineRequest]) -> None:
         if self.engine is not None:

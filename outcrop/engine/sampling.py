@@ -34,6 +34,8 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: int | None = None  # top-k logprobs to return per token (completions)
     logit_bias: dict[int, float] = field(default_factory=dict)
+    # llguidance grammar text (``guided``): the output must match it; None = unconstrained.
+    grammar: str | None = None
 
     @property
     def greedy(self) -> bool:
@@ -131,7 +133,9 @@ class Sampler:
         slots: list[int],
         params: list[SamplingParams],
         counts: TokenCounts,
+        allowed: tuple[list[int], torch.Tensor] | None = None,
     ) -> SampleResult:
+        """``allowed``: (rows, [len(rows), vocab] bool) for the grammar-constrained rows only."""
         # logits: [batch, vocab], any float dtype; sampling runs in float32.
         logits = logits.float()
         batch = logits.shape[0]
@@ -146,6 +150,10 @@ class Sampler:
                 for tok, bias in p.logit_bias.items():
                     if 0 <= tok < logits.shape[1]:
                         logits[row, tok] += bias
+        if allowed is not None:  # constrained rows only; the others pay nothing
+            rows, mask = allowed
+            index = torch.tensor(rows, device=logits.device)
+            logits = logits.index_put((index,), logits[index].masked_fill(~mask, float("-inf")))
 
         greedy_tokens = logits.argmax(dim=-1)
         if all(p.greedy for p in params):

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from outcrop.engine import requests as req
 from outcrop.engine.engine import RequestOutput
+from outcrop.engine.guided import Constraint
 from outcrop.engine.protocol import (
     ChatChoice,
     ChatChunkChoice,
@@ -40,11 +41,13 @@ from outcrop.engine.protocol import (
     ModelList,
     TokenizeRequest,
     TokenizeResponse,
+    ToolCallOut,
     Usage,
     new_id,
     now_seconds,
 )
 from outcrop.engine.runtime import WorkerRuntime, WorkerStatus
+from outcrop.engine.tools import NO_TOOL_SUPPORT, ToolCallStream, ToolRequest, tool_request
 from outcrop.errors import (
     InternalError,
     InvalidRequestError,
@@ -202,10 +205,12 @@ def create_app(runtime: WorkerRuntime, lifespan: Any = None) -> FastAPI:
         vocab_size = rt.facts.vocab_size if rt.facts else 0
         # Off the event loop (cheap length checks first): a long prompt must not stall /health
         # and the other requests while it is tokenized.
+        constraint = req.output_constraint(body)
         prompts = await asyncio.to_thread(
             req.completion_prompts, body, rt.tokenizer, vocab_size, rt.max_model_len
         )
-        params = req.completion_params(body, [len(p) for p in prompts], rt.max_model_len)
+        grammar = await rt.compile_constraint(constraint) if constraint is not None else None
+        params = req.completion_params(body, [len(p) for p in prompts], rt.max_model_len, grammar)
         sequences = req.fan_out(prompts, params, body.n)
         rt.check_capacity(len(sequences))
         response_id = new_id("cmpl")
@@ -240,25 +245,56 @@ def create_app(runtime: WorkerRuntime, lifespan: Any = None) -> FastAPI:
         rt = ready()
         assert rt.tokenizer is not None
         rt.check_choices(body.n, 1, body.n)
-        prompt = await asyncio.to_thread(req.chat_prompt, body, rt.tokenizer, rt.max_model_len)
-        params = req.chat_params(body, len(prompt), rt.max_model_len)
+        tools = tool_request(body.tools, body.tool_choice, body.parallel_tool_calls)
+        if tools is not None and not rt.tokenizer.supports_tools:
+            raise InvalidRequestError(NO_TOOL_SUPPORT, param="tools", code="tools_not_supported")
+        if tools is not None:
+            tools.short_ids = rt.tokenizer.tool_parser.name == "mistral"
+        constraint: Constraint | None
+        kind: str | None
+        if tools is not None and tools.constrained:
+            for part in tools.parameter_constraints():  # a bad schema's error names its tool
+                await rt.compile_constraint(part, count=False)
+            constraint, kind = tools.constraint(), "tool_call"
+        else:
+            constraint = req.output_constraint(body)
+            kind = constraint.kind if constraint is not None else None
+        prompt = await asyncio.to_thread(req.chat_prompt, body, rt.tokenizer, rt.max_model_len, tools)
+        grammar = await rt.compile_constraint(constraint, kind) if constraint is not None else None
+        params = req.chat_params(body, len(prompt), rt.max_model_len, grammar)
         sequences = req.fan_out([prompt], [params], body.n)
         rt.check_capacity(len(sequences))
         response_id = new_id("chatcmpl")
+        if tools is not None and (tools.mode == "none" or (constraint is not None and not tools.constrained)):
+            tools = None  # no calls to look for: tool_choice none, or the output follows response_format
         if body.stream:
-            return _sse(_stream_chat(rt, body, sequences, response_id))
+            return _sse(_stream_chat(rt, body, sequences, response_id, tools))
         outputs = await _collect(rt, sequences, request, body.priority)
         if outputs is None:
             return Response(status_code=499)
         choices = []
         for i, outs in enumerate(outputs):
             lp = _chat_logprobs(rt, outs) if body.logprobs else None
+            text = "".join(o.text for o in outs)
+            reason = _reason(outs)
+            message = ChatMessageOut(content=text)
+            if tools is not None:
+                if tools.constrained:
+                    content, calls = None, tools.forced_calls(text)
+                else:
+                    content, parsed = rt.tokenizer.tool_parser.parse(text)
+                    calls = tools.with_ids(parsed)
+                if calls:
+                    message = ChatMessageOut(
+                        content=content, tool_calls=[ToolCallOut(**c.as_openai()) for c in calls]
+                    )
+                    reason = "tool_calls" if reason == "stop" else reason
             choices.append(
                 ChatChoice(
                     index=i,
-                    message=ChatMessageOut(content="".join(o.text for o in outs)),
+                    message=message,
                     logprobs=lp,
-                    finish_reason=_reason(outs),
+                    finish_reason=reason,
                     stop_reason=_stop_reason(outs),
                 )
             )
@@ -278,6 +314,7 @@ def create_app(runtime: WorkerRuntime, lifespan: Any = None) -> FastAPI:
 
 
 def _reason(outs: list[RequestOutput]) -> Any:
+    """OpenAI's finish_reason of a choice (None while it runs)."""
     reason = outs[-1].finish_reason if outs else None
     return reason if reason in ("stop", "length") else None
 
@@ -394,10 +431,17 @@ async def _stream_completion(
 
 
 async def _stream_chat(
-    rt: WorkerRuntime, body: ChatCompletionRequest, sequences: list[req.Sequence], response_id: str
+    rt: WorkerRuntime,
+    body: ChatCompletionRequest,
+    sequences: list[req.Sequence],
+    response_id: str,
+    tools: ToolRequest | None = None,
 ) -> AsyncIterator[str]:
     created = now_seconds()
     last: dict[int, RequestOutput] = {}
+    assert rt.tokenizer is not None
+    parser = rt.tokenizer.tool_parser
+    calls = {i: ToolCallStream(tools, parser) for i in range(len(sequences))} if tools is not None else {}
 
     def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> str:
         msg = ChatCompletionChunk(
@@ -418,14 +462,24 @@ async def _stream_chat(
                 if not output.text and not output.finished:
                     continue
                 lp = _chat_logprobs(rt, [output]) if body.logprobs else None
-                delta = ChatDelta(content=output.text) if output.text else ChatDelta()
+                reason = _reason([output])
+                if index in calls:
+                    for delta in _tool_deltas(calls[index], output):
+                        yield chunk([ChatChunkChoice(index=index, delta=delta)])
+                    if calls[index].calls and reason == "stop":
+                        reason = "tool_calls"
+                    delta = ChatDelta()
+                else:
+                    delta = ChatDelta(content=output.text) if output.text else ChatDelta()
+                if delta.content is None and not output.finished and lp is None:
+                    continue
                 yield chunk(
                     [
                         ChatChunkChoice(
                             index=index,
                             delta=delta,
                             logprobs=lp,
-                            finish_reason=_reason([output]),
+                            finish_reason=reason,
                             stop_reason=_stop_reason([output]),
                         )
                     ]
@@ -437,6 +491,17 @@ async def _stream_chat(
     if body.stream_options and body.stream_options.include_usage:
         yield chunk([], _usage([[last[i]] for i in sorted(last)], sequences))
     yield "data: [DONE]\n\n"
+
+
+def _tool_deltas(stream: ToolCallStream, output: RequestOutput) -> list[ChatDelta]:
+    """One streamed output of a choice that may call tools: content and tool-call deltas, in order."""
+    content, tool_calls = stream.feed(output.text)
+    if output.finished:
+        more_content, more_calls = stream.finish()
+        content, tool_calls = content + more_content, tool_calls + more_calls
+    deltas = [ChatDelta(content=content)] if content else []
+    deltas.extend(ChatDelta(tool_calls=[call]) for call in tool_calls)  # one call delta per chunk, as OpenAI
+    return deltas
 
 
 # ------------------------------------------------------------------ logprobs

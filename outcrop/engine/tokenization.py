@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from outcrop.engine.tools import parser_for, template_supports_tools
 from outcrop.errors import InvalidRequestError, ModelNotChatCapableError
 
 # Why 4: a normalizer may compose characters before the model sees them (NFC/NFKC turn up to
@@ -21,8 +22,22 @@ class ModelTokenizer:
         self.model_id = model_id
         self.tokenizer: Any = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
         self.has_chat_template = bool(getattr(self.tokenizer, "chat_template", None))
+        template = getattr(self.tokenizer, "chat_template", None) or ""
+        # Several named templates (dict): the default one renders chats, a "tool_use" one tools.
+        self.chat_template = "\n".join(template.values()) if isinstance(template, dict) else str(template)
+        self.model_type = self._model_type(model_dir)
+        self.supports_tools = template_supports_tools(self.chat_template)
+        self.tool_parser = parser_for(self.chat_template, self.model_type)
         self.eos_token_ids = self._eos_ids(model_dir)
         self.max_chars_per_token = self._max_chars_per_token()
+
+    @staticmethod
+    def _model_type(model_dir: Path) -> str | None:
+        try:
+            value = json.loads((model_dir / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return value if isinstance(value, str) else None
 
     def _max_chars_per_token(self) -> int:
         """An upper bound on the characters of text one token can stand for.
@@ -55,12 +70,18 @@ class ModelTokenizer:
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=add_special_tokens))
 
-    def encode_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> list[int]:
+    def encode_chat(
+        self,
+        messages: list[dict[str, Any]],
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> list[int]:
+        """``tools``: OpenAI function tools, rendered by the template (vLLM passes them the same way)."""
         if not self.has_chat_template:
             raise ModelNotChatCapableError(self.model_id)
         try:
             text = self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=add_generation_prompt
+                messages, tokenize=False, add_generation_prompt=add_generation_prompt, tools=tools
             )
         except Exception as exc:  # jinja raises for messages the template rejects
             raise InvalidRequestError(

@@ -25,12 +25,60 @@ FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "mixtral")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+# A Qwen2.5-style chat template that renders ``tools`` and tool turns (the tiny models' own
+# ChatML template has no tool support, which is what the "doesn't support tool use" test needs).
+QWEN_TOOLS_TEMPLATE = """{%- if tools %}<|im_start|>system
+{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}{% else %}You are a helpful assistant.{% endif %}
+
+# Tools
+
+You may call one or more functions to assist with the user query.
+
+You are provided with function signatures within <tools></tools> XML tags:
+<tools>{% for tool in tools %}
+{{ tool | tojson }}{% endfor %}
+</tools>
+
+For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:
+<tool_call>
+{"name": <function-name>, "arguments": <args-json-object>}
+</tool_call><|im_end|>
+{% elif messages[0]['role'] == 'system' %}<|im_start|>system
+{{ messages[0]['content'] }}<|im_end|>
+{% endif %}
+{%- for message in messages %}
+{%- if message.role == "user" or (message.role == "system" and not loop.first) or (message.role == "assistant" and not message.tool_calls) %}<|im_start|>{{ message.role }}
+{{ message.content }}<|im_end|>
+{% elif message.role == "assistant" %}<|im_start|>assistant{% if message.content %}
+{{ message.content }}{% endif %}{% for tool_call in message.tool_calls %}{% set call = tool_call.function %}
+<tool_call>
+{"name": "{{ call.name }}", "arguments": {{ call.arguments | tojson }}}
+</tool_call>{% endfor %}<|im_end|>
+{% elif message.role == "tool" %}<|im_start|>user
+<tool_response>
+{{ message.content }}
+</tool_response><|im_end|>
+{% endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"""
+
+
+def build_tools_model(path: Path) -> Path:
+    """A tiny Qwen2 model whose chat template supports tools (Qwen2.5's format)."""
+    out = build_tiny_model(path, family="qwen2")
+    (out / "chat_template.jinja").write_text(QWEN_TOOLS_TEMPLATE)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One tiny model folder per family, plus ``llama-nochat`` (no chat template)."""
+    """One tiny model folder per family, plus ``llama-nochat`` (no chat template) and
+    ``qwen2-tools`` (a chat template with tool support)."""
     root = tmp_path_factory.mktemp("engine-models")
     models = {family: build_tiny_model(root / family, family=family) for family in FAMILIES}
     models["llama-nochat"] = build_tiny_model(root / "llama-nochat", family="llama", chat_template=False)
+    models["qwen2-tools"] = build_tools_model(root / "qwen2-tools")
     return models
 
 
