@@ -105,3 +105,65 @@ class ListInput(_Input):
     MaxResults: StrictInt = Field(10, ge=1, le=100)
     NextToken: StrictStr | None = None
     StatusEquals: StrictStr | None = None
+
+
+# ---------------------------------------------------------------------------- inference components
+
+# InferenceComponentName's pattern (no consecutive-hyphen rule, unlike endpoint names).
+COMPONENT_NAME_PATTERN = r"^[a-zA-Z0-9]([\-a-zA-Z0-9]*[a-zA-Z0-9])?$"
+
+
+class ComputeRequirements(_Input):
+    NumberOfCpuCoresRequired: StrictFloat | StrictInt | None = Field(None, ge=0.25)
+    NumberOfAcceleratorDevicesRequired: StrictFloat | StrictInt | None = Field(None, ge=1)
+    MinMemoryRequiredInMb: StrictInt = Field(..., ge=128)
+    MaxMemoryRequiredInMb: StrictInt | None = Field(None, ge=128)
+
+
+class ComponentContainer(_Input):
+    Image: StrictStr | None = Field(None, max_length=255)
+    ArtifactUrl: StrictStr | None = Field(None, max_length=1024)
+    Environment: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+
+
+class ComponentStartupParameters(_Input):
+    ModelDataDownloadTimeoutInSeconds: StrictInt | None = Field(None, ge=60, le=3600)
+    ContainerStartupHealthCheckTimeoutInSeconds: StrictInt | None = Field(None, ge=60, le=3600)
+
+
+class ComponentSpecification(_Input):
+    ModelName: StrictStr | None = Field(None, pattern=COMPONENT_NAME_PATTERN, max_length=63)
+    Container: ComponentContainer | None = None
+    StartupParameters: ComponentStartupParameters | None = None
+    ComputeResourceRequirements: ComputeRequirements | None = None
+    BaseInferenceComponentName: StrictStr | None = None
+
+
+class ComponentRuntimeConfig(_Input):
+    CopyCount: StrictInt = Field(..., ge=0)
+
+
+class CreateInferenceComponentInput(_Input):
+    InferenceComponentName: StrictStr = Field(..., pattern=COMPONENT_NAME_PATTERN, max_length=63)
+    EndpointName: StrictStr = Field(..., pattern=NAME_PATTERN)
+    VariantName: StrictStr | None = Field(None, pattern=NAME_PATTERN)
+    Specification: ComponentSpecification | None = None
+    Specifications: list[ComponentSpecification] | None = None
+    RuntimeConfig: ComponentRuntimeConfig | None = None
+    Tags: list[Tag] = Field(default_factory=list)
+
+
+class UpdateInferenceComponentInput(_Input):
+    InferenceComponentName: StrictStr = Field(..., min_length=1, max_length=63)
+    Specification: ComponentSpecification | None = None
+    Specifications: list[ComponentSpecification] | None = None
+    RuntimeConfig: ComponentRuntimeConfig | None = None
+
+
+class InferenceComponentNameInput(_Input):
+    InferenceComponentName: StrictStr = Field(..., min_length=1, max_length=63)
+
+
+class ListInferenceComponentsInput(ListInput):
+    EndpointNameEquals: StrictStr | None = None
+    VariantNameEquals: StrictStr | None = None

@@ -6,6 +6,10 @@ production variants (model, weight, instance count or serverless concurrency). A
 deploys a config: ``Creating`` -> ``InService`` once every variant's imported model exists and
 its provisioned copies are up, or ``Failed`` with the reason. Invocations then go through the same
 router, copies, throttling and metrics as Bedrock's runtime.
+
+An endpoint whose config's variants name no model hosts *inference components* instead: each
+component names a SageMaker model (``Specification.ModelName``) and keeps ``RuntimeConfig.CopyCount``
+copies of its imported model; an invocation names the component (``InferenceComponentName``).
 """
 
 from __future__ import annotations
@@ -26,7 +30,15 @@ from outcrop.errors import InvalidRequestError, NotFoundError, OutcropError
 from outcrop.registry.service import CreateImportJob, Registry
 from outcrop.sagemaker import protocol as p
 from outcrop.sagemaker.handlers import HandlerPool, check_handler
-from outcrop.sagemaker.store import EndpointConfigRow, EndpointRow, EndpointStatus, ModelRow, SageMakerStore
+from outcrop.sagemaker.store import (
+    ComponentRow,
+    ComponentStatus,
+    EndpointConfigRow,
+    EndpointRow,
+    EndpointStatus,
+    ModelRow,
+    SageMakerStore,
+)
 from outcrop.sagemaker.templates import (
     HANDLER_ENV,
     INPUT_TEMPLATE_ENV,
@@ -41,7 +53,7 @@ from outcrop.sagemaker.variants import (
     pick_variant,
     plan_variant,
 )
-from outcrop.serving.service import Serving
+from outcrop.serving.service import CopyStatus, Serving
 from outcrop.store.db import Database
 from outcrop.store.imports import ImportJobStatus, new_id
 
@@ -58,6 +70,11 @@ IMPORT_POLL_SECONDS = 0.5
 # still running after this is stuck, and the endpoint should say so instead of Creating forever.
 IMPORT_WAIT_SECONDS = 3600.0
 _LOCATION_PREFIXES = ("/", "./", "../", "~", "file://", "s3://")
+# SageMaker's own words when an endpoint that hosts inference components is invoked without naming one.
+COMPONENT_REQUIRED = (
+    "Inference Component Name header is required for endpoints to which you plan to deploy inference "
+    "components. Please include Inference Component Name header or consider using SageMaker models."
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,16 @@ class _Plan:
     processing: dict[str, Processing]  # variant name -> its model's templates
     status: EndpointStatus
     failure_reason: str | None
+    read_at: float
+    hosts_components: bool = False  # its variants name no model: invocations name a component
+
+
+@dataclass
+class _ComponentPlan:
+    row: ComponentRow
+    variant: VariantPlan
+    imported_model: str
+    processing: Processing
     read_at: float
 
 
@@ -104,6 +131,7 @@ class SageMakerService:
         self.registry = registry
         self.serving = serving
         self._plans: dict[str, _Plan] = {}
+        self._component_plans: dict[str, _ComponentPlan | None] = {}
         self._gate = ConcurrencyGate()
         self.handlers = HandlerPool(config.sagemaker, config.resolved_data_dir / "logs" / "handlers")
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -118,6 +146,22 @@ class SageMakerService:
         for row in await asyncio.to_thread(self.store.endpoints):
             if row.status in (EndpointStatus.CREATING, EndpointStatus.UPDATING):
                 self._spawn(self._deploy(row.name, row.config_name, row.status))
+        for component in await asyncio.to_thread(self.store.components):
+            if component.status is ComponentStatus.CREATING:
+                self._spawn(
+                    self._deploy_component(component.name, component.spec, component.copy_count, None)
+                )
+            elif component.status is ComponentStatus.UPDATING:
+                # The new specification was held by the gateway that stopped: the old one stays.
+                await asyncio.to_thread(
+                    self.store.set_component,
+                    component.name,
+                    ComponentStatus.IN_SERVICE,
+                    failure_reason="An update was interrupted by a server restart and rolled back; "
+                    "call UpdateInferenceComponent again.",
+                )
+            elif component.status is ComponentStatus.DELETING:
+                await asyncio.to_thread(self.store.delete_component, component.name)
 
     async def stop(self) -> None:
         await self.handlers.stop()
@@ -150,7 +194,7 @@ class SageMakerService:
     # ------------------------------------------------------------------ ARNs
 
     def arn(self, kind: str, name: str) -> str:
-        """``kind`` is SageMaker's resource type: model, endpoint-config, endpoint."""
+        """``kind`` is SageMaker's resource type: model, endpoint-config, endpoint, inference-component."""
         return f"arn:aws:sagemaker:{self.identity.region}:{self.identity.account_id}:{kind}/{name.lower()}"
 
     # ------------------------------------------------------------------ models
@@ -248,7 +292,8 @@ class SageMakerService:
         variants = [v.model_dump(exclude_none=True) for v in inp.ProductionVariants]
         check_variants(inp.EndpointConfigName, variants)
         for v in variants:
-            self._model(v["ModelName"])  # SageMaker checks the models exist now, not at deploy time
+            if v.get("ModelName"):
+                self._model(v["ModelName"])  # SageMaker checks the models exist now, not at deploy time
         arn = self.arn("endpoint-config", inp.EndpointConfigName)
         self.store.add_config(
             EndpointConfigRow(inp.EndpointConfigName, inp.model_dump(exclude_none=True), time.time()),
@@ -368,10 +413,13 @@ class SageMakerService:
         return _page(items, "Endpoints", "EndpointName", inp)
 
     def delete_endpoint(self, name: str) -> None:
-        """Forget the endpoint. Its imported models' copies stay: Bedrock callers may share them, and
-        the autoscaler stops idle ones after the idle window."""
+        """Forget the endpoint and its inference components. Its imported models' copies stay: Bedrock
+        callers may share them, and the autoscaler stops idle ones after the idle window."""
         if not self.store.delete_endpoint(name):
             raise self._no_endpoint(name)
+        for component in self.store.components(name):
+            self.store.delete_component(component.name)
+            self._component_plans.pop(component.name, None)
         self._plans.pop(name, None)
 
     def _endpoint(self, name: str) -> EndpointRow:
@@ -421,25 +469,35 @@ class SageMakerService:
             return f"Endpoint configuration '{config_name}' was deleted before the endpoint was deployed."
         for spec in config.spec["ProductionVariants"]:
             plan = plan_variant(spec)
-            model = await asyncio.to_thread(self.store.model, plan.model_name)
-            if model is None:
-                return f"Variant '{plan.name}': model '{plan.model_name}' no longer exists; create it again."
-            if model.import_job_id is not None:
-                reason = await self._wait_for_import(model)
-                if reason is not None:
-                    return f"Variant '{plan.name}': {reason}"
+            if plan.hosts_components:
+                continue  # its inference components deploy their own models
+            reason = await self._ready_model(plan.model_name, plan.provisioned_copies)
+            if reason is not None:
+                return f"Variant '{plan.name}': {reason}"
+        return None
+
+    async def _ready_model(self, model_name: str, copies: int) -> str | None:
+        """Wait for the SageMaker model's import (if it has one) and start ``copies`` copies of its
+        imported model; None when done, else why not."""
+        model = await asyncio.to_thread(self.store.model, model_name)
+        if model is None:
+            return f"model '{model_name}' no longer exists; create it again."
+        if model.import_job_id is not None:
+            reason = await self._wait_for_import(model)
+            if reason is not None:
+                return reason
+        try:
+            await self.serving.resolve(model.imported_model)
+        except NotFoundError:
+            return (
+                f"model '{model.name}' names imported model '{model.imported_model}', "
+                "which does not exist (deleted?). Import it again and create a new model."
+            )
+        if copies:
             try:
-                await self.serving.resolve(model.imported_model)
-            except NotFoundError:
-                return (
-                    f"Variant '{plan.name}': model '{model.name}' names imported model '{model.imported_model}', "
-                    "which does not exist (deleted?). Import it again and create a new model."
-                )
-            if plan.provisioned_copies:
-                try:
-                    await self.serving.warm(model.imported_model, plan.provisioned_copies)
-                except OutcropError as exc:
-                    return f"Variant '{plan.name}': its copies of '{model.imported_model}' did not start: {exc.message}"
+                await self.serving.warm(model.imported_model, copies)
+            except OutcropError as exc:
+                return f"its copies of '{model.imported_model}' did not start: {exc.message}"
         return None
 
     async def _wait_for_import(self, model: ModelRow) -> str | None:
@@ -454,6 +512,230 @@ class SageMakerService:
             await asyncio.sleep(IMPORT_POLL_SECONDS)
         return f"importing model '{model.name}' did not finish within {IMPORT_WAIT_SECONDS:.0f} s."
 
+    # ------------------------------------------------------------------ inference components
+
+    def create_inference_component(self, inp: p.CreateInferenceComponentInput) -> str:
+        name = inp.InferenceComponentName
+        spec = self._component_spec(inp.Specification, inp.Specifications)
+        if spec is None:
+            raise InvalidRequestError(
+                f"Inference component '{name}' needs a Specification naming its model "
+                "(Specification.ModelName: a model made with CreateModel).",
+                param="Specification",
+            )
+        if inp.RuntimeConfig is None:
+            raise InvalidRequestError(
+                f"Inference component '{name}' needs RuntimeConfig.CopyCount: how many copies of its model "
+                "to keep running (0 = start one on the first invocation).",
+                param="RuntimeConfig",
+            )
+        endpoint = self._endpoint(inp.EndpointName)
+        if not endpoint.status.accepts_invocations():
+            raise InvalidRequestError(
+                f'Endpoint "{self.arn("endpoint", endpoint.name)}" is {endpoint.status.value}; add inference '
+                "components once it is InService (sagemaker.get_waiter('endpoint_in_service')).",
+                param="EndpointName",
+            )
+        variant = self._hosting_variant(endpoint, inp.VariantName)
+        self._model(spec["ModelName"])
+        arn = self.arn("inference-component", name)
+        self.store.add_component(
+            name,
+            endpoint.name,
+            variant,
+            spec,
+            inp.RuntimeConfig.CopyCount,
+            already_exists=f'Cannot create already existing inference component "{arn}".',
+        )
+        self._spawn(self._deploy_component(name, spec, inp.RuntimeConfig.CopyCount, None))
+        return arn
+
+    def _component_spec(
+        self, spec: p.ComponentSpecification | None, specs: list[p.ComponentSpecification] | None
+    ) -> dict[str, Any] | None:
+        """The one Specification as stored, or None if none was given."""
+        if specs:
+            if spec is not None or len(specs) != 1:
+                raise InvalidRequestError(
+                    "Give one Specification; Specifications with several instance types is not supported "
+                    "(Outcrop places copies by memory, not instance type).",
+                    param="Specifications",
+                )
+            spec = specs[0]
+        if spec is None:
+            return None
+        if spec.BaseInferenceComponentName:
+            raise InvalidRequestError(
+                "Adapter inference components (Specification.BaseInferenceComponentName) are not supported; "
+                "merge the adapter into the model, import it, and give it its own component.",
+                param="Specification.BaseInferenceComponentName",
+            )
+        if not spec.ModelName:
+            raise InvalidRequestError(
+                "Specification.ModelName is required: name a model made with CreateModel (its container "
+                "names the imported model). Outcrop runs no containers, so a Container alone cannot serve.",
+                param="Specification.ModelName",
+            )
+        return spec.model_dump(exclude_none=True)
+
+    def _hosting_variant(self, endpoint: EndpointRow, variant_name: str | None) -> str:
+        """The endpoint's variant a new component goes on (it must name no model)."""
+        config = self.store.config(endpoint.config_name)
+        plans = [plan_variant(v) for v in config.spec["ProductionVariants"]] if config else []
+        if variant_name:
+            found = next((v for v in plans if v.name == variant_name), None)
+            if found is None:
+                names = ", ".join(v.name for v in plans) or "none"
+                raise InvalidRequestError(
+                    f"VariantName '{variant_name}' is not a variant of endpoint '{endpoint.name}'; its variants: "
+                    f"{names}.",
+                    param="VariantName",
+                )
+            hosts = [found] if found.hosts_components else []
+        else:
+            hosts = [v for v in plans if v.hosts_components]
+        if not hosts:
+            raise InvalidRequestError(
+                f"Endpoint '{endpoint.name}' serves models through its variants, so it cannot host inference "
+                "components. Create an endpoint whose config's variant names no ModelName (VariantName, "
+                "InstanceType, InitialInstanceCount only) and add components to it.",
+                param="EndpointName",
+            )
+        if len(hosts) > 1:
+            raise InvalidRequestError(
+                f"Endpoint '{endpoint.name}' has variants {', '.join(v.name for v in hosts)}; name the one for "
+                "this component in VariantName.",
+                param="VariantName",
+            )
+        return hosts[0].name
+
+    def describe_inference_component(self, name: str) -> dict[str, Any]:
+        row = self._component(name)
+        out: dict[str, Any] = {
+            "InferenceComponentName": row.name,
+            "InferenceComponentArn": self.arn("inference-component", row.name),
+            "EndpointName": row.endpoint_name,
+            "EndpointArn": self.arn("endpoint", row.endpoint_name),
+            "VariantName": row.variant_name,
+            "Specification": _spec_summary(row.spec),
+            "RuntimeConfig": {
+                "DesiredCopyCount": row.copy_count,
+                "CurrentCopyCount": self._current_copies(row),
+            },
+            "CreationTime": row.created_at,
+            "LastModifiedTime": row.updated_at,
+            "InferenceComponentStatus": row.status.value,
+        }
+        if row.failure_reason:
+            out["FailureReason"] = row.failure_reason[:1024]
+        return out
+
+    def _current_copies(self, row: ComponentRow) -> int:
+        """Ready copies of the component's imported model (shared with anything else serving it)."""
+        if not row.status.accepts_invocations():
+            return 0
+        model = self.store.model(row.model_name)
+        if model is None:
+            return 0
+        return sum(
+            1
+            for c in self.serving.copies()
+            if c.model_name == model.imported_model and c.state is CopyStatus.READY
+        )
+
+    def list_inference_components(self, inp: p.ListInferenceComponentsInput) -> dict[str, Any]:
+        items = [
+            {
+                "InferenceComponentName": r.name,
+                "InferenceComponentArn": self.arn("inference-component", r.name),
+                "EndpointName": r.endpoint_name,
+                "EndpointArn": self.arn("endpoint", r.endpoint_name),
+                "VariantName": r.variant_name,
+                "InferenceComponentStatus": r.status.value,
+                "CreationTime": r.created_at,
+                "LastModifiedTime": r.updated_at,
+            }
+            for r in self.store.components(inp.EndpointNameEquals)
+            if (inp.StatusEquals is None or r.status.value == inp.StatusEquals)
+            and (inp.VariantNameEquals is None or r.variant_name == inp.VariantNameEquals)
+        ]
+        return _page(items, "InferenceComponents", "InferenceComponentName", inp, "InferenceComponentStatus")
+
+    def update_inference_component(self, inp: p.UpdateInferenceComponentInput) -> str:
+        row = self._component(inp.InferenceComponentName)
+        arn = self.arn("inference-component", row.name)
+        if inp.Specification is None and not inp.Specifications and inp.RuntimeConfig is None:
+            raise InvalidRequestError(
+                f"UpdateInferenceComponent of '{row.name}' changes nothing; give a Specification and/or "
+                "RuntimeConfig.CopyCount.",
+                param="Specification",
+            )
+        if not row.status.is_terminal():
+            raise InvalidRequestError(
+                f'Cannot update in-progress inference component "{arn}" (it is {row.status.value}); wait '
+                "until DescribeInferenceComponent says InService or Failed.",
+                param="InferenceComponentName",
+            )
+        spec = self._component_spec(inp.Specification, inp.Specifications) or row.spec
+        self._model(spec["ModelName"])
+        copy_count = inp.RuntimeConfig.CopyCount if inp.RuntimeConfig is not None else row.copy_count
+        self.store.set_component(row.name, ComponentStatus.UPDATING, failure_reason=None)
+        self._component_plans.pop(row.name, None)
+        self._spawn(self._deploy_component(row.name, spec, copy_count, row))
+        return arn
+
+    def delete_inference_component(self, name: str) -> None:
+        """Forget the component (its model's copies stay until the idle window, as for endpoints)."""
+        row = self._component(name)
+        self.store.set_component(row.name, ComponentStatus.DELETING, failure_reason=None)
+        self.store.delete_component(row.name)
+        self._component_plans.pop(row.name, None)
+
+    def _component(self, name: str) -> ComponentRow:
+        row = self.store.component(name)
+        if row is None:
+            raise InvalidRequestError(
+                f'Could not find inference component "{self.arn("inference-component", name)}".',
+                param="InferenceComponentName",
+            )
+        return row
+
+    async def _deploy_component(
+        self, name: str, spec: dict[str, Any], copy_count: int, previous: ComponentRow | None
+    ) -> None:
+        """Start the component's copies; then InService, or Failed (an update of a serving one rolls back)."""
+        try:
+            reason = await self._ready_model(str(spec["ModelName"]), copy_count)
+        except asyncio.CancelledError:
+            raise
+        except OutcropError as exc:
+            reason = exc.message
+        except Exception as exc:  # a bug: the component says so instead of Creating forever
+            log.exception("inference component deployment failed", extra={"component": name})
+            reason = f"Internal error while deploying ({type(exc).__name__}); see the server log."
+        if reason is None:
+            await asyncio.to_thread(
+                self.store.set_component, name, ComponentStatus.IN_SERVICE, spec=spec, copy_count=copy_count
+            )
+        elif previous is not None and previous.status is ComponentStatus.IN_SERVICE:
+            await asyncio.to_thread(
+                self.store.set_component,
+                name,
+                ComponentStatus.IN_SERVICE,
+                failure_reason=f"Update failed and was rolled back: {reason}",
+            )
+        else:
+            await asyncio.to_thread(
+                self.store.set_component,
+                name,
+                ComponentStatus.FAILED,
+                failure_reason=reason,
+                spec=spec,
+                copy_count=copy_count,
+            )
+        self._component_plans.pop(name, None)
+        log.info("inference component deployed", extra={"component": name, "failure": reason})
+
     # ------------------------------------------------------------------ runtime
 
     def not_found(self, name: str) -> InvalidRequestError:
@@ -464,8 +746,10 @@ class SageMakerService:
             param="EndpointName",
         )
 
-    async def target(self, endpoint: str, target_variant: str | None) -> Target:
+    async def target(self, endpoint: str, target_variant: str | None, component: str | None = None) -> Target:
         """Where an invocation of ``endpoint`` goes (ValidationError if it cannot be invoked now)."""
+        if component:
+            return await self._component_target(endpoint, component)
         plan = self._plans.get(endpoint)
         if plan is None or time.monotonic() - plan.read_at > TARGET_CACHE_SECONDS:
             plan = await asyncio.to_thread(self._read_plan, endpoint)
@@ -482,8 +766,63 @@ class SageMakerService:
                 "(boto3: sagemaker.get_waiter('endpoint_in_service').wait(EndpointName=...)).",
                 param="EndpointName",
             )
+        if plan.hosts_components:
+            raise InvalidRequestError(COMPONENT_REQUIRED, param="InferenceComponentName")
         variant = pick_variant(endpoint, plan.variants, target_variant, self._random.random())
         return Target(endpoint, variant, plan.imported[variant.name], plan.processing[variant.name])
+
+    async def _component_target(self, endpoint: str, component: str) -> Target:
+        plan = self._component_plans.get(component)
+        stale = plan is None or time.monotonic() - plan.read_at > TARGET_CACHE_SECONDS
+        if plan is None or stale or plan.row.endpoint_name != endpoint:
+            # (another endpoint's component: the read says which error, unknown endpoint first)
+            plan = await asyncio.to_thread(self._read_component_plan, endpoint, component)
+            self._component_plans[component] = plan
+        row = plan.row
+        if not row.status.accepts_invocations():
+            if row.status is ComponentStatus.FAILED:
+                raise InvalidRequestError(
+                    f"Inference component {component} is Failed ({row.failure_reason}); fix the cause and call "
+                    "UpdateInferenceComponent, or delete and create it again.",
+                    param="InferenceComponentName",
+                )
+            raise InvalidRequestError(
+                f"Inference component {component} is {row.status.value}, not InService; wait for it "
+                "(DescribeInferenceComponent shows InferenceComponentStatus).",
+                param="InferenceComponentName",
+            )
+        return Target(endpoint, plan.variant, plan.imported_model, plan.processing)
+
+    def _read_component_plan(self, endpoint: str, component: str) -> _ComponentPlan:
+        row = self.store.component(component)
+        if row is None or row.endpoint_name != endpoint:
+            if self.store.endpoint(endpoint) is None:
+                raise self.not_found(endpoint)
+            raise self._not_a_component_of(endpoint, component)
+        model = self.store.model(row.model_name)
+        if model is None:
+            raise InvalidRequestError(
+                f"Inference component {component} names model '{row.model_name}', which was deleted; call "
+                "UpdateInferenceComponent with another model.",
+                param="InferenceComponentName",
+            )
+        variant = VariantPlan(
+            name=row.variant_name,
+            model_name=model.name,
+            weight=1.0,
+            provisioned_copies=row.copy_count,
+            max_concurrency=None,
+            instance_type=None,
+            serverless=False,
+        )
+        return _ComponentPlan(row, variant, model.imported_model, _processing(model), time.monotonic())
+
+    def _not_a_component_of(self, endpoint: str, component: str) -> InvalidRequestError:
+        return InvalidRequestError(
+            f"Inference component {component} is not on endpoint {endpoint}; "
+            f"ListInferenceComponents(EndpointNameEquals='{endpoint}') lists the ones it has.",
+            param="InferenceComponentName",
+        )
 
     def _read_plan(self, endpoint: str) -> _Plan:
         row = self.store.endpoint(endpoint)
@@ -493,21 +832,26 @@ class SageMakerService:
         variants: list[VariantPlan] = []
         imported: dict[str, str] = {}
         processing: dict[str, Processing] = {}
+        hosts_components = False
         for spec in config.spec["ProductionVariants"] if config else []:
             plan = plan_variant(spec)
+            if plan.hosts_components:
+                hosts_components = True
+                continue
             model = self.store.model(plan.model_name)
             if model is None:
                 continue  # deleted after the endpoint was deployed: its traffic goes to the others
-            container = model.spec.get("PrimaryContainer") or (model.spec.get("Containers") or [{}])[0]
             variants.append(plan)
             imported[plan.name] = model.imported_model
-            processing[plan.name] = Processing.from_environment(
-                model.name, container.get("Environment") or {}
-            )
+            processing[plan.name] = _processing(model)
         status, reason = row.status, row.failure_reason
-        if row.status.accepts_invocations() and not any(v.weight > 0 for v in variants):
+        if (
+            row.status.accepts_invocations()
+            and not hosts_components
+            and not any(v.weight > 0 for v in variants)
+        ):
             status, reason = EndpointStatus.FAILED, "its config or models were deleted"
-        return _Plan(variants, imported, processing, status, reason, time.monotonic())
+        return _Plan(variants, imported, processing, status, reason, time.monotonic(), hosts_components)
 
     def admit(self, target: Target) -> AbstractAsyncContextManager[None]:
         """Hold one of the variant's ``MaxConcurrency`` slots for the call (ThrottlingException if none)."""
@@ -529,6 +873,16 @@ class SageMakerService:
                         "weight": plan_variant(spec).weight,
                     }
                 )
+            components = [
+                {
+                    "component": c.name,
+                    "variant": c.variant_name,
+                    "model": c.model_name,
+                    "copies": c.copy_count,
+                    "status": c.status.value,
+                }
+                for c in self.store.components(row.name)
+            ]
             out.append(
                 {
                     "name": row.name,
@@ -536,19 +890,44 @@ class SageMakerService:
                     "config": row.config_name,
                     "failure_reason": row.failure_reason,
                     "variants": variants,
+                    "components": components,
                 }
             )
         return out
 
 
-def _page(items: list[dict[str, Any]], key: str, name_key: str, inp: p.ListInput) -> dict[str, Any]:
+def _spec_summary(spec: dict[str, Any]) -> dict[str, Any]:
+    """A stored Specification as DescribeInferenceComponent's InferenceComponentSpecificationSummary."""
+    out = dict(spec)
+    container = out.get("Container")
+    if isinstance(container, dict):
+        container = dict(container)
+        image = container.pop("Image", None)
+        if image:
+            container["DeployedImage"] = {"SpecifiedImage": image, "ResolvedImage": image}
+        out["Container"] = container
+    return out
+
+
+def _processing(model: ModelRow) -> Processing:
+    container = model.spec.get("PrimaryContainer") or (model.spec.get("Containers") or [{}])[0]
+    return Processing.from_environment(model.name, container.get("Environment") or {})
+
+
+def _page(
+    items: list[dict[str, Any]],
+    key: str,
+    name_key: str,
+    inp: p.ListInput,
+    status_key: str = "EndpointStatus",
+) -> dict[str, Any]:
     """SageMaker's List* paging: filter, sort, and an opaque NextToken (the offset)."""
     if inp.NameContains:
         needle = inp.NameContains.lower()
         items = [i for i in items if needle in i[name_key].lower()]
     sort_key: Callable[[dict[str, Any]], Any] = {
         "Name": lambda i: i[name_key],
-        "Status": lambda i: i.get("EndpointStatus", ""),
+        "Status": lambda i: i.get(status_key, ""),
     }.get(inp.SortBy, lambda i: i["CreationTime"])
     items.sort(key=sort_key, reverse=inp.SortOrder == "Descending")
     try:

@@ -24,6 +24,11 @@ class VariantPlan:
     instance_type: str | None  # recorded and echoed; Outcrop places copies by memory, not instance type
     serverless: bool
 
+    @property
+    def hosts_components(self) -> bool:
+        """A variant that names no model hosts inference components (each names its own model)."""
+        return not self.model_name
+
 
 def plan_variant(spec: dict[str, object]) -> VariantPlan:
     """A ProductionVariant (as validated) -> its plan.
@@ -63,9 +68,10 @@ def check_variants(endpoint_config: str, variants: Sequence[dict[str, object]]) 
                 param=f"{where}.VariantName",
             )
         seen.add(name)
-        if not v.get("ModelName"):
+        if not v.get("ModelName") and v.get("ServerlessConfig") is not None:
             raise InvalidRequestError(
-                f"{where} ('{name}') has no ModelName; name a model made with CreateModel.",
+                f"{where} ('{name}') has no ModelName; name a model made with CreateModel (a serverless "
+                "variant cannot host inference components).",
                 param=f"{where}.ModelName",
             )
         if v.get("ServerlessConfig") is None and not v.get("InitialInstanceCount"):
@@ -73,6 +79,14 @@ def check_variants(endpoint_config: str, variants: Sequence[dict[str, object]]) 
                 f"{where} ('{name}') needs InitialInstanceCount (with InstanceType) or a ServerlessConfig.",
                 param=f"{where}.InitialInstanceCount",
             )
+    hosts = [bool(v.get("ModelName")) for v in variants]
+    if any(hosts) and not all(hosts):
+        raise InvalidRequestError(
+            f"Endpoint config '{endpoint_config}' mixes variants with a ModelName and variants without one; "
+            "either every variant names a model, or none does (the endpoint then hosts inference components, "
+            "added with CreateInferenceComponent).",
+            param="ProductionVariants",
+        )
     if sum(plan_variant(dict(v)).weight for v in variants) <= 0:
         raise InvalidRequestError(
             f"Every variant of endpoint config '{endpoint_config}' has InitialVariantWeight 0; "

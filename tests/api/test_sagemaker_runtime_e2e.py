@@ -171,7 +171,9 @@ def test_unsupported_content_type_accept_and_inference_component_are_validation_
         dict(Body=b'{"inputs": "x"}', ContentType="application/json", Accept="text/csv"),
         dict(Body=b'{"inputs": "x"}', ContentType="application/json", InferenceComponentName="ic-1"),
     )
-    for kwargs, named in zip(calls, ("ContentType", "Accept", "InferenceComponentName"), strict=True):
+    for kwargs, named in zip(
+        calls, ("ContentType", "Accept", "Inference component ic-1 is not on endpoint"), strict=True
+    ):
         with pytest.raises(ClientError) as caught:
             runtime.invoke_endpoint(EndpointName=endpoint, **kwargs)
         assert caught.value.response["Error"]["Code"] == "ValidationError"

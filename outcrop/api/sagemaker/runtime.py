@@ -52,13 +52,11 @@ def _services(services: Services) -> tuple[SageMakerService, SageMakerMetrics]:
 
 
 async def _target(request: Request, svc: SageMakerService, endpoint: str) -> Target:
-    if request.headers.get(INFERENCE_COMPONENT):
-        raise InvalidRequestError(
-            f"InferenceComponentName {request.headers[INFERENCE_COMPONENT]!r}: this server does not offer "
-            "inference components yet; give each model its own endpoint (or a variant with TargetVariant).",
-            param="InferenceComponentName",
-        )
-    return await svc.target(endpoint, request.headers.get(TARGET_VARIANT) or None)
+    return await svc.target(
+        endpoint,
+        request.headers.get(TARGET_VARIANT) or None,
+        request.headers.get(INFERENCE_COMPONENT) or None,
+    )
 
 
 async def _payload(request: Request) -> Any:
