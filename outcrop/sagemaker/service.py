@@ -64,6 +64,10 @@ M = TypeVar("M", bound=BaseModel)
 # How long a runtime lookup (endpoint -> variants -> models) is reused. Short: another gateway's
 # UpdateEndpoint is seen within this; long enough that a busy endpoint costs no query per call.
 TARGET_CACHE_SECONDS = 1.0
+# How often each gateway re-reads which copies endpoints and components pin. Why 5 s: a
+# DeleteEndpoint on another gateway of a shared fleet releases its copies within this; far below
+# the idle window (300 s by default) that would otherwise stop them.
+PIN_SYNC_SECONDS = 5.0
 # How often a deploying endpoint checks on the import job its model started.
 IMPORT_POLL_SECONDS = 0.5
 # Why 1 hour: an import of a large model (tens of GB from S3) takes minutes, not hours; a job
@@ -137,6 +141,11 @@ class SageMakerService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._random = random.Random()
+        self._pinned: dict[str, tuple[str, int]] = {}  # pin owner -> (imported model, copies)
+        self._deploying: dict[
+            str, tuple[str, int]
+        ] = {}  # pins of deployments in progress (not in the store yet)
+        self._pin_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -162,6 +171,7 @@ class SageMakerService:
                 )
             elif component.status is ComponentStatus.DELETING:
                 await asyncio.to_thread(self.store.delete_component, component.name)
+        self._spawn(self._pin_loop())
 
     async def stop(self) -> None:
         await self.handlers.stop()
@@ -169,6 +179,70 @@ class SageMakerService:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
+
+    # ------------------------------------------------------------------ pinned copies
+
+    async def _pin_loop(self) -> None:
+        while True:
+            try:
+                await self.sync_pins()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the loop must outlive a bad round (a store hiccup)
+                log.exception("syncing SageMaker pinned copies failed")
+            await asyncio.sleep(PIN_SYNC_SECONDS)
+
+    async def sync_pins(self) -> None:
+        """Pin what InService endpoints and components keep running, release the rest.
+
+        ``InitialInstanceCount`` (``ProvisionedConcurrency``: one copy) of each model variant and
+        ``CopyCount`` of each component are pinned in serving while the endpoint or component
+        accepts invocations, so the idle autoscaler never stops them; deleting it releases them.
+        Every gateway derives the same pins from the store, so a shared fleet keeps them too.
+        """
+        async with self._pin_lock:
+            wanted = {**await asyncio.to_thread(self._wanted_pins), **self._deploying}
+            for owner in set(self._pinned) - set(wanted):
+                self.serving.unpin(owner)
+                del self._pinned[owner]
+            for owner, (model, copies) in wanted.items():
+                if self._pinned.get(owner) == (model, copies):
+                    continue
+                try:
+                    await self.serving.pin(owner, model, copies)
+                except NotFoundError:  # the imported model was deleted: nothing to keep running
+                    self.serving.unpin(owner)
+                    self._pinned.pop(owner, None)
+                    continue
+                self._pinned[owner] = (model, copies)
+
+    def pinned(self) -> dict[str, tuple[str, int]]:
+        """Pin owner -> (imported model, copies), as this gateway last synced them (for tests and stats)."""
+        return dict(self._pinned)
+
+    def _wanted_pins(self) -> dict[str, tuple[str, int]]:
+        wanted: dict[str, tuple[str, int]] = {}
+        models = {m.name: m for m in self.store.models()}
+        for row in self.store.endpoints():
+            config = self.store.config(row.config_name)
+            if not row.status.accepts_invocations() or config is None:
+                continue
+            for spec in config.spec["ProductionVariants"]:
+                plan = plan_variant(spec)
+                model = models.get(plan.model_name)
+                if plan.provisioned_copies and model is not None:
+                    wanted[_variant_owner(row.name, plan.name)] = (
+                        model.imported_model,
+                        plan.provisioned_copies,
+                    )
+        for component in self.store.components():
+            model = models.get(component.model_name)
+            if component.status.accepts_invocations() and component.copy_count and model is not None:
+                wanted[_component_owner(component.name)] = (
+                    model.imported_model,
+                    component.copy_count,
+                )
+        return wanted
 
     def _spawn(self, coro: Any) -> None:
         """Run ``coro`` on the gateway's loop; callable from the loop or from a worker thread (the
@@ -413,14 +487,15 @@ class SageMakerService:
         return _page(items, "Endpoints", "EndpointName", inp)
 
     def delete_endpoint(self, name: str) -> None:
-        """Forget the endpoint and its inference components. Its imported models' copies stay: Bedrock
-        callers may share them, and the autoscaler stops idle ones after the idle window."""
+        """Forget the endpoint and its inference components, and release the copies they pinned: the
+        copies stay while busy (Bedrock callers may share them) and stop after the idle window."""
         if not self.store.delete_endpoint(name):
             raise self._no_endpoint(name)
         for component in self.store.components(name):
             self.store.delete_component(component.name)
             self._component_plans.pop(component.name, None)
         self._plans.pop(name, None)
+        self._spawn(self.sync_pins())  # releases its copies
 
     def _endpoint(self, name: str) -> EndpointRow:
         row = self.store.endpoint(name)
@@ -436,7 +511,7 @@ class SageMakerService:
     async def _deploy(self, name: str, config_name: str, status: EndpointStatus) -> None:
         """Check every variant's model and start its provisioned copies; then InService or Failed."""
         try:
-            reason = await self._deploy_variants(config_name)
+            reason = await self._deploy_variants(name, config_name)
         except asyncio.CancelledError:
             raise
         except OutcropError as exc:
@@ -461,9 +536,12 @@ class SageMakerService:
                 self.store.set_endpoint, name, EndpointStatus.FAILED, failure_reason=reason
             )
         self._plans.pop(name, None)
+        for owner in [o for o in self._deploying if o.startswith(_variant_owner(name, ""))]:
+            del self._deploying[owner]
+        await self.sync_pins()
         log.info("endpoint deployed", extra={"endpoint": name, "config": config_name, "failure": reason})
 
-    async def _deploy_variants(self, config_name: str) -> str | None:
+    async def _deploy_variants(self, endpoint: str, config_name: str) -> str | None:
         config = await asyncio.to_thread(self.store.config, config_name)
         if config is None:
             return f"Endpoint configuration '{config_name}' was deleted before the endpoint was deployed."
@@ -471,14 +549,17 @@ class SageMakerService:
             plan = plan_variant(spec)
             if plan.hosts_components:
                 continue  # its inference components deploy their own models
-            reason = await self._ready_model(plan.model_name, plan.provisioned_copies)
+            reason = await self._ready_model(
+                plan.model_name, plan.provisioned_copies, _variant_owner(endpoint, plan.name)
+            )
             if reason is not None:
                 return f"Variant '{plan.name}': {reason}"
         return None
 
-    async def _ready_model(self, model_name: str, copies: int) -> str | None:
+    async def _ready_model(self, model_name: str, copies: int, owner: str) -> str | None:
         """Wait for the SageMaker model's import (if it has one) and start ``copies`` copies of its
-        imported model; None when done, else why not."""
+        imported model, pinned for ``owner`` from the start (an idle window shorter than a copy's
+        start must not stop them); None when done, else why not."""
         model = await asyncio.to_thread(self.store.model, model_name)
         if model is None:
             return f"model '{model_name}' no longer exists; create it again."
@@ -494,6 +575,8 @@ class SageMakerService:
                 "which does not exist (deleted?). Import it again and create a new model."
             )
         if copies:
+            self._deploying[owner] = (model.imported_model, copies)
+            await self.sync_pins()
             try:
                 await self.serving.warm(model.imported_model, copies)
             except OutcropError as exc:
@@ -685,11 +768,12 @@ class SageMakerService:
         return arn
 
     def delete_inference_component(self, name: str) -> None:
-        """Forget the component (its model's copies stay until the idle window, as for endpoints)."""
+        """Forget the component and release its copies (they stop after the idle window, as for endpoints)."""
         row = self._component(name)
         self.store.set_component(row.name, ComponentStatus.DELETING, failure_reason=None)
         self.store.delete_component(row.name)
         self._component_plans.pop(row.name, None)
+        self._spawn(self.sync_pins())  # releases its copies
 
     def _component(self, name: str) -> ComponentRow:
         row = self.store.component(name)
@@ -705,7 +789,7 @@ class SageMakerService:
     ) -> None:
         """Start the component's copies; then InService, or Failed (an update of a serving one rolls back)."""
         try:
-            reason = await self._ready_model(str(spec["ModelName"]), copy_count)
+            reason = await self._ready_model(str(spec["ModelName"]), copy_count, _component_owner(name))
         except asyncio.CancelledError:
             raise
         except OutcropError as exc:
@@ -734,6 +818,8 @@ class SageMakerService:
                 copy_count=copy_count,
             )
         self._component_plans.pop(name, None)
+        self._deploying.pop(_component_owner(name), None)
+        await self.sync_pins()
         log.info("inference component deployed", extra={"component": name, "failure": reason})
 
     # ------------------------------------------------------------------ runtime
@@ -894,6 +980,15 @@ class SageMakerService:
                 }
             )
         return out
+
+
+def _variant_owner(endpoint: str, variant: str) -> str:
+    """Who pins a model variant's copies in serving (see SageMakerService.sync_pins)."""
+    return f"sagemaker:endpoint/{endpoint}/{variant}"
+
+
+def _component_owner(component: str) -> str:
+    return f"sagemaker:inference-component/{component}"
 
 
 def _spec_summary(spec: dict[str, Any]) -> dict[str, Any]:
