@@ -89,6 +89,7 @@ class Target:
     variant: VariantPlan
     imported_model: str
     processing: Processing
+    component: str = ""  # the inference component the call names ("" for a model variant)
 
 
 @dataclass
@@ -426,7 +427,16 @@ class SageMakerService:
 
     def update_endpoint(self, inp: p.UpdateEndpointInput) -> str:
         row = self._endpoint(inp.EndpointName)
-        self._config(inp.EndpointConfigName)
+        config = self._config(inp.EndpointConfigName)
+        hosts = {v.name for v in map(plan_variant, config.spec["ProductionVariants"]) if v.hosts_components}
+        stranded = [c.name for c in self.store.components(row.name) if c.variant_name not in hosts]
+        if stranded:
+            raise InvalidRequestError(
+                f"Endpoint '{row.name}' has inference components ({', '.join(sorted(stranded))}) on variants that "
+                f"endpoint config '{config.name}' does not host components on; delete them first "
+                "(DeleteInferenceComponent), or use a config whose same-named variants name no model.",
+                param="EndpointConfigName",
+            )
         if not row.status.is_terminal():
             raise InvalidRequestError(
                 f'Cannot update in-progress endpoint "{self.arn("endpoint", row.name)}" (it is {row.status}); '
@@ -877,7 +887,7 @@ class SageMakerService:
                 "(DescribeInferenceComponent shows InferenceComponentStatus).",
                 param="InferenceComponentName",
             )
-        return Target(endpoint, plan.variant, plan.imported_model, plan.processing)
+        return Target(endpoint, plan.variant, plan.imported_model, plan.processing, component)
 
     def _read_component_plan(self, endpoint: str, component: str) -> _ComponentPlan:
         row = self.store.component(component)

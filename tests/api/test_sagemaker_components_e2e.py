@@ -243,3 +243,30 @@ def test_deleting_the_endpoint_deletes_its_components(sm: Any, serving_server: S
     add_component(sm, "ic-gone", "ic-gone-a", serving_server.plain, copies=0)
     sm.delete_endpoint(EndpointName="ic-gone")
     assert sm.list_inference_components(EndpointNameEquals="ic-gone")["InferenceComponents"] == []
+
+
+def test_an_endpoint_with_components_cannot_move_to_a_config_of_model_variants(
+    sm: Any, shared: str, serving_server: ServingServer
+) -> None:
+    sm.create_model(ModelName="ic-move-model", PrimaryContainer={"ModelDataUrl": serving_server.chat})
+    sm.create_endpoint_config(
+        EndpointConfigName="ic-move-config",
+        ProductionVariants=[
+            {"VariantName": "AllTraffic", "ModelName": "ic-move-model", "InitialInstanceCount": 1}
+        ],
+    )
+    with pytest.raises(ClientError) as caught:
+        sm.update_endpoint(EndpointName=shared, EndpointConfigName="ic-move-config")
+    assert "has inference components (ic-chat, ic-plain)" in caught.value.response["Error"]["Message"]
+
+
+def test_metrics_are_labelled_with_the_inference_component(
+    runtime: Any, shared: str, serving_server: ServingServer
+) -> None:
+    import httpx
+
+    invoke(runtime, shared, InferenceComponentName="ic-plain")
+    text = httpx.get(serving_server.url + "/metrics").text
+    labels = f'EndpointName="{shared}",InferenceComponentName="ic-plain",VariantName="AllTraffic"'
+    assert f"outcrop_sagemaker_Invocations_total{{{labels}}}" in text
+    assert f"outcrop_sagemaker_ModelLatency_seconds_count{{{labels}}}" in text

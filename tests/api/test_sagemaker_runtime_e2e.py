@@ -248,7 +248,7 @@ def test_metrics_carry_sagemaker_names_per_endpoint_and_variant(
     with pytest.raises(ClientError):
         invoke(runtime, endpoint, {"inputs": ""})
     text = httpx.get(serving_server.url + "/metrics").text
-    labels = f'EndpointName="{endpoint}",VariantName="AllTraffic"'
+    labels = f'EndpointName="{endpoint}",InferenceComponentName="",VariantName="AllTraffic"'
     for name in (
         "outcrop_sagemaker_Invocations_total",
         "outcrop_sagemaker_Invocation4XXErrors_total",
