@@ -2,14 +2,18 @@
 
 Only the members Outcrop acts on or records are declared; the others (VpcConfig, DataCaptureConfig,
 ...) are accepted and ignored, as a SageMaker feature this server has no use for. Field names keep
-SageMaker's PascalCase so a validation error names the member the caller sent.
+SageMaker's PascalCase so a validation error names the member the caller sent. :func:`page` is the
+List* operations' shared paging.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+
+from outcrop.errors import InvalidRequestError
 
 # SageMaker's own bounds (the service model's min/max for these members).
 MAX_VARIANTS = 10
@@ -167,3 +171,33 @@ class InferenceComponentNameInput(_Input):
 class ListInferenceComponentsInput(ListInput):
     EndpointNameEquals: StrictStr | None = None
     VariantNameEquals: StrictStr | None = None
+
+
+def page(
+    items: list[dict[str, Any]],
+    key: str,
+    name_key: str,
+    inp: ListInput,
+    status_key: str = "EndpointStatus",
+) -> dict[str, Any]:
+    """SageMaker's List* paging: filter, sort, and an opaque NextToken (the offset)."""
+    if inp.NameContains:
+        needle = inp.NameContains.lower()
+        items = [i for i in items if needle in i[name_key].lower()]
+    sort_key: Callable[[dict[str, Any]], Any] = {
+        "Name": lambda i: i[name_key],
+        "Status": lambda i: i.get(status_key, ""),
+    }.get(inp.SortBy, lambda i: i["CreationTime"])
+    items.sort(key=sort_key, reverse=inp.SortOrder == "Descending")
+    try:
+        start = int(inp.NextToken or 0)
+    except ValueError:
+        raise InvalidRequestError(
+            f"NextToken {inp.NextToken!r} is not one this server gave; start again without it.",
+            param="NextToken",
+        ) from None
+    page = items[start : start + inp.MaxResults]
+    out: dict[str, Any] = {key: page}
+    if start + inp.MaxResults < len(items):
+        out["NextToken"] = str(start + inp.MaxResults)
+    return out

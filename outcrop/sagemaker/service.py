@@ -18,7 +18,6 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,10 +28,9 @@ from outcrop.config import OutcropConfig
 from outcrop.errors import InvalidRequestError, NotFoundError, OutcropError
 from outcrop.registry.service import CreateImportJob, Registry
 from outcrop.sagemaker import protocol as p
+from outcrop.sagemaker.components import InferenceComponents, component_owner, model_processing
 from outcrop.sagemaker.handlers import HandlerPool, check_handler
 from outcrop.sagemaker.store import (
-    ComponentRow,
-    ComponentStatus,
     EndpointConfigRow,
     EndpointRow,
     EndpointStatus,
@@ -48,12 +46,13 @@ from outcrop.sagemaker.templates import (
 )
 from outcrop.sagemaker.variants import (
     ConcurrencyGate,
+    Target,
     VariantPlan,
     check_variants,
     pick_variant,
     plan_variant,
 )
-from outcrop.serving.service import CopyStatus, Serving
+from outcrop.serving.service import Serving
 from outcrop.store.db import Database
 from outcrop.store.imports import ImportJobStatus, new_id
 
@@ -81,17 +80,6 @@ COMPONENT_REQUIRED = (
 )
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where one invocation goes: the endpoint's chosen variant, its imported model and processing."""
-
-    endpoint: str
-    variant: VariantPlan
-    imported_model: str
-    processing: Processing
-    component: str = ""  # the inference component the call names ("" for a model variant)
-
-
 @dataclass
 class _Plan:
     variants: list[VariantPlan]
@@ -101,15 +89,6 @@ class _Plan:
     failure_reason: str | None
     read_at: float
     hosts_components: bool = False  # its variants name no model: invocations name a component
-
-
-@dataclass
-class _ComponentPlan:
-    row: ComponentRow
-    variant: VariantPlan
-    imported_model: str
-    processing: Processing
-    read_at: float
 
 
 def parse(model: type[M], body: dict[str, Any]) -> M:
@@ -136,7 +115,7 @@ class SageMakerService:
         self.registry = registry
         self.serving = serving
         self._plans: dict[str, _Plan] = {}
-        self._component_plans: dict[str, _ComponentPlan | None] = {}
+        self.components = InferenceComponents(self)
         self._gate = ConcurrencyGate()
         self.handlers = HandlerPool(config.sagemaker, config.resolved_data_dir / "logs" / "handlers")
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -155,24 +134,9 @@ class SageMakerService:
         self._loop = asyncio.get_running_loop()
         for row in await asyncio.to_thread(self.store.endpoints):
             if row.status in (EndpointStatus.CREATING, EndpointStatus.UPDATING):
-                self._spawn(self._deploy(row.name, row.config_name, row.status))
-        for component in await asyncio.to_thread(self.store.components):
-            if component.status is ComponentStatus.CREATING:
-                self._spawn(
-                    self._deploy_component(component.name, component.spec, component.copy_count, None)
-                )
-            elif component.status is ComponentStatus.UPDATING:
-                # The new specification was held by the gateway that stopped: the old one stays.
-                await asyncio.to_thread(
-                    self.store.set_component,
-                    component.name,
-                    ComponentStatus.IN_SERVICE,
-                    failure_reason="An update was interrupted by a server restart and rolled back; "
-                    "call UpdateInferenceComponent again.",
-                )
-            elif component.status is ComponentStatus.DELETING:
-                await asyncio.to_thread(self.store.delete_component, component.name)
-        self._spawn(self._pin_loop())
+                self.spawn(self._deploy(row.name, row.config_name, row.status))
+        await self.components.resume()
+        self.spawn(self._pin_loop())
 
     async def stop(self) -> None:
         await self.handlers.stop()
@@ -217,6 +181,12 @@ class SageMakerService:
                     continue
                 self._pinned[owner] = (model, copies)
 
+    async def end_deployment(self, owner_prefix: str) -> None:
+        """A deployment ended (either way): its pins now follow the store alone."""
+        for owner in [o for o in self._deploying if o.startswith(owner_prefix)]:
+            del self._deploying[owner]
+        await self.sync_pins()
+
     def pinned(self) -> dict[str, tuple[str, int]]:
         """Pin owner -> (imported model, copies), as this gateway last synced them (for tests and stats)."""
         return dict(self._pinned)
@@ -239,13 +209,13 @@ class SageMakerService:
         for component in self.store.components():
             model = models.get(component.model_name)
             if component.status.accepts_invocations() and component.copy_count and model is not None:
-                wanted[_component_owner(component.name)] = (
+                wanted[component_owner(component.name)] = (
                     model.imported_model,
                     component.copy_count,
                 )
         return wanted
 
-    def _spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> None:
         """Run ``coro`` on the gateway's loop; callable from the loop or from a worker thread (the
         control plane runs its operations in threads so that store and S3 calls never block it)."""
 
@@ -339,7 +309,7 @@ class SageMakerService:
         return model_name, job.id
 
     def describe_model(self, name: str) -> dict[str, Any]:
-        row = self._model(name)
+        row = self.model_row(name)
         spec = dict(row.spec)
         spec.pop("Tags", None)
         return {**spec, "ModelArn": self.arn("model", row.name), "CreationTime": row.created_at}
@@ -349,13 +319,14 @@ class SageMakerService:
             {"ModelName": r.name, "ModelArn": self.arn("model", r.name), "CreationTime": r.created_at}
             for r in self.store.models()
         ]
-        return _page(items, "Models", "ModelName", inp)
+        return p.page(items, "Models", "ModelName", inp)
 
     def delete_model(self, name: str) -> None:
         if not self.store.delete_model(name):
             raise InvalidRequestError(f'Could not find model "{self.arn("model", name)}".', param="ModelName")
 
-    def _model(self, name: str) -> ModelRow:
+    def model_row(self, name: str) -> ModelRow:
+        """The SageMaker model, or ValidationException "Could not find model"."""
         row = self.store.model(name)
         if row is None:
             raise InvalidRequestError(f'Could not find model "{self.arn("model", name)}".', param="ModelName")
@@ -368,7 +339,7 @@ class SageMakerService:
         check_variants(inp.EndpointConfigName, variants)
         for v in variants:
             if v.get("ModelName"):
-                self._model(v["ModelName"])  # SageMaker checks the models exist now, not at deploy time
+                self.model_row(v["ModelName"])  # SageMaker checks the models exist now, not at deploy time
         arn = self.arn("endpoint-config", inp.EndpointConfigName)
         self.store.add_config(
             EndpointConfigRow(inp.EndpointConfigName, inp.model_dump(exclude_none=True), time.time()),
@@ -394,7 +365,7 @@ class SageMakerService:
             }
             for r in self.store.configs()
         ]
-        return _page(items, "EndpointConfigs", "EndpointConfigName", inp)
+        return p.page(items, "EndpointConfigs", "EndpointConfigName", inp)
 
     def delete_endpoint_config(self, name: str) -> None:
         if not self.store.delete_config(name):
@@ -422,11 +393,11 @@ class SageMakerService:
             inp.EndpointConfigName,
             already_exists=f'Cannot create already existing endpoint "{arn}".',
         )
-        self._spawn(self._deploy(inp.EndpointName, inp.EndpointConfigName, EndpointStatus.CREATING))
+        self.spawn(self._deploy(inp.EndpointName, inp.EndpointConfigName, EndpointStatus.CREATING))
         return arn
 
     def update_endpoint(self, inp: p.UpdateEndpointInput) -> str:
-        row = self._endpoint(inp.EndpointName)
+        row = self.endpoint_row(inp.EndpointName)
         config = self._config(inp.EndpointConfigName)
         hosts = {v.name for v in map(plan_variant, config.spec["ProductionVariants"]) if v.hosts_components}
         stranded = [c.name for c in self.store.components(row.name) if c.variant_name not in hosts]
@@ -445,11 +416,11 @@ class SageMakerService:
             )
         self.store.set_endpoint(row.name, EndpointStatus.UPDATING, failure_reason=None)
         self._plans.pop(row.name, None)
-        self._spawn(self._deploy(row.name, inp.EndpointConfigName, EndpointStatus.UPDATING))
+        self.spawn(self._deploy(row.name, inp.EndpointConfigName, EndpointStatus.UPDATING))
         return self.arn("endpoint", row.name)
 
     def describe_endpoint(self, name: str) -> dict[str, Any]:
-        row = self._endpoint(name)
+        row = self.endpoint_row(name)
         out: dict[str, Any] = {
             "EndpointName": row.name,
             "EndpointArn": self.arn("endpoint", row.name),
@@ -494,20 +465,19 @@ class SageMakerService:
             for r in self.store.endpoints()
             if inp.StatusEquals is None or r.status.value == inp.StatusEquals
         ]
-        return _page(items, "Endpoints", "EndpointName", inp)
+        return p.page(items, "Endpoints", "EndpointName", inp)
 
     def delete_endpoint(self, name: str) -> None:
         """Forget the endpoint and its inference components, and release the copies they pinned: the
         copies stay while busy (Bedrock callers may share them) and stop after the idle window."""
         if not self.store.delete_endpoint(name):
             raise self._no_endpoint(name)
-        for component in self.store.components(name):
-            self.store.delete_component(component.name)
-            self._component_plans.pop(component.name, None)
+        self.components.forget_endpoint(name)
         self._plans.pop(name, None)
-        self._spawn(self.sync_pins())  # releases its copies
+        self.spawn(self.sync_pins())  # releases its copies
 
-    def _endpoint(self, name: str) -> EndpointRow:
+    def endpoint_row(self, name: str) -> EndpointRow:
+        """The endpoint, or ValidationException "Could not find endpoint"."""
         row = self.store.endpoint(name)
         if row is None:
             raise self._no_endpoint(name)
@@ -546,9 +516,7 @@ class SageMakerService:
                 self.store.set_endpoint, name, EndpointStatus.FAILED, failure_reason=reason
             )
         self._plans.pop(name, None)
-        for owner in [o for o in self._deploying if o.startswith(_variant_owner(name, ""))]:
-            del self._deploying[owner]
-        await self.sync_pins()
+        await self.end_deployment(_variant_owner(name, ""))
         log.info("endpoint deployed", extra={"endpoint": name, "config": config_name, "failure": reason})
 
     async def _deploy_variants(self, endpoint: str, config_name: str) -> str | None:
@@ -559,14 +527,14 @@ class SageMakerService:
             plan = plan_variant(spec)
             if plan.hosts_components:
                 continue  # its inference components deploy their own models
-            reason = await self._ready_model(
+            reason = await self.ready_model(
                 plan.model_name, plan.provisioned_copies, _variant_owner(endpoint, plan.name)
             )
             if reason is not None:
                 return f"Variant '{plan.name}': {reason}"
         return None
 
-    async def _ready_model(self, model_name: str, copies: int, owner: str) -> str | None:
+    async def ready_model(self, model_name: str, copies: int, owner: str) -> str | None:
         """Wait for the SageMaker model's import (if it has one) and start ``copies`` copies of its
         imported model, pinned for ``owner`` from the start (an idle window shorter than a copy's
         start must not stop them); None when done, else why not."""
@@ -605,233 +573,6 @@ class SageMakerService:
             await asyncio.sleep(IMPORT_POLL_SECONDS)
         return f"importing model '{model.name}' did not finish within {IMPORT_WAIT_SECONDS:.0f} s."
 
-    # ------------------------------------------------------------------ inference components
-
-    def create_inference_component(self, inp: p.CreateInferenceComponentInput) -> str:
-        name = inp.InferenceComponentName
-        spec = self._component_spec(inp.Specification, inp.Specifications)
-        if spec is None:
-            raise InvalidRequestError(
-                f"Inference component '{name}' needs a Specification naming its model "
-                "(Specification.ModelName: a model made with CreateModel).",
-                param="Specification",
-            )
-        if inp.RuntimeConfig is None:
-            raise InvalidRequestError(
-                f"Inference component '{name}' needs RuntimeConfig.CopyCount: how many copies of its model "
-                "to keep running (0 = start one on the first invocation).",
-                param="RuntimeConfig",
-            )
-        endpoint = self._endpoint(inp.EndpointName)
-        if not endpoint.status.accepts_invocations():
-            raise InvalidRequestError(
-                f'Endpoint "{self.arn("endpoint", endpoint.name)}" is {endpoint.status.value}; add inference '
-                "components once it is InService (sagemaker.get_waiter('endpoint_in_service')).",
-                param="EndpointName",
-            )
-        variant = self._hosting_variant(endpoint, inp.VariantName)
-        self._model(spec["ModelName"])
-        arn = self.arn("inference-component", name)
-        self.store.add_component(
-            name,
-            endpoint.name,
-            variant,
-            spec,
-            inp.RuntimeConfig.CopyCount,
-            already_exists=f'Cannot create already existing inference component "{arn}".',
-        )
-        self._spawn(self._deploy_component(name, spec, inp.RuntimeConfig.CopyCount, None))
-        return arn
-
-    def _component_spec(
-        self, spec: p.ComponentSpecification | None, specs: list[p.ComponentSpecification] | None
-    ) -> dict[str, Any] | None:
-        """The one Specification as stored, or None if none was given."""
-        if specs:
-            if spec is not None or len(specs) != 1:
-                raise InvalidRequestError(
-                    "Give one Specification; Specifications with several instance types is not supported "
-                    "(Outcrop places copies by memory, not instance type).",
-                    param="Specifications",
-                )
-            spec = specs[0]
-        if spec is None:
-            return None
-        if spec.BaseInferenceComponentName:
-            raise InvalidRequestError(
-                "Adapter inference components (Specification.BaseInferenceComponentName) are not supported; "
-                "merge the adapter into the model, import it, and give it its own component.",
-                param="Specification.BaseInferenceComponentName",
-            )
-        if not spec.ModelName:
-            raise InvalidRequestError(
-                "Specification.ModelName is required: name a model made with CreateModel (its container "
-                "names the imported model). Outcrop runs no containers, so a Container alone cannot serve.",
-                param="Specification.ModelName",
-            )
-        return spec.model_dump(exclude_none=True)
-
-    def _hosting_variant(self, endpoint: EndpointRow, variant_name: str | None) -> str:
-        """The endpoint's variant a new component goes on (it must name no model)."""
-        config = self.store.config(endpoint.config_name)
-        plans = [plan_variant(v) for v in config.spec["ProductionVariants"]] if config else []
-        if variant_name:
-            found = next((v for v in plans if v.name == variant_name), None)
-            if found is None:
-                names = ", ".join(v.name for v in plans) or "none"
-                raise InvalidRequestError(
-                    f"VariantName '{variant_name}' is not a variant of endpoint '{endpoint.name}'; its variants: "
-                    f"{names}.",
-                    param="VariantName",
-                )
-            hosts = [found] if found.hosts_components else []
-        else:
-            hosts = [v for v in plans if v.hosts_components]
-        if not hosts:
-            raise InvalidRequestError(
-                f"Endpoint '{endpoint.name}' serves models through its variants, so it cannot host inference "
-                "components. Create an endpoint whose config's variant names no ModelName (VariantName, "
-                "InstanceType, InitialInstanceCount only) and add components to it.",
-                param="EndpointName",
-            )
-        if len(hosts) > 1:
-            raise InvalidRequestError(
-                f"Endpoint '{endpoint.name}' has variants {', '.join(v.name for v in hosts)}; name the one for "
-                "this component in VariantName.",
-                param="VariantName",
-            )
-        return hosts[0].name
-
-    def describe_inference_component(self, name: str) -> dict[str, Any]:
-        row = self._component(name)
-        out: dict[str, Any] = {
-            "InferenceComponentName": row.name,
-            "InferenceComponentArn": self.arn("inference-component", row.name),
-            "EndpointName": row.endpoint_name,
-            "EndpointArn": self.arn("endpoint", row.endpoint_name),
-            "VariantName": row.variant_name,
-            "Specification": _spec_summary(row.spec),
-            "RuntimeConfig": {
-                "DesiredCopyCount": row.copy_count,
-                "CurrentCopyCount": self._current_copies(row),
-            },
-            "CreationTime": row.created_at,
-            "LastModifiedTime": row.updated_at,
-            "InferenceComponentStatus": row.status.value,
-        }
-        if row.failure_reason:
-            out["FailureReason"] = row.failure_reason[:1024]
-        return out
-
-    def _current_copies(self, row: ComponentRow) -> int:
-        """Ready copies of the component's imported model (shared with anything else serving it)."""
-        if not row.status.accepts_invocations():
-            return 0
-        model = self.store.model(row.model_name)
-        if model is None:
-            return 0
-        return sum(
-            1
-            for c in self.serving.copies()
-            if c.model_name == model.imported_model and c.state is CopyStatus.READY
-        )
-
-    def list_inference_components(self, inp: p.ListInferenceComponentsInput) -> dict[str, Any]:
-        items = [
-            {
-                "InferenceComponentName": r.name,
-                "InferenceComponentArn": self.arn("inference-component", r.name),
-                "EndpointName": r.endpoint_name,
-                "EndpointArn": self.arn("endpoint", r.endpoint_name),
-                "VariantName": r.variant_name,
-                "InferenceComponentStatus": r.status.value,
-                "CreationTime": r.created_at,
-                "LastModifiedTime": r.updated_at,
-            }
-            for r in self.store.components(inp.EndpointNameEquals)
-            if (inp.StatusEquals is None or r.status.value == inp.StatusEquals)
-            and (inp.VariantNameEquals is None or r.variant_name == inp.VariantNameEquals)
-        ]
-        return _page(items, "InferenceComponents", "InferenceComponentName", inp, "InferenceComponentStatus")
-
-    def update_inference_component(self, inp: p.UpdateInferenceComponentInput) -> str:
-        row = self._component(inp.InferenceComponentName)
-        arn = self.arn("inference-component", row.name)
-        if inp.Specification is None and not inp.Specifications and inp.RuntimeConfig is None:
-            raise InvalidRequestError(
-                f"UpdateInferenceComponent of '{row.name}' changes nothing; give a Specification and/or "
-                "RuntimeConfig.CopyCount.",
-                param="Specification",
-            )
-        if not row.status.is_terminal():
-            raise InvalidRequestError(
-                f'Cannot update in-progress inference component "{arn}" (it is {row.status.value}); wait '
-                "until DescribeInferenceComponent says InService or Failed.",
-                param="InferenceComponentName",
-            )
-        spec = self._component_spec(inp.Specification, inp.Specifications) or row.spec
-        self._model(spec["ModelName"])
-        copy_count = inp.RuntimeConfig.CopyCount if inp.RuntimeConfig is not None else row.copy_count
-        self.store.set_component(row.name, ComponentStatus.UPDATING, failure_reason=None)
-        self._component_plans.pop(row.name, None)
-        self._spawn(self._deploy_component(row.name, spec, copy_count, row))
-        return arn
-
-    def delete_inference_component(self, name: str) -> None:
-        """Forget the component and release its copies (they stop after the idle window, as for endpoints)."""
-        row = self._component(name)
-        self.store.set_component(row.name, ComponentStatus.DELETING, failure_reason=None)
-        self.store.delete_component(row.name)
-        self._component_plans.pop(row.name, None)
-        self._spawn(self.sync_pins())  # releases its copies
-
-    def _component(self, name: str) -> ComponentRow:
-        row = self.store.component(name)
-        if row is None:
-            raise InvalidRequestError(
-                f'Could not find inference component "{self.arn("inference-component", name)}".',
-                param="InferenceComponentName",
-            )
-        return row
-
-    async def _deploy_component(
-        self, name: str, spec: dict[str, Any], copy_count: int, previous: ComponentRow | None
-    ) -> None:
-        """Start the component's copies; then InService, or Failed (an update of a serving one rolls back)."""
-        try:
-            reason = await self._ready_model(str(spec["ModelName"]), copy_count, _component_owner(name))
-        except asyncio.CancelledError:
-            raise
-        except OutcropError as exc:
-            reason = exc.message
-        except Exception as exc:  # a bug: the component says so instead of Creating forever
-            log.exception("inference component deployment failed", extra={"component": name})
-            reason = f"Internal error while deploying ({type(exc).__name__}); see the server log."
-        if reason is None:
-            await asyncio.to_thread(
-                self.store.set_component, name, ComponentStatus.IN_SERVICE, spec=spec, copy_count=copy_count
-            )
-        elif previous is not None and previous.status is ComponentStatus.IN_SERVICE:
-            await asyncio.to_thread(
-                self.store.set_component,
-                name,
-                ComponentStatus.IN_SERVICE,
-                failure_reason=f"Update failed and was rolled back: {reason}",
-            )
-        else:
-            await asyncio.to_thread(
-                self.store.set_component,
-                name,
-                ComponentStatus.FAILED,
-                failure_reason=reason,
-                spec=spec,
-                copy_count=copy_count,
-            )
-        self._component_plans.pop(name, None)
-        self._deploying.pop(_component_owner(name), None)
-        await self.sync_pins()
-        log.info("inference component deployed", extra={"component": name, "failure": reason})
-
     # ------------------------------------------------------------------ runtime
 
     def not_found(self, name: str) -> InvalidRequestError:
@@ -845,7 +586,7 @@ class SageMakerService:
     async def target(self, endpoint: str, target_variant: str | None, component: str | None = None) -> Target:
         """Where an invocation of ``endpoint`` goes (ValidationError if it cannot be invoked now)."""
         if component:
-            return await self._component_target(endpoint, component)
+            return await self.components.target(endpoint, component)
         plan = self._plans.get(endpoint)
         if plan is None or time.monotonic() - plan.read_at > TARGET_CACHE_SECONDS:
             plan = await asyncio.to_thread(self._read_plan, endpoint)
@@ -867,59 +608,6 @@ class SageMakerService:
         variant = pick_variant(endpoint, plan.variants, target_variant, self._random.random())
         return Target(endpoint, variant, plan.imported[variant.name], plan.processing[variant.name])
 
-    async def _component_target(self, endpoint: str, component: str) -> Target:
-        plan = self._component_plans.get(component)
-        stale = plan is None or time.monotonic() - plan.read_at > TARGET_CACHE_SECONDS
-        if plan is None or stale or plan.row.endpoint_name != endpoint:
-            # (another endpoint's component: the read says which error, unknown endpoint first)
-            plan = await asyncio.to_thread(self._read_component_plan, endpoint, component)
-            self._component_plans[component] = plan
-        row = plan.row
-        if not row.status.accepts_invocations():
-            if row.status is ComponentStatus.FAILED:
-                raise InvalidRequestError(
-                    f"Inference component {component} is Failed ({row.failure_reason}); fix the cause and call "
-                    "UpdateInferenceComponent, or delete and create it again.",
-                    param="InferenceComponentName",
-                )
-            raise InvalidRequestError(
-                f"Inference component {component} is {row.status.value}, not InService; wait for it "
-                "(DescribeInferenceComponent shows InferenceComponentStatus).",
-                param="InferenceComponentName",
-            )
-        return Target(endpoint, plan.variant, plan.imported_model, plan.processing, component)
-
-    def _read_component_plan(self, endpoint: str, component: str) -> _ComponentPlan:
-        row = self.store.component(component)
-        if row is None or row.endpoint_name != endpoint:
-            if self.store.endpoint(endpoint) is None:
-                raise self.not_found(endpoint)
-            raise self._not_a_component_of(endpoint, component)
-        model = self.store.model(row.model_name)
-        if model is None:
-            raise InvalidRequestError(
-                f"Inference component {component} names model '{row.model_name}', which was deleted; call "
-                "UpdateInferenceComponent with another model.",
-                param="InferenceComponentName",
-            )
-        variant = VariantPlan(
-            name=row.variant_name,
-            model_name=model.name,
-            weight=1.0,
-            provisioned_copies=row.copy_count,
-            max_concurrency=None,
-            instance_type=None,
-            serverless=False,
-        )
-        return _ComponentPlan(row, variant, model.imported_model, _processing(model), time.monotonic())
-
-    def _not_a_component_of(self, endpoint: str, component: str) -> InvalidRequestError:
-        return InvalidRequestError(
-            f"Inference component {component} is not on endpoint {endpoint}; "
-            f"ListInferenceComponents(EndpointNameEquals='{endpoint}') lists the ones it has.",
-            param="InferenceComponentName",
-        )
-
     def _read_plan(self, endpoint: str) -> _Plan:
         row = self.store.endpoint(endpoint)
         if row is None:
@@ -939,7 +627,7 @@ class SageMakerService:
                 continue  # deleted after the endpoint was deployed: its traffic goes to the others
             variants.append(plan)
             imported[plan.name] = model.imported_model
-            processing[plan.name] = _processing(model)
+            processing[plan.name] = model_processing(model)
         status, reason = row.status, row.failure_reason
         if (
             row.status.accepts_invocations()
@@ -995,55 +683,3 @@ class SageMakerService:
 def _variant_owner(endpoint: str, variant: str) -> str:
     """Who pins a model variant's copies in serving (see SageMakerService.sync_pins)."""
     return f"sagemaker:endpoint/{endpoint}/{variant}"
-
-
-def _component_owner(component: str) -> str:
-    return f"sagemaker:inference-component/{component}"
-
-
-def _spec_summary(spec: dict[str, Any]) -> dict[str, Any]:
-    """A stored Specification as DescribeInferenceComponent's InferenceComponentSpecificationSummary."""
-    out = dict(spec)
-    container = out.get("Container")
-    if isinstance(container, dict):
-        container = dict(container)
-        image = container.pop("Image", None)
-        if image:
-            container["DeployedImage"] = {"SpecifiedImage": image, "ResolvedImage": image}
-        out["Container"] = container
-    return out
-
-
-def _processing(model: ModelRow) -> Processing:
-    container = model.spec.get("PrimaryContainer") or (model.spec.get("Containers") or [{}])[0]
-    return Processing.from_environment(model.name, container.get("Environment") or {})
-
-
-def _page(
-    items: list[dict[str, Any]],
-    key: str,
-    name_key: str,
-    inp: p.ListInput,
-    status_key: str = "EndpointStatus",
-) -> dict[str, Any]:
-    """SageMaker's List* paging: filter, sort, and an opaque NextToken (the offset)."""
-    if inp.NameContains:
-        needle = inp.NameContains.lower()
-        items = [i for i in items if needle in i[name_key].lower()]
-    sort_key: Callable[[dict[str, Any]], Any] = {
-        "Name": lambda i: i[name_key],
-        "Status": lambda i: i.get(status_key, ""),
-    }.get(inp.SortBy, lambda i: i["CreationTime"])
-    items.sort(key=sort_key, reverse=inp.SortOrder == "Descending")
-    try:
-        start = int(inp.NextToken or 0)
-    except ValueError:
-        raise InvalidRequestError(
-            f"NextToken {inp.NextToken!r} is not one this server gave; start again without it.",
-            param="NextToken",
-        ) from None
-    page = items[start : start + inp.MaxResults]
-    out: dict[str, Any] = {key: page}
-    if start + inp.MaxResults < len(items):
-        out["NextToken"] = str(start + inp.MaxResults)
-    return out

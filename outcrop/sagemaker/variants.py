@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from outcrop.errors import InvalidRequestError, ThrottlingError
+from outcrop.sagemaker.templates import Processing
 
 # SageMaker's default InitialVariantWeight: every variant equal.
 DEFAULT_WEIGHT = 1.0
@@ -28,6 +29,17 @@ class VariantPlan:
     def hosts_components(self) -> bool:
         """A variant that names no model hosts inference components (each names its own model)."""
         return not self.model_name
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one invocation goes: the endpoint's chosen variant, its imported model and processing."""
+
+    endpoint: str
+    variant: VariantPlan
+    imported_model: str
+    processing: Processing
+    component: str = ""  # the inference component the call names ("" for a model variant)
 
 
 def plan_variant(spec: dict[str, object]) -> VariantPlan:

@@ -89,7 +89,7 @@ async def test_copy_count_copies_outlive_idle_windows_until_the_component_is_del
     model(svc, "pin-b-model", "beta")
     endpoint(svc, "pin-b", {"InstanceType": "ml.g5.xlarge", "InitialInstanceCount": 1})
     await in_service(lambda: svc.describe_endpoint("pin-b"), "EndpointStatus")
-    svc.create_inference_component(
+    svc.components.create(
         parse(
             p.CreateInferenceComponentInput,
             {
@@ -100,11 +100,11 @@ async def test_copy_count_copies_outlive_idle_windows_until_the_component_is_del
             },
         )
     )
-    await in_service(lambda: svc.describe_inference_component("pin-b-ic"), "InferenceComponentStatus")
-    assert svc.describe_inference_component("pin-b-ic")["RuntimeConfig"]["CurrentCopyCount"] == 1
+    await in_service(lambda: svc.components.describe("pin-b-ic"), "InferenceComponentStatus")
+    assert svc.components.describe("pin-b-ic")["RuntimeConfig"]["CurrentCopyCount"] == 1
     await asyncio.sleep(1.5)
     assert names(serving) == ["beta"]
-    svc.delete_inference_component("pin-b-ic")
+    svc.components.delete("pin-b-ic")
     await eventually(lambda: names(serving) == [])
 
 

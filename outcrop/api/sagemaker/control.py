@@ -60,21 +60,17 @@ OPERATIONS: dict[str, Handler] = {
     "ListEndpoints": lambda s, b: s.list_endpoints(parse(p.ListInput, b)),
     "DeleteEndpoint": _empty(lambda s, b: s.delete_endpoint(parse(p.EndpointNameInput, b).EndpointName)),
     "CreateInferenceComponent": lambda s, b: {
-        "InferenceComponentArn": s.create_inference_component(parse(p.CreateInferenceComponentInput, b))
+        "InferenceComponentArn": s.components.create(parse(p.CreateInferenceComponentInput, b))
     },
-    "DescribeInferenceComponent": lambda s, b: s.describe_inference_component(
+    "DescribeInferenceComponent": lambda s, b: s.components.describe(
         parse(p.InferenceComponentNameInput, b).InferenceComponentName
     ),
-    "ListInferenceComponents": lambda s, b: s.list_inference_components(
-        parse(p.ListInferenceComponentsInput, b)
-    ),
+    "ListInferenceComponents": lambda s, b: s.components.list(parse(p.ListInferenceComponentsInput, b)),
     "UpdateInferenceComponent": lambda s, b: {
-        "InferenceComponentArn": s.update_inference_component(parse(p.UpdateInferenceComponentInput, b))
+        "InferenceComponentArn": s.components.update(parse(p.UpdateInferenceComponentInput, b))
     },
     "DeleteInferenceComponent": _empty(
-        lambda s, b: s.delete_inference_component(
-            parse(p.InferenceComponentNameInput, b).InferenceComponentName
-        )
+        lambda s, b: s.components.delete(parse(p.InferenceComponentNameInput, b).InferenceComponentName)
     ),
 }
 # The body member that names each operation's resource, and that resource's ARN type.
