@@ -292,7 +292,7 @@ class ModelNotReadyError(OutcropError):
         super().__init__(
             "Model is not ready for inference. Wait and try your request again. "
             f"(A copy of '{model_id}' is starting. boto3 retries this by itself with "
-            "Config(retries={'mode': 'standard', 'total_max_attempts': 10}).)",
+            "Config(retries={'mode': 'standard', 'total_max_attempts': 20}): a cold start can take half a minute.)",
             model_id=model_id,
             retry_after_seconds=retry_after_seconds,
         )

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from outcrop import __version__
 from outcrop.api import admin, console, keys, ops
+from outcrop.api.agent import prompts as prompt_routes
 from outcrop.api.bedrock import batch as batch_routes
 from outcrop.api.bedrock import control, logging_config
 from outcrop.api.bedrock.errors import bedrock_error_response
@@ -39,6 +40,7 @@ from outcrop.auth.keys import KeyStore, load_or_create_server_key
 from outcrop.batch.service import build_batch_service
 from outcrop.config import OutcropConfig
 from outcrop.errors import InternalError, InvalidRequestError, NotFoundError, OutcropError
+from outcrop.prompts.service import PromptService
 from outcrop.registry.importer import ImportWorker
 from outcrop.registry.service import Registry
 from outcrop.registry.tokenizers import TokenizerCache
@@ -201,6 +203,7 @@ def build_services(config: OutcropConfig, *, start_workers: bool = True) -> Serv
             ),
             "sagemaker": SageMakerService(config, db, registry, serving),
             "sagemaker_metrics": SageMakerMetrics(metrics.registry),
+            "prompts": PromptService(config, db),  # outcrop/prompts (bedrock-agent Prompt management)
         },
     )
 
@@ -283,6 +286,7 @@ def create_app(
     app.include_router(control.router)
     app.include_router(batch_routes.router)
     app.include_router(logging_config.router)
+    app.include_router(prompt_routes.router)
     app.include_router(runtime_routes.router)
     app.include_router(openai_routes.router)
     app.include_router(sagemaker_control.router)

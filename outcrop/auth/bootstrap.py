@@ -36,7 +36,8 @@ def ensure_admin(config: OutcropConfig, keys: KeyStore) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(body, fh, indent=2)
-    log.warning(
+    # INFO, not WARNING: this is the normal first start, nothing to act on.
+    log.info(
         "created the admin principal; its credentials are in %s (mode 0600). Use them with boto3 "
         "(aws_access_key_id / aws_secret_access_key) or as 'Authorization: Bearer <api_key>'",
         path,

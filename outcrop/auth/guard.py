@@ -21,6 +21,7 @@ from outcrop.auth.keys import KeyStore, Principal
 from outcrop.auth.sigv4 import UNKNOWN_KEY, SignedRequest, check_headers, verify_signature
 from outcrop.config import OutcropConfig
 from outcrop.errors import AccessDeniedError, AuthenticationError, UnrecognizedClientError
+from outcrop.prompts.service import is_prompt_arn
 from outcrop.registry import arns
 
 # The console page holds no data: what it shows it fetches with the key the user types.
@@ -81,10 +82,11 @@ class Guard:
         summary = getattr(route, "summary", None) or name
         return f"bedrock:{summary}" if summary.isalnum() else f"outcrop:{name}"
 
-    async def _resource(self, request: Request) -> str:
+    async def _resource(self, request: Request) -> tuple[str, str | None]:
+        """The ARN the request acts on ('*' for none), and the model's name when the caller named it by name."""
         custom = getattr(getattr(request.scope.get("route"), "endpoint", None), "outcrop_resource", None)
         if custom is not None:  # a route that names its own resource (SageMaker endpoint ARNs)
-            return str(await custom(request, self.config))
+            return str(await custom(request, self.config)), None
         identifier = next((request.path_params[p] for p in MODEL_PARAMS if p in request.path_params), None)
         if identifier is None and request.url.path.startswith("/v1/") and request.method == "POST":
             try:
@@ -92,15 +94,19 @@ class Guard:
             except (ValueError, AttributeError, RecursionError):  # the route answers a bad body
                 identifier = None
         if not isinstance(identifier, str) or not identifier:
-            return "*"
+            return "*", None
+        if is_prompt_arn(identifier):  # a runtime call on a prompt (Prompt management): its ARN as sent
+            return identifier, None
         if request.url.path.startswith("/model-import-jobs") or request.url.path.startswith(
             "/outcrop/import-jobs"
         ):
-            return "*"
+            return "*", None
         try:
-            return self.registry.model_arn(await self.resolve(identifier))
+            model = await self.resolve(identifier)
         except Exception:  # unknown or malformed: the route answers that, if the caller may ask
-            return arns.model_arn(self.config.aws, "unknown")
+            return arns.model_arn(self.config.aws, "unknown"), None
+        # The name only when the caller used it: a denied caller learns no name it did not know.
+        return self.registry.model_arn(model), (model.name if model.name == identifier else None)
 
     async def _authenticate(self, request: Request) -> Principal:
         assert self.keys is not None
@@ -156,7 +162,7 @@ class Guard:
                 request_id=getattr(request.state, "request_id", ""),
             )
             raise
-        resource = await self._resource(request)
+        resource, model_name = await self._resource(request)
         request.state.auth = AuthContext(principal, action, resource)
         if getattr(request.scope.get("route"), "name", None) in HANDLER_AUTHORIZED:
             return
@@ -169,8 +175,10 @@ class Guard:
                 source=source,
                 request_id=getattr(request.state, "request_id", ""),
             )
+            named = f" (the imported model '{model_name}')" if model_name else ""
             raise AccessDeniedError(
-                f"User: {principal.arn} is not authorized to perform: {action} on resource: {resource}"
+                f"User: {principal.arn} is not authorized to perform: {action} on resource: {resource}{named}. "
+                "Use a key whose policy allows it (an admin can create one: `outcrop keys create NAME --policy ...`)."
             )
 
     @staticmethod

@@ -18,7 +18,14 @@ from rich.progress import (
 from rich.table import Table
 
 from outcrop.cli.client import Client
-from outcrop.cli.options import CliState, console, err_console, new_table, shared_options
+from outcrop.cli.options import (
+    CliState,
+    check_name_option,
+    console,
+    err_console,
+    new_table,
+    shared_options,
+)
 
 TERMINAL = {"Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired"}
 # How often --wait asks for progress: smooth for a person, negligible for the server.
@@ -78,9 +85,12 @@ def submit(
 
         outcrop batch submit -m my-llama -i s3://bucket/in/ -o s3://bucket/out/
     """
+    if name is not None:
+        check_name_option(name, "--name", job=True)
     cli = CliState.of(ctx)
     client = cli.client()
-    job_name = name or f"batch-{model.rsplit('/', 1)[-1]}-{time.strftime('%Y%m%d%H%M%S')}".replace("_", "-")
+    stem = model.rsplit("/", 1)[-1][:40].rstrip("-_")  # the default name stays within 63 characters
+    job_name = name or f"batch-{stem}-{time.strftime('%Y%m%d%H%M%S')}".replace("_", "-")
     body: dict[str, Any] = {
         "jobName": job_name,
         "modelId": model,
@@ -94,15 +104,26 @@ def submit(
     arn = client.create_batch_job(**body)
     err_console.print(f"Batch job [bold]{job_name}[/] submitted: {arn}")
     if not wait:
+        err_console.print(
+            f"Results will be in {results_location(body, arn)} (follow it: outcrop batch show {job_name})"
+        )
         console.print(arn)
         return
     job = _follow(client, arn)
     _print_job(cli, job)
+    if job["status"] in ("Completed", "PartiallyCompleted", "Stopped"):
+        err_console.print(f"Results: {results_location(job, arn)}", highlight=False)
     if job["status"] in ("Failed", "Expired"):
         err_console.print(
             f"[bold red]Batch job {job['status'].lower()}:[/] {job.get('message', '')}", highlight=False
         )
         raise typer.Exit(1)
+
+
+def results_location(job: dict[str, Any], arn: str) -> str:
+    """Where a job's output goes: OUTPUT/JOB_ID/ (one INPUT.out per input file, and manifest.json.out)."""
+    output = str(job["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"]).rstrip("/")
+    return f"{output}/{arn.rsplit('/', 1)[-1]}/"
 
 
 def _follow(client: Client, arn: str) -> dict[str, Any]:
@@ -169,6 +190,7 @@ def _print_job(cli: CliState, job: dict[str, Any]) -> None:
         ("type", job.get("modelInvocationType")),
         ("input", job["inputDataConfig"]["s3InputDataConfig"]["s3Uri"]),
         ("output", job["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"]),
+        ("results", results_location(job, str(job.get("jobArn", ""))) if job.get("jobArn") else None),
         (
             "records",
             f"{job.get('processedRecordCount', 0)} of {job.get('totalRecordCount', 0)} processed "

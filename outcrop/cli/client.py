@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 import httpx
@@ -13,9 +14,21 @@ class ServerError(OutcropError):
     """Raised when the server answers with an error; the message is the server's."""
 
 
+def did_you_mean(name: str, known: list[str]) -> str:
+    """' Did you mean 'x'?' for the closest of ``known`` to ``name`` (difflib), or ''."""
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
 class Client:
-    def __init__(self, endpoint: str, api_key: str | None = None, timeout: float = 600.0) -> None:
+    def __init__(
+        self, endpoint: str, api_key: str | None = None, timeout: float = 600.0, key_source: str = ""
+    ) -> None:
         self.endpoint = endpoint.rstrip("/")
+        self.key_source = key_source
+        """Where the API key came from, told when the server refuses it ('' when unknown)."""
         self.auth_headers: dict[str, str] = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         """The headers that authorise a request as this client (empty without an API key)."""
         self._http = httpx.Client(base_url=self.endpoint, timeout=timeout, headers=self.auth_headers)
@@ -38,8 +51,26 @@ class Client:
                 message = response.json().get("message") or response.text
             except ValueError:
                 message = response.text
-            raise ServerError(f"{kind}: {message}")
+            if response.status_code in (401, 403) and "API key is not valid" in message and self.key_source:
+                message = f"{message} The CLI used {self.key_source}."
+            raise ServerError(f"{kind}: {message}", kind=kind)
         return response.json() if response.content else {}
+
+    def _model_call(self, identifier: str, method: str, path: str, **kwargs: Any) -> Any:
+        """A call that names a model: an unknown name gets the closest names this key may see."""
+        try:
+            return self._call(method, path, **kwargs)
+        except ServerError as exc:
+            if exc.fields.get("kind") != "ResourceNotFoundException" or identifier.startswith("arn:"):
+                raise
+            try:
+                names = [m["modelName"] for m in self.list_models()]
+            except OutcropError:
+                raise exc from None
+            hint = did_you_mean(identifier, names)
+            if not hint:
+                raise
+            raise ServerError(exc.message + hint, kind="ResourceNotFoundException") from None
 
     def create_import_job(self, **body: Any) -> str:
         return str(self._call("POST", "/model-import-jobs", json=body)["jobArn"])
@@ -58,14 +89,16 @@ class Client:
         return list(self._call("GET", "/imported-models")["modelSummaries"])
 
     def model_detail(self, identifier: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"/outcrop/models/{identifier}"))
+        return dict(self._model_call(identifier, "GET", f"/outcrop/models/{identifier}"))
 
     def delete_model(self, identifier: str) -> None:
-        self._call("DELETE", f"/imported-models/{identifier}")
+        self._model_call(identifier, "DELETE", f"/imported-models/{identifier}")
 
     def warm(self, identifier: str, copies: int) -> list[dict[str, Any]]:
         return list(
-            self._call("POST", f"/outcrop/models/{identifier}/warm", json={"copies": copies})["copies"]
+            self._model_call(
+                identifier, "POST", f"/outcrop/models/{identifier}/warm", json={"copies": copies}
+            )["copies"]
         )
 
     def copies(self) -> list[dict[str, Any]]:
@@ -86,7 +119,11 @@ class Client:
         return dict(self._call("POST", f"/outcrop/keys/{name}/rotate"))
 
     def create_batch_job(self, **body: Any) -> str:
-        return str(self._call("POST", "/model-invocation-job", json=body)["jobArn"])
+        return str(
+            self._model_call(str(body.get("modelId", "")), "POST", "/model-invocation-job", json=body)[
+                "jobArn"
+            ]
+        )
 
     def batch_job(self, identifier: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/model-invocation-job/{identifier}"))

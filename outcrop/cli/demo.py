@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,10 @@ import httpx
 from rich.console import Console
 
 from outcrop.auth.bootstrap import read_credentials
+from outcrop.cli.running import running_server
 from outcrop.config import OutcropConfig
 from outcrop.envs import subprocess_env
-from outcrop.errors import InternalError, ServiceUnavailableError
+from outcrop.errors import ConflictError, InternalError, ServiceUnavailableError
 
 DEMO_MODEL_NAME = "demo-llama"
 # How long the demo waits for its server to answer /health; the first start imports torch.
@@ -84,10 +86,41 @@ def run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: C
         raise InternalError(f"The demo's boto3 call failed: {exc}") from None
 
 
-def _run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: Console) -> None:
+def build_demo_model(path: Path) -> Path:
+    """The demo's model: Llama architecture, random weights (it answers gibberish), about 2 MB."""
     from outcrop.testing.tiny_models import build_tiny_model
 
+    return build_tiny_model(path, family="llama", hidden_size=128, intermediate_size=256, num_layers=2)
+
+
+def readable(text: str, max_chars: int = 80) -> str:
+    """A random-weight model's answer as plain text: no control characters, no broken bytes, one line."""
+    kept = "".join(
+        " " if ch.isspace() else ch
+        for ch in text
+        if ch != "\ufffd" and (ch.isspace() or unicodedata.category(ch)[0] != "C")
+    )
+    line = " ".join(kept.split())
+    if len(line) > max_chars:
+        line = line[: max_chars - 1] + "…"
+    return f"“{line}”" if line else "(only unprintable tokens)"
+
+
+def _refuse_if_served(data_dir: Path) -> None:
+    """The demo deletes and re-imports demo-llama: never under a server that is serving this data dir."""
+    other = running_server(data_dir)
+    if other is None:
+        return
+    raise ConflictError(
+        f"An Outcrop server (pid {other.pid}, {other.url}) is already serving the data dir {data_dir}; "
+        f"the demo would delete and re-import its model {DEMO_MODEL_NAME}. Stop that server first, or run the "
+        f"demo on a data dir of its own: {cli_path()} demo --data-dir {data_dir.parent / 'outcrop-demo'}"
+    )
+
+
+def _run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: Console) -> None:
     data_dir = config.resolved_data_dir
+    _refuse_if_served(data_dir)
     chosen = _free_port(port)
     if chosen != port:
         console.print(f"      (port {port} is in use, so the demo uses {chosen}; pick one with --port)")
@@ -106,7 +139,7 @@ def _run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: 
             console.print(
                 f"[bold]2/5[/] Building a tiny Llama-architecture model (random weights) in {source}"
             )
-            build_tiny_model(source, family="llama", hidden_size=128, intermediate_size=256, num_layers=2)
+            build_demo_model(source)
         else:
             console.print(f"[bold]2/5[/] Reusing the tiny demo model in {source}")
 
@@ -139,11 +172,14 @@ def _run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: 
             console.print(f"      {key}: {model.get(key)}")
         _invoke(url, config, console)
         if keep_serving:
-            cli = _cli_path()
+            cli = cli_path()
+            api_key = _credentials(config)["api_key"]
+            link = f"{url}/console" + (f"#key={api_key}" if config.auth.enabled else "")
             console.print(
                 f"\nTry it: [bold]{cli} --data-dir {data_dir} models show {DEMO_MODEL_NAME} --endpoint {url}[/]\n"
                 f"Credentials (admin; keep them safe): {config.credentials_path}\n"
-                f"Console: [bold]{url}/console[/] (sign in with the api_key from that file)"
+                f"Console, signed in (the key after # stays in your browser): [bold]{link}[/]",
+                highlight=False,
             )
             stop = _install_stop_handlers()
             console.print(f"[bold green]Outcrop is serving on {url}[/] - press Ctrl-C to stop.")
@@ -155,7 +191,7 @@ def _run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: 
         _stop(server)
 
 
-def _cli_path() -> str:
+def cli_path() -> str:
     """How to run this CLI again: the virtual environment's script when there is one (not on PATH)."""
     beside = Path(sys.executable).parent / "outcrop"
     return str(beside) if beside.exists() else "outcrop"
@@ -186,16 +222,23 @@ def _invoke(url: str, config: OutcropConfig, console: Console) -> None:
     )
     answer = json.loads(response["body"].read())
     console.print(
-        f"      boto3 bedrock-runtime invoke_model ({time.monotonic() - started:.1f} s): "
-        f"{answer['generation']!r}"
+        "      (The demo model has random weights, so its answers are gibberish: the point is the path.)"
+    )
+    console.print(
+        f"      boto3 bedrock-runtime invoke_model ({time.monotonic() - started:.1f} s, "
+        f"{answer.get('generation_token_count', '?')} tokens): {readable(answer['generation'])}",
+        highlight=False,
+        markup=False,
     )
     client = OpenAI(base_url=f"{url}/v1", api_key=creds["api_key"])
     chat = client.chat.completions.create(
         model=DEMO_MODEL_NAME, messages=[{"role": "user", "content": "Hello, Outcrop!"}], max_tokens=24
     )
-    console.print(f"      openai chat.completions.create: {chat.choices[0].message.content!r}")
     console.print(
-        "      (The demo model has random weights, so its answers are gibberish: the point is the path.)"
+        f"      openai chat.completions.create ({chat.usage.completion_tokens if chat.usage else '?'} tokens): "
+        f"{readable(chat.choices[0].message.content or '')}",
+        highlight=False,
+        markup=False,
     )
 
 

@@ -28,6 +28,7 @@ from rich.progress import (
 from rich.table import Table
 
 from outcrop import __version__
+from outcrop.auth.bootstrap import read_credentials
 from outcrop.cli.batch import batch_app
 from outcrop.cli.bench import bench_command
 from outcrop.cli.client import Client
@@ -36,11 +37,14 @@ from outcrop.cli.options import (
     CliState,
     OutcropGroup,
     YesOpt,
+    check_name_option,
     console,
     err_console,
     new_table,
     shared_options,
 )
+from outcrop.cli.prompts import prompts_app
+from outcrop.cli.running import announce, withdraw
 from outcrop.config import OutcropConfig
 from outcrop.envs import load_config
 from outcrop.errors import InvalidRequestError
@@ -69,6 +73,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(batch_app, name="batch")
 app.add_typer(keys_app, name="keys")
 app.add_typer(endpoints_app, name="endpoints")  # outcrop/cli/endpoints.py
+app.add_typer(prompts_app, name="prompts")  # outcrop/cli/prompts.py
 
 
 @keys_app.callback()
@@ -177,23 +182,48 @@ def serve(
     make_private(config.resolved_data_dir)
     application = create_app(config)
     scheme = "https" if tls[0] else "http"
+    url = f"{scheme}://{config.server.host}:{config.server.port}"
     err_console.print(
-        f"[bold green]Outcrop {__version__}[/] serving on {scheme}://{config.server.host}:{config.server.port} "
-        f"(data: {config.resolved_data_dir}, store: {application.state.services.db.engine.url.get_backend_name()})"
+        f"[bold green]Outcrop {__version__}[/] serving on {url} "
+        f"(data: {config.resolved_data_dir}, store: {application.state.services.db.engine.url.get_backend_name()})",
+        highlight=False,
     )
-    uvicorn.run(
-        application,
-        host=config.server.host,
-        port=config.server.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-        http=guarded_http_protocol(
-            config.server.header_timeout_seconds, config.server.body_idle_timeout_seconds
-        ),
-        ssl_certfile=str(tls[0]) if tls[0] else None,
-        ssl_keyfile=str(tls[1]) if tls[1] else None,
-    )
+    if config.server.port:
+        err_console.print(_console_line(config, url, application.state.services.keys), highlight=False)
+    record = announce(config.resolved_data_dir, url)
+    try:
+        uvicorn.run(
+            application,
+            host=config.server.host,
+            port=config.server.port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=10,
+            http=guarded_http_protocol(
+                config.server.header_timeout_seconds, config.server.body_idle_timeout_seconds
+            ),
+            ssl_certfile=str(tls[0]) if tls[0] else None,
+            ssl_keyfile=str(tls[1]) if tls[1] else None,
+        )
+    finally:
+        withdraw(record)
+
+
+def _console_line(config: OutcropConfig, url: str, keys: Any) -> str:
+    """Where the console is; in a terminal on loopback, a ready sign-in link with the admin's key in its #fragment.
+
+    A fragment never leaves the browser (it is not part of the request), and the page moves the
+    key into the tab's sessionStorage at once. The key is printed only to a person: not when
+    stderr is a file or a pipe (a log, which travels and is kept), nor off loopback.
+    """
+    page = f"{url}/console"
+    if not config.auth.enabled:
+        return f"Console: {page}"
+    api_key = (read_credentials(config) or {}).get("api_key")
+    to_a_person = sys.stderr.isatty() and is_loopback(config.server.host)
+    if not to_a_person or not api_key or keys is None or keys.by_api_key(api_key) is None:
+        return f"Console: {page} (sign in with an API key: the admin's is in {config.credentials_path})"
+    return f"Console (signed in as admin; the key after # stays in your browser): {page}#key={api_key}"
 
 
 def is_loopback(host: str) -> bool:
@@ -284,11 +314,16 @@ def import_model(
 
         outcrop import s3://models/llama-ft/ --name llama-ft --no-wait
     """
+    check_name_option(name, "--name")
+    if job_name is not None:
+        check_name_option(job_name, "--job-name", job=True)
     cli = CliState.of(ctx)
     client = cli.client()
     uri = source if "://" in source else str(Path(source).expanduser().resolve())
+    # name[:40]: the default job name stays within the 63 characters a job name may have.
+    default_job = f"{name[:40].rstrip('-_')}-import-{time.strftime('%Y%m%d%H%M%S')}".replace("_", "-")
     body = {
-        "jobName": job_name or f"{name}-import-{time.strftime('%Y%m%d%H%M%S')}".replace("_", "-"),
+        "jobName": job_name or default_job,
         "importedModelName": name,
         "modelDataSource": {"s3DataSource": {"s3Uri": uri}},
     }
@@ -635,13 +670,35 @@ def demo(
     keep_serving: bool = typer.Option(
         True, "--keep-serving/--exit", help="Keep the server up after the demo."
     ),
+    build_model: Path | None = typer.Option(
+        None,
+        "--build-model",
+        metavar="DIR",
+        help="Only write the demo's tiny model (Llama architecture, random weights) into DIR, to import yourself.",
+    ),
 ) -> None:
     """Start a server, build a tiny demo model (random weights), import it and invoke it through boto3 and OpenAI.
 
-    Example: outcrop demo --exit
-    """
-    from outcrop.cli.demo import run_demo
+    Examples:
 
+        outcrop demo --exit
+
+        outcrop demo --build-model ./my-finetuned-llama
+    """
+    from outcrop.cli.demo import build_demo_model, cli_path, run_demo
+
+    if build_model is not None:
+        folder = build_model.expanduser().resolve()
+        if folder.exists() and any(folder.iterdir()):
+            _refuse(f"--build-model {build_model}: that folder is not empty; name a new or empty folder.")
+        with err_console.status(f"Building a tiny model in {folder}..."):
+            build_demo_model(folder)
+        err_console.print(
+            f"Built a tiny Llama-architecture model with random weights in {folder} (it answers gibberish; "
+            f"it is for trying the flow). Import it: {cli_path()} import {build_model} --name my-llama",
+            highlight=False,
+        )
+        return
     run_demo(CliState.of(ctx).config(), port=port, keep_serving=keep_serving, console=err_console)
 
 

@@ -27,13 +27,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from outcrop.auth.bootstrap import read_credentials
 from outcrop.cli.client import Client
 from outcrop.config import OutcropConfig
 from outcrop.envs import cli_api_key, default_endpoint, load_config
-from outcrop.errors import OutcropError
+from outcrop.errors import InvalidRequestError, OutcropError
+from outcrop.registry import arns
 
 # Piped or redirected output is as wide as its longest row, so names and ARNs arrive whole.
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 4096)
@@ -48,6 +49,24 @@ def new_table(*headers: str) -> Table:
     for column in table.columns:
         column.overflow = "fold"
     return table
+
+
+def check_name_option(value: str, option: str, *, job: bool = False) -> str:
+    """Check a name the user typed against the server's pattern, so a bad one is reported against ``option``."""
+    pattern = arns.JOB_NAME_RE if job else arns.MODEL_NAME_RE
+    if 1 <= len(value) <= arns.MAX_NAME_CHARS and pattern.fullmatch(value):
+        return value
+    rule = (
+        "start with a letter or digit, then letters, digits, '-', '+' or '.'"
+        if job
+        else "letters and digits, with at most one '-' or '_' between them"
+    )
+    example = "my-job-1" if job else "my_model-v2"
+    raise InvalidRequestError(
+        f"{option} {value!r} is not a valid {'job' if job else 'model'} name: use 1-{arns.MAX_NAME_CHARS} "
+        f"characters, {rule} (pattern {pattern.pattern}), for example {option} {example}.",
+        param=option,
+    )
 
 
 def print_error(message: str) -> None:
@@ -87,7 +106,18 @@ class CliState:
     def client(self, endpoint: str | None = None) -> Client:
         """A client with the caller's API key: $OUTCROP_API_KEY, else the admin's from the data dir."""
         config = self.config()
-        api_key = cli_api_key() or (read_credentials(config) or {}).get("api_key")
+        from_env = cli_api_key()
+        api_key = from_env or (read_credentials(config) or {}).get("api_key")
+        if from_env:
+            source = (
+                "the key in $OUTCROP_API_KEY; unset it to use the admin key of the data dir, "
+                "or set it to a key from `outcrop keys create`"
+            )
+        else:
+            source = (
+                f"the api_key in {config.credentials_path}, which may belong to another server: "
+                "pass the server's data dir with --data-dir (or $OUTCROP_DATA_DIR), or set OUTCROP_API_KEY"
+            )
         if api_key is None:
             err_console.print(
                 f"[yellow]note:[/] no credentials: {config.credentials_path} does not exist and OUTCROP_API_KEY "
@@ -95,7 +125,9 @@ class CliState:
                 "`outcrop keys create`.",
                 highlight=False,
             )
-        return Client(endpoint or self.endpoint or default_endpoint(config), api_key=api_key)
+        return Client(
+            endpoint or self.endpoint or default_endpoint(config), api_key=api_key, key_source=source
+        )
 
     def emit_json(self, data: Any) -> bool:
         """With --json, print ``data`` as JSON on stdout and return True (the caller prints nothing else)."""
@@ -198,8 +230,40 @@ def shared_options(fn: F | None = None, *, endpoint: bool = False) -> Any:
     return decorate(fn) if fn is not None else decorate
 
 
+class _Argument(TyperArgument):
+    """An argument shown as ``MODEL`` in the usage line (typer writes a required one as ``{model}``)."""
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw.upper()
+        return (name if self.required else f"[{name}]") + ("..." if self.nargs != 1 else "")
+
+
+def tidy_help(command: Any) -> None:
+    """Help pages as people read them: arguments as ``MODEL``, no ``<bool>`` type on flags.
+
+    Applied once to the built command tree (each command's ``--help`` flag included).
+    """
+    for param in command.params:
+        if isinstance(param, TyperOption) and param.is_flag:
+            param.metavar = ""  # a flag takes no value: no type to show
+        elif type(param) is TyperArgument:
+            param.__class__ = _Argument
+    help_option = command.get_help_option(typer.Context(command))
+    if help_option is not None:
+        help_option.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        tidy_help(sub)
+
+
 class OutcropGroup(TyperGroup):
-    """The root command: the CLI's one error edge (an ``OutcropError`` becomes one red line, exit 1)."""
+    """The root command: the CLI's one error edge (an ``OutcropError`` becomes one red line, exit 1).
+
+    Its help pages, and its subcommands', are tidied once built (:func:`tidy_help`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        tidy_help(self)
 
     def invoke(self, ctx: Any) -> Any:
         try:

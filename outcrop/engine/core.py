@@ -22,7 +22,7 @@ peer), and a socket protocol of our own would need its own framing and tests.
 Failure: if the core dies, the API side notices at once (the process sentinel is polled
 with the socket), marks the copy failed (``/health`` 503, so the gateway replaces it) and
 ends every unfinished request with an error; nothing waits forever. If the API process
-dies, the core sees its parent change and exits.
+dies (even by SIGKILL), the core sees its parent change within a step and exits at once.
 """
 
 from __future__ import annotations
@@ -225,8 +225,10 @@ def core_main(options: WorkerOptions, to_core: str, from_core: str, parent_pid: 
                     outbox.close(linger=1000)
                     return
         if os.getppid() != parent_pid:
+            # Exit at once: a normal exit would wait on the outbox's unsent outputs (ZeroMQ's
+            # linger) for a reader that is gone, holding the model's memory meanwhile.
             log.warning("the API process is gone; the engine core exits")
-            return
+            os._exit(0)
         if not core.has_work:
             continue
         outputs = core.step_safely()

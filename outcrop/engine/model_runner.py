@@ -93,10 +93,7 @@ class ModelRunner:
         self.scaling: float = float(getattr(attn0, "scaling", self.head_dim**-0.5))
         self.vocab_size: int = config.vocab_size
         self.max_position_embeddings: int = config.max_position_embeddings
-        window = getattr(config, "sliding_window", None)
-        if self.model_type == "qwen2" and not getattr(config, "use_sliding_window", False):
-            window = None
-        self.sliding_window: int | None = int(window) if window else None
+        self.layer_windows: list[int | None] = layer_sliding_windows(config, self.model_type, self.num_layers)
         self.has_qk_norm = hasattr(attn0, "q_norm")
         self.kv: KVCache | None = None
         self._cos = torch.empty(0)
@@ -179,10 +176,14 @@ class ModelRunner:
 
         # mask: [batch, 1, T, num_table * bs], True = may attend (causal within each row's own positions)
         key_positions = torch.arange(num_table * bs, device=dev)
-        mask = key_positions[None, None, :] <= positions[:, :, None]
-        if self.sliding_window is not None and kv_len > self.sliding_window:
-            mask = mask & (key_positions[None, None, :] > positions[:, :, None] - self.sliding_window)
-        mask = mask[:, None, :, :]
+        causal = key_positions[None, None, :] <= positions[:, :, None]
+        masks: dict[int | None, torch.Tensor] = {None: causal[:, None, :, :]}
+        for window in set(self.layer_windows) - {None}:
+            assert window is not None
+            windowed = causal
+            if kv_len > window:
+                windowed = causal & (key_positions[None, None, :] > positions[:, :, None] - window)
+            masks[window] = windowed[:, None, :, :]
         cos = self._cos[positions][:, :, None, :]  # [batch, T, 1, head_dim]
         sin = self._sin[positions][:, :, None, :]
         kv_shape = (rows, num_table * bs, self.num_kv_heads, self.head_dim)
@@ -213,7 +214,7 @@ class ModelRunner:
                 q.transpose(1, 2),  # [batch, heads, T, head_dim]
                 k_all,
                 v_all,
-                attn_mask=mask,
+                attn_mask=masks[self.layer_windows[layer_idx]],
                 scale=self.scaling,
                 enable_gqa=self.num_heads != self.num_kv_heads,
             )
@@ -231,3 +232,24 @@ class ModelRunner:
         else:
             x = x[:, 0]
         return self.lm_head(self.norm(x))  # logits: [batch, vocab]
+
+
+def layer_sliding_windows(config: Any, model_type: str, num_layers: int) -> list[int | None]:
+    """Each layer's attention window (None: full attention), as transformers decides it.
+
+    transformers' ``layer_types`` says which layers slide (Qwen2/Qwen3 slide only from
+    ``max_window_layers`` on, and only with ``use_sliding_window``); configs without it
+    (Mistral) slide every layer when ``sliding_window`` is set.
+    """
+    window = getattr(config, "sliding_window", None)
+    if model_type in ("qwen2", "qwen3") and not getattr(config, "use_sliding_window", False):
+        window = None
+    if not window:
+        return [None] * num_layers
+    types = getattr(config, "layer_types", None)  # transformers >= 4.53 sets it
+    if types is None:
+        if model_type in ("qwen2", "qwen3"):
+            first = int(getattr(config, "max_window_layers", num_layers))
+            return [int(window) if i >= first else None for i in range(num_layers)]
+        return [int(window)] * num_layers
+    return [int(window) if kind == "sliding_attention" else None for kind in types]

@@ -288,9 +288,43 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         ],
     ),
     (
+        # Prompt management (issue 16, boto3 bedrock-agent). Self-contained: only its own tables. A prompt's
+        # DRAFT and its numbered versions are rows of prompt_versions; each keeps the validated prompt
+        # (name, description, variants, ...) as JSON ('spec'). last_version only grows, so a deleted
+        # version's number is never given again.
+        12,
+        "prompts (Prompt management) and their DRAFT and numbered versions",
+        [
+            """
+            CREATE TABLE prompts (
+                id VARCHAR(10) PRIMARY KEY,
+                name VARCHAR(200) NOT NULL UNIQUE,
+                last_version INTEGER NOT NULL DEFAULT 0,
+                client_token VARCHAR(256),
+                tags TEXT NOT NULL DEFAULT '{}',
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            "CREATE INDEX ix_prompts_created_at ON prompts (created_at)",
+            """
+            CREATE TABLE prompt_versions (
+                prompt_id VARCHAR(10) NOT NULL,
+                version VARCHAR(5) NOT NULL,
+                spec TEXT NOT NULL,
+                client_token VARCHAR(256),
+                tags TEXT NOT NULL DEFAULT '{}',
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (prompt_id, version)
+            )
+            """,
+        ],
+    ),
+    (
         # SageMaker inference components (issue 17): several models on one endpoint, each with its
         # own copies. 'spec' is the validated Specification; copy_count its RuntimeConfig.CopyCount.
-        12,
+        13,
         "SageMaker inference components",
         [
             """

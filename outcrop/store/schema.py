@@ -235,6 +235,32 @@ sagemaker_endpoints = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 
+# Prompt management (outcrop/prompts/store.py).
+prompts = sa.Table(
+    "prompts",
+    metadata,
+    sa.Column("id", sa.String(10), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("last_version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("client_token", sa.String(256)),
+    sa.Column("tags", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_prompts_created_at", "created_at"),
+)
+
+prompt_versions = sa.Table(
+    "prompt_versions",
+    metadata,
+    sa.Column("prompt_id", sa.String(10), primary_key=True),
+    sa.Column("version", sa.String(5), primary_key=True),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("client_token", sa.String(256)),
+    sa.Column("tags", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
 sagemaker_inference_components = sa.Table(
     "sagemaker_inference_components",
     metadata,

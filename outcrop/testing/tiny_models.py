@@ -10,7 +10,9 @@ model a user would import: ``config.json``, ``*.safetensors``, ``tokenizer.json`
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,9 +150,23 @@ def build_tiny_model(path: Path | str, spec: TinyModelSpec | None = None, **over
     save_kwargs: dict[str, Any] = {"safe_serialization": True}
     if spec.max_shard_size:
         save_kwargs["max_shard_size"] = spec.max_shard_size
-    model.save_pretrained(str(out), **save_kwargs)
+    with _quiet_transformers():  # no "Writing model shards" progress bar on the user's terminal
+        model.save_pretrained(str(out), **save_kwargs)
     _drop_generation_config_noise(out)
     return out
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _drop_generation_config_noise(out: Path) -> None:

@@ -77,7 +77,9 @@ def test_invoke_only_key_cannot_import_delete_or_see_other_models(
     assert [m["modelName"] for m in bedrock.list_imported_models()["modelSummaries"]] == ["model_a"]
     assert bedrock.get_imported_model(modelIdentifier="model_a")["modelName"] == "model_a"
     with pytest.raises(
-        bedrock.exceptions.AccessDeniedException, match="not authorized to perform: bedrock:GetImportedModel"
+        bedrock.exceptions.AccessDeniedException,
+        match=r"not authorized to perform: bedrock:GetImportedModel on resource: arn:.*"
+        r"imported-model/[a-z0-9]{12} \(the imported model 'model_b'\)",
     ):
         bedrock.get_imported_model(modelIdentifier="model_b")
     with pytest.raises(bedrock.exceptions.AccessDeniedException, match="bedrock:DeleteImportedModel"):

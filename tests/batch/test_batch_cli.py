@@ -59,6 +59,7 @@ def test_submit_wait_ls_show_and_stop(
     assert "Completed" in done.stdout and "50 of 50 processed" in done.stdout
     assert "records" in done.stderr and "tok/s" in done.stderr  # the progress bar
     job_id = next(p.name for p in (tmp_path / "out").iterdir())
+    assert f"Results: {tmp_path / 'out'}/{job_id}/" in done.stderr.replace("\n", "")  # where to look
     assert len(read_jsonl(tmp_path / "out" / job_id / "in.jsonl.out")) == 50
     assert (
         json.loads((tmp_path / "out" / job_id / "manifest.json.out").read_text())["successRecordCount"] == 50
@@ -68,6 +69,7 @@ def test_submit_wait_ls_show_and_stop(
     assert listed.returncode == 0 and "cli-job" in listed.stdout and "50/50" in listed.stdout
     shown = outcrop(server, "batch", "show", "cli-job")
     assert shown.returncode == 0 and "InvokeModel" in shown.stdout
+    assert f"{tmp_path / 'out'}/{job_id}/" in shown.stdout
     stopped = outcrop(server, "batch", "stop", "cli-job")
     assert stopped.returncode == 1
     assert (
@@ -88,3 +90,12 @@ def test_submit_wait_ls_show_and_stop(
         str(tmp_path / "out"),
     )
     assert bad.returncode == 1 and "nosuch" in bad.stderr and "Traceback" not in bad.stderr
+    typo = outcrop(
+        server, "batch", "submit", "-m", "clin", "-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out")
+    )
+    assert typo.returncode == 1 and "Did you mean 'clim'?" in typo.stderr.replace("\n", "")
+    bad_name = outcrop(
+        server, "batch", "submit", "-m", "clim", "-i", "x.jsonl", "-o", "out", "--name", "bad name!"
+    )
+    assert bad_name.returncode == 1 and "--name 'bad name!'" in bad_name.stderr
+    assert "jobName" not in bad_name.stderr

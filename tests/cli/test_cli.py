@@ -63,6 +63,8 @@ def test_import_list_show_and_remove_through_the_cli(
     assert "cli-qwen" in listed.stdout
     shown = outcrop("models", "show", "cli-qwen", "--endpoint", server.url)
     assert "parameters" in shown.stdout and "context length" in shown.stdout
+    typo = outcrop("models", "show", "cli-qwne", "--endpoint", server.url)
+    assert typo.returncode == 1 and "Did you mean 'cli-qwen'?" in typo.stderr.replace("\n", "")
     jobs = outcrop("jobs", "--endpoint", server.url)
     assert "Completed" in jobs.stdout
 
@@ -126,9 +128,19 @@ def test_keys_are_created_listed_rotated_and_removed(
     )  # no terminal: needs --yes
     assert outcrop("keys", "rm", "ci-bot", "--yes", "--endpoint", server.url).returncode == 0
     bad = outcrop("import", str(server.import_root), "--name", "bad name!", "--endpoint", server.url)
-    assert bad.returncode == 1 and "[a-zA-Z0-9]" in bad.stderr  # error text is never read as markup
+    assert bad.returncode == 1 and "[0-9a-zA-Z]" in bad.stderr  # error text is never read as markup
+    assert "--name 'bad name!'" in bad.stderr and "jobName" not in bad.stderr  # the option the user typed
     denied = outcrop("models", "--endpoint", server.url, env={"OUTCROP_API_KEY": "ocp-wrong"})
     assert denied.returncode == 1 and "AccessDeniedException" in denied.stderr
+    assert "$OUTCROP_API_KEY" in denied.stderr  # where the refused key came from
+
+    other = tmp_path / "other-data"
+    other.mkdir()
+    (other / "credentials.json").write_text(json.dumps({"api_key": "ocp-of-another-server"}))
+    stale = outcrop("models", "--endpoint", server.url, "--data-dir", str(other), env={"OUTCROP_API_KEY": ""})
+    assert stale.returncode == 1 and "The API key is not valid" in stale.stderr
+    message = stale.stderr.replace("\n", "")
+    assert str(other / "credentials.json") in message and "--data-dir" in message
 
 
 def test_serve_on_a_taken_port_fails_before_announcing_it_serves(tmp_path: Path) -> None:

@@ -131,3 +131,26 @@ def test_no_cli_module_imports_the_main_module_back() -> None:
         )
     ]
     assert importers == []
+
+
+def _command_paths(command: object, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths = [path]
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        paths += _command_paths(sub, (*path, name))
+    return paths
+
+
+def test_help_pages_show_no_placeholders_in_braces_and_no_bool_on_flags() -> None:
+    import typer.main
+
+    paths = _command_paths(typer.main.get_command(app))
+    assert ("bench",) in paths and ("models", "rm") in paths
+
+    for path in paths:
+        code, stdout, stderr = invoke(*path, "--help", env={"COLUMNS": "200"})
+        assert code == 0, (path, stderr)
+        usage = next(line for line in stdout.splitlines() if "Usage:" in line)
+        assert "{" not in usage, (path, usage)
+        assert "<bool>" not in stdout, path
+    _, bench_help, _ = invoke("bench", "--help", env={"COLUMNS": "200"})
+    assert "bench [OPTIONS] MODEL" in bench_help

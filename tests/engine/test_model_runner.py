@@ -181,15 +181,29 @@ def windowed_mistral(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-@pytest.mark.parametrize("family", [*FAMILIES, "mistral-window-8"])
+@pytest.fixture(scope="module")
+def windowed_qwen2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Qwen2 whose window (8) applies only from layer 1 on (``max_window_layers``), as transformers does."""
+    return build_tiny_model(
+        tmp_path_factory.mktemp("windowed") / "qwen2",
+        family="qwen2",
+        extra_config={"sliding_window": 8, "use_sliding_window": True, "max_window_layers": 1},
+    )
+
+
+@pytest.mark.parametrize("family", [*FAMILIES, "mistral-window-8", "qwen2-window-8-from-layer-1"])
 def test_paged_attention_matches_a_dense_forward_in_chunks_and_decode_steps(
-    tiny_models: dict[str, Path], windowed_mistral: Path, family: str
+    tiny_models: dict[str, Path], windowed_mistral: Path, windowed_qwen2: Path, family: str
 ) -> None:
-    model_dir = windowed_mistral if family == "mistral-window-8" else tiny_models[family]
+    model_dir = {"mistral-window-8": windowed_mistral, "qwen2-window-8-from-layer-1": windowed_qwen2}.get(
+        family
+    ) or tiny_models[family]
     bs = 4
     runner = _paged_runner(model_dir, block_size=bs, num_blocks=40)
     if family == "mistral-window-8":
-        assert runner.sliding_window == 8
+        assert set(runner.layer_windows) == {8}
+    if family == "qwen2-window-8-from-layer-1":
+        assert runner.layer_windows[0] is None and set(runner.layer_windows[1:]) == {8}
     g = torch.Generator().manual_seed(0)
     seqs = [torch.randint(3, runner.vocab_size, (n,), generator=g).tolist() for n in (29, 18)]
     # Block tables out of order and interleaved, as a busy pool hands them out.

@@ -289,3 +289,30 @@ def test_a_dying_core_takes_health_down_and_fails_requests_in_flight(
     assert "engine core" in health.json()["detail"]
     again = httpx.post(f"{worker.base_url}/v1/completions", json={**body, "stream": False}, timeout=30)
     assert again.status_code == 503 and "error" in again.json()
+
+
+def test_a_killed_worker_takes_its_core_with_it(
+    tiny_models: dict[str, Path], start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """kill -9 of the API process mid-stream: the core notices within a second and exits at once
+    (no socket linger, no step loop left running on a GPU nobody reads)."""
+    worker = start_worker(tiny_models["llama"])
+    core = _core_pid(worker)
+    body = {"model": "m", "prompt": "Hello", "max_tokens": 240, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", f"{worker.base_url}/v1/completions", json=body, timeout=30) as r:
+        next(r.iter_lines())
+        worker.proc.kill()
+        worker.proc.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _running(core):
+        time.sleep(0.05)
+    assert not _running(core), "the engine core outlived its worker by more than 5 s"
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an exited child of a killed parent waits for init to reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from outcrop.api import jsonbody
+from outcrop.api.agent import prompt_runtime
 from outcrop.api.bedrock.errors import bedrock_error
 from outcrop.api.deps import Services, get_services, read_json_object
 from outcrop.api.inference import cold_start_policy, invocation
@@ -43,21 +44,25 @@ async def _require_chat(services: Services, model_id: str) -> None:
 
 async def _invoke_request(
     request: Request, services: Services, model_id: str
-) -> tuple[dict[str, Any], p.InvokeStyle, str, dict[str, Any]]:
-    """An InvokeModel body: parsed and checked (outcrop.protocol.bedrock_runtime), translated for the copy."""
+) -> tuple[str, dict[str, Any], p.InvokeStyle, str, dict[str, Any]]:
+    """An InvokeModel body: parsed and checked (outcrop.protocol.bedrock_runtime), translated for the copy.
+
+    A prompt ARN as ``model_id`` is resolved first: the model id returned is the prompt's model.
+    """
     body = await read_json_object(request)
+    model_id, body = await prompt_runtime.resolve_invoke(services, request, model_id, body)
     invoke = p.parse_invoke(body)
     path, copy_body = invoke.to_copy()
     if invoke.style is p.InvokeStyle.CHAT:
         await _require_chat(services, model_id)
-    return body, invoke.style, path, copy_body
+    return model_id, body, invoke.style, path, copy_body
 
 
 @router.post("/model/{modelId:path}/invoke", summary="InvokeModel")
 async def invoke_model(
     modelId: str, request: Request, services: Services = Depends(get_services)
 ) -> Response:
-    body, style, path, copy_body = await _invoke_request(request, services, modelId)
+    modelId, body, style, path, copy_body = await _invoke_request(request, services, modelId)
     async with invocation(services, request, modelId, "InvokeModel") as call:
         resp = await services.serving.post(
             modelId, path, copy_body, cold_start=cold_start_policy(request, bedrock=True)
@@ -71,7 +76,7 @@ async def invoke_model(
 async def invoke_model_stream(
     modelId: str, request: Request, services: Services = Depends(get_services)
 ) -> Response:
-    body, style, path, copy_body = await _invoke_request(request, services, modelId)
+    modelId, body, style, path, copy_body = await _invoke_request(request, services, modelId)
     call = invocation(services, request, modelId, "InvokeModelWithResponseStream")
     chunks = await call.open_stream(
         services.serving.stream(modelId, path, copy_body, cold_start=cold_start_policy(request, bedrock=True))
@@ -114,6 +119,7 @@ async def invoke_model_stream(
 @router.post("/model/{modelId:path}/converse", summary="Converse")
 async def converse(modelId: str, request: Request, services: Services = Depends(get_services)) -> Response:
     body = await read_json_object(request)
+    modelId, body = await prompt_runtime.resolve_converse(services, request, modelId, body)  # a prompt ARN
     chat = p.parse_converse(body).to_chat()  # a bad body is a ValidationException whatever the model
     await _require_chat(services, modelId)
     async with invocation(services, request, modelId, "Converse") as call:
@@ -130,6 +136,7 @@ async def converse_stream(
     modelId: str, request: Request, services: Services = Depends(get_services)
 ) -> Response:
     body = await read_json_object(request)
+    modelId, body = await prompt_runtime.resolve_converse(services, request, modelId, body)  # a prompt ARN
     chat = p.parse_converse(body).to_chat()  # a bad body is a ValidationException whatever the model
     await _require_chat(services, modelId)
     call = invocation(services, request, modelId, "ConverseStream")
