@@ -270,3 +270,46 @@ def test_metrics_are_labelled_with_the_inference_component(
     labels = f'EndpointName="{shared}",InferenceComponentName="ic-plain",VariantName="AllTraffic"'
     assert f"outcrop_sagemaker_Invocations_total{{{labels}}}" in text
     assert f"outcrop_sagemaker_ModelLatency_seconds_count{{{labels}}}" in text
+
+
+def test_a_component_whose_import_fails_is_failed_with_the_reason(
+    sm: Any, runtime: Any, serving_server: ServingServer
+) -> None:
+    folder = serving_server.server.import_root / "ic-not-a-model"
+    folder.mkdir()
+    (folder / "README.md").write_text("no weights here")
+    host_endpoint(sm, "ic-fail")
+    sm.create_model(ModelName="ic-fail-model", PrimaryContainer={"ModelDataUrl": str(folder)})
+    sm.create_inference_component(
+        InferenceComponentName="ic-fail-a",
+        EndpointName="ic-fail",
+        Specification={"ModelName": "ic-fail-model"},
+        RuntimeConfig={"CopyCount": 1},
+    )
+    component = wait_for_component(sm, "ic-fail-a")
+    assert component["InferenceComponentStatus"] == "Failed"
+    assert "importing model 'ic-fail-model'" in component["FailureReason"]
+    assert "config.json" in component["FailureReason"]
+    check_shape(sm, "DescribeInferenceComponent", sm.raw["DescribeInferenceComponent"])
+    with pytest.raises(ClientError) as caught:
+        invoke(runtime, "ic-fail", InferenceComponentName="ic-fail-a")
+    assert "Inference component ic-fail-a is Failed" in caught.value.response["Error"]["Message"]
+
+
+def test_an_update_to_another_model_moves_the_component(
+    sm: Any, runtime: Any, shared: str, serving_server: ServingServer
+) -> None:
+    host_endpoint(sm, "ic-swap")
+    add_component(sm, "ic-swap", "ic-swap-a", serving_server.chat)
+    chat, _ = invoke(runtime, "ic-swap", InferenceComponentName="ic-swap-a")
+    sm.create_model(ModelName="ic-swap-plain", PrimaryContainer={"ModelDataUrl": serving_server.plain})
+    sm.update_inference_component(
+        InferenceComponentName="ic-swap-a", Specification={"ModelName": "ic-swap-plain"}
+    )
+    updated = wait_for_component(sm, "ic-swap-a")
+    assert updated["InferenceComponentStatus"] == "InService"
+    assert updated["Specification"]["ModelName"] == "ic-swap-plain"
+    assert updated["RuntimeConfig"]["DesiredCopyCount"] == 1  # kept from before
+    plain, _ = invoke(runtime, "ic-swap", InferenceComponentName="ic-swap-a")
+    assert plain == invoke(runtime, shared, InferenceComponentName="ic-plain")[0]
+    assert isinstance(chat[0]["generated_text"], str)
