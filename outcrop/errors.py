@@ -10,6 +10,9 @@ attributes, and a subclass that sets none inherits its parent's:
 - ``openai_type`` / ``openai_status`` / ``openai_code``: OpenAI's error object, used by the
   OpenAI gateway (``outcrop.api.openai.errors``) and by the copy's worker
   (``outcrop.engine.server``), through :func:`openai_error_body`;
+- ``sagemaker_name`` / ``sagemaker_status``: SageMaker's control plane (JSON 1.1 ``__type``),
+  and ``sagemaker_runtime_name`` / ``sagemaker_runtime_status``: SageMaker's runtime
+  (``x-amzn-ErrorType``), used by the SageMaker gateway (``outcrop.api.sagemaker.errors``);
 - ``retryable``: whether the same request sent again later can succeed; the batch runner's
   retries read it, nothing else decides.
 
@@ -61,6 +64,12 @@ class OutcropError(Exception):
     openai_type: ClassVar[str] = "server_error"
     openai_status: ClassVar[int] = 500
     openai_code: ClassVar[str | None] = None
+    # SageMaker: the control plane's and the runtime's exception names and HTTP statuses. SageMaker
+    # answers most client errors as 400 (even AccessDenied and Throttling on the control plane).
+    sagemaker_name: ClassVar[str] = "InternalFailure"
+    sagemaker_status: ClassVar[int] = 500
+    sagemaker_runtime_name: ClassVar[str] = "InternalFailure"
+    sagemaker_runtime_status: ClassVar[int] = 500
 
     def __init__(self, message: str, **fields: Any) -> None:
         super().__init__(message)
@@ -78,6 +87,10 @@ class InvalidRequestError(OutcropError):
     bedrock_status = 400
     openai_type = "invalid_request_error"
     openai_status = 400
+    sagemaker_name = "ValidationException"
+    sagemaker_status = 400
+    sagemaker_runtime_name = "ValidationError"
+    sagemaker_runtime_status = 400
 
     def __init__(self, message: str, *, param: str | None = None, **fields: Any) -> None:
         super().__init__(message, param=param, **fields)
@@ -130,6 +143,10 @@ class ModelValidationError(OutcropError):
     openai_type = "invalid_request_error"
     openai_status = 400
     openai_code = "model_invalid"
+    sagemaker_name = "ValidationException"
+    sagemaker_status = 400
+    sagemaker_runtime_name = "ValidationError"
+    sagemaker_runtime_status = 400
 
     def __init__(self, problems: list[str]) -> None:
         lines = "\n".join(f"- {p}" for p in problems)
@@ -145,6 +162,11 @@ class NotFoundError(OutcropError):
     openai_type = "invalid_request_error"
     openai_status = 404
     openai_code = "model_not_found"
+    # SageMaker answers an unknown resource as a ValidationException ("Could not find endpoint ...").
+    sagemaker_name = "ValidationException"
+    sagemaker_status = 400
+    sagemaker_runtime_name = "ValidationError"
+    sagemaker_runtime_status = 400
 
     def __init__(self, kind: str, identifier: str, hint: str = "") -> None:
         message = f"{kind} '{identifier}' was not found."
@@ -163,6 +185,10 @@ class ConflictError(OutcropError):
     openai_type = "invalid_request_error"
     openai_status = 409
     openai_code = "conflict"
+    sagemaker_name = "ResourceInUse"
+    sagemaker_status = 400
+    sagemaker_runtime_name = "ValidationError"
+    sagemaker_runtime_status = 400
 
 
 class QuotaExceededError(OutcropError):
@@ -173,6 +199,10 @@ class QuotaExceededError(OutcropError):
     openai_type = "insufficient_quota"
     openai_status = 429
     openai_code = "quota_exceeded"
+    sagemaker_name = "ResourceLimitExceeded"
+    sagemaker_status = 400
+    sagemaker_runtime_name = "ValidationError"
+    sagemaker_runtime_status = 400
 
     def __init__(self, message: str, *, quota: str, limit: int) -> None:
         super().__init__(message, quota=quota, limit=limit)
@@ -188,6 +218,10 @@ class AuthenticationError(OutcropError):
     openai_type = "authentication_error"
     openai_status = 401
     openai_code = "invalid_api_key"
+    sagemaker_name = "UnrecognizedClientException"
+    sagemaker_status = 403
+    sagemaker_runtime_name = "UnrecognizedClientException"
+    sagemaker_runtime_status = 403
 
 
 class InvalidSignatureError(AuthenticationError):
@@ -212,6 +246,10 @@ class AccessDeniedError(OutcropError):
     bedrock_status = 403
     openai_type = "permission_error"
     openai_status = 403
+    sagemaker_name = "AccessDeniedException"
+    sagemaker_status = 400
+    sagemaker_runtime_name = "AccessDeniedException"
+    sagemaker_runtime_status = 403
 
 
 class ThrottlingError(OutcropError):
@@ -222,6 +260,11 @@ class ThrottlingError(OutcropError):
     openai_type = "rate_limit_error"
     openai_status = 429
     openai_code = "rate_limit_exceeded"
+    # Not in the runtime model, but in botocore's throttling codes, so boto3 backs off and retries.
+    sagemaker_name = "ThrottlingException"
+    sagemaker_status = 400
+    sagemaker_runtime_name = "ThrottlingException"
+    sagemaker_runtime_status = 400
 
     retryable = True
 
@@ -238,6 +281,10 @@ class ModelNotReadyError(OutcropError):
     openai_type = "server_error"
     openai_status = 503
     openai_code = "model_not_ready"
+    sagemaker_name = "ThrottlingException"
+    sagemaker_status = 400
+    sagemaker_runtime_name = "ModelNotReadyException"
+    sagemaker_runtime_status = 429
 
     retryable = True
 
@@ -261,6 +308,10 @@ class ModelTimeoutError(OutcropError):
     openai_type = "timeout_error"
     openai_status = 504
     openai_code = "model_timeout"
+    sagemaker_name = "InternalFailure"
+    sagemaker_status = 500
+    sagemaker_runtime_name = "ModelError"
+    sagemaker_runtime_status = 424
 
     retryable = True
 
@@ -273,6 +324,10 @@ class ModelFailedError(OutcropError):
     openai_type = "server_error"
     openai_status = 502
     openai_code = "model_error"
+    sagemaker_name = "InternalFailure"
+    sagemaker_status = 500
+    sagemaker_runtime_name = "ModelError"
+    sagemaker_runtime_status = 424
 
     retryable = True
 
@@ -290,6 +345,10 @@ class ServiceUnavailableError(OutcropError):
     openai_type = "server_error"
     openai_status = 503
     openai_code = "overloaded"
+    sagemaker_name = "ServiceUnavailable"
+    sagemaker_status = 503
+    sagemaker_runtime_name = "ServiceUnavailable"
+    sagemaker_runtime_status = 503
 
     retryable = True
 

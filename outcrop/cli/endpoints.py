@@ -71,10 +71,42 @@ def _endpoints(client: Client) -> list[dict[str, Any]]:
                 }
                 for v in variants
             ]
+            detail["Components"] = _components(client, summary["EndpointName"])
             out.append(detail)
         token = page.get("NextToken")
         if not token:
             return out
+
+
+def _components(client: Client, endpoint: str) -> list[dict[str, Any]]:
+    """The endpoint's inference components: name, model, copies, status."""
+    out, token = [], None
+    while True:
+        page = _sagemaker(
+            client,
+            "ListInferenceComponents",
+            EndpointNameEquals=endpoint,
+            MaxResults=100,
+            **({"NextToken": token} if token else {}),
+        )
+        for summary in page["InferenceComponents"]:
+            detail = _sagemaker(
+                client, "DescribeInferenceComponent", InferenceComponentName=summary["InferenceComponentName"]
+            )
+            runtime = detail.get("RuntimeConfig") or {}
+            out.append(
+                {
+                    "InferenceComponentName": detail["InferenceComponentName"],
+                    "VariantName": detail.get("VariantName"),
+                    "ModelName": (detail.get("Specification") or {}).get("ModelName"),
+                    "DesiredCopyCount": runtime.get("DesiredCopyCount"),
+                    "CurrentCopyCount": runtime.get("CurrentCopyCount"),
+                    "Status": detail.get("InferenceComponentStatus"),
+                }
+            )
+        token = page.get("NextToken")
+        if not token:
+            return sorted(out, key=lambda c: str(c["InferenceComponentName"]))
 
 
 def _client(endpoint: str | None, data_dir: Path | None) -> Client:
@@ -95,7 +127,7 @@ def endpoints_list(
     ),
     json_output: bool = typer.Option(False, "--json", help="Print the endpoints as JSON, for scripts."),
 ) -> None:
-    """List SageMaker-compatible endpoints, their status and variants.
+    """List SageMaker-compatible endpoints, their status, variants and inference components.
 
     Examples:
 
@@ -124,9 +156,14 @@ def endpoints_list(
         column.overflow = "fold"
     for e in rows:
         variants = "\n".join(
-            f"{v['VariantName']}: {v['ModelName']} (weight {v['Weight']}, {v['Capacity']})"
+            f"{v['VariantName']}: {v['ModelName'] or 'inference components'} (weight {v['Weight']}, {v['Capacity']})"
             for v in e["Variants"]
         )
+        for c in e["Components"]:
+            variants += (
+                f"\n  component {c['InferenceComponentName']}: {c['ModelName']} "
+                f"({c['CurrentCopyCount']}/{c['DesiredCopyCount']} copies, {c['Status']})"
+            )
         table.add_row(
             e["EndpointName"],
             e["EndpointStatus"],

@@ -6,6 +6,10 @@ production variants (model, weight, instance count or serverless concurrency). A
 deploys a config: ``Creating`` -> ``InService`` once every variant's imported model exists and
 its provisioned copies are up, or ``Failed`` with the reason. Invocations then go through the same
 router, copies, throttling and metrics as Bedrock's runtime.
+
+An endpoint whose config's variants name no model hosts *inference components* instead: each
+component names a SageMaker model (``Specification.ModelName``) and keeps ``RuntimeConfig.CopyCount``
+copies of its imported model; an invocation names the component (``InferenceComponentName``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,8 +28,15 @@ from outcrop.config import OutcropConfig
 from outcrop.errors import InvalidRequestError, NotFoundError, OutcropError
 from outcrop.registry.service import CreateImportJob, Registry
 from outcrop.sagemaker import protocol as p
+from outcrop.sagemaker.components import InferenceComponents, component_owner, model_processing
 from outcrop.sagemaker.handlers import HandlerPool, check_handler
-from outcrop.sagemaker.store import EndpointConfigRow, EndpointRow, EndpointStatus, ModelRow, SageMakerStore
+from outcrop.sagemaker.store import (
+    EndpointConfigRow,
+    EndpointRow,
+    EndpointStatus,
+    ModelRow,
+    SageMakerStore,
+)
 from outcrop.sagemaker.templates import (
     HANDLER_ENV,
     INPUT_TEMPLATE_ENV,
@@ -36,6 +46,7 @@ from outcrop.sagemaker.templates import (
 )
 from outcrop.sagemaker.variants import (
     ConcurrencyGate,
+    Target,
     VariantPlan,
     check_variants,
     pick_variant,
@@ -52,22 +63,21 @@ M = TypeVar("M", bound=BaseModel)
 # How long a runtime lookup (endpoint -> variants -> models) is reused. Short: another gateway's
 # UpdateEndpoint is seen within this; long enough that a busy endpoint costs no query per call.
 TARGET_CACHE_SECONDS = 1.0
+# How often each gateway re-reads which copies endpoints and components pin. Why 5 s: a
+# DeleteEndpoint on another gateway of a shared fleet releases its copies within this; far below
+# the idle window (300 s by default) that would otherwise stop them.
+PIN_SYNC_SECONDS = 5.0
 # How often a deploying endpoint checks on the import job its model started.
 IMPORT_POLL_SECONDS = 0.5
 # Why 1 hour: an import of a large model (tens of GB from S3) takes minutes, not hours; a job
 # still running after this is stuck, and the endpoint should say so instead of Creating forever.
 IMPORT_WAIT_SECONDS = 3600.0
 _LOCATION_PREFIXES = ("/", "./", "../", "~", "file://", "s3://")
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where one invocation goes: the endpoint's chosen variant, its imported model and processing."""
-
-    endpoint: str
-    variant: VariantPlan
-    imported_model: str
-    processing: Processing
+# SageMaker's own words when an endpoint that hosts inference components is invoked without naming one.
+COMPONENT_REQUIRED = (
+    "Inference Component Name header is required for endpoints to which you plan to deploy inference "
+    "components. Please include Inference Component Name header or consider using SageMaker models."
+)
 
 
 @dataclass
@@ -78,6 +88,7 @@ class _Plan:
     status: EndpointStatus
     failure_reason: str | None
     read_at: float
+    hosts_components: bool = False  # its variants name no model: invocations name a component
 
 
 def parse(model: type[M], body: dict[str, Any]) -> M:
@@ -104,11 +115,17 @@ class SageMakerService:
         self.registry = registry
         self.serving = serving
         self._plans: dict[str, _Plan] = {}
+        self.components = InferenceComponents(self)
         self._gate = ConcurrencyGate()
         self.handlers = HandlerPool(config.sagemaker, config.resolved_data_dir / "logs" / "handlers")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._random = random.Random()
+        self._pinned: dict[str, tuple[str, int]] = {}  # pin owner -> (imported model, copies)
+        self._deploying: dict[
+            str, tuple[str, int]
+        ] = {}  # pins of deployments in progress (not in the store yet)
+        self._pin_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -117,7 +134,9 @@ class SageMakerService:
         self._loop = asyncio.get_running_loop()
         for row in await asyncio.to_thread(self.store.endpoints):
             if row.status in (EndpointStatus.CREATING, EndpointStatus.UPDATING):
-                self._spawn(self._deploy(row.name, row.config_name, row.status))
+                self.spawn(self._deploy(row.name, row.config_name, row.status))
+        await self.components.resume()
+        self.spawn(self._pin_loop())
 
     async def stop(self) -> None:
         await self.handlers.stop()
@@ -126,7 +145,77 @@ class SageMakerService:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
 
-    def _spawn(self, coro: Any) -> None:
+    # ------------------------------------------------------------------ pinned copies
+
+    async def _pin_loop(self) -> None:
+        while True:
+            try:
+                await self.sync_pins()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the loop must outlive a bad round (a store hiccup)
+                log.exception("syncing SageMaker pinned copies failed")
+            await asyncio.sleep(PIN_SYNC_SECONDS)
+
+    async def sync_pins(self) -> None:
+        """Pin what InService endpoints and components keep running, release the rest.
+
+        ``InitialInstanceCount`` (``ProvisionedConcurrency``: one copy) of each model variant and
+        ``CopyCount`` of each component are pinned in serving while the endpoint or component
+        accepts invocations, so the idle autoscaler never stops them; deleting it releases them.
+        Every gateway derives the same pins from the store, so a shared fleet keeps them too.
+        """
+        async with self._pin_lock:
+            wanted = {**await asyncio.to_thread(self._wanted_pins), **self._deploying}
+            for owner in set(self._pinned) - set(wanted):
+                self.serving.unpin(owner)
+                del self._pinned[owner]
+            for owner, (model, copies) in wanted.items():
+                if self._pinned.get(owner) == (model, copies):
+                    continue
+                try:
+                    await self.serving.pin(owner, model, copies)
+                except NotFoundError:  # the imported model was deleted: nothing to keep running
+                    self.serving.unpin(owner)
+                    self._pinned.pop(owner, None)
+                    continue
+                self._pinned[owner] = (model, copies)
+
+    async def end_deployment(self, owner_prefix: str) -> None:
+        """A deployment ended (either way): its pins now follow the store alone."""
+        for owner in [o for o in self._deploying if o.startswith(owner_prefix)]:
+            del self._deploying[owner]
+        await self.sync_pins()
+
+    def pinned(self) -> dict[str, tuple[str, int]]:
+        """Pin owner -> (imported model, copies), as this gateway last synced them (for tests and stats)."""
+        return dict(self._pinned)
+
+    def _wanted_pins(self) -> dict[str, tuple[str, int]]:
+        wanted: dict[str, tuple[str, int]] = {}
+        models = {m.name: m for m in self.store.models()}
+        for row in self.store.endpoints():
+            config = self.store.config(row.config_name)
+            if not row.status.accepts_invocations() or config is None:
+                continue
+            for spec in config.spec["ProductionVariants"]:
+                plan = plan_variant(spec)
+                model = models.get(plan.model_name)
+                if plan.provisioned_copies and model is not None:
+                    wanted[_variant_owner(row.name, plan.name)] = (
+                        model.imported_model,
+                        plan.provisioned_copies,
+                    )
+        for component in self.store.components():
+            model = models.get(component.model_name)
+            if component.status.accepts_invocations() and component.copy_count and model is not None:
+                wanted[component_owner(component.name)] = (
+                    model.imported_model,
+                    component.copy_count,
+                )
+        return wanted
+
+    def spawn(self, coro: Any) -> None:
         """Run ``coro`` on the gateway's loop; callable from the loop or from a worker thread (the
         control plane runs its operations in threads so that store and S3 calls never block it)."""
 
@@ -150,7 +239,7 @@ class SageMakerService:
     # ------------------------------------------------------------------ ARNs
 
     def arn(self, kind: str, name: str) -> str:
-        """``kind`` is SageMaker's resource type: model, endpoint-config, endpoint."""
+        """``kind`` is SageMaker's resource type: model, endpoint-config, endpoint, inference-component."""
         return f"arn:aws:sagemaker:{self.identity.region}:{self.identity.account_id}:{kind}/{name.lower()}"
 
     # ------------------------------------------------------------------ models
@@ -220,7 +309,7 @@ class SageMakerService:
         return model_name, job.id
 
     def describe_model(self, name: str) -> dict[str, Any]:
-        row = self._model(name)
+        row = self.model_row(name)
         spec = dict(row.spec)
         spec.pop("Tags", None)
         return {**spec, "ModelArn": self.arn("model", row.name), "CreationTime": row.created_at}
@@ -230,13 +319,14 @@ class SageMakerService:
             {"ModelName": r.name, "ModelArn": self.arn("model", r.name), "CreationTime": r.created_at}
             for r in self.store.models()
         ]
-        return _page(items, "Models", "ModelName", inp)
+        return p.page(items, "Models", "ModelName", inp)
 
     def delete_model(self, name: str) -> None:
         if not self.store.delete_model(name):
             raise InvalidRequestError(f'Could not find model "{self.arn("model", name)}".', param="ModelName")
 
-    def _model(self, name: str) -> ModelRow:
+    def model_row(self, name: str) -> ModelRow:
+        """The SageMaker model, or ValidationException "Could not find model"."""
         row = self.store.model(name)
         if row is None:
             raise InvalidRequestError(f'Could not find model "{self.arn("model", name)}".', param="ModelName")
@@ -248,7 +338,8 @@ class SageMakerService:
         variants = [v.model_dump(exclude_none=True) for v in inp.ProductionVariants]
         check_variants(inp.EndpointConfigName, variants)
         for v in variants:
-            self._model(v["ModelName"])  # SageMaker checks the models exist now, not at deploy time
+            if v.get("ModelName"):
+                self.model_row(v["ModelName"])  # SageMaker checks the models exist now, not at deploy time
         arn = self.arn("endpoint-config", inp.EndpointConfigName)
         self.store.add_config(
             EndpointConfigRow(inp.EndpointConfigName, inp.model_dump(exclude_none=True), time.time()),
@@ -274,7 +365,7 @@ class SageMakerService:
             }
             for r in self.store.configs()
         ]
-        return _page(items, "EndpointConfigs", "EndpointConfigName", inp)
+        return p.page(items, "EndpointConfigs", "EndpointConfigName", inp)
 
     def delete_endpoint_config(self, name: str) -> None:
         if not self.store.delete_config(name):
@@ -302,12 +393,21 @@ class SageMakerService:
             inp.EndpointConfigName,
             already_exists=f'Cannot create already existing endpoint "{arn}".',
         )
-        self._spawn(self._deploy(inp.EndpointName, inp.EndpointConfigName, EndpointStatus.CREATING))
+        self.spawn(self._deploy(inp.EndpointName, inp.EndpointConfigName, EndpointStatus.CREATING))
         return arn
 
     def update_endpoint(self, inp: p.UpdateEndpointInput) -> str:
-        row = self._endpoint(inp.EndpointName)
-        self._config(inp.EndpointConfigName)
+        row = self.endpoint_row(inp.EndpointName)
+        config = self._config(inp.EndpointConfigName)
+        hosts = {v.name for v in map(plan_variant, config.spec["ProductionVariants"]) if v.hosts_components}
+        stranded = [c.name for c in self.store.components(row.name) if c.variant_name not in hosts]
+        if stranded:
+            raise InvalidRequestError(
+                f"Endpoint '{row.name}' has inference components ({', '.join(sorted(stranded))}) on variants that "
+                f"endpoint config '{config.name}' does not host components on; delete them first "
+                "(DeleteInferenceComponent), or use a config whose same-named variants name no model.",
+                param="EndpointConfigName",
+            )
         if not row.status.is_terminal():
             raise InvalidRequestError(
                 f'Cannot update in-progress endpoint "{self.arn("endpoint", row.name)}" (it is {row.status}); '
@@ -316,11 +416,11 @@ class SageMakerService:
             )
         self.store.set_endpoint(row.name, EndpointStatus.UPDATING, failure_reason=None)
         self._plans.pop(row.name, None)
-        self._spawn(self._deploy(row.name, inp.EndpointConfigName, EndpointStatus.UPDATING))
+        self.spawn(self._deploy(row.name, inp.EndpointConfigName, EndpointStatus.UPDATING))
         return self.arn("endpoint", row.name)
 
     def describe_endpoint(self, name: str) -> dict[str, Any]:
-        row = self._endpoint(name)
+        row = self.endpoint_row(name)
         out: dict[str, Any] = {
             "EndpointName": row.name,
             "EndpointArn": self.arn("endpoint", row.name),
@@ -365,16 +465,19 @@ class SageMakerService:
             for r in self.store.endpoints()
             if inp.StatusEquals is None or r.status.value == inp.StatusEquals
         ]
-        return _page(items, "Endpoints", "EndpointName", inp)
+        return p.page(items, "Endpoints", "EndpointName", inp)
 
     def delete_endpoint(self, name: str) -> None:
-        """Forget the endpoint. Its imported models' copies stay: Bedrock callers may share them, and
-        the autoscaler stops idle ones after the idle window."""
+        """Forget the endpoint and its inference components, and release the copies they pinned: the
+        copies stay while busy (Bedrock callers may share them) and stop after the idle window."""
         if not self.store.delete_endpoint(name):
             raise self._no_endpoint(name)
+        self.components.forget_endpoint(name)
         self._plans.pop(name, None)
+        self.spawn(self.sync_pins())  # releases its copies
 
-    def _endpoint(self, name: str) -> EndpointRow:
+    def endpoint_row(self, name: str) -> EndpointRow:
+        """The endpoint, or ValidationException "Could not find endpoint"."""
         row = self.store.endpoint(name)
         if row is None:
             raise self._no_endpoint(name)
@@ -388,7 +491,7 @@ class SageMakerService:
     async def _deploy(self, name: str, config_name: str, status: EndpointStatus) -> None:
         """Check every variant's model and start its provisioned copies; then InService or Failed."""
         try:
-            reason = await self._deploy_variants(config_name)
+            reason = await self._deploy_variants(name, config_name)
         except asyncio.CancelledError:
             raise
         except OutcropError as exc:
@@ -413,33 +516,49 @@ class SageMakerService:
                 self.store.set_endpoint, name, EndpointStatus.FAILED, failure_reason=reason
             )
         self._plans.pop(name, None)
+        await self.end_deployment(_variant_owner(name, ""))
         log.info("endpoint deployed", extra={"endpoint": name, "config": config_name, "failure": reason})
 
-    async def _deploy_variants(self, config_name: str) -> str | None:
+    async def _deploy_variants(self, endpoint: str, config_name: str) -> str | None:
         config = await asyncio.to_thread(self.store.config, config_name)
         if config is None:
             return f"Endpoint configuration '{config_name}' was deleted before the endpoint was deployed."
         for spec in config.spec["ProductionVariants"]:
             plan = plan_variant(spec)
-            model = await asyncio.to_thread(self.store.model, plan.model_name)
-            if model is None:
-                return f"Variant '{plan.name}': model '{plan.model_name}' no longer exists; create it again."
-            if model.import_job_id is not None:
-                reason = await self._wait_for_import(model)
-                if reason is not None:
-                    return f"Variant '{plan.name}': {reason}"
+            if plan.hosts_components:
+                continue  # its inference components deploy their own models
+            reason = await self.ready_model(
+                plan.model_name, plan.provisioned_copies, _variant_owner(endpoint, plan.name)
+            )
+            if reason is not None:
+                return f"Variant '{plan.name}': {reason}"
+        return None
+
+    async def ready_model(self, model_name: str, copies: int, owner: str) -> str | None:
+        """Wait for the SageMaker model's import (if it has one) and start ``copies`` copies of its
+        imported model, pinned for ``owner`` from the start (an idle window shorter than a copy's
+        start must not stop them); None when done, else why not."""
+        model = await asyncio.to_thread(self.store.model, model_name)
+        if model is None:
+            return f"model '{model_name}' no longer exists; create it again."
+        if model.import_job_id is not None:
+            reason = await self._wait_for_import(model)
+            if reason is not None:
+                return reason
+        try:
+            await self.serving.resolve(model.imported_model)
+        except NotFoundError:
+            return (
+                f"model '{model.name}' names imported model '{model.imported_model}', "
+                "which does not exist (deleted?). Import it again and create a new model."
+            )
+        if copies:
+            self._deploying[owner] = (model.imported_model, copies)
+            await self.sync_pins()
             try:
-                await self.serving.resolve(model.imported_model)
-            except NotFoundError:
-                return (
-                    f"Variant '{plan.name}': model '{model.name}' names imported model '{model.imported_model}', "
-                    "which does not exist (deleted?). Import it again and create a new model."
-                )
-            if plan.provisioned_copies:
-                try:
-                    await self.serving.warm(model.imported_model, plan.provisioned_copies)
-                except OutcropError as exc:
-                    return f"Variant '{plan.name}': its copies of '{model.imported_model}' did not start: {exc.message}"
+                await self.serving.warm(model.imported_model, copies)
+            except OutcropError as exc:
+                return f"its copies of '{model.imported_model}' did not start: {exc.message}"
         return None
 
     async def _wait_for_import(self, model: ModelRow) -> str | None:
@@ -464,8 +583,10 @@ class SageMakerService:
             param="EndpointName",
         )
 
-    async def target(self, endpoint: str, target_variant: str | None) -> Target:
+    async def target(self, endpoint: str, target_variant: str | None, component: str | None = None) -> Target:
         """Where an invocation of ``endpoint`` goes (ValidationError if it cannot be invoked now)."""
+        if component:
+            return await self.components.target(endpoint, component)
         plan = self._plans.get(endpoint)
         if plan is None or time.monotonic() - plan.read_at > TARGET_CACHE_SECONDS:
             plan = await asyncio.to_thread(self._read_plan, endpoint)
@@ -482,6 +603,8 @@ class SageMakerService:
                 "(boto3: sagemaker.get_waiter('endpoint_in_service').wait(EndpointName=...)).",
                 param="EndpointName",
             )
+        if plan.hosts_components:
+            raise InvalidRequestError(COMPONENT_REQUIRED, param="InferenceComponentName")
         variant = pick_variant(endpoint, plan.variants, target_variant, self._random.random())
         return Target(endpoint, variant, plan.imported[variant.name], plan.processing[variant.name])
 
@@ -493,21 +616,26 @@ class SageMakerService:
         variants: list[VariantPlan] = []
         imported: dict[str, str] = {}
         processing: dict[str, Processing] = {}
+        hosts_components = False
         for spec in config.spec["ProductionVariants"] if config else []:
             plan = plan_variant(spec)
+            if plan.hosts_components:
+                hosts_components = True
+                continue
             model = self.store.model(plan.model_name)
             if model is None:
                 continue  # deleted after the endpoint was deployed: its traffic goes to the others
-            container = model.spec.get("PrimaryContainer") or (model.spec.get("Containers") or [{}])[0]
             variants.append(plan)
             imported[plan.name] = model.imported_model
-            processing[plan.name] = Processing.from_environment(
-                model.name, container.get("Environment") or {}
-            )
+            processing[plan.name] = model_processing(model)
         status, reason = row.status, row.failure_reason
-        if row.status.accepts_invocations() and not any(v.weight > 0 for v in variants):
+        if (
+            row.status.accepts_invocations()
+            and not hosts_components
+            and not any(v.weight > 0 for v in variants)
+        ):
             status, reason = EndpointStatus.FAILED, "its config or models were deleted"
-        return _Plan(variants, imported, processing, status, reason, time.monotonic())
+        return _Plan(variants, imported, processing, status, reason, time.monotonic(), hosts_components)
 
     def admit(self, target: Target) -> AbstractAsyncContextManager[None]:
         """Hold one of the variant's ``MaxConcurrency`` slots for the call (ThrottlingException if none)."""
@@ -529,6 +657,16 @@ class SageMakerService:
                         "weight": plan_variant(spec).weight,
                     }
                 )
+            components = [
+                {
+                    "component": c.name,
+                    "variant": c.variant_name,
+                    "model": c.model_name,
+                    "copies": c.copy_count,
+                    "status": c.status.value,
+                }
+                for c in self.store.components(row.name)
+            ]
             out.append(
                 {
                     "name": row.name,
@@ -536,30 +674,12 @@ class SageMakerService:
                     "config": row.config_name,
                     "failure_reason": row.failure_reason,
                     "variants": variants,
+                    "components": components,
                 }
             )
         return out
 
 
-def _page(items: list[dict[str, Any]], key: str, name_key: str, inp: p.ListInput) -> dict[str, Any]:
-    """SageMaker's List* paging: filter, sort, and an opaque NextToken (the offset)."""
-    if inp.NameContains:
-        needle = inp.NameContains.lower()
-        items = [i for i in items if needle in i[name_key].lower()]
-    sort_key: Callable[[dict[str, Any]], Any] = {
-        "Name": lambda i: i[name_key],
-        "Status": lambda i: i.get("EndpointStatus", ""),
-    }.get(inp.SortBy, lambda i: i["CreationTime"])
-    items.sort(key=sort_key, reverse=inp.SortOrder == "Descending")
-    try:
-        start = int(inp.NextToken or 0)
-    except ValueError:
-        raise InvalidRequestError(
-            f"NextToken {inp.NextToken!r} is not one this server gave; start again without it.",
-            param="NextToken",
-        ) from None
-    page = items[start : start + inp.MaxResults]
-    out: dict[str, Any] = {key: page}
-    if start + inp.MaxResults < len(items):
-        out["NextToken"] = str(start + inp.MaxResults)
-    return out
+def _variant_owner(endpoint: str, variant: str) -> str:
+    """Who pins a model variant's copies in serving (see SageMakerService.sync_pins)."""
+    return f"sagemaker:endpoint/{endpoint}/{variant}"

@@ -1,4 +1,4 @@
-"""Rows of SageMaker models, endpoint configs and endpoints in the metadata store.
+"""Rows of SageMaker models, endpoint configs, endpoints and inference components in the metadata store.
 
 A row keeps the validated request as JSON (``spec``): the Describe answers echo it, and the
 runtime reads variants and templates from it. Models and endpoint configs are immutable, as in
@@ -19,7 +19,12 @@ from sqlalchemy.exc import IntegrityError
 
 from outcrop.errors import InvalidRequestError
 from outcrop.store.db import Database
-from outcrop.store.schema import sagemaker_endpoint_configs, sagemaker_endpoints, sagemaker_models
+from outcrop.store.schema import (
+    sagemaker_endpoint_configs,
+    sagemaker_endpoints,
+    sagemaker_inference_components,
+    sagemaker_models,
+)
 
 
 class EndpointStatus(enum.StrEnum):
@@ -43,6 +48,33 @@ TRANSITIONS: dict[EndpointStatus, frozenset[EndpointStatus]] = {
     EndpointStatus.UPDATING: frozenset({EndpointStatus.IN_SERVICE, EndpointStatus.FAILED}),
     EndpointStatus.IN_SERVICE: frozenset({EndpointStatus.UPDATING}),
     EndpointStatus.FAILED: frozenset({EndpointStatus.UPDATING}),
+}
+
+
+class ComponentStatus(enum.StrEnum):
+    """SageMaker's InferenceComponentStatus, as an Outcrop inference component goes through it."""
+
+    CREATING = "Creating"  # its model is checked (or imported) and its CopyCount copies started
+    UPDATING = "Updating"  # a new specification or copy count is deployed; the old one keeps answering
+    IN_SERVICE = "InService"  # invocations naming it go to its model's copies
+    FAILED = "Failed"  # FailureReason says why; UpdateInferenceComponent or DeleteInferenceComponent
+    DELETING = "Deleting"  # its copies are released; the row goes next
+
+    def is_terminal(self) -> bool:
+        return self in (ComponentStatus.IN_SERVICE, ComponentStatus.FAILED)
+
+    def accepts_invocations(self) -> bool:
+        return self in (ComponentStatus.IN_SERVICE, ComponentStatus.UPDATING)
+
+
+COMPONENT_TRANSITIONS: dict[ComponentStatus, frozenset[ComponentStatus]] = {
+    ComponentStatus.CREATING: frozenset(
+        {ComponentStatus.IN_SERVICE, ComponentStatus.FAILED, ComponentStatus.DELETING}
+    ),
+    ComponentStatus.UPDATING: frozenset({ComponentStatus.IN_SERVICE, ComponentStatus.DELETING}),
+    ComponentStatus.IN_SERVICE: frozenset({ComponentStatus.UPDATING, ComponentStatus.DELETING}),
+    ComponentStatus.FAILED: frozenset({ComponentStatus.UPDATING, ComponentStatus.DELETING}),
+    ComponentStatus.DELETING: frozenset(),
 }
 
 
@@ -70,6 +102,37 @@ class EndpointRow:
     failure_reason: str | None
     created_at: float
     updated_at: float
+
+
+@dataclass(frozen=True)
+class ComponentRow:
+    name: str
+    endpoint_name: str
+    variant_name: str
+    spec: dict[str, Any]  # the validated Specification (ModelName, ComputeResourceRequirements, ...)
+    copy_count: int  # RuntimeConfig.CopyCount: copies kept running for it
+    status: ComponentStatus
+    failure_reason: str | None
+    created_at: float
+    updated_at: float
+
+    @property
+    def model_name(self) -> str:
+        return str(self.spec.get("ModelName") or "")
+
+
+def _component(row: Any) -> ComponentRow:
+    return ComponentRow(
+        row.name,
+        row.endpoint_name,
+        row.variant_name,
+        json.loads(row.spec),
+        row.copy_count,
+        ComponentStatus(row.status),
+        row.failure_reason,
+        row.created_at,
+        row.updated_at,
+    )
 
 
 def _model(row: Any) -> ModelRow:
@@ -195,6 +258,71 @@ class SageMakerStore:
 
     def delete_endpoint(self, name: str) -> bool:
         return self._delete(sagemaker_endpoints, name)
+
+    # -- inference components -------------------------------------------------------------
+
+    def add_component(
+        self,
+        name: str,
+        endpoint: str,
+        variant: str,
+        spec: dict[str, Any],
+        copy_count: int,
+        *,
+        already_exists: str,
+    ) -> None:
+        now = time.time()
+        self._insert(
+            sagemaker_inference_components,
+            already_exists,
+            name=name,
+            endpoint_name=endpoint,
+            variant_name=variant,
+            spec=json.dumps(spec),
+            copy_count=copy_count,
+            status=ComponentStatus.CREATING.value,
+            failure_reason=None,
+            created_at=now,
+            updated_at=now,
+        )
+
+    def component(self, name: str) -> ComponentRow | None:
+        t = sagemaker_inference_components
+        with self.db.engine.connect() as conn:
+            row = conn.execute(sa.select(t).where(t.c.name == name)).first()
+        return _component(row) if row else None
+
+    def components(self, endpoint: str | None = None) -> list[ComponentRow]:
+        t = sagemaker_inference_components
+        query = sa.select(t) if endpoint is None else sa.select(t).where(t.c.endpoint_name == endpoint)
+        with self.db.engine.connect() as conn:
+            return [_component(r) for r in conn.execute(query)]
+
+    def set_component(
+        self,
+        name: str,
+        status: ComponentStatus,
+        *,
+        failure_reason: str | None = None,
+        spec: dict[str, Any] | None = None,
+        copy_count: int | None = None,
+    ) -> None:
+        """Move a component to ``status`` (and, on a finished deployment, to its new spec and copy count)."""
+        values: dict[str, Any] = {
+            "status": status.value,
+            "failure_reason": failure_reason,
+            "updated_at": time.time(),
+        }
+        if spec is not None:
+            values["spec"] = json.dumps(spec)
+        if copy_count is not None:
+            values["copy_count"] = copy_count
+        t = sagemaker_inference_components
+        with self.db.begin() as conn:
+            conn.execute(t.update().where(t.c.name == name).values(**values))
+
+    def delete_component(self, name: str) -> bool:
+        return self._delete(sagemaker_inference_components, name)
 
     # -- shared ---------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from outcrop.errors import InvalidRequestError, ThrottlingError
+from outcrop.sagemaker.templates import Processing
 
 # SageMaker's default InitialVariantWeight: every variant equal.
 DEFAULT_WEIGHT = 1.0
@@ -23,6 +24,22 @@ class VariantPlan:
     max_concurrency: int | None  # in-flight invocations the variant admits (ServerlessConfig), None = no cap
     instance_type: str | None  # recorded and echoed; Outcrop places copies by memory, not instance type
     serverless: bool
+
+    @property
+    def hosts_components(self) -> bool:
+        """A variant that names no model hosts inference components (each names its own model)."""
+        return not self.model_name
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one invocation goes: the endpoint's chosen variant, its imported model and processing."""
+
+    endpoint: str
+    variant: VariantPlan
+    imported_model: str
+    processing: Processing
+    component: str = ""  # the inference component the call names ("" for a model variant)
 
 
 def plan_variant(spec: dict[str, object]) -> VariantPlan:
@@ -63,9 +80,10 @@ def check_variants(endpoint_config: str, variants: Sequence[dict[str, object]]) 
                 param=f"{where}.VariantName",
             )
         seen.add(name)
-        if not v.get("ModelName"):
+        if not v.get("ModelName") and v.get("ServerlessConfig") is not None:
             raise InvalidRequestError(
-                f"{where} ('{name}') has no ModelName; name a model made with CreateModel.",
+                f"{where} ('{name}') has no ModelName; name a model made with CreateModel (a serverless "
+                "variant cannot host inference components).",
                 param=f"{where}.ModelName",
             )
         if v.get("ServerlessConfig") is None and not v.get("InitialInstanceCount"):
@@ -73,6 +91,14 @@ def check_variants(endpoint_config: str, variants: Sequence[dict[str, object]]) 
                 f"{where} ('{name}') needs InitialInstanceCount (with InstanceType) or a ServerlessConfig.",
                 param=f"{where}.InitialInstanceCount",
             )
+    hosts = [bool(v.get("ModelName")) for v in variants]
+    if any(hosts) and not all(hosts):
+        raise InvalidRequestError(
+            f"Endpoint config '{endpoint_config}' mixes variants with a ModelName and variants without one; "
+            "either every variant names a model, or none does (the endpoint then hosts inference components, "
+            "added with CreateInferenceComponent).",
+            param="ProductionVariants",
+        )
     if sum(plan_variant(dict(v)).weight for v in variants) <= 0:
         raise InvalidRequestError(
             f"Every variant of endpoint config '{endpoint_config}' has InitialVariantWeight 0; "

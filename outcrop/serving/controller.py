@@ -15,10 +15,14 @@ the controller is their one executor. It:
   any event it lets the router hand out the freed or new slots;
 - makes room before a start: picks idle copies of other models to stop when memory is
   short (:func:`~outcrop.serving.memory.plan_fit`);
-- warms models up to ``min_copies``, and ``outcrop warm``.
+- warms models up to ``min_copies``, and ``outcrop warm``;
+- keeps *pinned* copies: an owner (a SageMaker endpoint variant or inference component) asks
+  for at least N copies of a model while it exists (:meth:`Controller.pin`); the model's pins
+  add up and act as its ``min_copies`` (within ``max_copies``), so the idle autoscaler never
+  stops them, and memory pressure never evicts them, until :meth:`Controller.unpin`.
 
-It owns, per served model, the spec, the restart backoff and the cold-start and failure
-counters. Copies are the fleet's, waiting requests and demand the router's.
+It owns, per served model, the spec, the pins, the restart backoff and the cold-start and
+failure counters. Copies are the fleet's, waiting requests and demand the router's.
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ class Controller:
         self.gateways = gateways
         self.router: Router | None = None  # set by attach(); the controller tells it of new slots
         self._models: dict[str, ModelState] = {}  # model id -> state
+        self._pins: dict[str, dict[str, int]] = {}  # model id -> owner -> copies it keeps running
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.Task[None] | None = None
         fleet.report_to(self)
@@ -118,6 +123,42 @@ class Controller:
         if state is None:
             state = self._models[model.id] = ModelState(ServedModel(model, self.spec_for(model)))
         return state.served
+
+    def pin(self, served: ServedModel, owner: str, copies: int) -> None:
+        """Keep at least ``copies`` copies of ``served`` running for ``owner`` until :meth:`unpin`
+        (0 removes the owner's pin). Pins of one model add up; the next round starts what is missing."""
+        self._state(served)
+        for model_id in list(self._pins):  # an owner pins one model: moving it releases the old one
+            if model_id != served.id:
+                self._drop_pin(model_id, owner)
+        if copies > 0:
+            self._pins.setdefault(served.id, {})[owner] = copies
+        else:
+            self._drop_pin(served.id, owner)
+        self.poke()
+
+    def unpin(self, owner: str) -> None:
+        """Release ``owner``'s pin; its copies scale down as any idle copies do."""
+        for model_id in list(self._pins):
+            self._drop_pin(model_id, owner)
+        self.poke()
+
+    def _drop_pin(self, model_id: str, owner: str) -> None:
+        pins = self._pins.get(model_id)
+        if pins is not None:
+            pins.pop(owner, None)
+            if not pins:
+                del self._pins[model_id]
+
+    def pinned_copies(self, model_id: str) -> int:
+        """Copies of the model its pins keep running (before the ``max_copies`` bound)."""
+        return sum(self._pins.get(model_id, {}).values())
+
+    def scaling_spec(self, served: ServedModel) -> ModelServingSpec:
+        """The spec the autoscaler uses: ``min_copies`` raised to the model's pins, within ``max_copies``."""
+        spec = served.spec
+        floor = min(max(spec.min_copies, self.pinned_copies(served.id)), spec.max_copies)
+        return spec if floor == spec.min_copies else spec.model_copy(update={"min_copies": floor})
 
     def _state(self, served: ServedModel) -> ModelState:
         return self._models.setdefault(served.id, ModelState(served))
@@ -183,7 +224,7 @@ class Controller:
                 )
                 for c in copies.values()
             ]
-            for decision in decide(load, views, served.spec, now):
+            for decision in decide(load, views, self.scaling_spec(served), now):
                 if decision.action is ScaleAction.START:
                     if now < state.next_start_at:
                         break  # restart backoff: the round after it ends starts the copy
@@ -242,7 +283,7 @@ class Controller:
             other = state.served
             if other.id == served.id or self._router.queued(other.id):
                 continue
-            if len(self.fleet.live(other.id)) <= other.spec.min_copies:
+            if len(self.fleet.live(other.id)) <= self.scaling_spec(other).min_copies:
                 continue
             for c in self.fleet.ready(other.id):
                 if c.in_flight == 0:
@@ -363,6 +404,7 @@ class Controller:
         await self.fleet.wait_for([c.copy_id for c in stopping])
         if not self.fleet.copies_of(model_id):
             self._models.pop(model_id, None)
+        self._pins.pop(model_id, None)
         self.fleet.forget_model(model_id)
         return len(stopping)
 

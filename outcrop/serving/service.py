@@ -113,6 +113,16 @@ class Serving:
         served = self.controller.track(await self.router.resolve(model))
         await self.controller.warm(served, copies)
 
+    async def pin(self, owner: str, model: str, copies: int) -> None:
+        """Keep at least ``copies`` copies of ``model`` (name or ARN) running for ``owner`` until
+        :meth:`unpin`: the idle autoscaler and memory eviction leave them be (``max_copies`` bounds them).
+        Returns at once; the next autoscaler round starts what is missing (:meth:`warm` waits for them)."""
+        self.controller.pin(self.controller.track(await self.router.resolve(model)), owner, copies)
+
+    def unpin(self, owner: str) -> None:
+        """Release ``owner``'s pin; the copies then scale down after the idle window, as any others."""
+        self.controller.unpin(owner)
+
     async def stop_model(self, model_id: str) -> int:
         """Drain and stop every copy of a model (by id), e.g. before it is deleted; how many were stopped."""
         self.router.forget_model(model_id)

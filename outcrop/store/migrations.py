@@ -355,4 +355,26 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        # SageMaker inference components (issue 17): several models on one endpoint, each with its
+        # own copies. 'spec' is the validated Specification; copy_count its RuntimeConfig.CopyCount.
+        14,
+        "SageMaker inference components",
+        [
+            """
+            CREATE TABLE sagemaker_inference_components (
+                name VARCHAR(63) PRIMARY KEY,
+                endpoint_name VARCHAR(63) NOT NULL,
+                variant_name VARCHAR(63) NOT NULL,
+                spec TEXT NOT NULL,
+                copy_count INTEGER NOT NULL,
+                status VARCHAR(32) NOT NULL,
+                failure_reason TEXT,
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            "CREATE INDEX ix_sagemaker_inference_components_endpoint ON sagemaker_inference_components (endpoint_name)",
+        ],
+    ),
 ]

@@ -287,3 +287,20 @@ guardrail_versions = sa.Table(
     sa.Column("client_request_token", sa.String(256)),
     sa.Column("created_at", sa.Float, nullable=False),
 )
+
+# SageMaker inference components (outcrop/sagemaker/store.py; migration 14).
+sagemaker_inference_components = sa.Table(
+    "sagemaker_inference_components",
+    metadata,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("endpoint_name", sa.String(63), nullable=False),
+    sa.Column("variant_name", sa.String(63), nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("copy_count", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("failure_reason", sa.Text),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+sa.Index("ix_sagemaker_inference_components_endpoint", sagemaker_inference_components.c.endpoint_name)
+

@@ -171,7 +171,9 @@ def test_unsupported_content_type_accept_and_inference_component_are_validation_
         dict(Body=b'{"inputs": "x"}', ContentType="application/json", Accept="text/csv"),
         dict(Body=b'{"inputs": "x"}', ContentType="application/json", InferenceComponentName="ic-1"),
     )
-    for kwargs, named in zip(calls, ("ContentType", "Accept", "InferenceComponentName"), strict=True):
+    for kwargs, named in zip(
+        calls, ("ContentType", "Accept", "Inference component ic-1 is not on endpoint"), strict=True
+    ):
         with pytest.raises(ClientError) as caught:
             runtime.invoke_endpoint(EndpointName=endpoint, **kwargs)
         assert caught.value.response["Error"]["Code"] == "ValidationError"
@@ -246,7 +248,7 @@ def test_metrics_carry_sagemaker_names_per_endpoint_and_variant(
     with pytest.raises(ClientError):
         invoke(runtime, endpoint, {"inputs": ""})
     text = httpx.get(serving_server.url + "/metrics").text
-    labels = f'EndpointName="{endpoint}",VariantName="AllTraffic"'
+    labels = f'EndpointName="{endpoint}",InferenceComponentName="",VariantName="AllTraffic"'
     for name in (
         "outcrop_sagemaker_Invocations_total",
         "outcrop_sagemaker_Invocation4XXErrors_total",

@@ -36,3 +36,21 @@ def test_endpoints_against_no_server_is_one_red_line() -> None:
     result = outcrop("endpoints", "--endpoint", "http://127.0.0.1:9")
     assert result.returncode == 1
     assert "No Outcrop server answers" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_endpoints_lists_inference_components_with_their_copies(serving_server: ServingServer) -> None:
+    from tests.api.test_sagemaker_components_e2e import add_component, host_endpoint
+
+    sm = boto3_client("sagemaker", serving_server.url)
+    host_endpoint(sm, "cli-shared")
+    add_component(sm, "cli-shared", "cli-ic", serving_server.plain)
+    result = outcrop("endpoints", "--json", "--endpoint", serving_server.url)
+    assert result.returncode == 0, result.stderr
+    listed = {e["EndpointName"]: e for e in json.loads(result.stdout)}
+    assert listed["cli-shared"]["Variants"][0]["ModelName"] is None
+    (component,) = listed["cli-shared"]["Components"]
+    assert component["InferenceComponentName"] == "cli-ic"
+    assert component["ModelName"] == "cli-ic-model" and component["Status"] == "InService"
+    assert component["DesiredCopyCount"] == 1 and component["CurrentCopyCount"] >= 1
+    table = outcrop("endpoints", "--endpoint", serving_server.url)
+    assert "component cli-ic: cli-ic-model" in table.stdout

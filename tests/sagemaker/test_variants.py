@@ -59,7 +59,14 @@ def test_an_unknown_target_variant_lists_the_variants() -> None:
     ("variants", "message"),
     [
         ([variant("A"), variant("A")], "names variant 'A' twice"),
-        ([variant(ModelName=None)], "has no ModelName"),
+        (
+            [variant(ModelName=None, ServerlessConfig={"MemorySizeInMB": 2048, "MaxConcurrency": 1})],
+            "has no ModelName",
+        ),
+        (
+            [variant("A"), variant("B", ModelName=None)],
+            "mixes variants with a ModelName and variants without",
+        ),
         ([variant(InitialInstanceCount=None)], "needs InitialInstanceCount"),
         ([variant(InitialVariantWeight=0)], "InitialVariantWeight 0"),
     ],
@@ -67,6 +74,12 @@ def test_an_unknown_target_variant_lists_the_variants() -> None:
 def test_bad_configs_are_refused_with_the_fix(variants: list[dict[str, object]], message: str) -> None:
     with pytest.raises(InvalidRequestError, match=message):
         check_variants("cfg", variants)
+
+
+def test_a_variant_without_a_model_hosts_inference_components() -> None:
+    check_variants("cfg", [variant(ModelName=None)])
+    assert plan_variant(variant(ModelName=None)).hosts_components
+    assert not plan_variant(variant()).hosts_components
 
 
 @pytest.mark.anyio

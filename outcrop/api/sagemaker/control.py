@@ -2,7 +2,7 @@
 ``X-Amz-Target: SageMaker.<Operation>``. Thin: parse, call the service, answer.
 
 Authorization: the action is ``sagemaker:<Operation>`` and the resource the ARN of the model,
-endpoint config or endpoint the body names (``*`` for listings); the guard reads both through the
+endpoint config, endpoint or inference component the body names (``*`` for listings); the guard reads both through the
 ``outcrop_action`` / ``outcrop_resource`` attributes of the route's function.
 """
 
@@ -59,9 +59,23 @@ OPERATIONS: dict[str, Handler] = {
     "DescribeEndpoint": lambda s, b: s.describe_endpoint(parse(p.EndpointNameInput, b).EndpointName),
     "ListEndpoints": lambda s, b: s.list_endpoints(parse(p.ListInput, b)),
     "DeleteEndpoint": _empty(lambda s, b: s.delete_endpoint(parse(p.EndpointNameInput, b).EndpointName)),
+    "CreateInferenceComponent": lambda s, b: {
+        "InferenceComponentArn": s.components.create(parse(p.CreateInferenceComponentInput, b))
+    },
+    "DescribeInferenceComponent": lambda s, b: s.components.describe(
+        parse(p.InferenceComponentNameInput, b).InferenceComponentName
+    ),
+    "ListInferenceComponents": lambda s, b: s.components.list(parse(p.ListInferenceComponentsInput, b)),
+    "UpdateInferenceComponent": lambda s, b: {
+        "InferenceComponentArn": s.components.update(parse(p.UpdateInferenceComponentInput, b))
+    },
+    "DeleteInferenceComponent": _empty(
+        lambda s, b: s.components.delete(parse(p.InferenceComponentNameInput, b).InferenceComponentName)
+    ),
 }
 # The body member that names each operation's resource, and that resource's ARN type.
 _RESOURCE_MEMBERS = (
+    ("InferenceComponentName", "inference-component"),
     ("EndpointName", "endpoint"),
     ("EndpointConfigName", "endpoint-config"),
     ("ModelName", "model"),

@@ -1,13 +1,15 @@
 """Per-endpoint, per-variant metrics under SageMaker's CloudWatch names (Prometheus allows the case).
 
-    outcrop_sagemaker_Invocations_total{EndpointName, VariantName}
+    outcrop_sagemaker_Invocations_total{EndpointName, VariantName, InferenceComponentName}
     outcrop_sagemaker_Invocation4XXErrors_total / _Invocation5XXErrors_total
     outcrop_sagemaker_ModelLatency_seconds      time in the copy (SageMaker: the container)
     outcrop_sagemaker_OverheadLatency_seconds   everything else the gateway spent (parsing, templates)
 
 SageMaker reports latencies in microseconds; Prometheus' convention is seconds, and the histogram
-buckets are the gateway's own so the two kinds compare. An endpoint name that is not an endpoint
-shares one label value, so callers cannot grow the metrics without bound.
+buckets are the gateway's own so the two kinds compare. ``InferenceComponentName`` is empty for an
+endpoint's model variants (SageMaker publishes component metrics under that dimension). Only calls
+that reached an existing endpoint (and component) are counted, so callers cannot grow the label
+sets without bound.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ OVERHEAD_BUCKETS_SECONDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
 
 class SageMakerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        labels = ["EndpointName", "VariantName"]
+        labels = ["EndpointName", "VariantName", "InferenceComponentName"]
         self.invocations = Counter(
             "outcrop_sagemaker_Invocations",
             "InvokeEndpoint requests answered by a variant.",
@@ -58,13 +60,21 @@ class SageMakerMetrics:
         )
 
     def observe(
-        self, endpoint: str, variant: str, *, status: int, total_seconds: float, model_seconds: float
+        self,
+        endpoint: str,
+        variant: str,
+        *,
+        status: int,
+        total_seconds: float,
+        model_seconds: float,
+        component: str = "",
     ) -> None:
-        self.invocations.labels(endpoint, variant).inc()
+        labels = (endpoint, variant, component)
+        self.invocations.labels(*labels).inc()
         if 400 <= status < 500:
-            self.errors_4xx.labels(endpoint, variant).inc()
+            self.errors_4xx.labels(*labels).inc()
         elif status >= 500:
-            self.errors_5xx.labels(endpoint, variant).inc()
+            self.errors_5xx.labels(*labels).inc()
         if model_seconds > 0:
-            self.model_latency.labels(endpoint, variant).observe(model_seconds)
-            self.overhead_latency.labels(endpoint, variant).observe(max(0.0, total_seconds - model_seconds))
+            self.model_latency.labels(*labels).observe(model_seconds)
+            self.overhead_latency.labels(*labels).observe(max(0.0, total_seconds - model_seconds))

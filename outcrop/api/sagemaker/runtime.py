@@ -52,13 +52,11 @@ def _services(services: Services) -> tuple[SageMakerService, SageMakerMetrics]:
 
 
 async def _target(request: Request, svc: SageMakerService, endpoint: str) -> Target:
-    if request.headers.get(INFERENCE_COMPONENT):
-        raise InvalidRequestError(
-            f"InferenceComponentName {request.headers[INFERENCE_COMPONENT]!r}: this server does not offer "
-            "inference components yet; give each model its own endpoint (or a variant with TargetVariant).",
-            param="InferenceComponentName",
-        )
-    return await svc.target(endpoint, request.headers.get(TARGET_VARIANT) or None)
+    return await svc.target(
+        endpoint,
+        request.headers.get(TARGET_VARIANT) or None,
+        request.headers.get(INFERENCE_COMPONENT) or None,
+    )
 
 
 async def _payload(request: Request) -> Any:
@@ -109,10 +107,12 @@ async def invoke_endpoint(
     started = time.perf_counter()
     svc, metrics = _services(services)
     variant: str | None = None
+    component = ""
     status, model_seconds = 500, 0.0
     try:
         target = await _target(request, svc, EndpointName)
         variant = target.variant.name
+        component = target.component
         payload = await _payload(request)
         call = await _prepare(request, services, target, payload)
         accept = (request.headers.get("accept") or "").split(";")[0].strip().lower()
@@ -159,6 +159,7 @@ async def invoke_endpoint(
                 status=status,
                 total_seconds=time.perf_counter() - started,
                 model_seconds=model_seconds,
+                component=component,
             )
 
 
@@ -221,6 +222,7 @@ async def invoke_endpoint_stream(
             status=runtime_error(exc)[1],
             total_seconds=time.perf_counter() - started,
             model_seconds=0,
+            component=target.component,
         )
         raise
     model_started = time.perf_counter()
@@ -271,6 +273,7 @@ async def invoke_endpoint_stream(
                 status=status,
                 total_seconds=now - started,
                 model_seconds=now - model_started,
+                component=target.component,
             )
 
     return StreamingResponse(
