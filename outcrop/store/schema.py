@@ -303,4 +303,3 @@ sagemaker_inference_components = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 sa.Index("ix_sagemaker_inference_components_endpoint", sagemaker_inference_components.c.endpoint_name)
-
