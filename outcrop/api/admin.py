@@ -92,6 +92,14 @@ def list_copies(request: Request, services: Services = Depends(get_services)) ->
     return {"copies": [_copy_body(c, show_url=show_url) for c in services.serving.copies()]}
 
 
+@router.get(
+    "/endpoint-metrics", summary="SageMaker endpoints' invocations, errors and latencies on this gateway"
+)
+def endpoint_metrics(services: Services = Depends(get_services)) -> dict[str, Any]:
+    metrics = services.extra.get("sagemaker_metrics")
+    return {"endpoints": metrics.summary() if metrics is not None else []}
+
+
 @router.post("/models/{identifier}/warm", summary="Pre-start copies of a model and wait until they are ready")
 async def warm_model(
     identifier: str, request: Request, services: Services = Depends(get_services)

@@ -34,7 +34,10 @@ SOURCES = {
     "copies": "/outcrop/copies",
     "imports": "/model-import-jobs?maxResults=50&sortBy=CreationTime&sortOrder=Descending",
     "batches": "/model-invocation-jobs?maxResults=50&sortBy=CreationTime&sortOrder=Descending",
+    "endpointMetrics": "/outcrop/endpoint-metrics",
 }
+# SageMaker's control plane is one POST route; the page asks it ListEndpoints (X-Amz-Target).
+SAGEMAKER_LIST_ENDPOINTS = "SageMaker.ListEndpoints"
 
 _STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 0; color: #1d2330; background: #f5f6f8; }
@@ -75,9 +78,9 @@ if (location.hash.startsWith("#key=")) {  // a link with the key (never sent to 
 keyInput.value = sessionStorage.getItem("outcrop-key") || "";
 keyInput.addEventListener("change", () => { sessionStorage.setItem("outcrop-key", keyInput.value.trim()); refresh(); });
 
-async function get(path) {
+async function get(path, init) {
   const headers = keyInput.value ? {"Authorization": "Bearer " + keyInput.value.trim()} : {};
-  const response = await fetch(path, {headers, cache: "no-store"});
+  const response = await fetch(path, {cache: "no-store", ...(init || {}), headers: {...headers, ...((init && init.headers) || {})}});
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
     const error = new Error((body.message || (body.error && body.error.message)) || response.statusText);
@@ -86,6 +89,13 @@ async function get(path) {
   }
   return body;
 }
+
+function sagemaker(target) {
+  return get("/", {method: "POST", body: "{}",
+    headers: {"X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.1"}});
+}
+
+function ms(value) { return value === null || value === undefined ? "-" : value.toFixed(1) + " ms"; }
 
 function cell(row, value, cls) {
   const td = document.createElement("td");
@@ -130,7 +140,8 @@ function reasons(row, text) {
 
 function age(iso) {
   if (!iso) { return ""; }
-  const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  const then = typeof iso === "number" ? iso * 1000 : Date.parse(iso);  // SageMaker sends epoch seconds
+  const s = Math.max(0, (Date.now() - then) / 1000);
   return s < 90 ? s.toFixed(0) + " s" : s < 5400 ? (s / 60).toFixed(0) + " min" : (s / 3600).toFixed(1) + " h";
 }
 
@@ -223,6 +234,25 @@ async function refresh() {
         cell(tr, age(b.submitTime)); cell(tr, b.message || "");
       });
     }),
+    section("endpoints", async () => {
+      const endpoints = await sagemaker(__LIST_ENDPOINTS__);
+      const metrics = await get(SOURCES.endpointMetrics).catch(() => null);  // figures where the key may read them
+      return [endpoints, metrics];
+    }, ([endpoints, metrics]) => {
+      const byEndpoint = {};
+      for (const m of (metrics && metrics.endpoints) || []) { (byEndpoint[m.EndpointName] = byEndpoint[m.EndpointName] || []).push(m); }
+      fill("endpoints", endpoints.Endpoints || [], (tr, e) => {
+        const rows = byEndpoint[e.EndpointName] || [];
+        const sum = (k) => rows.reduce((n, r) => n + r[k], 0);
+        const mean = (k) => { const w = rows.filter((r) => r[k] !== null); const n = w.reduce((a, r) => a + r.Invocations, 0);
+          return n ? w.reduce((a, r) => a + r[k] * r.Invocations, 0) / n : null; };
+        cell(tr, e.EndpointName); cell(tr, e.EndpointStatus, e.EndpointStatus);
+        cell(tr, metrics ? sum("Invocations") : "-");
+        cell(tr, metrics ? sum("Invocation4XXErrors") + " / " + sum("Invocation5XXErrors") : "-");
+        cell(tr, metrics ? ms(mean("ModelLatencyMs")) : "-"); cell(tr, metrics ? ms(mean("OverheadLatencyMs")) : "-");
+        cell(tr, age(e.CreationTime));
+      });
+    }),
   ]);
   const failures = results.filter((r) => r.status === "rejected").map((r) => r.reason);
   let health = null;
@@ -251,7 +281,9 @@ def _table(title: str, body_id: str, columns: list[str]) -> str:
 
 
 def _page() -> tuple[str, str]:
-    script = _SCRIPT.replace("__SOURCES__", json.dumps(SOURCES))
+    script = _SCRIPT.replace("__SOURCES__", json.dumps(SOURCES)).replace(
+        "__LIST_ENDPOINTS__", json.dumps(SAGEMAKER_LIST_ENDPOINTS)
+    )
     html = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Outcrop console</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -264,6 +296,7 @@ def _page() -> tuple[str, str]:
 {_table("Copies", "copies", ["copy", "model", "state", "in flight", "age", "last used", "address"])}
 {_table("Import jobs", "imports", ["job", "model", "status", "phase", "progress", "age", "failure"])}
 {_table("Batch jobs", "batches", ["job", "model", "status", "records", "results", "age", "message"])}
+{_table("SageMaker endpoints", "endpoints", ["endpoint", "status", "invocations", "4xx / 5xx", "model latency", "overhead", "age"])}
 </main>
 <script>{script}</script></body></html>
 """

@@ -35,6 +35,7 @@ ACTION_OVERRIDES = {
     "import_job_detail": "bedrock:GetModelImportJob",
     "model_detail": "bedrock:GetImportedModel",
     "list_copies": "outcrop:ListCopies",
+    "endpoint_metrics": "outcrop:GetEndpointMetrics",
     "warm_model": "outcrop:WarmModel",
     "create_key": "outcrop:CreateKey",
     "list_keys": "outcrop:ListKeys",

@@ -67,12 +67,20 @@ def admin() -> dict[str, Any]:
 
 
 def read_only() -> dict[str, Any]:
-    """Read models, import and batch jobs and copies; never keys, copy URLs or others' batch jobs."""
+    """Read models, import and batch jobs, SageMaker endpoints and copies; never keys, copy URLs or
+    others' batch jobs."""
     return {
         "Statement": [
             {
                 "Effect": "Allow",
-                "Action": ["bedrock:Get*", "bedrock:List*", "outcrop:Get*", "outcrop:ListCopies"],
+                "Action": [
+                    "bedrock:Get*",
+                    "bedrock:List*",
+                    "sagemaker:Describe*",
+                    "sagemaker:List*",
+                    "outcrop:Get*",
+                    "outcrop:ListCopies",
+                ],
                 "Resource": ["*"],
             }
         ]

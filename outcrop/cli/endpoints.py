@@ -78,6 +78,28 @@ def _endpoints(client: Client) -> list[dict[str, Any]]:
             return out
 
 
+def _figures(client: Client) -> list[dict[str, Any]] | None:
+    """This gateway's invocation figures per endpoint and variant (None where the key may not read them)."""
+    try:
+        return list(client._call("GET", "/outcrop/endpoint-metrics")["endpoints"])
+    except OutcropError:
+        return None
+
+
+def _figures_text(metrics: list[dict[str, Any]]) -> str:
+    """One line per variant (or component): SageMaker's names, mean latencies in ms."""
+    lines = []
+    for m in metrics:
+        latency = "" if m["ModelLatencyMs"] is None else f", model {m['ModelLatencyMs']:.1f} ms"
+        if m["OverheadLatencyMs"] is not None:
+            latency += f", overhead {m['OverheadLatencyMs']:.2f} ms"
+        lines.append(
+            f"{m['InferenceComponentName'] or m['VariantName']}: {m['Invocations']} "
+            f"({m['Invocation4XXErrors']}/{m['Invocation5XXErrors']}){latency}"
+        )
+    return "\n".join(lines) or "0"
+
+
 def _components(client: Client, endpoint: str) -> list[dict[str, Any]]:
     """The endpoint's inference components: name, model, copies, status."""
     out, token = [], None
@@ -138,10 +160,14 @@ def endpoints_list(
     if ctx.invoked_subcommand is not None:
         return
     try:  # this command's error edge: one red line, never a traceback
-        rows = _endpoints(_client(endpoint, data_dir))
+        client = _client(endpoint, data_dir)
+        rows = _endpoints(client)
+        figures = _figures(client)
     except OutcropError as exc:
         err_console.print("[bold red]error:[/] " + escape(exc.message), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    for e in rows:
+        e["Metrics"] = [m for m in figures or [] if m["EndpointName"] == e["EndpointName"]]
     if json_output:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
         return
@@ -151,7 +177,7 @@ def endpoints_list(
             "create_endpoint(...) (see docs/sagemaker.md)."
         )
         return
-    table = Table("name", "status", "config", "variants", "reason")
+    table = Table("name", "status", "config", "variants", "invocations (4xx/5xx), latency", "reason")
     for column in table.columns:
         column.overflow = "fold"
     for e in rows:
@@ -169,6 +195,7 @@ def endpoints_list(
             e["EndpointStatus"],
             e["EndpointConfigName"],
             variants,
+            _figures_text(e["Metrics"]) if figures is not None else "-",
             e.get("FailureReason", ""),
         )
     console.print(table)

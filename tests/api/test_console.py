@@ -9,7 +9,7 @@ import re
 import httpx
 import pytest
 
-from outcrop.api.console import SOURCES
+from outcrop.api.console import SAGEMAKER_LIST_ENDPOINTS, SOURCES
 from tests.conftest import ServingServer, api
 
 pytestmark = pytest.mark.e2e
@@ -36,6 +36,7 @@ def test_every_source_the_page_reads_answers_with_a_key_and_refuses_without(
         "copies": "copies",
         "imports": "modelImportJobSummaries",
         "batches": "invocationJobSummaries",
+        "endpointMetrics": "endpoints",
     }
     assert set(SOURCES) == set(shapes)
     for name, path in SOURCES.items():
@@ -44,6 +45,11 @@ def test_every_source_the_page_reads_answers_with_a_key_and_refuses_without(
         assert shapes[name] in response.json(), name
         if name != "health":
             assert httpx.get(f"{serving_server.url}{path}").status_code in (401, 403), name
+    # SageMaker's control plane (one POST route) answers the page's ListEndpoints the same way.
+    target = {"X-Amz-Target": SAGEMAKER_LIST_ENDPOINTS, "Content-Type": "application/x-amz-json-1.1"}
+    listed = api.post(f"{serving_server.url}/", content=b"{}", headers=target)
+    assert listed.status_code == 200 and "Endpoints" in listed.json(), listed.text
+    assert httpx.post(f"{serving_server.url}/", content=b"{}", headers=target).status_code in (401, 403)
     models = api.get(f"{serving_server.url}{SOURCES['models']}").json()["modelSummaries"]
     assert {serving_server.chat, serving_server.plain} <= {m["modelName"] for m in models}
     copies = api.get(f"{serving_server.url}{SOURCES['copies']}").json()["copies"]

@@ -65,6 +65,7 @@ setTimeout(() => {
 }, 100);
 """
 
+SAGEMAKER = "/"
 MODEL = {
     "modelName": "my-llama",
     "modelArchitecture": "llama",
@@ -106,19 +107,54 @@ def _routes(**overrides: Any) -> dict[str, Any]:
         SOURCES["copies"]: (200, {"copies": []}),
         SOURCES["imports"]: (200, {"modelImportJobSummaries": []}),
         SOURCES["batches"]: (200, {"invocationJobSummaries": []}),
+        SOURCES["endpointMetrics"]: (200, {"endpoints": []}),
+        SAGEMAKER: (200, {"Endpoints": []}),  # ListEndpoints (X-Amz-Target), SageMaker's one POST route
     }
-    routes.update({SOURCES[k]: v for k, v in overrides.items()})
+    routes.update({(SAGEMAKER if k == "sagemaker" else SOURCES[k]): v for k, v in overrides.items()})
     return routes
 
 
 def test_an_invoke_only_key_sees_its_models_and_each_denied_section_says_so_in_place(tmp_path: Path) -> None:
-    page = run_console(tmp_path, _routes(copies=DENIED, imports=DENIED, batches=DENIED))
+    page = run_console(
+        tmp_path,
+        _routes(copies=DENIED, imports=DENIED, batches=DENIED, sagemaker=DENIED, endpointMetrics=DENIED),
+    )
 
     assert [c["text"] for c in page["models"][0]][:3] == ["my-llama", "llama", "yes"]
-    for section in ("copies", "imports", "batches"):
+    for section in ("copies", "imports", "batches", "endpoints"):
         (only,) = page[section]
         assert [c["text"] for c in only] == ["not allowed for this key"], section
-    assert "3 section(s) not allowed for this key" in page["status"]
+    assert "4 section(s) not allowed for this key" in page["status"]
+
+
+def test_endpoints_show_their_status_and_this_gateways_invocation_figures(tmp_path: Path) -> None:
+    endpoints = {"Endpoints": [{"EndpointName": "my-ep", "EndpointStatus": "InService", "CreationTime": 1.0}]}
+    row = {"EndpointName": "my-ep", "InferenceComponentName": None, "Invocation5XXErrors": 0}
+    metrics = {
+        "endpoints": [
+            {
+                **row,
+                "VariantName": "A",
+                "Invocations": 3,
+                "Invocation4XXErrors": 1,
+                "ModelLatencyMs": 10.0,
+                "OverheadLatencyMs": 0.5,
+            },
+            {
+                **row,
+                "VariantName": "B",
+                "Invocations": 1,
+                "Invocation4XXErrors": 0,
+                "ModelLatencyMs": 30.0,
+                "OverheadLatencyMs": None,
+            },
+        ]
+    }
+    page = run_console(tmp_path, _routes(sagemaker=(200, endpoints), endpointMetrics=(200, metrics)))
+
+    (cells,) = ([c["text"] for c in r] for r in page["endpoints"])
+    assert cells[:6] == ["my-ep", "InService", "4", "1 / 0", "15.0 ms", "0.5 ms"]  # means weighted by calls
+    assert cells[6].endswith(" h")  # epoch seconds, as SageMaker sends them
 
 
 def test_the_key_comes_from_the_fragment_is_kept_in_the_session_and_sent_as_a_bearer(tmp_path: Path) -> None:

@@ -31,6 +31,21 @@ def test_endpoints_lists_each_endpoint_with_its_variants(serving_server: Serving
     table = outcrop("endpoints", "--endpoint", serving_server.url)
     assert table.returncode == 0 and "cli-listed" in table.stdout and "InService" in table.stdout
 
+    # After two invocations, the listing carries SageMaker's figures for the variant.
+    runtime = boto3_client("sagemaker-runtime", serving_server.url)
+    for _ in range(2):
+        runtime.invoke_endpoint(
+            EndpointName="cli-listed",
+            ContentType="application/json",
+            Body=json.dumps({"inputs": "hi", "parameters": {"max_new_tokens": 2}}),
+        )
+    result = outcrop("endpoints", "--json", "--endpoint", serving_server.url)
+    (figures,) = {e["EndpointName"]: e for e in json.loads(result.stdout)}["cli-listed"]["Metrics"]
+    assert figures["VariantName"] == "AllTraffic" and figures["Invocations"] == 2
+    assert figures["Invocation4XXErrors"] == 0 and figures["ModelLatencyMs"] > 0
+    table = outcrop("endpoints", "--endpoint", serving_server.url)
+    assert "AllTraffic: 2 (0/0), model" in table.stdout
+
 
 def test_endpoints_against_no_server_is_one_red_line() -> None:
     result = outcrop("endpoints", "--endpoint", "http://127.0.0.1:9")

@@ -14,6 +14,8 @@ sets without bound.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from outcrop.api.metrics import LATENCY_BUCKETS_SECONDS
@@ -78,3 +80,55 @@ class SageMakerMetrics:
         if model_seconds > 0:
             self.model_latency.labels(*labels).observe(model_seconds)
             self.overhead_latency.labels(*labels).observe(max(0.0, total_seconds - model_seconds))
+
+    def summary(self) -> list[dict[str, Any]]:
+        """This gateway's figures per endpoint, variant and component, as the console and
+        ``outcrop endpoints`` show them: counts since the gateway started and mean latencies in
+        milliseconds (None before the first answer)."""
+        rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+        def row(labels: dict[str, str]) -> dict[str, Any]:
+            key = (labels["EndpointName"], labels["VariantName"], labels["InferenceComponentName"])
+            return rows.setdefault(
+                key,
+                {
+                    "EndpointName": key[0],
+                    "VariantName": key[1],
+                    "InferenceComponentName": key[2] or None,
+                    "Invocations": 0,
+                    "Invocation4XXErrors": 0,
+                    "Invocation5XXErrors": 0,
+                    "ModelLatencyMs": None,
+                    "OverheadLatencyMs": None,
+                },
+            )
+
+        for counter, name in (
+            (self.invocations, "Invocations"),
+            (self.errors_4xx, "Invocation4XXErrors"),
+            (self.errors_5xx, "Invocation5XXErrors"),
+        ):
+            for family in counter.collect():
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        row(sample.labels)[name] = int(sample.value)
+        for histogram, name in (
+            (self.model_latency, "ModelLatencyMs"),
+            (self.overhead_latency, "OverheadLatencyMs"),
+        ):
+            sums: dict[tuple[tuple[str, str], ...], float] = {}
+            counts: dict[tuple[tuple[str, str], ...], float] = {}
+            for family in histogram.collect():
+                for sample in family.samples:
+                    key = tuple(sorted(sample.labels.items()))
+                    if sample.name.endswith("_sum"):
+                        sums[key] = sample.value
+                    elif sample.name.endswith("_count"):
+                        counts[key] = sample.value
+            for key, count in counts.items():
+                if count:
+                    row(dict(key))[name] = round(1000 * sums.get(key, 0.0) / count, 3)
+        return sorted(
+            rows.values(),
+            key=lambda r: (r["EndpointName"], r["VariantName"], r["InferenceComponentName"] or ""),
+        )
