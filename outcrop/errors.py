@@ -19,7 +19,8 @@ prints an error's message in one red line.
     OutcropError                      retryable?
     ├── InvalidRequestError           no    the request or its input is malformed
     │   ├── ContextLengthError        no    prompt + max_tokens exceed the model's context
-    │   └── ModelNotChatCapableError  no    chat/converse on a model without a chat template
+    │   ├── ModelNotChatCapableError  no    chat/converse on a model without a chat template
+    │   └── WrongModelKindError       no    text generation on an embedding model, or the reverse
     ├── ModelValidationError          no    an imported folder failed validation (all problems listed)
     ├── NotFoundError                 no    a job, model or copy does not exist
     ├── ConflictError                 no    a name is taken, or the resource is busy
@@ -119,6 +120,29 @@ class ModelNotChatCapableError(InvalidRequestError):
             "completion request.)",
             model_id=model_id,
         )
+        self.model_id = model_id
+
+
+class WrongModelKindError(InvalidRequestError):
+    """Raised when a request needs another kind of model: text generation sent to an embedding model,
+    or an embeddings request sent to a text model. Retrying does not help; use a model of the right kind."""
+
+    openai_code = "model_kind_mismatch"
+
+    def __init__(self, model_id: str, kind: str, wanted: str) -> None:
+        if kind == "embedding":
+            text = (
+                f"Model '{model_id}' is an embedding model: it answers embeddings requests (OpenAI POST "
+                '/v1/embeddings, or InvokeModel with a Titan {"inputText"} or Cohere {"texts"} body), '
+                f"not {wanted}. Send {wanted} to a text model."
+            )
+        else:
+            text = (
+                f"Model '{model_id}' is a text-generation model, so it cannot answer {wanted}. Import a "
+                "sentence-embedding model (a sentence-transformers folder with modules.json) and send the "
+                "request to it."
+            )
+        super().__init__(text, model_id=model_id)
         self.model_id = model_id
 
 
