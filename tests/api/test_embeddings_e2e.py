@@ -315,3 +315,44 @@ def test_embedding_import_failures_name_the_file_and_fix(
     job = wait_for_job(bedrock, arn)
     assert job["status"] == "Failed"
     assert "1_Pooling/config.json" in job["failureMessage"] and "'max'" in job["failureMessage"]
+
+
+def test_batch_job_over_an_embedding_model_answers_what_invoke_model_answers(
+    embedding_server: EmbeddingServer,
+) -> None:
+    import json
+    import time
+
+    root = embedding_server.server.import_root / "embedding-batch"
+    (root / "in").mkdir(parents=True)
+    records = [
+        {"recordId": "titan", "modelInput": {"inputText": "hello world"}},
+        {"recordId": "cohere", "modelInput": {"texts": TEXTS[:2], "input_type": "search_document"}},
+        {"recordId": "prompt", "modelInput": {"prompt": "hi", "max_gen_len": 3}},
+    ]
+    (root / "in" / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    bedrock = boto3_client("bedrock", embedding_server.url)
+    arn = bedrock.create_model_invocation_job(
+        jobName="embedding-batch",
+        roleArn="arn:aws:iam::123456789012:role/Batch",
+        modelId=embedding_server.arns["bert-embed"],
+        inputDataConfig={"s3InputDataConfig": {"s3Uri": str(root / "in")}},
+        outputDataConfig={"s3OutputDataConfig": {"s3Uri": str(root / "out")}},
+    )["jobArn"]
+    deadline = time.monotonic() + 120
+    while (job := bedrock.get_model_invocation_job(jobIdentifier=arn))["status"] not in (
+        "Completed",
+        "PartiallyCompleted",
+        "Failed",
+    ):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    assert (job["status"], job["successRecordCount"], job["errorRecordCount"]) == ("Completed", 2, 1)
+    out = root / "out" / arn.rsplit("/", 1)[-1] / "records.jsonl.out"
+    lines = {line["recordId"]: line for line in map(json.loads, out.read_text().splitlines())}
+    reference = embedding_server.reference("bert-embed", TEXTS[:2])
+    np.testing.assert_allclose(lines["titan"]["modelOutput"]["embedding"], reference[0], atol=1e-5)
+    assert lines["titan"]["modelOutput"]["inputTextTokenCount"] == 4
+    np.testing.assert_allclose(lines["cohere"]["modelOutput"]["embeddings"], reference, atol=1e-5)
+    assert lines["prompt"]["error"]["errorCode"] == 400
+    assert "embedding model" in lines["prompt"]["error"]["errorMessage"]
