@@ -69,6 +69,12 @@ DEFAULT_CUDA_MAX_BATCH = 256
 # Why 65,536: inputs that may wait for a forward; beyond that the copy answers 503 (shed load
 # rather than hold requests past their deadline).
 DEFAULT_MAX_QUEUED_INPUTS = 65_536
+# Why 5 ms gap / 50 ms cap: when a batch's answers go out, its callers send their next requests
+# within a few milliseconds; taking the first of them alone would alternate tiny and full
+# batches. So the batcher keeps gathering while requests keep arriving (each within the gap),
+# up to max_batch inputs or the cap. A lone request pays one gap (5 ms) of latency.
+DEFAULT_BATCH_GAP_SECONDS = 0.005
+DEFAULT_BATCH_MAX_WAIT_SECONDS = 0.05
 # Why 30 s: an embedding forward takes well under a second; in-flight requests finish fast.
 DEFAULT_DRAIN_SECONDS = 30.0
 
@@ -113,12 +119,21 @@ class Batcher:
     """Gathers what arrived, runs one batch at a time off the event loop, answers each job its slice."""
 
     def __init__(
-        self, model: EmbeddingModel, metrics: EmbeddingMetrics, *, max_batch: int, max_queued: int
+        self,
+        model: EmbeddingModel,
+        metrics: EmbeddingMetrics,
+        *,
+        max_batch: int,
+        max_queued: int,
+        gap_seconds: float = DEFAULT_BATCH_GAP_SECONDS,
+        max_wait_seconds: float = DEFAULT_BATCH_MAX_WAIT_SECONDS,
     ) -> None:
         self.model = model
         self.metrics = metrics
         self.max_batch = max_batch
         self.max_queued = max_queued
+        self.gap_seconds = gap_seconds
+        self.max_wait_seconds = max_wait_seconds
         self._jobs: list[_Job] = []
         self._queued_inputs = 0
         self._wake = asyncio.Event()
@@ -166,11 +181,28 @@ class Batcher:
         self.metrics.waiting.set(self._queued_inputs)
         return taken
 
+    async def _gather(self) -> None:
+        """Wait while requests keep arriving (each within the gap), until a full batch or the cap."""
+        if self.gap_seconds <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.max_wait_seconds
+        while self._queued_inputs < self.max_batch:
+            remaining = give_up - loop.time()
+            if remaining <= 0:
+                return
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), min(self.gap_seconds, remaining))
+            except TimeoutError:
+                return
+
     async def _run(self) -> None:
         while True:
             if not self._jobs:
                 self._wake.clear()
                 await self._wake.wait()
+            await self._gather()
             jobs = self._take()
             if not jobs:
                 continue
@@ -226,7 +258,11 @@ class EmbeddingRuntime:
     def start(self) -> None:
         assert self.model is not None
         self.batcher = Batcher(
-            self.model, self.metrics, max_batch=self.max_batch, max_queued=self.args.max_queued_inputs
+            self.model,
+            self.metrics,
+            max_batch=self.max_batch,
+            max_queued=self.args.max_queued_inputs,
+            gap_seconds=self.args.batch_gap_ms / 1000,
         )
         self.batcher.start()
         self.status = Status.READY
@@ -412,6 +448,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=DEFAULT_MAX_QUEUED_INPUTS,
         help="Inputs that may wait for a forward; beyond that requests get 503 + Retry-After.",
+    )
+    p.add_argument(
+        "--batch-gap-ms",
+        type=float,
+        default=DEFAULT_BATCH_GAP_SECONDS * 1000,
+        help="Keep gathering a batch while requests arrive within this many ms of each other "
+        f"(at most {DEFAULT_BATCH_MAX_WAIT_SECONDS * 1000:g} ms; 0 = take what is there).",
     )
     p.add_argument("--served-name", default=None, help="Model id reported to clients (default: folder name).")
     p.add_argument(

@@ -98,6 +98,7 @@ def build_tiny_embedder(
     hidden_size: int = 64,
     num_layers: int = 2,
     num_heads: int = 4,
+    intermediate_size: int | None = None,
     normalize: bool = True,
     max_seq_length: int = 128,
     matryoshka: bool = False,
@@ -122,7 +123,7 @@ def build_tiny_embedder(
     cfg: dict[str, Any] = {
         "model_type": family,
         "hidden_size": hidden_size,
-        "intermediate_size": hidden_size * 2,
+        "intermediate_size": intermediate_size or hidden_size * 2,
         "num_hidden_layers": num_layers,
         "num_attention_heads": num_heads,
         "vocab_size": len(tokenizer),
