@@ -151,11 +151,11 @@ class Connection:
         return status, await self.reader.readexactly(length)
 
 
-async def through_gateway(port: int, texts: list[str], concurrency: int) -> float:
+async def through_gateway(port: int, texts: list[str], concurrency: int, per_request: int = 1) -> float:
     conns = [Connection("127.0.0.1", port) for _ in range(concurrency)]
     await asyncio.gather(*(c.open() for c in conns))
 
-    def body(text: str) -> bytes:
+    def body(text: str | list[str]) -> bytes:
         return json.dumps({"model": MODEL_NAME, "input": text, "encoding_format": "base64"}).encode()
 
     async def warm(conn: Connection) -> None:  # all at once: an idle keep-alive connection closes after 5 s
@@ -164,13 +164,13 @@ async def through_gateway(port: int, texts: list[str], concurrency: int) -> floa
             raise SystemExit(f"warm-up failed: {status} {answer[:300]!r}")
 
     await asyncio.gather(*(warm(c) for c in conns))
-    queue = list(reversed(texts))
+    queue = [texts[i : i + per_request] for i in range(0, len(texts), per_request)][::-1]
     failures: list[str] = []
 
     async def client(conn: Connection) -> None:
         while queue:
-            text = queue.pop()
-            status, answer = await conn.post("/v1/embeddings", body(text))
+            group = queue.pop()
+            status, answer = await conn.post("/v1/embeddings", body(group[0] if per_request == 1 else group))
             if status != 200:
                 failures.append(f"{status} {answer[:200]!r}")
 
@@ -250,6 +250,14 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=32, help="sentence-transformers' encode batch size.")
+    p.add_argument(
+        "--per-request",
+        type=int,
+        nargs="+",
+        default=[1, 16],
+        help="Texts per request for the gateway rows (1: one text each; 16: batched as LangChain's "
+        "embed_documents does); one row per value.",
+    )
     p.add_argument("--rounds", type=int, default=2, help="Alternating in-process / gateway rounds (mean).")
     args = p.parse_args()
 
@@ -277,26 +285,26 @@ def main() -> None:
         st_model = SentenceTransformer(str(folder), device="cpu")
         st_model.encode(texts[: args.batch_size], batch_size=args.batch_size)  # warm up
         # Alternating rounds, so that load from other processes on a shared machine hits both sides.
-        references, gateways = [], []
+        references: list[float] = []
+        gateways: dict[int, list[float]] = {n: [] for n in args.per_request}
         for _ in range(args.rounds):
             references.append(in_process(st_model, texts, args.batch_size))
-            gateways.append(asyncio.run(through_gateway(port, texts, args.concurrency)))
-        reference, gateway = sum(references) / len(references), sum(gateways) / len(gateways)
+            for n in args.per_request:
+                gateways[n].append(asyncio.run(through_gateway(port, texts, args.concurrency, n)))
+        reference = sum(references) / len(references)
         print(
             f"model: BERT-shaped, hidden {args.hidden}, {args.layers} layers, {args.heads} heads, mean pooling; "
-            f"{args.texts} texts of 8-48 words; {os.cpu_count()} CPUs"
+            f"{args.texts} texts of 8-48 words; {os.cpu_count()} CPUs; {args.rounds} alternating rounds (mean)"
         )
-        print(
-            f"{'in-process sentence-transformers encode (batch ' + str(args.batch_size) + ')':<58} {reference:8.1f} emb/s"
-        )
-        print(
-            f"{'gateway /v1/embeddings, ' + str(args.concurrency) + ' clients, 1 text/request':<58} {gateway:8.1f} emb/s"
-        )
-        print(
-            "rounds (in-process, gateway emb/s): "
-            + ", ".join(f"({r:.1f}, {g:.1f})" for r, g in zip(references, gateways, strict=True))
-        )
-        print(f"ratio gateway / in-process: {gateway / reference:.3f}x (goal >= 0.85x)")
+        label = f"in-process sentence-transformers encode (batch {args.batch_size})"
+        print(f"{label:<62} {reference:8.1f} emb/s  {', '.join(f'{r:.1f}' for r in references)}")
+        for n, runs in gateways.items():
+            mean = sum(runs) / len(runs)
+            label = f"gateway /v1/embeddings, {args.concurrency} clients, {n} text(s)/request"
+            print(
+                f"{label:<62} {mean:8.1f} emb/s  {', '.join(f'{r:.1f}' for r in runs)}  "
+                f"ratio {mean / reference:.3f}x (goal >= 0.85x)"
+            )
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGTERM)

@@ -63,8 +63,10 @@ from outcrop.logs import NoValuesFormatter
 
 log = logging.getLogger("outcrop.engine.embedding_worker")
 
-# Why 32 on CPU: a 2-core CPU gains little past 32 short texts per forward; 256 on CUDA keeps a GPU busy.
-DEFAULT_MAX_BATCH = 32
+# Why 128 on CPU: inputs gathered into one batch are sorted by length before they are cut into
+# forwards (of --max-batch-tokens), so a larger batch pads less; 128 short texts are still well
+# under a second of CPU. 256 on CUDA keeps a GPU busy.
+DEFAULT_MAX_BATCH = 128
 DEFAULT_CUDA_MAX_BATCH = 256
 # Why 65,536: inputs that may wait for a forward; beyond that the copy answers 503 (shed load
 # rather than hold requests past their deadline).
