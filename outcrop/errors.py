@@ -129,7 +129,7 @@ class WrongModelKindError(InvalidRequestError):
 
     openai_code = "model_kind_mismatch"
 
-    def __init__(self, model_id: str, kind: str, wanted: str) -> None:
+    def __init__(self, model_id: str, kind: str = "embedding", wanted: str = "text generation") -> None:
         if kind == "embedding":
             text = (
                 f"Model '{model_id}' is an embedding model: it answers embeddings requests (OpenAI POST "
