@@ -129,6 +129,28 @@ def plan_forwards(lengths: list[int], max_batch_tokens: int) -> list[list[int]]:
     return plans
 
 
+# Encoders whose forward takes a 4D attention mask and explicit position ids, so several inputs
+# can share one row (packing, below): bidirectional attention, absolute positions.
+PACKABLE_MODEL_TYPES = frozenset({"bert", "xlm-roberta"})
+
+
+def pack_rows(lengths: list[int], row_tokens: int) -> list[list[int]]:
+    """First-fit decreasing: inputs (by index) into rows of at most ``row_tokens`` tokens each."""
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        n = max(1, lengths[i])
+        for r, room in enumerate(free):
+            if n <= room:
+                rows[r].append(i)
+                free[r] -= n
+                break
+        else:
+            rows.append([i])
+            free.append(row_tokens - n)
+    return rows
+
+
 class EmbeddingModel:
     """Loads the encoder once; ``embed`` is called from one thread at a time (the copy's batcher)."""
 
@@ -175,6 +197,10 @@ class EmbeddingModel:
             pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
         self.pad_id = int(pad)
         self.max_batch_tokens = max_batch_tokens
+        # Packing: inputs share rows (a block-diagonal attention mask keeps them apart, positions restart
+        # per input), so a batch of mixed lengths computes its real tokens, not its padding.
+        self.packed = getattr(config, "model_type", "") in PACKABLE_MODEL_TYPES
+        self.position_offset = int(config.pad_token_id) + 1 if config.model_type == "xlm-roberta" else 0
         self._lock = threading.Lock()  # the tokenizer and the model: one caller at a time
 
     @property
@@ -210,9 +236,60 @@ class EmbeddingModel:
                 if not isinstance(x, str):
                     ids[i] = list(x)[: self.max_seq_length]
             out = torch.empty((len(inputs), self.dimension), dtype=torch.float32)
-            for chunk in plan_forwards([len(x) for x in ids], self.max_batch_tokens):
-                out[chunk] = self._forward([ids[i] for i in chunk])
-            return out, [len(x) for x in ids]
+            lengths = [len(x) for x in ids]
+            if self.packed and ids:
+                rows = pack_rows(lengths, max(lengths))
+                per_forward = max(1, self.max_batch_tokens // max(1, max(lengths)))
+                for start in range(0, len(rows), per_forward):
+                    group = rows[start : start + per_forward]
+                    order = [i for row in group for i in row]
+                    out[order] = self._forward_packed([[ids[i] for i in row] for row in group])
+            else:
+                for chunk in plan_forwards(lengths, self.max_batch_tokens):
+                    out[chunk] = self._forward([ids[i] for i in chunk])
+            return out, lengths
+
+    def _forward_packed(self, rows: list[list[list[int]]]) -> Any:
+        """rows: each a list of inputs' token ids sharing one row -> vectors [inputs, dim] in row order."""
+        import torch
+
+        width = max(1, max(sum(len(x) for x in row) for row in rows))
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        segment = torch.full((len(rows), width), -1, dtype=torch.long)  # -1: padding
+        spans: list[tuple[int, int, int]] = []  # (row, start, end) of each input, in output order
+        for r, row in enumerate(rows):
+            at = 0
+            for k, tokens in enumerate(row):
+                n = len(tokens)
+                input_ids[r, at : at + n] = torch.tensor(tokens, dtype=torch.long)
+                positions[r, at : at + n] = torch.arange(n) + self.position_offset
+                segment[r, at : at + n] = k
+                spans.append((r, at, at + n))
+                at += n
+        # mask: [rows, 1, width, width], 0 where query and key are the same input (padding sees padding)
+        same = segment[:, :, None] == segment[:, None, :]
+        mask = torch.zeros(same.shape, dtype=self.dtype).masked_fill(~same, torch.finfo(self.dtype).min)
+        with torch.inference_mode():
+            hidden = self.model(
+                input_ids=input_ids.to(self.device),
+                attention_mask=mask[:, None].to(self.device),
+                position_ids=positions.to(self.device),
+            ).last_hidden_state  # [rows, width, dim]
+            pooled = torch.stack(
+                [self._pool_span(hidden[r, a:b]) for r, a, b in spans]
+            ).float()  # [inputs, dim]
+            if self.spec.normalize:
+                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        return pooled.cpu()
+
+    def _pool_span(self, tokens: Any) -> Any:
+        """tokens: [n, dim] of one input -> [dim]."""
+        if self.spec.mode == "cls":
+            return tokens[0]
+        if self.spec.mode == "lasttoken":
+            return tokens[-1]
+        return tokens.mean(dim=0)
 
     def _forward(self, batch: list[list[int]]) -> Any:
         import torch

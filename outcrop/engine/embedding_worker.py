@@ -71,12 +71,15 @@ DEFAULT_CUDA_MAX_BATCH = 256
 # Why 65,536: inputs that may wait for a forward; beyond that the copy answers 503 (shed load
 # rather than hold requests past their deadline).
 DEFAULT_MAX_QUEUED_INPUTS = 65_536
-# Why 5 ms gap / 50 ms cap: when a batch's answers go out, its callers send their next requests
-# within a few milliseconds; taking the first of them alone would alternate tiny and full
-# batches. So the batcher keeps gathering while requests keep arriving (each within the gap),
-# up to max_batch inputs or the cap. A lone request pays one gap (5 ms) of latency.
-DEFAULT_BATCH_GAP_SECONDS = 0.005
+# Why gather to the last batch's size: when a batch's answers go out, its callers send their next
+# requests over the following milliseconds (through the gateway, one after another); taking the
+# first of them alone would split one full batch into a tiny one and a late one. So the batcher
+# waits until as many inputs are queued as the last batch held (a lone caller: 1, no wait), for at
+# most max(50 ms, 20 % of the last batch's forward time): waiting never costs more than a fifth
+# of a batch, and load that falls away is noticed within one batch.
 DEFAULT_BATCH_MAX_WAIT_SECONDS = 0.05
+BATCH_WAIT_SHARE = 0.2
+BATCH_WAIT_CAP_SECONDS = 0.5
 # Why 30 s: an embedding forward takes well under a second; in-flight requests finish fast.
 DEFAULT_DRAIN_SECONDS = 30.0
 
@@ -127,15 +130,15 @@ class Batcher:
         *,
         max_batch: int,
         max_queued: int,
-        gap_seconds: float = DEFAULT_BATCH_GAP_SECONDS,
         max_wait_seconds: float = DEFAULT_BATCH_MAX_WAIT_SECONDS,
     ) -> None:
         self.model = model
         self.metrics = metrics
         self.max_batch = max_batch
         self.max_queued = max_queued
-        self.gap_seconds = gap_seconds
         self.max_wait_seconds = max_wait_seconds
+        self._last_inputs = 1  # inputs in the last batch: what to gather before the next
+        self._last_seconds = 0.0  # how long the last batch took
         self._jobs: list[_Job] = []
         self._queued_inputs = 0
         self._wake = asyncio.Event()
@@ -184,18 +187,20 @@ class Batcher:
         return taken
 
     async def _gather(self) -> None:
-        """Wait while requests keep arriving (each within the gap), until a full batch or the cap."""
-        if self.gap_seconds <= 0:
+        """Wait until as many inputs are queued as the last batch held, or the wait's cap."""
+        if self.max_wait_seconds <= 0:
             return
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + self.max_wait_seconds
-        while self._queued_inputs < self.max_batch:
+        cap = min(max(self.max_wait_seconds, BATCH_WAIT_SHARE * self._last_seconds), BATCH_WAIT_CAP_SECONDS)
+        give_up = loop.time() + cap
+        target = min(self.max_batch, self._last_inputs)
+        while self._queued_inputs < target:
             remaining = give_up - loop.time()
             if remaining <= 0:
                 return
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), min(self.gap_seconds, remaining))
+                await asyncio.wait_for(self._wake.wait(), remaining)
             except TimeoutError:
                 return
 
@@ -221,8 +226,9 @@ class Batcher:
                     if not job.future.done():
                         job.future.set_exception(error)
                 continue
+            self._last_inputs, self._last_seconds = len(inputs), time.perf_counter() - started
             self.metrics.batch_inputs.observe(len(inputs))
-            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            self.metrics.batch_seconds.observe(self._last_seconds)
             start = 0
             for job in jobs:
                 end = start + len(job.inputs)
@@ -264,7 +270,7 @@ class EmbeddingRuntime:
             self.metrics,
             max_batch=self.max_batch,
             max_queued=self.args.max_queued_inputs,
-            gap_seconds=self.args.batch_gap_ms / 1000,
+            max_wait_seconds=self.args.batch_wait_ms / 1000,
         )
         self.batcher.start()
         self.status = Status.READY
@@ -452,11 +458,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Inputs that may wait for a forward; beyond that requests get 503 + Retry-After.",
     )
     p.add_argument(
-        "--batch-gap-ms",
+        "--batch-wait-ms",
         type=float,
-        default=DEFAULT_BATCH_GAP_SECONDS * 1000,
-        help="Keep gathering a batch while requests arrive within this many ms of each other "
-        f"(at most {DEFAULT_BATCH_MAX_WAIT_SECONDS * 1000:g} ms; 0 = take what is there).",
+        default=DEFAULT_BATCH_MAX_WAIT_SECONDS * 1000,
+        help="Longest wait for a batch to fill to the last batch's size (raised to a fifth of the last "
+        "batch's time; 0 = take what is there).",
     )
     p.add_argument("--served-name", default=None, help="Model id reported to clients (default: folder name).")
     p.add_argument(

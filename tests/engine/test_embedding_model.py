@@ -9,7 +9,7 @@ import torch
 
 from outcrop.cluster.launchers import LaunchRequest, LocalLauncher
 from outcrop.config import ServingConfig
-from outcrop.engine.embedding_model import plan_forwards, pool, pooling_modes
+from outcrop.engine.embedding_model import pack_rows, plan_forwards, pool, pooling_modes
 from outcrop.engine.embedding_worker import shape_vectors
 from outcrop.errors import WrongModelKindError
 from outcrop.serving.routing import EMBEDDINGS_PATH, check_model_kind
@@ -88,3 +88,32 @@ def test_the_local_launcher_runs_the_embedding_worker_for_an_embedding_model() -
     }  # fmt: skip
     assert "outcrop.engine.embedding_worker" in launcher.command(LaunchRequest(**base, kind="embedding"))  # type: ignore[arg-type]
     assert "outcrop.engine.worker" in launcher.command(LaunchRequest(**base))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("lengths", "width", "rows"),
+    [
+        ([4, 2, 2], 4, [[0], [1, 2]]),  # longest first; short ones share a row
+        ([1, 1, 1, 1], 4, [[0, 1, 2, 3]]),
+        ([3, 3, 2], 3, [[0], [1], [2]]),
+    ],
+)
+def test_inputs_are_packed_first_fit_decreasing(
+    lengths: list[int], width: int, rows: list[list[int]]
+) -> None:
+    assert pack_rows(lengths, width) == rows
+
+
+@pytest.mark.parametrize("family", ["bert", "xlm-roberta"])
+def test_packed_forwards_equal_padded_ones(tmp_path: Path, family: str) -> None:
+    from outcrop.engine.embedding_model import EmbeddingModel
+    from outcrop.testing.tiny_embedders import build_tiny_embedder
+
+    model = EmbeddingModel(build_tiny_embedder(tmp_path / family, family=family))
+    texts = ["hello world", "a", "the quick brown fox jumps over the lazy dog", "你好", [5, 6, 7]]
+    assert model.packed
+    packed, counts = model.embed(texts)
+    model.packed = False
+    padded, _ = model.embed(texts)
+    assert torch.allclose(packed, padded, atol=1e-5)
+    assert counts[4] == 3
