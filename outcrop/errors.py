@@ -137,8 +137,14 @@ class WrongModelKindError(InvalidRequestError):
                 f"not {wanted}. Send {wanted} to a text model."
             )
         else:
+            body = (
+                " (it reads InvokeModel bodies with 'prompt' or 'messages'; this body has neither 'prompt' nor "
+                "'messages')"
+                if "body" in wanted
+                else ""
+            )
             text = (
-                f"Model '{model_id}' is a text-generation model, so it cannot answer {wanted}. Import a "
+                f"Model '{model_id}' is a text-generation model, so it cannot answer {wanted}{body}. Import a "
                 "sentence-embedding model (a sentence-transformers folder with modules.json) and send the "
                 "request to it."
             )
