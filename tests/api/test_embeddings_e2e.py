@@ -65,6 +65,7 @@ def embedding_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embed
         "bert-embed": build_tiny_embedder(root / "bert-embed", family="bert"),
         "qwen3-embed": build_tiny_embedder(root / "qwen3-embed", family="qwen3", matryoshka=True),
         "text-model": build_tiny_model(root / "text-model", family="llama"),
+        "xlmr-embed": build_tiny_embedder(root / "xlmr-embed", family="xlm-roberta", pooling="cls"),
     }
     arns = {}
     for name, folder in folders.items():
@@ -356,3 +357,26 @@ def test_batch_job_over_an_embedding_model_answers_what_invoke_model_answers(
     np.testing.assert_allclose(lines["cohere"]["modelOutput"]["embeddings"], reference, atol=1e-5)
     assert lines["prompt"]["error"]["errorCode"] == 400
     assert "embedding model" in lines["prompt"]["error"]["errorMessage"]
+
+
+def test_a_cold_embedding_model_starts_a_copy_on_first_invoke_as_bedrock_does(
+    embedding_server: EmbeddingServer,
+) -> None:
+    """ModelNotReadyException at once (429), a copy of the embedding worker starts, boto3's retries succeed."""
+    import json
+
+    runtime = boto3_client("bedrock-runtime", embedding_server.url)  # no retries
+    with pytest.raises(runtime.exceptions.ModelNotReadyException):
+        runtime.invoke_model(modelId="xlmr-embed", body=json.dumps({"inputText": "hello world"}))
+    patient = boto3_client(
+        "bedrock-runtime", embedding_server.url, retries={"max_attempts": 30, "mode": "standard"}
+    )
+    answer = json.loads(
+        patient.invoke_model(modelId="xlmr-embed", body=json.dumps({"inputText": "hello world"}))[
+            "body"
+        ].read()
+    )
+    reference = embedding_server.reference("xlmr-embed", ["hello world"])[0]
+    np.testing.assert_allclose(np.array(answer["embedding"]), reference, atol=1e-5)
+    copies = api.get(f"{embedding_server.url}/outcrop/copies").json()
+    assert any(c["modelName"] == "xlmr-embed" for c in copies["copies"]), copies
