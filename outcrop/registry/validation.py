@@ -434,9 +434,15 @@ def _check_config(state: _State) -> None:
     model_type = config.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         found = f"model_type {model_type!r}" if model_type is not None else "no model_type"
+        hint = (
+            f" An encoder ({model_type}) is served as an embedding model: add its sentence-transformers files "
+            "(modules.json and 1_Pooling/config.json, as SentenceTransformer.save writes them; see docs/embeddings.md)."
+            if model_type in emb.EMBEDDING_ARCHITECTURES
+            else ""
+        )
         state.problems.append(
             f"config.json says {found}, which this server cannot serve; supported: {supported}. "
-            "Import a model of a supported family."
+            f"Import a model of a supported family.{hint}"
         )
         ok = False
     archs = config.get("architectures")

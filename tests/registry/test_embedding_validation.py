@@ -152,3 +152,12 @@ def test_an_unsupported_encoder_family_lists_the_supported_ones(embedder: Callab
     (folder / "config.json").write_text(json.dumps(config))
     problems = problems_of(folder)
     assert any("model_type 't5'" in p and "bert, xlm-roberta, qwen2, qwen3" in p for p in problems)
+
+
+def test_an_encoder_without_sentence_transformers_files_is_told_to_add_them(
+    embedder: Callable[..., Path],
+) -> None:
+    folder = embedder()
+    (folder / "modules.json").unlink()
+    problems = problems_of(folder)
+    assert any("modules.json and 1_Pooling/config.json" in p and "'bert'" in p for p in problems), problems
