@@ -22,7 +22,8 @@ prints an error's message in one red line.
     OutcropError                      retryable?
     ├── InvalidRequestError           no    the request or its input is malformed
     │   ├── ContextLengthError        no    prompt + max_tokens exceed the model's context
-    │   └── ModelNotChatCapableError  no    chat/converse on a model without a chat template
+    │   ├── ModelNotChatCapableError  no    chat/converse on a model without a chat template
+    │   └── WrongModelKindError       no    text generation on an embedding model, or the reverse
     ├── ModelValidationError          no    an imported folder failed validation (all problems listed)
     ├── NotFoundError                 no    a job, model or copy does not exist
     ├── ConflictError                 no    a name is taken, or the resource is busy
@@ -132,6 +133,35 @@ class ModelNotChatCapableError(InvalidRequestError):
             "completion request.)",
             model_id=model_id,
         )
+        self.model_id = model_id
+
+
+class WrongModelKindError(InvalidRequestError):
+    """Raised when a request needs another kind of model: text generation sent to an embedding model,
+    or an embeddings request sent to a text model. Retrying does not help; use a model of the right kind."""
+
+    openai_code = "model_kind_mismatch"
+
+    def __init__(self, model_id: str, kind: str = "embedding", wanted: str = "text generation") -> None:
+        if kind == "embedding":
+            text = (
+                f"Model '{model_id}' is an embedding model: it answers embeddings requests (OpenAI POST "
+                '/v1/embeddings, or InvokeModel with a Titan {"inputText"} or Cohere {"texts"} body), '
+                f"not {wanted}. Send {wanted} to a text model."
+            )
+        else:
+            body = (
+                " (it reads InvokeModel bodies with 'prompt' or 'messages'; this body has neither 'prompt' nor "
+                "'messages')"
+                if "body" in wanted
+                else ""
+            )
+            text = (
+                f"Model '{model_id}' is a text-generation model, so it cannot answer {wanted}{body}. Import a "
+                "sentence-embedding model (a sentence-transformers folder with modules.json) and send the "
+                "request to it."
+            )
+        super().__init__(text, model_id=model_id)
         self.model_id = model_id
 
 

@@ -59,6 +59,16 @@ def model_detail(identifier: str, services: Services = Depends(get_services)) ->
         "sizeBytes": model.size_bytes,
         "instructSupported": model.instruct_supported,
         "memoryEstimateBytes": model.memory_estimate_bytes,
+        "kind": model.kind,
+        **(
+            {
+                "embeddingDimension": model.embedding_dimension,
+                "embeddingPooling": model.embedding_pooling,
+                "embeddingTruncatable": model.embedding_truncatable,
+            }
+            if model.is_embedding
+            else {}
+        ),
         "jobName": model.job_name,
         "source": model.source_uri,
         "creationTime": iso8601(model.created_at),

@@ -27,6 +27,7 @@ from outcrop.api.bedrock.errors import bedrock_error_response
 from outcrop.api.bodylimit import body_too_large, limit_body
 from outcrop.api.deps import Services
 from outcrop.api.metrics import Metrics
+from outcrop.api.openai import embeddings as openai_embeddings
 from outcrop.api.openai import routes as openai_routes
 from outcrop.api.openai.errors import openai_error_response
 from outcrop.api.runtime import guardrails as guardrail_runtime_routes
@@ -298,6 +299,7 @@ def create_app(
     app.include_router(runtime_routes.router)
     app.include_router(guardrail_runtime_routes.router)
     app.include_router(openai_routes.router)
+    app.include_router(openai_embeddings.router)
     app.include_router(sagemaker_control.router)
     app.include_router(sagemaker_runtime.router)
     app.include_router(admin.router)

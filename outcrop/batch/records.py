@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from outcrop.batch.inputs import Record
-from outcrop.errors import InvalidRequestError, ModelNotChatCapableError, OutcropError
+from outcrop.errors import InvalidRequestError, ModelNotChatCapableError, OutcropError, WrongModelKindError
 from outcrop.protocol import bedrock_runtime as p
-from outcrop.serving.routing import Priority
+from outcrop.protocol import embeddings as emb
+from outcrop.serving.routing import EMBEDDINGS_PATH, Priority
 from outcrop.serving.service import ColdStartPolicy, Serving
+from outcrop.store.imports import ImportedModel
 
 INVOKE_MODEL = "InvokeModel"
 CONVERSE = "Converse"
@@ -60,6 +62,33 @@ class RecordCall:
     # (guardrailConfig), checked as online Converse checks it. None: no guardrails in this process.
     guardrails: Any = None
 
+    # The job's model when it is an embedding model: InvokeModel records then carry Titan
+    # ({"inputText"}) or Cohere ({"texts"}) bodies and get what InvokeModel answers them.
+    embedding_model: ImportedModel | None = None
+
+    def _embedding(self, body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """An embeddings record: (copy body, how to shape the answer)."""
+        model = self.embedding_model
+        if model is not None and self.invocation_type != INVOKE_MODEL:
+            raise InvalidRequestError(
+                f"Model '{model.name}' is an embedding model; its batch jobs take InvokeModel records "
+                "(Titan or Cohere embeddings bodies), not Converse. Create the job with "
+                "modelInvocationType InvokeModel.",
+                param="modelInvocationType",
+            )
+        if model is None:
+            dialect = (
+                "a Titan embeddings body (inputText)"
+                if "inputText" in body
+                else "a Cohere embed body (texts)"
+            )
+            raise WrongModelKindError(self.model_name, "text", dialect)
+        if "inputText" in body:
+            copy_body, types = emb.parse_titan(body, model)
+            return copy_body, lambda resp: emb.titan_answer(resp, types)
+        copy_body, cohere_types = emb.parse_cohere(body, model)
+        return copy_body, lambda resp: emb.cohere_answer(resp, copy_body["input"], cohere_types)
+
     def _translate(self, body: Any) -> tuple[str, dict[str, Any], p.InvokeStyle | None]:
         if not isinstance(body, dict):
             raise InvalidRequestError(
@@ -80,6 +109,10 @@ class RecordCall:
 
     async def run(self, record: Record) -> Outcome:
         base = {"recordId": record.record_id, "modelInput": record.model_input}
+        if isinstance(record.model_input, dict) and (
+            self.embedding_model is not None or emb.is_embedding_body(record.model_input)
+        ):
+            return await self._run_embedding(record, base)
         try:
             guard, model_input = await self._guard(record.model_input)
             if guard is not None and guard.input_outcome is not None and guard.input_outcome.blocked:
@@ -132,6 +165,20 @@ class RecordCall:
             await guard.screen_input()
             body = guard.body
         return guard, body
+
+    async def _run_embedding(self, record: Record, base: dict[str, Any]) -> Outcome:
+        try:
+            if self.embedding_model is not None and not emb.is_embedding_body(record.model_input):
+                raise WrongModelKindError(self.model_name, "embedding", "text generation")
+            copy_body, shape = self._embedding(record.model_input)
+            resp = await self._post(EMBEDDINGS_PATH, copy_body)
+            output = shape(resp)
+        except OutcropError as exc:
+            return Outcome(
+                record, {**base, "error": {"errorCode": error_code(exc), "errorMessage": exc.message}}, False
+            )
+        usage = resp.get("usage") or {}
+        return Outcome(record, {**base, "modelOutput": output}, True, int(usage.get("prompt_tokens", 0)), 0)
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         for attempt in range(1, self.max_attempts + 1):

@@ -408,6 +408,7 @@ class BatchRunner:
             deadline_seconds=self.settings.record_deadline_seconds,
             max_attempts=self.settings.record_max_attempts,
             guardrails=self.guardrails,
+            embedding_model=model if model.is_embedding else None,
         )
         run.stopping = job.status is S.STOPPING
         model_arn = self.registry.model_arn(model)

@@ -110,6 +110,7 @@ class LaunchRequest:
         FileEntry, ...
     ] = ()  # (path, sha256, size) model_dir must hold, for a node that fetches it
     store_root: str | None = None  # the model store the blobs come from
+    kind: str = "text"  # the imported model's kind: "text" or "embedding" (which worker serves it)
     # The secret the copy requires of its callers (generated per launch; never logged).
     token: str = field(default_factory=lambda: secrets.token_urlsafe(COPY_TOKEN_BYTES), repr=False)
 
@@ -371,6 +372,8 @@ class LocalLauncher(_ProcessLauncher):
 
     def command(self, request: LaunchRequest) -> list[str]:
         cfg = self.config
+        if request.kind == "embedding":
+            return self._embedding_command(request)
         cmd = [
             sys.executable,
             "-m",
@@ -393,6 +396,31 @@ class LocalLauncher(_ProcessLauncher):
         if cfg.worker_threads is not None:
             cmd += ["--threads", str(cfg.worker_threads)]
         return cmd + list(cfg.worker_extra_args)
+
+    def _embedding_command(self, request: LaunchRequest) -> list[str]:
+        """An embedding model's copy: ``python -m outcrop.engine.embedding_worker`` (same contract, no
+        KV cache; the text worker's extra arguments do not apply to it)."""
+        cfg = self.config
+        cmd = [
+            sys.executable,
+            "-m",
+            "outcrop.engine.embedding_worker",
+            "--model-dir",
+            str(request.model_dir),
+            "--port",
+            str(request.port),
+            "--host",
+            request.host,
+            "--served-name",
+            request.served_name,
+            "--device",
+            cfg.worker_device,
+        ]
+        if cfg.worker_max_batch is not None:
+            cmd += ["--max-batch", str(cfg.worker_max_batch)]
+        if cfg.worker_threads is not None:
+            cmd += ["--threads", str(cfg.worker_threads)]
+        return cmd
 
 
 @register_launcher("command")

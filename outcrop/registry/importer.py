@@ -21,7 +21,7 @@ from outcrop.envs import worker_id_hint
 from outcrop.errors import ConflictError, InternalError, ModelValidationError, OutcropError
 from outcrop.registry.service import Registry
 from outcrop.registry.sources import open_source
-from outcrop.registry.validation import validate_model_folder, warm_up_validation
+from outcrop.registry.validation import ModelFacts, validate_model_folder, warm_up_validation
 from outcrop.store.imports import ImportedModel, ImportJob, ImportPhase, ModelFile, new_id
 
 log = logging.getLogger("outcrop.import")
@@ -33,6 +33,20 @@ MAX_ATTEMPTS = 3
 # enough that a 1 GB import does a handful of database writes, not thousands.
 PROGRESS_INTERVAL_SECONDS = 0.5
 FAILURE_MESSAGE_MAX_CHARS = 2048
+
+
+# A model tag that allows `dimensions` truncation of an embedding model whose sentence-transformers
+# config does not say it was trained for it (Matryoshka): {"key": "outcrop:matryoshka", "value": "true"}.
+MATRYOSHKA_TAG = "outcrop:matryoshka"
+
+
+def _truncatable(facts: ModelFacts, tags: list[dict[str, str]]) -> bool:
+    if facts.embedding is None:
+        return False
+    tagged = {t.get("key"): str(t.get("value", "")).lower() for t in tags}.get(MATRYOSHKA_TAG)
+    if tagged is not None:
+        return tagged in ("true", "1", "yes")
+    return facts.embedding.truncatable
 
 
 class LostClaimError(Exception):
@@ -237,6 +251,10 @@ class ImportWorker:
             job_name=job.name,
             tags=job.model_tags,
             kms_key_id=job.kms_key_id,
+            kind=facts.kind,
+            embedding_dimension=facts.embedding.dimension if facts.embedding else None,
+            embedding_pooling=facts.embedding.pooling if facts.embedding else None,
+            embedding_truncatable=_truncatable(facts, job.model_tags),
         )
         # A blob may have been garbage-collected by a concurrent delete since put(): re-check.
         missing = [e for e in kept if not self.registry.store.has_blob(e.sha256)]

@@ -40,6 +40,7 @@ from typing import Any, TypeGuard
 from outcrop.config import RegistryConfig
 from outcrop.engine.families import SUPPORTED_MODEL_TYPES
 from outcrop.errors import ModelValidationError
+from outcrop.registry import embedding_validation as emb
 from outcrop.registry.chat_template_probe import render_sample
 from outcrop.registry.safetensors_header import SUPPORTED_DTYPES, Tensor, listing, parse_header
 
@@ -103,6 +104,8 @@ class ModelFacts:
     instruct_supported: bool  # a chat template was found
     memory_estimate_bytes: int  # what one serving copy needs (formula above)
     files: tuple[str, ...]  # relative POSIX paths of every file to store (sorted)
+    kind: str = "text"  # "text" | "embedding" (a sentence-transformers folder)
+    embedding: emb.EmbeddingFacts | None = None  # embedding models: dimension, pooling, truncation
 
 
 @dataclass
@@ -121,6 +124,11 @@ class _State:
     chat_template: str | None = None
     tokenizer_config: dict[str, Any] | None = None
     special_tokens: dict[str, str] = field(default_factory=dict)  # bos_token etc., as templates see them
+    embedding: emb.EmbeddingFacts | None = None  # set by the sentence-transformers checks
+
+    @property
+    def is_embedding(self) -> bool:
+        return emb.is_embedding_folder(self.files)
 
     def has(self, name: str) -> bool:
         return name in self.sizes
@@ -180,6 +188,10 @@ def _scan_source(folder: Path) -> tuple[list[str], list[str]]:
             problems.append(f"{name} cannot be read ({exc.strerror}); check its permissions.")
             continue
         if stat.S_ISDIR(st.st_mode):
+            if emb.MODULE_DIR.match(name):  # a sentence-transformers module folder: its small configs
+                sub, sub_problems = _scan_module_dir(Path(entry.path), name, root)
+                files.extend(sub)
+                problems.extend(sub_problems)
             continue
         if not stat.S_ISREG(st.st_mode):
             problems.append(
@@ -193,6 +205,28 @@ def _scan_source(folder: Path) -> tuple[list[str], list[str]]:
             f"The model folder {folder} holds no model files; it must contain config.json, *.safetensors "
             "weights and a tokenizer, as written by transformers' save_pretrained."
         )
+    return files, problems
+
+
+def _scan_module_dir(folder: Path, name: str, root: Path) -> tuple[list[str], list[str]]:
+    """The ``*.json`` configs of a sentence-transformers module folder (``1_Pooling/config.json``)."""
+    files: list[str] = []
+    problems: list[str] = []
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        return [], [f"{name}/ cannot be read ({exc.strerror}); check its permissions."]
+    for entry in entries:
+        rel = f"{name}/{entry.name}"
+        if entry.name.startswith(".") or not entry.name.endswith(".json"):
+            continue
+        real = Path(os.path.realpath(entry.path))
+        if not real.is_relative_to(root) or not real.is_file():
+            problems.append(
+                f"{rel} is a link leaving the model folder or not a regular file; replace it with the file."
+            )
+            continue
+        files.append(rel)
     return files, problems
 
 
@@ -259,9 +293,10 @@ def validate_model_folder(folder: Path, limits: RegistryConfig, files: list[str]
     checks: list[tuple[str, Callable[[_State], None]]] = [
         ("the file list", list_files),
         ("the LoRA adapter check", _check_lora_adapter),
-        ("config.json", _check_config),
+        ("config.json", _check_any_config),
         ("the weights", _check_weights),
-        ("the tensor names and shapes", _check_tensors_match_config),
+        ("the sentence-transformers modules", _check_embedding_modules),
+        ("the tensor names and shapes", _check_any_tensors),
         ("the tokenizer", _check_tokenizer),
         ("the size limit", _check_total_size),
     ]
@@ -360,6 +395,26 @@ def _is_adapter_only(state: _State) -> bool:
 # ----------------------------------------------------------------------------- config.json
 
 
+def _check_any_config(state: _State) -> None:
+    """A text model's config.json, or an embedding model's (a folder with modules.json)."""
+    if state.is_embedding:
+        emb.check_embedding_config(state)
+    else:
+        _check_config(state)
+
+
+def _check_embedding_modules(state: _State) -> None:
+    if state.is_embedding:
+        emb.check_modules(state)
+
+
+def _check_any_tensors(state: _State) -> None:
+    if state.is_embedding:
+        emb.check_embedding_tensors(state)
+    else:
+        _check_tensors_match_config(state)
+
+
 def _check_config(state: _State) -> None:
     if not state.has("config.json"):
         if not _is_adapter_only(state):  # the LoRA message already explains the folder
@@ -379,9 +434,15 @@ def _check_config(state: _State) -> None:
     model_type = config.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         found = f"model_type {model_type!r}" if model_type is not None else "no model_type"
+        hint = (
+            f" An encoder ({model_type}) is served as an embedding model: add its sentence-transformers files "
+            "(modules.json and 1_Pooling/config.json, as SentenceTransformer.save writes them; see docs/embeddings.md)."
+            if model_type in emb.EMBEDDING_ARCHITECTURES
+            else ""
+        )
         state.problems.append(
             f"config.json says {found}, which this server cannot serve; supported: {supported}. "
-            "Import a model of a supported family."
+            f"Import a model of a supported family.{hint}"
         )
         ok = False
     archs = config.get("architectures")
@@ -783,7 +844,7 @@ def _facts(state: _State) -> ModelFacts:
     config = state.config or {}
     model_type = str(config["model_type"])
     archs = config.get("architectures")
-    architecture = archs[0] if archs else SUPPORTED_ARCHITECTURES[model_type]
+    architecture = archs[0] if archs else SUPPORTED_ARCHITECTURES.get(model_type, model_type)
     bytes_by_dtype: dict[str, int] = {}
     parameter_count = 0
     for tensor in state.tensors.values():
@@ -796,6 +857,25 @@ def _facts(state: _State) -> ModelFacts:
     dtype_name, element_bytes = SUPPORTED_DTYPES[dominant]
     weight_bytes = sum(bytes_by_dtype.values())
     context_length = int(config["max_position_embeddings"])
+    if state.embedding is not None:
+        return ModelFacts(
+            architecture=architecture,
+            model_type=model_type,
+            parameter_count=parameter_count,
+            dtype=dtype_name,
+            context_length=state.embedding.max_seq_length,
+            size_bytes=sum(state.sizes.values()),
+            instruct_supported=False,  # an embedding model answers no chat, whatever template it ships
+            memory_estimate_bytes=emb.memory_estimate(
+                weight_bytes,
+                int(config.get("hidden_size") or 0),
+                int(config.get("num_hidden_layers") or 0),
+                element_bytes,
+            ),
+            files=tuple(state.files),
+            kind="embedding",
+            embedding=state.embedding,
+        )
     return ModelFacts(
         architecture=architecture,
         model_type=model_type,

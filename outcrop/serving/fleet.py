@@ -304,6 +304,12 @@ class Fleet:
             return
         host = self.settings.copy_host
         files = await asyncio.to_thread(self.registry.jobs.model_files, copy.model_id)
+        try:
+            record = await asyncio.to_thread(self.registry.jobs.get_model, copy.model_id)
+        except NotFoundError:
+            raise ServiceUnavailableError(
+                f"Model '{copy.model_name}' was deleted while its copy was starting.", retry_after_seconds=1.0
+            ) from None
         request = LaunchRequest(
             copy_id=copy.copy_id,
             model_id=copy.model_id,
@@ -315,6 +321,7 @@ class Fleet:
             memory_estimate_bytes=copy.memory_estimate_bytes,
             model_files=tuple((f.path, f.sha256, f.size_bytes) for f in files),
             store_root=str(self.registry.store.root),
+            kind=record.kind,
         )
         copy.launched = await asyncio.to_thread(self.launcher.launch, request)
         copy.client = CopyClient(

@@ -41,7 +41,15 @@ from outcrop.serving.copyclient import CopyResponse, CopyTransportError
 from outcrop.serving.fleet import Fleet
 from outcrop.serving.model import ServedModel
 from outcrop.serving.protocol import CopyErrorResponse
-from outcrop.serving.routing import Priority, Waiter, WaitQueue, choose_copy, copy_request, slot_cap
+from outcrop.serving.routing import (
+    Priority,
+    Waiter,
+    WaitQueue,
+    check_model_kind,
+    choose_copy,
+    copy_request,
+    slot_cap,
+)
 from outcrop.store.imports import ImportedModel
 
 
@@ -218,6 +226,7 @@ class Router:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         lane = await self._lane(model)
+        check_model_kind(lane.served.model, path)
         payload = copy_request(body, model=lane.served.name, priority=priority, stream=False)
         policy = self._policy(lane.served, cold_start)
         try:
@@ -257,6 +266,7 @@ class Router:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         lane = await self._lane(model)
+        check_model_kind(lane.served.model, path)
         payload = copy_request(body, model=lane.served.name, priority=priority, stream=True)
         policy = self._policy(lane.served, cold_start)
         exclude: frozenset[str] = frozenset()

@@ -22,7 +22,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from outcrop.errors import WrongModelKindError
 from outcrop.serving.copies import CopyStatus, ModelCopy
+from outcrop.store.imports import ImportedModel
 
 
 class Priority(enum.IntEnum):
@@ -67,6 +69,20 @@ def copy_request(body: dict[str, Any], *, model: str, priority: Priority, stream
         out.pop("stream", None)
         out.pop("stream_options", None)
     return out
+
+
+# The copy path embedding requests take; every other path is text generation.
+EMBEDDINGS_PATH = "/v1/embeddings"
+
+
+def check_model_kind(model: ImportedModel, path: str) -> None:
+    """Refuse a text-generation path on an embedding model and the reverse, before any copy starts."""
+    wants_embeddings = path == EMBEDDINGS_PATH
+    if model.is_embedding and not wants_embeddings:
+        what = "chat completions" if path.endswith("chat/completions") else "text generation"
+        raise WrongModelKindError(model.name, "embedding", what)
+    if wants_embeddings and not model.is_embedding:
+        raise WrongModelKindError(model.name, model.kind, "embeddings requests")
 
 
 def choose_copy(

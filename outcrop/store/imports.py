@@ -61,6 +61,13 @@ class ImportPhase(enum.StrEnum):
     DONE = "done"  # terminal (see status)
 
 
+class ModelKind(enum.StrEnum):
+    """What an imported model serves; decides which worker its copies run."""
+
+    TEXT = "text"  # text generation: completions, chat, Converse (outcrop.engine.worker)
+    EMBEDDING = "embedding"  # sentence embeddings: /v1/embeddings, Titan/Cohere bodies (embedding_worker)
+
+
 @dataclass
 class ImportJob:
     id: str
@@ -107,6 +114,14 @@ class ImportedModel:
     tags: list[dict[str, str]] = field(default_factory=list)
     kms_key_id: str | None = None
     created_at: float = 0.0
+    kind: str = "text"  # "text" | "embedding" (ModelKind)
+    embedding_dimension: int | None = None  # embedding models: the vector's length
+    embedding_pooling: str | None = None  # embedding models: mean | cls | lasttoken
+    embedding_truncatable: bool = False  # embedding models: `dimensions` below the full length allowed
+
+    @property
+    def is_embedding(self) -> bool:
+        return self.kind == ModelKind.EMBEDDING
 
 
 @dataclass(frozen=True)
@@ -153,6 +168,7 @@ def _model_from_row(row: sa.Row[Any]) -> ImportedModel:
     data = dict(row._mapping)
     data["tags"] = json.loads(data["tags"] or "[]")
     data["instruct_supported"] = bool(data["instruct_supported"])
+    data["embedding_truncatable"] = bool(data.get("embedding_truncatable"))
     return ImportedModel(**data)
 
 

@@ -377,4 +377,16 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX ix_sagemaker_inference_components_endpoint ON sagemaker_inference_components (endpoint_name)",
         ],
     ),
+    (
+        # Embedding models (issue 18): what an imported model is for, and what an embedding model answers.
+        15,
+        "imported models record their kind (text or embedding), and an embedding model its dimension, "
+        "pooling and whether it may be truncated (Matryoshka)",
+        [
+            "ALTER TABLE imported_models ADD COLUMN kind VARCHAR(16) NOT NULL DEFAULT 'text'",
+            "ALTER TABLE imported_models ADD COLUMN embedding_dimension INTEGER",
+            "ALTER TABLE imported_models ADD COLUMN embedding_pooling VARCHAR(16)",
+            "ALTER TABLE imported_models ADD COLUMN embedding_truncatable BOOLEAN NOT NULL DEFAULT FALSE",
+        ],
+    ),
 ]

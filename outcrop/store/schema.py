@@ -69,6 +69,11 @@ imported_models = sa.Table(
     sa.Column("tags", sa.Text, nullable=False),
     sa.Column("kms_key_id", sa.Text),
     sa.Column("created_at", sa.Float, nullable=False),
+    # "text" (served by the engine worker) or "embedding" (outcrop.engine.embedding_worker); migration 15.
+    sa.Column("kind", sa.String(16), nullable=False, server_default="text"),
+    sa.Column("embedding_dimension", sa.Integer),  # the pooled vector's length (embedding models)
+    sa.Column("embedding_pooling", sa.String(16)),  # mean | cls | lasttoken (embedding models)
+    sa.Column("embedding_truncatable", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 sa.Index("ix_imported_models_created_at", imported_models.c.created_at)
 

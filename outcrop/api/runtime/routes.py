@@ -16,6 +16,7 @@ from outcrop.api.bedrock.errors import bedrock_error
 from outcrop.api.deps import Services, get_services, read_json_object
 from outcrop.api.inference import cold_start_policy, invocation
 from outcrop.api.runtime import eventstream
+from outcrop.api.runtime.embeddings import maybe_invoke_embedding
 from outcrop.errors import InvalidRequestError, ModelNotChatCapableError, OutcropError
 from outcrop.guardrails import runtime as guardrails
 from outcrop.protocol import bedrock_runtime as p
@@ -64,6 +65,8 @@ async def _invoke_request(
 async def invoke_model(
     modelId: str, request: Request, services: Services = Depends(get_services)
 ) -> Response:
+    if (embedded := await maybe_invoke_embedding(request, services, modelId)) is not None:
+        return embedded  # a Titan or Cohere embeddings body (outcrop/api/runtime/embeddings.py)
     modelId, body, style, path, copy_body = await _invoke_request(request, services, modelId)
     chat = style is p.InvokeStyle.CHAT
     guard = guardrails.invoke_guard(request, body)  # guardrail headers (outcrop/guardrails/runtime.py)
