@@ -366,7 +366,8 @@ def prepare_converse(
 
 
 def _mentions_guard_content(body: dict[str, Any]) -> bool:
-    for message in body.get("messages") or []:
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else []:  # a malformed body: parse_converse says so
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, list) and any(isinstance(b, dict) and "guardContent" in b for b in content):
             return True
