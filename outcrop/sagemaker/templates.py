@@ -34,6 +34,10 @@ from outcrop.errors import InvalidRequestError, ModelFailedError
 HANDLER_ENV = "OUTCROP_HANDLER"  # (outcrop.sagemaker.handlers imports it from here)
 INPUT_TEMPLATE_ENV = "OUTCROP_INPUT_TEMPLATE"
 OUTPUT_TEMPLATE_ENV = "OUTCROP_OUTPUT_TEMPLATE"
+# The same processing on the Bedrock runtime, opted into per imported model by its import tags.
+INPUT_TEMPLATE_TAG = "outcrop:input-template"
+OUTPUT_TEMPLATE_TAG = "outcrop:output-template"
+HANDLER_TAG = "outcrop:handler"
 # A template is configuration, not data: 64 KiB is far more than a prompt format needs.
 MAX_TEMPLATE_CHARS = 65_536
 
@@ -76,6 +80,23 @@ class Processing:
     input_template: str | None = None
     output_template: str | None = None
     handler: str | None = None  # a Python handler module (outcrop.sagemaker.handlers), run around these
+
+    @property
+    def active(self) -> bool:
+        return self.input_template is not None or self.output_template is not None or self.handler is not None
+
+    @classmethod
+    def from_tags(cls, model_name: str, tags: list[dict[str, str]]) -> Processing:
+        """An imported model's opt-in processing on the Bedrock runtime: its import tags
+        ``outcrop:input-template``, ``outcrop:output-template`` and ``outcrop:handler`` (the
+        container Environment's three variables, under tag names)."""
+        named = {t.get("key"): t.get("value") for t in tags}
+        return cls(
+            model_name,
+            named.get(INPUT_TEMPLATE_TAG),
+            named.get(OUTPUT_TEMPLATE_TAG),
+            named.get(HANDLER_TAG),
+        )
 
     @classmethod
     def from_environment(cls, model_name: str, environment: dict[str, str]) -> Processing:
@@ -129,6 +150,10 @@ class Processing:
             return None
         first = response[0] if isinstance(response, list) and response else response
         generated = first.get("generated_text") if isinstance(first, dict) else None
+        if generated is None and isinstance(first, dict):
+            generated = first.get(
+                "generation"
+            )  # a Bedrock InvokeModel answer (outcrop.api.runtime.processing)
         if generated is None and isinstance(first, dict) and first.get("choices"):
             generated = (first["choices"][0].get("message") or {}).get("content")
         context = {

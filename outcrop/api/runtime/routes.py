@@ -15,7 +15,7 @@ from outcrop.api.agent import prompt_runtime
 from outcrop.api.bedrock.errors import bedrock_error
 from outcrop.api.deps import Services, get_services, read_json_object
 from outcrop.api.inference import cold_start_policy, invocation
-from outcrop.api.runtime import eventstream
+from outcrop.api.runtime import eventstream, processing
 from outcrop.api.runtime.embeddings import maybe_invoke_embedding
 from outcrop.errors import InvalidRequestError, ModelNotChatCapableError, OutcropError
 from outcrop.guardrails import runtime as guardrails
@@ -47,18 +47,21 @@ async def _require_chat(services: Services, model_id: str) -> None:
 
 async def _invoke_request(
     request: Request, services: Services, model_id: str
-) -> tuple[str, dict[str, Any], p.InvokeStyle, str, dict[str, Any]]:
+) -> tuple[str, dict[str, Any], p.InvokeStyle, str, dict[str, Any], processing.Processed | None]:
     """An InvokeModel body: parsed and checked (outcrop.protocol.bedrock_runtime), translated for the copy.
 
-    A prompt ARN as ``model_id`` is resolved first: the model id returned is the prompt's model.
+    A prompt ARN as ``model_id`` is resolved first: the model id returned is the prompt's model. A
+    model that opted into processing at import (outcrop/api/runtime/processing.py) has its body
+    rendered by its input template or handler before it is parsed.
     """
     body = await read_json_object(request)
     model_id, body = await prompt_runtime.resolve_invoke(services, request, model_id, body)
+    body, processed = await processing.prepare(request, services, model_id, body)
     invoke = p.parse_invoke(body)
     path, copy_body = invoke.to_copy()
     if invoke.style is p.InvokeStyle.CHAT:
         await _require_chat(services, model_id)
-    return model_id, body, invoke.style, path, copy_body
+    return model_id, body, invoke.style, path, copy_body, processed
 
 
 @router.post("/model/{modelId:path}/invoke", summary="InvokeModel")
@@ -67,7 +70,7 @@ async def invoke_model(
 ) -> Response:
     if (embedded := await maybe_invoke_embedding(request, services, modelId)) is not None:
         return embedded  # a Titan or Cohere embeddings body (outcrop/api/runtime/embeddings.py)
-    modelId, body, style, path, copy_body = await _invoke_request(request, services, modelId)
+    modelId, body, style, path, copy_body, processed = await _invoke_request(request, services, modelId)
     chat = style is p.InvokeStyle.CHAT
     guard = guardrails.invoke_guard(request, body)  # guardrail headers (outcrop/guardrails/runtime.py)
     async with invocation(services, request, modelId, "InvokeModel") as call:
@@ -83,14 +86,20 @@ async def invoke_model(
     if guard is not None:
         answer = await guardrails.screen_invoke_output(guard, answer, chat)
     call.record(resp.get("usage") or {}, body, answer, guardrail=guard.log_entry() if guard else None)
-    return JSONResponse(answer, headers=_usage_headers(resp.get("usage") or {}, call.latency_ms))
+    headers = _usage_headers(resp.get("usage") or {}, call.latency_ms)
+    if processed is not None:  # the model's output template / handler (outcrop/api/runtime/processing.py)
+        out = await processing.finish(request, services, processed, answer, resp.get("usage") or {})
+        if out is not None:
+            return Response(out[0], media_type=out[1], headers=headers)
+    return JSONResponse(answer, headers=headers)
 
 
 @router.post("/model/{modelId:path}/invoke-with-response-stream", summary="InvokeModelWithResponseStream")
 async def invoke_model_stream(
     modelId: str, request: Request, services: Services = Depends(get_services)
 ) -> Response:
-    modelId, body, style, path, copy_body = await _invoke_request(request, services, modelId)
+    # A stream gets its model's input processing only (an output template renders a whole answer).
+    modelId, body, style, path, copy_body, _ = await _invoke_request(request, services, modelId)
     guard = guardrails.invoke_guard(request, body)  # guardrail headers (outcrop/guardrails/runtime.py)
     call = invocation(services, request, modelId, "InvokeModelWithResponseStream")
     call.count_structured(copy_body)
