@@ -13,7 +13,14 @@ from fastapi import Request
 from outcrop.api.bedrock.errors import bedrock_error
 from outcrop.api.deps import Services
 from outcrop.auth.guard import principal_name
-from outcrop.errors import InvalidRequestError, ModelNotReadyError, OutcropError, ThrottlingError
+from outcrop.errors import (
+    InvalidRequestError,
+    ModelNotChatCapableError,
+    ModelNotReadyError,
+    OutcropError,
+    ThrottlingError,
+    WrongModelKindError,
+)
 from outcrop.protocol import tools
 from outcrop.serving.service import ColdStartPolicy
 from outcrop.serving.throttling import principal_of
@@ -21,6 +28,15 @@ from outcrop.serving.throttling import principal_of
 COLD_START_HEADER = "x-outcrop-cold-start"
 # The metrics label of every requested name that is not a known model.
 UNKNOWN_MODEL_LABEL = "<unknown>"
+
+
+def require_chat(model: Any) -> None:
+    """A chat request's model must have a chat template; an embedding model is named as such (adding a
+    chat template would not help it)."""
+    if getattr(model, "is_embedding", False):
+        raise WrongModelKindError(model.name, "embedding", "chat")
+    if not model.instruct_supported:
+        raise ModelNotChatCapableError(model.name)
 
 
 def cold_start_policy(request: Request, *, bedrock: bool) -> ColdStartPolicy:

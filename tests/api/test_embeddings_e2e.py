@@ -199,6 +199,14 @@ def test_wrong_kind_of_model_is_a_clear_400_in_each_dialect(embedding_server: Em
     with pytest.raises(openai.BadRequestError) as info:
         client.completions.create(model="bert-embed", prompt="hi", max_tokens=4)
     assert info.value.code == "model_kind_mismatch" and "embedding model" in str(info.value)
+    with pytest.raises(openai.BadRequestError) as info:  # not "add a chat template": it is the wrong kind
+        client.chat.completions.create(model="bert-embed", messages=[{"role": "user", "content": "hi"}])
+    assert info.value.code == "model_kind_mismatch" and "embedding model" in str(info.value)
+    with pytest.raises(_runtime(embedding_server).exceptions.ValidationException) as converse:
+        _runtime(embedding_server).converse(
+            modelId="bert-embed", messages=[{"role": "user", "content": [{"text": "hi"}]}]
+        )
+    assert "is an embedding model" in str(converse.value)
     with pytest.raises(openai.BadRequestError) as info:
         client.embeddings.create(model="text-model", input="hi")
     assert info.value.code == "model_kind_mismatch" and "text-generation model" in str(info.value)

@@ -10,11 +10,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from outcrop.api.deps import Services, get_services, read_json_object
-from outcrop.api.inference import cold_start_policy, invocation
+from outcrop.api.inference import cold_start_policy, invocation, require_chat
 from outcrop.auth.guard import Guard
 from outcrop.errors import (
     InvalidRequestError,
-    ModelNotChatCapableError,
     NotFoundError,
     OutcropError,
     openai_error_body,
@@ -81,8 +80,8 @@ async def _generate(request: Request, services: Services, path: str, operation: 
     else:
         tools.check_structure(body)
     record = await services.serving.resolve(model)
-    if path.endswith("chat/completions") and not record.instruct_supported:
-        raise ModelNotChatCapableError(record.name)
+    if path.endswith("chat/completions"):
+        require_chat(record)
     policy = cold_start_policy(request, bedrock=False)
     if not body.get("stream"):
         async with invocation(services, request, model, operation) as call:
@@ -137,8 +136,7 @@ async def create_response(request: Request, services: Services = Depends(get_ser
     body = await read_json_object(request)
     parsed = responses.parse_request(body)  # a bad body is a 400 whatever the model
     record = await services.serving.resolve(parsed.model)
-    if not record.instruct_supported:
-        raise ModelNotChatCapableError(record.name)
+    require_chat(record)
     policy = cold_start_policy(request, bedrock=False)
     path = "/v1/chat/completions"
     if not parsed.stream:

@@ -14,10 +14,10 @@ from outcrop.api import jsonbody
 from outcrop.api.agent import prompt_runtime
 from outcrop.api.bedrock.errors import bedrock_error
 from outcrop.api.deps import Services, get_services, read_json_object
-from outcrop.api.inference import cold_start_policy, invocation
+from outcrop.api.inference import cold_start_policy, invocation, require_chat
 from outcrop.api.runtime import eventstream, processing
 from outcrop.api.runtime.embeddings import maybe_invoke_embedding
-from outcrop.errors import InvalidRequestError, ModelNotChatCapableError, OutcropError
+from outcrop.errors import InvalidRequestError, OutcropError
 from outcrop.guardrails import runtime as guardrails
 from outcrop.protocol import bedrock_runtime as p
 from outcrop.protocol.converse_tools import ConverseStreamTranslator
@@ -40,9 +40,7 @@ def _usage_headers(usage: dict[str, Any], latency_ms: int) -> dict[str, str]:
 
 
 async def _require_chat(services: Services, model_id: str) -> None:
-    model = await services.serving.resolve(model_id)
-    if not model.instruct_supported:
-        raise ModelNotChatCapableError(model.name)
+    require_chat(await services.serving.resolve(model_id))
 
 
 async def _invoke_request(

@@ -20,12 +20,12 @@ from fastapi.responses import Response, StreamingResponse
 
 from outcrop.api import jsonbody
 from outcrop.api.deps import MAX_BODY_BYTES, Services, get_services
-from outcrop.api.inference import cold_start_policy, invocation
+from outcrop.api.inference import cold_start_policy, invocation, require_chat
 from outcrop.api.runtime import eventstream
 from outcrop.api.sagemaker.errors import runtime_error
 from outcrop.api.sagemaker.metrics import SageMakerMetrics
 from outcrop.config import OutcropConfig
-from outcrop.errors import InvalidRequestError, ModelNotChatCapableError, OutcropError
+from outcrop.errors import InvalidRequestError, OutcropError
 from outcrop.sagemaker import payloads
 from outcrop.sagemaker.payloads import CopyCall, PayloadStyle
 from outcrop.sagemaker.service import SageMakerService, Target
@@ -94,9 +94,7 @@ async def _prepare(request: Request, services: Services, target: Target, payload
         payload = await svc.handlers.call(handler, "input_fn", payload, _content_type(request))
     call = payloads.to_copy(target.processing.apply_input(payload))
     if call.style is PayloadStyle.MESSAGES:
-        model = await services.serving.resolve(target.imported_model)
-        if not model.instruct_supported:
-            raise ModelNotChatCapableError(model.name)
+        require_chat(await services.serving.resolve(target.imported_model))
     return call
 
 
