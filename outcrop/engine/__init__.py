@@ -26,11 +26,17 @@ The request path, outside in:
                       (hash chain of full blocks, LRU pool of free cached blocks).
 10. ``model_runner``  the hand-written batched forward over the loaded HF modules, attending
                       over the paged cache (``kv_cache``: the block pool and its byte budget).
-11. ``sampling``      vectorized per-row sampling and penalties.
+11. ``sampling``      vectorized per-row sampling and penalties, and the token masks of constrained
+                      rows (``guided``: llguidance grammars for JSON schema / regex / choice, compiled
+                      in the API process and cached; ``tools``: tool calls through the chat template,
+                      forced calls constrained to their schemas, per-family parsers for ``auto``).
 
 And back out: ``output_processor`` (API process) turns each step's token ids into text
 deltas (``detokenizer``), matches stop strings (hits go back to the core as aborts), holds
 non-streaming outputs, and ``runtime`` hands them to the requests' queues.
+
+An embedding model's copy is another worker, ``embedding_worker`` (``embedding_model``: the
+encoder and its pooling; ``embedding_protocol``: /v1/embeddings), with the same copy contract.
 
 Also: ``loader`` (manifest sha256/size verification before loading), ``families`` (the
 model types the engine serves), ``meminfo`` (free host memory, also read by the gateway), ``metrics``
