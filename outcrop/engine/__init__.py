@@ -8,7 +8,8 @@ sockets carrying MessagePack; ``--engine-in-process`` runs the core on a thread 
 
 The request path, outside in:
 
-1. ``worker``         CLI entry point: uvicorn server, background loading, SIGTERM drain.
+1. ``worker``         CLI entry point (``process``: options, background loading, the copy token and
+                      the SIGTERM drain, shared with the embedding worker).
 2. ``auth``           the copy's token: every route but /health needs its gateway's secret.
 3. ``server``         FastAPI routes (completions, chat, tokenize, models, health, metrics), the
                       OpenAI error mapping, SSE; ``protocol`` holds the pydantic wire models.

@@ -21,18 +21,12 @@ import argparse
 import asyncio
 import base64
 import logging
-import signal
 import sys
-import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -45,10 +39,17 @@ from prometheus_client import (
     generate_latest,
 )
 
-from outcrop.engine.auth import protect
 from outcrop.engine.embedding_model import DEFAULT_MAX_BATCH_TOKENS, EmbeddingModel
 from outcrop.engine.embedding_protocol import EmbeddingHealth, EmbeddingRequest, check_inputs
-from outcrop.envs import copy_token
+from outcrop.engine.process import (
+    DrainingServer,
+    add_model_arguments,
+    add_process_arguments,
+    build_copy_server,
+    configure_logging,
+    run_copy,
+)
+from outcrop.engine.runtime import WorkerStatus
 from outcrop.errors import (
     InternalError,
     InvalidRequestError,
@@ -59,7 +60,6 @@ from outcrop.errors import (
     openai_error_body,
     retry_after_headers,
 )
-from outcrop.logs import NoValuesFormatter
 
 log = logging.getLogger("outcrop.engine.embedding_worker")
 
@@ -82,13 +82,6 @@ BATCH_WAIT_SHARE = 0.2
 BATCH_WAIT_CAP_SECONDS = 0.5
 # Why 30 s: an embedding forward takes well under a second; in-flight requests finish fast.
 DEFAULT_DRAIN_SECONDS = 30.0
-
-
-class Status(Enum):
-    LOADING = "loading"
-    READY = "ok"
-    DRAINING = "draining"
-    FAILED = "failed"
 
 
 class EmbeddingMetrics:
@@ -243,7 +236,7 @@ class EmbeddingRuntime:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.model_id = args.served_name or Path(args.model_dir).name
-        self.status = Status.LOADING
+        self.status = WorkerStatus.LOADING
         self.failure: str | None = None
         self.model: EmbeddingModel | None = None
         self.batcher: Batcher | None = None
@@ -273,7 +266,7 @@ class EmbeddingRuntime:
             max_wait_seconds=self.args.batch_wait_ms / 1000,
         )
         self.batcher.start()
-        self.status = Status.READY
+        self.status = WorkerStatus.READY
 
 
 def error_response(exc: OutcropError) -> JSONResponse:
@@ -333,11 +326,11 @@ def create_app(runtime: EmbeddingRuntime, lifespan: Any = None) -> FastAPI:
         )
 
     def ready() -> EmbeddingRuntime:
-        if runtime.status is Status.DRAINING:
+        if runtime.status is WorkerStatus.DRAINING:
             raise ServiceUnavailableError(
                 "This model copy is shutting down; send the request to another copy."
             )
-        if runtime.status is not Status.READY:
+        if runtime.status is not WorkerStatus.READY:
             raise ModelNotReadyError(runtime.model_id)
         return runtime
 
@@ -353,7 +346,7 @@ def create_app(runtime: EmbeddingRuntime, lifespan: Any = None) -> FastAPI:
             body.max_seq_length = model.max_seq_length
             body.max_batch = runtime.max_batch
             body.waiting = runtime.batcher.waiting if runtime.batcher else 0
-        status = 200 if runtime.status is Status.READY else 503
+        status = 200 if runtime.status is WorkerStatus.READY else 503
         return JSONResponse(body.model_dump(exclude_none=True), status_code=status)
 
     @app.get("/metrics")
@@ -429,21 +422,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Serve one sentence-embedding model folder over OpenAI's /v1/embeddings (a model copy).",
         epilog="example: python -m outcrop.engine.embedding_worker --model-dir ./tiny-bert --port 8001",
     )
-    p.add_argument("--model-dir", type=Path, required=True, help="sentence-transformers safetensors folder.")
-    p.add_argument("--port", type=int, required=True, help="TCP port to listen on (0 = any free port).")
-    p.add_argument("--host", default="127.0.0.1", help="Address to bind (default: loopback).")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu).")
-    p.add_argument(
-        "--dtype",
-        choices=["float32", "bfloat16", "float16"],
-        default=None,
-        help="Weight dtype (default: float32 on CPU, bfloat16 on CUDA).",
-    )
-    p.add_argument(
-        "--max-batch",
-        type=int,
-        default=None,
-        help=f"Inputs per batch at most (default: {DEFAULT_MAX_BATCH} on CPU, {DEFAULT_CUDA_MAX_BATCH} on CUDA).",
+    add_model_arguments(
+        p,
+        model_help="sentence-transformers safetensors folder.",
+        max_batch_help=f"Inputs per batch at most (default: {DEFAULT_MAX_BATCH} on CPU, "
+        f"{DEFAULT_CUDA_MAX_BATCH} on CUDA).",
     )
     p.add_argument(
         "--max-batch-tokens",
@@ -464,17 +447,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Longest wait for a batch to fill to the last batch's size (raised to a fifth of the last "
         "batch's time; 0 = take what is there).",
     )
-    p.add_argument("--served-name", default=None, help="Model id reported to clients (default: folder name).")
-    p.add_argument(
-        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)."
-    )
-    p.add_argument(
-        "--drain-seconds",
-        type=float,
-        default=DEFAULT_DRAIN_SECONDS,
-        help="On SIGTERM, how long in-flight requests may take to finish.",
-    )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_process_arguments(p, drain_seconds=DEFAULT_DRAIN_SECONDS)
     args = p.parse_args(argv)
     for name in ("max_batch", "max_batch_tokens", "max_queued_inputs"):
         value = getattr(args, name)
@@ -483,71 +456,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-class _DrainingServer(uvicorn.Server):
-    runtime: EmbeddingRuntime
-
-    def handle_exit(self, sig: int, frame: Any) -> None:
-        if self.runtime.status is Status.READY:
-            self.runtime.status = Status.DRAINING
-        super().handle_exit(sig, frame)
-        captured = getattr(self, "_captured_signals", None)
-        if isinstance(captured, list) and sig == signal.SIGTERM:
-            captured[:] = [s for s in captured if s != signal.SIGTERM]
-
-
-def build_server(args: argparse.Namespace) -> tuple[_DrainingServer, EmbeddingRuntime]:
+def build_server(args: argparse.Namespace) -> tuple[DrainingServer, EmbeddingRuntime]:
     runtime = EmbeddingRuntime(args)
-    server_box: list[_DrainingServer] = []
 
-    @asynccontextmanager
-    async def lifespan(_: Any) -> AsyncIterator[None]:
-        loop = asyncio.get_running_loop()
-
-        def load() -> None:
-            try:
-                runtime.load()
-            except OutcropError as exc:
-                runtime.failure = exc.message
-            except Exception as exc:  # loading third-party files can fail in many ways
-                log.exception("loading the model failed")
-                runtime.failure = f"{type(exc).__name__}: {exc}"
-            if runtime.failure is not None:
-                runtime.status = Status.FAILED
-                print(f"error: cannot serve {args.model_dir}: {runtime.failure}", file=sys.stderr, flush=True)
-                server_box[0].should_exit = True
-                return
-            loop.call_soon_threadsafe(runtime.start)
-
-        threading.Thread(target=load, name="loader", daemon=True).start()
-        yield
+    async def stop() -> None:
         if runtime.batcher is not None:
             await runtime.batcher.stop()
 
-    app = protect(create_app(runtime, lifespan), copy_token())
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=int(args.drain_seconds),
+    server = build_copy_server(
+        args,
+        runtime,
+        lambda lifespan: create_app(runtime, lifespan),
+        start=lambda _loop: runtime.start(),
+        stop=stop,
     )
-    server = _DrainingServer(config)
-    server.runtime = runtime
-    server_box.append(server)
     return server, runtime
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(NoValuesFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    server, runtime = build_server(args)
-    server.run()
-    return 1 if runtime.status is Status.FAILED else 0
+    configure_logging(args.log_level)
+    server, _ = build_server(args)
+    return run_copy(server)
 
 
 if __name__ == "__main__":

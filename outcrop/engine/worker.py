@@ -12,35 +12,26 @@ loading makes the process exit 1 with the reason on stderr.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
-import signal
 import sys
-import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
 
-import uvicorn
-
-from outcrop.engine.auth import protect
 from outcrop.engine.block_manager import DEFAULT_BLOCK_SIZE
+from outcrop.engine.process import (
+    DrainingServer,
+    add_model_arguments,
+    add_process_arguments,
+    build_copy_server,
+    configure_logging,
+    run_copy,
+)
 from outcrop.engine.runtime import (
     DEFAULT_CUDA_MAX_BATCH,
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_QUEUED,
     WorkerOptions,
     WorkerRuntime,
-    WorkerStatus,
 )
 from outcrop.engine.scheduler import SchedulerLimits
 from outcrop.engine.server import create_app
-from outcrop.envs import copy_token
-from outcrop.errors import OutcropError
-from outcrop.logs import NoValuesFormatter
-
-log = logging.getLogger("outcrop.engine.worker")
 
 # Why 60 s: long enough for a few max-length generations on CPU to finish, short enough
 # that a scale-down does not hold a node for minutes.
@@ -53,21 +44,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Serve one model folder over the OpenAI-compatible API (a model copy).",
         epilog="example: python -m outcrop.engine.worker --model-dir ./tiny-llama --port 8001",
     )
-    p.add_argument("--model-dir", type=Path, required=True, help="Hugging Face safetensors model folder.")
-    p.add_argument("--port", type=int, required=True, help="TCP port to listen on (0 = any free port).")
-    p.add_argument("--host", default="127.0.0.1", help="Address to bind (default: loopback).")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu).")
-    p.add_argument(
-        "--dtype",
-        choices=["float32", "bfloat16", "float16"],
-        default=None,
-        help="Weight dtype (default: float32 on CPU, bfloat16 on CUDA).",
-    )
-    p.add_argument(
-        "--max-batch",
-        type=int,
-        default=None,
-        help=f"Most sequences decoded at once (default: {DEFAULT_MAX_BATCH} on CPU, {DEFAULT_CUDA_MAX_BATCH} on CUDA).",
+    add_model_arguments(
+        p,
+        model_help="Hugging Face safetensors model folder.",
+        max_batch_help=f"Most sequences decoded at once (default: {DEFAULT_MAX_BATCH} on CPU, "
+        f"{DEFAULT_CUDA_MAX_BATCH} on CUDA).",
     )
     p.add_argument(
         "--kv-cache-bytes",
@@ -117,17 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_MAX_QUEUED,
         help="Sequences that may wait for a slot; beyond that requests get 503 + Retry-After.",
     )
-    p.add_argument("--served-name", default=None, help="Model id reported to clients (default: folder name).")
-    p.add_argument(
-        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)."
-    )
-    p.add_argument(
-        "--drain-seconds",
-        type=float,
-        default=DEFAULT_DRAIN_SECONDS,
-        help="On SIGTERM, how long in-flight requests may take to finish.",
-    )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_process_arguments(p, drain_seconds=DEFAULT_DRAIN_SECONDS)
     args = p.parse_args(argv)
     if args.block_size < 1:
         p.error("--block-size must be at least 1")
@@ -140,27 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-class _DrainingServer(uvicorn.Server):
-    """Marks the runtime as draining the moment SIGTERM/SIGINT arrives."""
-
-    runtime: WorkerRuntime
-
-    def handle_exit(self, sig: int, frame: Any) -> None:
-        if self.runtime.status is WorkerStatus.READY:
-            self.runtime.status = WorkerStatus.DRAINING
-            log.info(
-                "draining: %d request(s) in flight",
-                self.runtime.num_unfinished,
-            )
-        super().handle_exit(sig, frame)
-        # uvicorn re-raises captured signals after shutdown (exit status -15); a drained
-        # SIGTERM is a clean stop, so the worker exits 0 instead.
-        captured = getattr(self, "_captured_signals", None)
-        if isinstance(captured, list) and sig == signal.SIGTERM:
-            captured[:] = [s for s in captured if s != signal.SIGTERM]
-
-
-def build_server(args: argparse.Namespace) -> tuple[_DrainingServer, WorkerRuntime]:
+def build_server(args: argparse.Namespace) -> tuple[DrainingServer, WorkerRuntime]:
     options = WorkerOptions(
         model_dir=args.model_dir,
         served_name=args.served_name,
@@ -178,56 +129,21 @@ def build_server(args: argparse.Namespace) -> tuple[_DrainingServer, WorkerRunti
         max_queued=args.max_queued,
     )
     runtime = WorkerRuntime(options)
-    server_box: list[_DrainingServer] = []
 
-    @asynccontextmanager
-    async def lifespan(_: Any) -> AsyncIterator[None]:
-        loop = asyncio.get_running_loop()
-
-        def load() -> None:
-            try:
-                runtime.load()
-            except OutcropError as exc:
-                runtime.failure = exc.message
-            except Exception as exc:  # loading third-party files can fail in many ways
-                log.exception("loading the model failed")
-                runtime.failure = f"{type(exc).__name__}: {exc}"
-            if runtime.failure is not None:
-                runtime.status = WorkerStatus.FAILED
-                print(f"error: cannot serve {args.model_dir}: {runtime.failure}", file=sys.stderr, flush=True)
-                server_box[0].should_exit = True
-                return
-            loop.call_soon_threadsafe(runtime.start_engine, loop)
-
-        threading.Thread(target=load, name="loader", daemon=True).start()
-        yield
+    async def stop() -> None:
         runtime.stop_engine()
 
-    app = protect(create_app(runtime, lifespan), copy_token())  # every route but /health needs the token
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=int(args.drain_seconds),
+    server = build_copy_server(
+        args, runtime, lambda lifespan: create_app(runtime, lifespan), start=runtime.start_engine, stop=stop
     )
-    server = _DrainingServer(config)
-    server.runtime = runtime
-    server_box.append(server)
     return server, runtime
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for handler in logging.getLogger().handlers:  # tracebacks without request values (outcrop.logs)
-        handler.setFormatter(NoValuesFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    server, runtime = build_server(args)
-    server.run()
-    return 1 if runtime.status is WorkerStatus.FAILED else 0
+    configure_logging(args.log_level)
+    server, _ = build_server(args)
+    return run_copy(server)
 
 
 if __name__ == "__main__":
