@@ -41,6 +41,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -252,6 +254,43 @@ def import_model(url: str, root: Path) -> None:
     raise SystemExit("import did not finish in 120 s")
 
 
+def print_header() -> None:
+    """The command and the machine, first lines of every overhead benchmark's report."""
+    print(f"$ {' '.join(sys.argv)}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}"
+    )
+
+
+@contextmanager
+def warm_gateway(prefix: str) -> Iterator[tuple[str, subprocess.Popen[bytes], dict]]:
+    """A gateway on a fresh data dir with MODEL_NAME imported and one null copy warm:
+    ``(gateway url, its process, the copy as GET /outcrop/copies lists it)``; stopped after."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    port = free_port()
+    gateway = f"http://127.0.0.1:{port}"
+    proc = start_gateway(root, port)
+    try:
+        wait_healthy(gateway, proc, gateway_log(root, port))
+        import_model(gateway, root)
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        warm = httpx.post(
+            f"{gateway}/outcrop/models/{MODEL_NAME}/warm", json={"copies": 1}, headers=headers, timeout=120
+        )
+        if warm.status_code != 200:
+            raise SystemExit(f"warming the copy failed: {warm.status_code} {warm.text}")
+        copies = httpx.get(f"{gateway}/outcrop/copies", headers=headers, timeout=10).json()["copies"]
+        (copy,) = [c for c in copies if c["modelName"] == MODEL_NAME]
+        yield gateway, proc, copy
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def copy_token(pid: int) -> str:
     """The null copy's token (it answers only its gateway), from its environment: same user, Linux."""
     for var in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
@@ -361,35 +400,10 @@ def main() -> None:
         help="What each request is: a completion, a chat, or a chat with two tools and tool_choice required.",
     )
     args = p.parse_args()
-    print(f"$ {' '.join(sys.argv)}")
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}"
-    )
-
-    root = Path(tempfile.mkdtemp(prefix="outcrop-gateway-bench-"))
-    port = free_port()
-    gateway = f"http://127.0.0.1:{port}"
-    proc = start_gateway(root, port)
-    try:
-        wait_healthy(gateway, proc, gateway_log(root, port))
-        import_model(gateway, root)
-        headers = {"Authorization": f"Bearer {API_KEY}"}
-        warm = httpx.post(
-            f"{gateway}/outcrop/models/{MODEL_NAME}/warm", json={"copies": 1}, headers=headers, timeout=120
-        )
-        if warm.status_code != 200:
-            raise SystemExit(f"warming the copy failed: {warm.status_code} {warm.text}")
-        copies = httpx.get(f"{gateway}/outcrop/copies", headers=headers, timeout=10).json()["copies"]
-        (copy,) = [c for c in copies if c["modelName"] == MODEL_NAME]
+    print_header()
+    with warm_gateway("outcrop-gateway-bench-") as (gateway, proc, copy):
         print(f"gateway {gateway} (pid {proc.pid}); null copy {copy['url']} (pid {copy['pid']})\n")
         asyncio.run(measure(args, gateway, copy["url"], copy_token(copy["pid"])))
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

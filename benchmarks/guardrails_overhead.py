@@ -24,32 +24,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
-
-import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.gateway_overhead import (  # noqa: E402
     ACCESS_KEY_ID,
-    API_KEY,
     MODEL_NAME,
     SECRET_ACCESS_KEY,
     Run,
-    free_port,
-    gateway_log,
-    import_model,
     load,
-    start_gateway,
-    wait_healthy,
+    print_header,
+    warm_gateway,
 )
 
 REQUEST_CHARS = 2000
@@ -160,23 +150,8 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=300, help="Requests per round and side.")
     p.add_argument("--rounds", type=int, default=3, help="Alternating without/with rounds per text.")
     args = p.parse_args()
-    print(f"$ {' '.join(sys.argv)}")
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}"
-    )
-    root = Path(tempfile.mkdtemp(prefix="outcrop-guardrails-bench-"))
-    port = free_port()
-    gateway = f"http://127.0.0.1:{port}"
-    proc = start_gateway(root, port)
-    try:
-        wait_healthy(gateway, proc, gateway_log(root, port))
-        import_model(gateway, root)
-        headers = {"Authorization": f"Bearer {API_KEY}"}
-        warm = httpx.post(
-            f"{gateway}/outcrop/models/{MODEL_NAME}/warm", json={"copies": 1}, headers=headers, timeout=120
-        )
-        if warm.status_code != 200:
-            raise SystemExit(f"warming the copy failed: {warm.status_code} {warm.text}")
+    print_header()
+    with warm_gateway("outcrop-guardrails-bench-") as (gateway, _, _copy):
         import boto3
         from botocore.config import Config
 
@@ -190,13 +165,6 @@ def main() -> None:
         )
         guardrail_id = bedrock.create_guardrail(**guardrail_request())["guardrailId"]
         asyncio.run(measure(args, gateway, guardrail_id))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except Exception:
-            proc.kill()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

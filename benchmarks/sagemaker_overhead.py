@@ -20,18 +20,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
-
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -44,11 +36,8 @@ from gateway_overhead import (
     KeepAliveConnection,
     Run,
     copy_token,
-    free_port,
-    gateway_log,
-    import_model,
-    start_gateway,
-    wait_healthy,
+    print_header,
+    warm_gateway,
 )
 
 QA_TEMPLATE = "Question: {{ question }} Context: {{ context }}"
@@ -178,35 +167,11 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=1000, help="Requests per round and target.")
     p.add_argument("--rounds", type=int, default=3, help="Alternating rounds over the five targets.")
     args = p.parse_args()
-    print(f"$ {' '.join(sys.argv)}")
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}"
-    )
-    root = Path(tempfile.mkdtemp(prefix="outcrop-sagemaker-bench-"))
-    port = free_port()
-    gateway = f"http://127.0.0.1:{port}"
-    proc = start_gateway(root, port)
-    try:
-        wait_healthy(gateway, proc, gateway_log(root, port))
-        import_model(gateway, root)
-        headers = {"Authorization": f"Bearer {API_KEY}"}
-        warm = httpx.post(
-            f"{gateway}/outcrop/models/{MODEL_NAME}/warm", json={"copies": 1}, headers=headers, timeout=120
-        )
-        if warm.status_code != 200:
-            raise SystemExit(f"warming the copy failed: {warm.status_code} {warm.text}")
+    print_header()
+    with warm_gateway("outcrop-sagemaker-bench-") as (gateway, proc, copy):
         deploy(gateway)
-        copies = httpx.get(f"{gateway}/outcrop/copies", headers=headers, timeout=10).json()["copies"]
-        (copy,) = [c for c in copies if c["modelName"] == MODEL_NAME]
         print(f"gateway {gateway} (pid {proc.pid}); null copy {copy['url']} (pid {copy['pid']})\n")
         asyncio.run(measure(args, gateway, copy["url"], copy_token(copy["pid"])))
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
