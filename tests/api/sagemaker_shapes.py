@@ -1,23 +1,14 @@
-"""Check our raw JSON answers against botocore's output shapes: every field we send must exist in the
-service model (botocore drops unknown fields when it parses, so the raw body is what is checked)."""
+"""Check our raw JSON 1.1 answers (SageMaker: timestamps as epoch numbers) against botocore's output
+shapes: every field we send must exist in the service model (botocore drops unknown fields when it
+parses, so the raw body is what is checked). The REST-JSON surfaces use tests/shapes.py."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from tests.shapes import record_raw_bodies
 
-def record_raw_bodies(client: Any) -> dict[str, Any]:
-    """Keep the raw JSON body of each operation's last answer, by operation name."""
-    seen: dict[str, Any] = {}
-
-    def keep(response_dict: dict[str, Any], operation_model: Any, **_: Any) -> None:
-        body = response_dict.get("body")
-        if isinstance(body, bytes) and response_dict.get("status_code", 500) < 300 and body[:1] == b"{":
-            seen[operation_model.name] = json.loads(body)
-
-    client.meta.events.register("before-parse", keep)
-    return seen
+__all__ = ["check_shape", "record_raw_bodies", "unknown_fields"]
 
 
 def unknown_fields(shape: Any, value: Any, where: str = "") -> list[str]:

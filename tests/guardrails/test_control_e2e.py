@@ -10,7 +10,7 @@ import botocore.exceptions
 import pytest
 
 from tests.conftest import ServerProcess, boto3_client
-from tests.guardrails.shapes import check_output, record_raw_bodies
+from tests.shapes import check_output, record_raw_bodies
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ServerProcess, api, boto3_client, import_and_wait, server_env
-from tests.guardrails.shapes import check_event, check_output, record_raw_bodies
+from tests.shapes import check_event, check_output, record_raw_bodies
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import ServerProcess, api, boto3_client
 from tests.prompts.builders import chat_variant, prompt_request, text_variant
-from tests.prompts.shapes import check_shape, record_raw_bodies
+from tests.shapes import check_output, record_raw_bodies
 
 pytestmark = pytest.mark.e2e
 
@@ -74,7 +74,7 @@ def test_every_operation_answers_in_the_service_models_shapes(server: ServerProc
         "DeletePrompt",
         "CreatePromptVersion",
     ):
-        check_shape(agent, operation, raw[operation])
+        check_output(agent, operation, raw[operation])
     with pytest.raises(agent.exceptions.ResourceNotFoundException):
         agent.get_prompt(promptIdentifier=pid)
 
