@@ -372,12 +372,13 @@ class LocalLauncher(_ProcessLauncher):
 
     def command(self, request: LaunchRequest) -> list[str]:
         cfg = self.config
-        if request.kind == "embedding":
-            return self._embedding_command(request)
+        # An embedding model's copy is outcrop.engine.embedding_worker: the same contract and options,
+        # but no KV cache, and the text worker's extra arguments do not apply to it.
+        embedding = request.kind == "embedding"
         cmd = [
             sys.executable,
             "-m",
-            "outcrop.engine.worker",
+            "outcrop.engine.embedding_worker" if embedding else "outcrop.engine.worker",
             "--model-dir",
             str(request.model_dir),
             "--port",
@@ -391,36 +392,11 @@ class LocalLauncher(_ProcessLauncher):
         ]
         if cfg.worker_max_batch is not None:
             cmd += ["--max-batch", str(cfg.worker_max_batch)]
-        if cfg.worker_kv_cache_bytes is not None:
+        if cfg.worker_kv_cache_bytes is not None and not embedding:
             cmd += ["--kv-cache-bytes", str(cfg.worker_kv_cache_bytes)]
         if cfg.worker_threads is not None:
             cmd += ["--threads", str(cfg.worker_threads)]
-        return cmd + list(cfg.worker_extra_args)
-
-    def _embedding_command(self, request: LaunchRequest) -> list[str]:
-        """An embedding model's copy: ``python -m outcrop.engine.embedding_worker`` (same contract, no
-        KV cache; the text worker's extra arguments do not apply to it)."""
-        cfg = self.config
-        cmd = [
-            sys.executable,
-            "-m",
-            "outcrop.engine.embedding_worker",
-            "--model-dir",
-            str(request.model_dir),
-            "--port",
-            str(request.port),
-            "--host",
-            request.host,
-            "--served-name",
-            request.served_name,
-            "--device",
-            cfg.worker_device,
-        ]
-        if cfg.worker_max_batch is not None:
-            cmd += ["--max-batch", str(cfg.worker_max_batch)]
-        if cfg.worker_threads is not None:
-            cmd += ["--threads", str(cfg.worker_threads)]
-        return cmd
+        return cmd if embedding else cmd + list(cfg.worker_extra_args)
 
 
 @register_launcher("command")

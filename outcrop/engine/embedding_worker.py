@@ -47,13 +47,13 @@ from outcrop.engine.process import (
     add_process_arguments,
     build_copy_server,
     configure_logging,
+    require_ready,
     run_copy,
 )
 from outcrop.engine.runtime import WorkerStatus
 from outcrop.errors import (
     InternalError,
     InvalidRequestError,
-    ModelNotReadyError,
     OutcropError,
     ServiceUnavailableError,
     WrongModelKindError,
@@ -326,12 +326,7 @@ def create_app(runtime: EmbeddingRuntime, lifespan: Any = None) -> FastAPI:
         )
 
     def ready() -> EmbeddingRuntime:
-        if runtime.status is WorkerStatus.DRAINING:
-            raise ServiceUnavailableError(
-                "This model copy is shutting down; send the request to another copy."
-            )
-        if runtime.status is not WorkerStatus.READY:
-            raise ModelNotReadyError(runtime.model_id)
+        require_ready(runtime.status, runtime.model_id)
         return runtime
 
     @app.get("/health")

@@ -24,7 +24,7 @@ from fastapi import FastAPI
 from outcrop.engine.auth import protect
 from outcrop.engine.runtime import WorkerStatus
 from outcrop.envs import copy_token
-from outcrop.errors import OutcropError
+from outcrop.errors import ModelNotReadyError, OutcropError, ServiceUnavailableError
 from outcrop.logs import NoValuesFormatter
 
 log = logging.getLogger("outcrop.engine.worker")
@@ -36,6 +36,14 @@ class CopyRuntime(Protocol):
     failure: str | None
 
     def load(self) -> None: ...
+
+
+def require_ready(status: WorkerStatus, model_id: str) -> None:
+    """A request may be served: 503 while draining (go to another copy), ModelNotReady while loading."""
+    if status is WorkerStatus.DRAINING:
+        raise ServiceUnavailableError("This model copy is shutting down; send the request to another copy.")
+    if status is not WorkerStatus.READY:
+        raise ModelNotReadyError(model_id)
 
 
 def add_model_arguments(p: argparse.ArgumentParser, *, model_help: str, max_batch_help: str) -> None:

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from outcrop.engine import requests as req
 from outcrop.engine.engine import RequestOutput
 from outcrop.engine.guided import Constraint
+from outcrop.engine.process import require_ready
 from outcrop.engine.protocol import (
     ChatChoice,
     ChatChunkChoice,
@@ -51,9 +52,7 @@ from outcrop.engine.tools import NO_TOOL_SUPPORT, ToolCallStream, ToolRequest, t
 from outcrop.errors import (
     InternalError,
     InvalidRequestError,
-    ModelNotReadyError,
     OutcropError,
-    ServiceUnavailableError,
     openai_error_body,
     retry_after_headers,
 )
@@ -138,12 +137,7 @@ def create_app(runtime: WorkerRuntime, lifespan: Any = None) -> FastAPI:
     _install_error_handlers(app)
 
     def ready() -> WorkerRuntime:
-        if runtime.status is WorkerStatus.DRAINING:
-            raise ServiceUnavailableError(
-                "This model copy is shutting down; send the request to another copy."
-            )
-        if runtime.status is not WorkerStatus.READY:
-            raise ModelNotReadyError(runtime.model_id)
+        require_ready(runtime.status, runtime.model_id)
         return runtime
 
     @app.get("/health")
