@@ -55,6 +55,9 @@ class Load:
     per_stream: float  # mean over requests of tokens / (last token - send)
     ttft: float  # median seconds to the first token (streaming) or to the answer
     wall: float = 0.0  # seconds the whole load took
+    tokens: int = 0
+    worker_cpu: float = 0.0  # CPU seconds of the worker's processes (API + core) during the load
+    client_cpu: float = 0.0  # CPU seconds of this process (the clients) during the load
 
 
 class Worker:
@@ -132,7 +135,22 @@ async def _load(url: str, conc: int, per_client: int, new_tokens: int, stream: b
         start = time.perf_counter()
         await asyncio.gather(*(one(i, http) for i in range(conc)))
         wall = time.perf_counter() - start
-    return Load(total / wall, statistics.mean(per_stream), statistics.median(ttfts), wall)
+    return Load(total / wall, statistics.mean(per_stream), statistics.median(ttfts), wall, total)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children (the worker's API and core)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def warm_up(worker: Worker, stream: bool) -> None:
@@ -143,7 +161,25 @@ def load(worker: Worker, conc: int, new_tokens: int, stream: bool, warm: bool = 
     per_client = 2 if conc == 1 else 1
     if warm:
         warm_up(worker, stream)
-    return asyncio.run(_load(worker.url, conc, per_client, new_tokens, stream))
+    worker_before, client_before = tree_cpu_seconds(worker.proc.pid), time.process_time()
+    result = asyncio.run(_load(worker.url, conc, per_client, new_tokens, stream))
+    result.worker_cpu = tree_cpu_seconds(worker.proc.pid) - worker_before
+    result.client_cpu = time.process_time() - client_before
+    return result
+
+
+def cpu_bound(one: Load, sixteen: Load, cores: int) -> str:
+    """What the machine's cores allow at concurrency 16: every generated token costs the
+    worker's and the clients' CPU; ``cores / (that per token)`` caps the aggregate rate, and a
+    sixteenth of it caps one stream's (vs the lone stream's rate)."""
+    worker_us = sixteen.worker_cpu / max(sixteen.tokens, 1) * 1e6
+    client_us = sixteen.client_cpu / max(sixteen.tokens, 1) * 1e6
+    cap_per_stream = cores / ((worker_us + client_us) / 1e6) / 16
+    return (
+        f"CPU per token at conc 16: worker {worker_us:.0f} us + clients {client_us:.0f} us; "
+        f"{cores} cores cap one of 16 streams at {cap_per_stream:.0f} tok/s = "
+        f"{cap_per_stream / one.per_stream:.2f}x the lone stream"
+    )
 
 
 def forward_seconds(model_dir: Path, dtype: str, batch: int, context: int) -> float:
@@ -302,6 +338,7 @@ def main() -> None:
             "|---|---|---|---|---|---|",
         ]
         agg: dict[str, float] = {}
+        bounds: list[str] = []
         for model in ("tiny", "27M"):
             for side in ("before", "after"):
                 w = Worker(codes[side], models[model], side, *common)
@@ -314,6 +351,7 @@ def main() -> None:
                     w.close()
                 if sixty_four is not None:
                     agg[side] = sixty_four.aggregate
+                bounds.append(f"- {model} {side}: {cpu_bound(one, sixteen, os.cpu_count() or 1)}")
                 out.append(
                     f"| {model} | {side} | {one.per_stream:.0f} | {sixteen.per_stream:.0f} | "
                     f"{sixteen.per_stream / one.per_stream:.2f} | "
@@ -323,8 +361,10 @@ def main() -> None:
             "",
             f"tiny model, conc 64 aggregate streaming tok/s after/before: {agg['after'] / agg['before']:.2f}x",
             "",
+            *bounds,
+            "",
         ]
-        print("\n".join(out[-12:]), file=sys.stderr, flush=True)
+        print("\n".join(out[-16:]), file=sys.stderr, flush=True)
 
     if "prefix" not in skip:
         import random
