@@ -43,7 +43,7 @@ from outcrop.knowledge.types import (
 __all__ = ["FilterError", "LanceVectorStore", "open_store"]
 
 INDEX_MIN_ROWS = 20_000
-REINDEX_UNINDEXED_ROWS = 5_000
+REINDEX_UNINDEXED_ROWS = 1_000
 # Search-time knobs of the ANN index, tuned with benchmarks/retrieval.py for recall@10 >= 0.95
 # at 100k chunks (benchmarks/RESULTS.md).
 NPROBES = 24
@@ -196,9 +196,7 @@ class LanceVectorStore:
             with warnings.catch_warnings():  # deprecated in favour of create_index(config=FTS()),
                 warnings.simplefilter("ignore")  # which LanceTable does not take for a text column yet
                 table.create_fts_index("text", replace=True, name="text_idx")
-        if rows < INDEX_MIN_ROWS:
-            return
-        if VECTOR_INDEX not in names:
+        if rows >= INDEX_MIN_ROWS and VECTOR_INDEX not in names:
             with warnings.catch_warnings():  # the keyword form is deprecated for the config form
                 warnings.simplefilter("ignore")
                 table.create_index(
@@ -208,10 +206,12 @@ class LanceVectorStore:
                     num_partitions=max(1, int(math.sqrt(rows) / 2)),
                     name=VECTOR_INDEX,
                 )
-            return
-        stats = table.index_stats(VECTOR_INDEX)
-        if stats is not None and stats.num_unindexed_rows >= REINDEX_UNINDEXED_ROWS:
-            table.optimize()
+            names.add(VECTOR_INDEX)
+        for name in names & {VECTOR_INDEX, "text_idx"}:
+            stats = table.index_stats(name)
+            if stats is not None and stats.num_unindexed_rows >= REINDEX_UNINDEXED_ROWS:
+                table.optimize()  # folds the new rows into every index (and compacts small files)
+                return
 
     # -- reads -------------------------------------------------------------------------------
 
