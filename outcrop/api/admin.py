@@ -7,6 +7,7 @@ admin business: it is shown only to callers whose policy allows ``outcrop:ViewCo
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -14,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from outcrop.api.bedrock.protocol import iso8601
 from outcrop.api.deps import Services, get_services, read_json_object
 from outcrop.auth import policies
-from outcrop.auth.guard import AuthContext
+from outcrop.auth.guard import AuthContext, principal_name
 from outcrop.errors import InvalidRequestError
 
 router = APIRouter(prefix="/outcrop", tags=["outcrop admin"])
@@ -45,7 +46,10 @@ def import_job_detail(identifier: str, services: Services = Depends(get_services
 
 @router.get("/models/{identifier}", summary="An imported model with everything recorded at import")
 def model_detail(identifier: str, services: Services = Depends(get_services)) -> dict[str, Any]:
-    model = services.registry.get_model(identifier)
+    return _model_body(services, services.registry.get_model(identifier))
+
+
+def _model_body(services: Services, model: Any) -> dict[str, Any]:
     files = services.registry.jobs.model_files(model.id)
     return {
         "id": model.id,
@@ -73,7 +77,40 @@ def model_detail(identifier: str, services: Services = Depends(get_services)) ->
         "source": model.source_uri,
         "creationTime": iso8601(model.created_at),
         "files": [{"path": f.path, "sha256": f.sha256, "sizeBytes": f.size_bytes} for f in files],
+        "scaling": services.serving.scaling(model),
     }
+
+
+def _copies_field(body: dict[str, Any], name: str) -> int:
+    value = body.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        shown = "missing" if value is None else repr(value)
+        raise InvalidRequestError(
+            f"'{name}' is {shown}; it must be a whole number, e.g. "
+            '{"minCopies": 0, "maxCopies": 2} (minCopies 0 = scale to zero when idle).',
+            param=name,
+        )
+    return value
+
+
+@router.put("/models/{identifier}/scaling", summary="Set the min and max copies of a model")
+async def update_model_scaling(
+    identifier: str, request: Request, services: Services = Depends(get_services)
+) -> dict[str, Any]:
+    body = await read_json_object(request)
+    unknown = sorted(set(body) - {"minCopies", "maxCopies"})
+    if unknown:
+        raise InvalidRequestError(
+            f'Unknown field {unknown[0]!r}; the body is {{"minCopies": int, "maxCopies": int}}.',
+            param=unknown[0],
+        )
+    min_copies, max_copies = _copies_field(body, "minCopies"), _copies_field(body, "maxCopies")
+    model = await asyncio.to_thread(services.registry.get_model, identifier)
+    scaling = await asyncio.to_thread(
+        services.serving.set_scaling, model, min_copies, max_copies, principal_name(request)
+    )
+    services.serving.apply_scaling(model, scaling)
+    return await asyncio.to_thread(_model_body, services, model)
 
 
 def _shows_copy_urls(request: Request) -> bool:
@@ -124,9 +161,9 @@ async def warm_model(
     limit = services.serving.spec_for(model).max_copies
     if copies > limit:
         raise InvalidRequestError(
-            f"'copies' is {copies}, over max_copies ({limit}) for '{model.name}'. Raise it for every model with "
-            f"OUTCROP_SERVING__DEFAULTS__MAX_COPIES, or for this one with OUTCROP_SERVING__MODEL_OVERRIDES="
-            f'\'{{"{model.name}": {{"max_copies": {copies}}}}}\', and restart the server.',
+            f"'copies' is {copies}, over max_copies ({limit}) for '{model.name}'. Raise it for this model with "
+            f"`outcrop models scaling {model.name} --max {copies}` (PUT /outcrop/models/{model.name}/scaling), "
+            "or for every model with OUTCROP_SERVING__DEFAULTS__MAX_COPIES and a restart.",
             param="copies",
         )
     await services.serving.warm(model.name, copies)
