@@ -173,3 +173,62 @@ async def warm_model(
             _copy_body(c, show_url=show_url) for c in services.serving.copies() if c.model_id == model.id
         ]
     }
+
+
+# Why 100: a screenful in the console; 1,000 bounds one answer's size.
+AUDIT_DEFAULT_RESULTS = 100
+AUDIT_MAX_RESULTS = 1000
+
+
+def _audit_query(request: Request) -> tuple[int, int | None]:
+    raw = request.query_params.get("maxResults") or str(AUDIT_DEFAULT_RESULTS)
+    if not raw.isdigit() or not 1 <= int(raw) <= AUDIT_MAX_RESULTS:
+        raise InvalidRequestError(
+            f"'maxResults' is {raw!r}; it must be a whole number from 1 to {AUDIT_MAX_RESULTS}.",
+            param="maxResults",
+        )
+    token = request.query_params.get("nextToken") or None
+    if token is not None and not token.isdigit():
+        raise InvalidRequestError(
+            f"'nextToken' {token!r} is not one this server gave; pass the nextToken of the previous "
+            "answer unchanged, or leave it out to start from the newest event.",
+            param="nextToken",
+        )
+    return int(raw), (int(token) if token is not None else None)
+
+
+def _audit_status(record: dict[str, Any]) -> int | None:
+    """The HTTP status the request got; refusals are recorded before there is one: the dialect's."""
+    status, outcome = record.get("status"), record.get("outcome")
+    if isinstance(status, int):
+        return status
+    if outcome == "denied":
+        return 403
+    if outcome == "unauthenticated":  # OpenAI answers 401; Bedrock and SageMaker AccessDenied, 403
+        return 401 if str(record.get("path", "")).startswith("/v1/") else 403
+    return None
+
+
+def _audit_event(record: dict[str, Any]) -> dict[str, Any]:
+    outcome = record.get("outcome")
+    return {
+        "time": record.get("ts"),
+        "principal": record.get("principal"),
+        "action": record.get("action"),
+        "resource": record.get("resource") or record.get("path"),
+        "status": outcome,
+        "httpStatus": _audit_status(record),
+        "requestId": record.get("request_id"),
+        "sourceIp": record.get("source"),
+        "reason": record.get("reason"),
+    }
+
+
+@router.get("/audit", summary="The audit log, newest first")
+def read_audit(request: Request, services: Services = Depends(get_services)) -> dict[str, Any]:
+    max_results, before = _audit_query(request)
+    records, next_offset = services.guard.audit.page(before, max_results)
+    return {
+        "events": [_audit_event(r) for r in records],
+        "nextToken": str(next_offset) if next_offset is not None else None,
+    }

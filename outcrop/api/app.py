@@ -172,6 +172,7 @@ class RequestContext:
                 resource=auth.resource,
                 status=status,
                 request_id=request_id,
+                source=(scope.get("client") or (None,))[0],
             )
 
 
