@@ -45,12 +45,14 @@ def import_job_detail(identifier: str, services: Services = Depends(get_services
 
 
 @router.get("/models/{identifier}", summary="An imported model with everything recorded at import")
-def model_detail(identifier: str, services: Services = Depends(get_services)) -> dict[str, Any]:
-    return _model_body(services, services.registry.get_model(identifier))
+async def model_detail(identifier: str, services: Services = Depends(get_services)) -> dict[str, Any]:
+    return await _model_body(services, await asyncio.to_thread(services.registry.get_model, identifier))
 
 
-def _model_body(services: Services, model: Any) -> dict[str, Any]:
-    files = services.registry.jobs.model_files(model.id)
+async def _model_body(services: Services, model: Any) -> dict[str, Any]:
+    """The detail: the database's record (read in a worker thread) and the serving layer's scaling
+    (read on the event loop, which owns that state)."""
+    files = await asyncio.to_thread(services.registry.jobs.model_files, model.id)
     return {
         "id": model.id,
         "modelArn": services.registry.model_arn(model),
@@ -110,7 +112,7 @@ async def update_model_scaling(
         services.serving.set_scaling, model, min_copies, max_copies, principal_name(request)
     )
     services.serving.apply_scaling(model, scaling)
-    return await asyncio.to_thread(_model_body, services, model)
+    return await _model_body(services, model)
 
 
 def _shows_copy_urls(request: Request) -> bool:

@@ -37,7 +37,8 @@ def _minutes(request: Request) -> int:
 
 
 @router.get("/stats", summary="Requests, errors, latency, tokens/s, copies and queue depth of the last hour")
-def get_stats(request: Request, services: Services = Depends(get_services)) -> dict[str, Any]:
+async def get_stats(request: Request, services: Services = Depends(get_services)) -> dict[str, Any]:
+    # On the event loop: the serving layer's state is the loop's (a worker thread could see it mid-change).
     minutes = _minutes(request)
     recent = services.metrics.recent
     if services.metrics.serving_reader is not None:
