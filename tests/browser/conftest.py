@@ -6,9 +6,11 @@ it with apt-get when it runs as root; otherwise ``sudo apt-get install -y chromi
 Playwright (a dev extra); without either they skip, saying which. Run only them:
 ``.venv/bin/python -m pytest -m browser tests/browser``.
 
-- ``console_server``: one ``outcrop serve`` process for the session with the imported text model
-  ``console_server.model`` (tiny, random weights) and the admin key ``console_server.admin_key``;
-  ``console_server.import_model(name)`` imports another (for tests that delete one).
+- ``console_server``: one ``outcrop serve`` process per test module (tests in a module may change
+  what it holds: import, delete, create keys) with the imported text model ``console_server.model``
+  (a tiny llama with a chat template, random weights) and the admin key ``console_server.admin_key``;
+  ``console_server.import_model(name)`` imports another, ``console_server.import_root`` is a folder
+  the server may import from.
 - ``make_key(policy, model=None) -> str``: a new API key made through the keys API, with the built-in
   policy ``admin``, ``invoke-only`` (of ``model`` when given, else every model) or ``read-only``.
 - ``page``: a fresh Playwright page (its own context: empty session storage) in headless Chromium.
@@ -83,6 +85,11 @@ class ConsoleServer:
     def url(self) -> str:
         return self.server.url
 
+    @property
+    def import_root(self) -> Path:
+        """A folder inside the server's allowed import roots."""
+        return self.server.import_root
+
     def console_url(self, key: str | None = None) -> str:
         """The console's address, signed in with ``key`` through the ``#key=`` fragment when given."""
         return f"{self.url}/console" + (f"#key={key}" if key else "")
@@ -100,7 +107,7 @@ class ConsoleServer:
         return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=120, **kwargs)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def console_server(
     tmp_path_factory: pytest.TempPathFactory, tiny_model_cache: Callable[..., Path]
 ) -> Iterator[ConsoleServer]:
@@ -121,7 +128,7 @@ def console_server(
     server.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def make_key(console_server: ConsoleServer) -> Callable[..., str]:
     """``make_key(policy, model=None)`` -> the API key of a new principal with that built-in policy."""
 
