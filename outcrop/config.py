@@ -257,6 +257,14 @@ class ServingConfig(_Section):
     model_cache_seconds: float = Field(
         5.0, ge=0, le=3600, description="How long a resolved model name is cached by the router."
     )
+    # Why 64: the bound of max_copies in serving.defaults; lower it so that no one can ask the API for
+    # more copies of a model than this machine or fleet holds.
+    scaling_max_copies: int = Field(
+        64,
+        ge=1,
+        le=64,
+        description="Highest maxCopies PUT /outcrop/models/{id}/scaling (`outcrop models scaling`) accepts.",
+    )
 
 
 # -- cluster (the ``ray`` launcher) ---------------------------------------------------

@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 bash scripts/ensure-postgres.sh || echo "outcrop: PostgreSQL is not reachable; postgres-marked tests will be skipped" >&2
+bash scripts/ensure-chromium.sh || echo "outcrop: no chromium; browser-marked tests will be skipped" >&2
 if [ "${OUTCROP_SKIP_LINT:-0}" != "1" ]; then
   .venv/bin/ruff check outcrop tests benchmarks
   .venv/bin/ruff format --check outcrop tests benchmarks

@@ -7,6 +7,7 @@ admin business: it is shown only to callers whose policy allows ``outcrop:ViewCo
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -14,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from outcrop.api.bedrock.protocol import iso8601
 from outcrop.api.deps import Services, get_services, read_json_object
 from outcrop.auth import policies
-from outcrop.auth.guard import AuthContext
+from outcrop.auth.guard import AuthContext, principal_name
 from outcrop.errors import InvalidRequestError
 
 router = APIRouter(prefix="/outcrop", tags=["outcrop admin"])
@@ -44,9 +45,14 @@ def import_job_detail(identifier: str, services: Services = Depends(get_services
 
 
 @router.get("/models/{identifier}", summary="An imported model with everything recorded at import")
-def model_detail(identifier: str, services: Services = Depends(get_services)) -> dict[str, Any]:
-    model = services.registry.get_model(identifier)
-    files = services.registry.jobs.model_files(model.id)
+async def model_detail(identifier: str, services: Services = Depends(get_services)) -> dict[str, Any]:
+    return await _model_body(services, await asyncio.to_thread(services.registry.get_model, identifier))
+
+
+async def _model_body(services: Services, model: Any) -> dict[str, Any]:
+    """The detail: the database's record (read in a worker thread) and the serving layer's scaling
+    (read on the event loop, which owns that state)."""
+    files = await asyncio.to_thread(services.registry.jobs.model_files, model.id)
     return {
         "id": model.id,
         "modelArn": services.registry.model_arn(model),
@@ -73,7 +79,40 @@ def model_detail(identifier: str, services: Services = Depends(get_services)) ->
         "source": model.source_uri,
         "creationTime": iso8601(model.created_at),
         "files": [{"path": f.path, "sha256": f.sha256, "sizeBytes": f.size_bytes} for f in files],
+        "scaling": services.serving.scaling(model),
     }
+
+
+def _copies_field(body: dict[str, Any], name: str) -> int:
+    value = body.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        shown = "missing" if value is None else repr(value)
+        raise InvalidRequestError(
+            f"'{name}' is {shown}; it must be a whole number, e.g. "
+            '{"minCopies": 0, "maxCopies": 2} (minCopies 0 = scale to zero when idle).',
+            param=name,
+        )
+    return value
+
+
+@router.put("/models/{identifier}/scaling", summary="Set the min and max copies of a model")
+async def update_model_scaling(
+    identifier: str, request: Request, services: Services = Depends(get_services)
+) -> dict[str, Any]:
+    body = await read_json_object(request)
+    unknown = sorted(set(body) - {"minCopies", "maxCopies"})
+    if unknown:
+        raise InvalidRequestError(
+            f'Unknown field {unknown[0]!r}; the body is {{"minCopies": int, "maxCopies": int}}.',
+            param=unknown[0],
+        )
+    min_copies, max_copies = _copies_field(body, "minCopies"), _copies_field(body, "maxCopies")
+    model = await asyncio.to_thread(services.registry.get_model, identifier)
+    scaling = await asyncio.to_thread(
+        services.serving.set_scaling, model, min_copies, max_copies, principal_name(request)
+    )
+    services.serving.apply_scaling(model, scaling)
+    return await _model_body(services, model)
 
 
 def _shows_copy_urls(request: Request) -> bool:
@@ -124,9 +163,9 @@ async def warm_model(
     limit = services.serving.spec_for(model).max_copies
     if copies > limit:
         raise InvalidRequestError(
-            f"'copies' is {copies}, over max_copies ({limit}) for '{model.name}'. Raise it for every model with "
-            f"OUTCROP_SERVING__DEFAULTS__MAX_COPIES, or for this one with OUTCROP_SERVING__MODEL_OVERRIDES="
-            f'\'{{"{model.name}": {{"max_copies": {copies}}}}}\', and restart the server.',
+            f"'copies' is {copies}, over max_copies ({limit}) for '{model.name}'. Raise it for this model with "
+            f"`outcrop models scaling {model.name} --max {copies}` (PUT /outcrop/models/{model.name}/scaling), "
+            "or for every model with OUTCROP_SERVING__DEFAULTS__MAX_COPIES and a restart.",
             param="copies",
         )
     await services.serving.warm(model.name, copies)
@@ -135,4 +174,63 @@ async def warm_model(
         "copies": [
             _copy_body(c, show_url=show_url) for c in services.serving.copies() if c.model_id == model.id
         ]
+    }
+
+
+# Why 100: a screenful in the console; 1,000 bounds one answer's size.
+AUDIT_DEFAULT_RESULTS = 100
+AUDIT_MAX_RESULTS = 1000
+
+
+def _audit_query(request: Request) -> tuple[int, int | None]:
+    raw = request.query_params.get("maxResults") or str(AUDIT_DEFAULT_RESULTS)
+    if not raw.isdigit() or not 1 <= int(raw) <= AUDIT_MAX_RESULTS:
+        raise InvalidRequestError(
+            f"'maxResults' is {raw!r}; it must be a whole number from 1 to {AUDIT_MAX_RESULTS}.",
+            param="maxResults",
+        )
+    token = request.query_params.get("nextToken") or None
+    if token is not None and not token.isdigit():
+        raise InvalidRequestError(
+            f"'nextToken' {token!r} is not one this server gave; pass the nextToken of the previous "
+            "answer unchanged, or leave it out to start from the newest event.",
+            param="nextToken",
+        )
+    return int(raw), (int(token) if token is not None else None)
+
+
+def _audit_status(record: dict[str, Any]) -> int | None:
+    """The HTTP status the request got; refusals are recorded before there is one: the dialect's."""
+    status, outcome = record.get("status"), record.get("outcome")
+    if isinstance(status, int):
+        return status
+    if outcome == "denied":
+        return 403
+    if outcome == "unauthenticated":  # OpenAI answers 401; Bedrock and SageMaker AccessDenied, 403
+        return 401 if str(record.get("path", "")).startswith("/v1/") else 403
+    return None
+
+
+def _audit_event(record: dict[str, Any]) -> dict[str, Any]:
+    outcome = record.get("outcome")
+    return {
+        "time": record.get("ts"),
+        "principal": record.get("principal"),
+        "action": record.get("action"),
+        "resource": record.get("resource") or record.get("path"),
+        "status": outcome,
+        "httpStatus": _audit_status(record),
+        "requestId": record.get("request_id"),
+        "sourceIp": record.get("source"),
+        "reason": record.get("reason"),
+    }
+
+
+@router.get("/audit", summary="The audit log, newest first")
+def read_audit(request: Request, services: Services = Depends(get_services)) -> dict[str, Any]:
+    max_results, before = _audit_query(request)
+    records, next_offset = services.guard.audit.page(before, max_results)
+    return {
+        "events": [_audit_event(r) for r in records],
+        "nextToken": str(next_offset) if next_offset is not None else None,
     }

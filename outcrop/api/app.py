@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from outcrop import __version__
-from outcrop.api import admin, console, keys, ops
+from outcrop.api import admin, console, keys, ops, stats
 from outcrop.api.agent import prompts as prompt_routes
 from outcrop.api.bedrock import batch as batch_routes
 from outcrop.api.bedrock import control, logging_config
@@ -197,6 +197,7 @@ class RequestContext:
                 resource=auth.resource,
                 status=status,
                 request_id=request_id,
+                source=(scope.get("client") or (None,))[0],
             )
 
 
@@ -255,11 +256,15 @@ def create_app(
         services.extra["guardrails"].start()
         await services.extra["batch"].start()
         await services.extra["sagemaker"].start()
+        sampler = asyncio.create_task(  # gauges of GET /outcrop/stats (outcrop/serving/stats.py)
+            services.metrics.recent.sample_loop(services.serving.stats), name="outcrop-stats-sampler"
+        )
         log.info(
             "outcrop ready",
             extra={"version": __version__, "database": services.db.engine.url.get_backend_name()},
         )
         yield
+        sampler.cancel()
         await services.extra["sagemaker"].stop()
         await services.extra["batch"].stop()
         await services.serving.stop()
@@ -329,6 +334,7 @@ def create_app(
     app.include_router(sagemaker_runtime.router)
     app.include_router(admin.router)
     app.include_router(keys.router)
+    app.include_router(stats.router)
     app.include_router(ops.router)
     app.include_router(console.router)
     return app

@@ -120,6 +120,7 @@ class Invocation:
         self.metrics.input_tokens.labels(label).inc(prompt_tokens)
         self.metrics.output_tokens.labels(label).inc(output_tokens)
         self.metrics.invocation_latency.labels(label).observe(self.latency_ms / 1000)
+        self.metrics.recent.invocation(self.latency_ms / 1000, output_tokens)
         self.services.throttler.charge_tokens(self.principal, prompt_tokens + output_tokens)
         self.services.invocation_log.log(
             request_id=self.request_id,
@@ -141,9 +142,11 @@ class Invocation:
     def fail(self, exc: OutcropError) -> None:
         if isinstance(exc, ThrottlingError | ModelNotReadyError):
             self.metrics.throttles.labels(self.label).inc()
+            self.metrics.recent.throttle()
             return
         kind = "client" if bedrock_error(exc)[1] < 500 else "server"
         self.metrics.invocation_errors.labels(self.label, kind).inc()
+        self.metrics.recent.error()
 
     def close(self) -> None:
         if not self._closed:
@@ -163,6 +166,7 @@ class Invocation:
             raise
         self.first_byte_ms = self._elapsed_ms()
         self.metrics.time_to_first_token.labels(self.label).observe(self.first_byte_ms / 1000)
+        self.metrics.recent.first_token(self.first_byte_ms / 1000)
 
         async def rest() -> AsyncIterator[dict[str, Any]]:
             if first is not None:

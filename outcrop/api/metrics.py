@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from outcrop.serving.stats import RecentStats
+
 # Request latency buckets: from sub-millisecond control-plane calls to minute-long generations.
 LATENCY_BUCKETS_SECONDS = (
     0.001,
@@ -85,6 +87,9 @@ class _ServingCollector(Collector):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # The last hour in 10 s steps, for GET /outcrop/stats and the console's charts.
+        self.recent = RecentStats()
+        self.serving_reader: Callable[[], dict[str, Any]] | None = None
         self.requests = Counter(
             "outcrop_http_requests",
             "HTTP requests by surface, operation and status code.",
@@ -150,6 +155,7 @@ class Metrics:
 
     def add_serving_reader(self, read: Callable[[], dict[str, Any]]) -> None:
         self.registry.register(_ServingCollector(read))
+        self.serving_reader = read
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -41,6 +41,9 @@ ACTION_OVERRIDES = {
     "list_keys": "outcrop:ListKeys",
     "delete_key": "outcrop:DeleteKey",
     "rotate_key": "outcrop:RotateKey",
+    "get_stats": "outcrop:GetStats",
+    "update_model_scaling": "outcrop:UpdateModelScaling",
+    "read_audit": "outcrop:ReadAudit",
 }
 # Routes open to every authenticated caller that authorize each item themselves (a caller may
 # always list its own key; others' need outcrop:ListKeys on their ARN: outcrop/api/keys.py).

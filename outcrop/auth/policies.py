@@ -25,6 +25,11 @@ built-in policy; see :data:`ADMIN_ONLY_ACTIONS`):
   it a caller sees only the jobs it created (:mod:`outcrop.api.bedrock.batch`).
 - ``outcrop:ViewCopyUrls``: see the URLs of model copies in ``GET /outcrop/copies``.
 
+The console's admin actions are ordinary route actions: ``outcrop:GetStats`` (``GET
+/outcrop/stats``; read-only allows it through ``outcrop:Get*``), ``outcrop:UpdateModelScaling``
+(``PUT /outcrop/models/{id}/scaling``, on the model's ARN) and ``outcrop:ReadAudit`` (``GET
+/outcrop/audit``); only ``admin`` grants the last two.
+
 ``evaluate`` is pure and table-tested.
 """
 

@@ -103,6 +103,17 @@ class Client:
             )["copies"]
         )
 
+    def set_scaling(self, identifier: str, min_copies: int, max_copies: int) -> dict[str, Any]:
+        """PUT /outcrop/models/{id}/scaling; the model's detail."""
+        return dict(
+            self._model_call(
+                identifier,
+                "PUT",
+                f"/outcrop/models/{identifier}/scaling",
+                json={"minCopies": min_copies, "maxCopies": max_copies},
+            )
+        )
+
     def copies(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/outcrop/copies")["copies"])
 

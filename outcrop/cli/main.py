@@ -359,6 +359,8 @@ def _print_model(cli: CliState, model: dict[str, Any]) -> None:
         ("created", model["creationTime"]),
         ("files", str(len(model["files"]))),
     ]
+    if model.get("scaling"):
+        rows.append(("scaling", _scaling_text(model["scaling"])))
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)
@@ -376,6 +378,8 @@ def models_list(ctx: typer.Context) -> None:
         outcrop models show my-llama
 
         outcrop models rm my-llama --yes
+
+        outcrop models scaling my-llama --min 1 --max 2
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -409,6 +413,55 @@ def models_show(ctx: typer.Context, name: str = typer.Argument(..., help="Model 
     cli = CliState.of(ctx)
     client = cli.client()
     _print_model(cli, client.model_detail(name))
+
+
+def _scaling_text(scaling: dict[str, Any]) -> str:
+    """'0-2 copies (set with `outcrop models scaling`), 1 running; scales to zero after 300 s idle (in 120 s)'."""
+    source = " (set through the API)" if scaling.get("source") == "api" else " (from the configuration)"
+    text = f"{scaling['minCopies']}-{scaling['maxCopies']} copies{source}, {scaling.get('liveCopies', 0)} running"
+    if scaling.get("scaleToZeroSeconds") is None:
+        return text + "; kept warm (never scales to zero)"
+    text += f"; scales to zero after {scaling['scaleToZeroSeconds']:g} s idle"
+    if scaling.get("scaleToZeroInSeconds") is not None:
+        text += f" (in {scaling['scaleToZeroInSeconds']:.0f} s unless a request comes)"
+    return text
+
+
+@models_app.command("scaling")
+@shared_options(endpoint=True)
+def models_scaling(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name or ARN."),
+    min_copies: int | None = typer.Option(
+        None, "--min", help="Copies kept running even when idle (0 = scale to zero).", show_default=False
+    ),
+    max_copies: int | None = typer.Option(
+        None, "--max", help="Most copies the autoscaler runs.", show_default=False
+    ),
+) -> None:
+    """Show or set how many copies of a model run: kept on the server, across restarts.
+
+    Examples:
+
+        outcrop models scaling my-llama
+
+        outcrop models scaling my-llama --min 1 --max 2
+
+        outcrop models scaling my-llama --min 0
+    """
+    cli = CliState.of(ctx)
+    client = cli.client()
+    detail = client.model_detail(name)
+    if min_copies is not None or max_copies is not None:
+        current = detail["scaling"]
+        wanted_min = current["minCopies"] if min_copies is None else min_copies
+        wanted_max = current["maxCopies"] if max_copies is None else max_copies
+        if max_copies is None and wanted_min > wanted_max:
+            wanted_max = wanted_min  # --min alone above today's max raises it, as the config does
+        detail = client.set_scaling(name, wanted_min, wanted_max)
+    if cli.emit_json(detail["scaling"]):
+        return
+    console.print(f"{detail['modelName']}: {_scaling_text(detail['scaling'])}", highlight=False)
 
 
 @models_app.command("rm")

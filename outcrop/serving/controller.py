@@ -16,6 +16,9 @@ the controller is their one executor. It:
 - makes room before a start: picks idle copies of other models to stop when memory is
   short (:func:`~outcrop.serving.memory.plan_fit`);
 - warms models up to ``min_copies``, and ``outcrop warm``;
+- applies the min/max copies set through the API (``PUT /outcrop/models/{id}/scaling``, kept in
+  :mod:`outcrop.store.model_scaling`): they win over the configuration's for those two fields, and
+  are re-read every :data:`SCALING_REFRESH_SECONDS` so every gateway of a shared store follows them;
 - keeps *pinned* copies: an owner (a SageMaker endpoint variant or inference component) asks
   for at least N copies of a model while it exists (:meth:`Controller.pin`); the model's pins
   add up and act as its ``min_copies`` (within ``max_copies``), so the idle autoscaler never
@@ -54,8 +57,13 @@ from outcrop.serving.memory import EvictionCandidate, gib, plan_fit
 from outcrop.serving.model import ServedModel
 from outcrop.serving.router import ColdStartPolicy, Router
 from outcrop.store.imports import ImportedModel, ListFilter
+from outcrop.store.model_scaling import ModelScaling, ModelScalingStore
 
 log = logging.getLogger("outcrop.serving")
+
+# Why 5 s: min/max set on another gateway of a shared store take effect within seconds, for one
+# query of a table with a row per hand-scaled model.
+SCALING_REFRESH_SECONDS = 5.0
 
 
 @dataclass(eq=False)
@@ -85,6 +93,9 @@ class Controller:
         self.router: Router | None = None  # set by attach(); the controller tells it of new slots
         self._models: dict[str, ModelState] = {}  # model id -> state
         self._pins: dict[str, dict[str, int]] = {}  # model id -> owner -> copies it keeps running
+        self.scaling_store = ModelScalingStore(registry.db)
+        # model id -> min/max set through the API; read now so the first round already follows them
+        self._scaling: dict[str, ModelScaling] = self.scaling_store.all()
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.Task[None] | None = None
         fleet.report_to(self)
@@ -104,6 +115,7 @@ class Controller:
         """``serving.defaults`` with the fields a ``serving.model_overrides`` entry (name or id) sets.
 
         A ``min_copies`` above ``max_copies`` raises ``max_copies`` to it (keeping copies warm wins).
+        Min/max copies set through the API replace the configured ones (:meth:`set_scaling`).
         """
         spec = self.settings.defaults
         override = self.settings.model_overrides.get(model.name) or self.settings.model_overrides.get(
@@ -113,9 +125,80 @@ class Controller:
             merged = spec.model_dump()
             merged.update({k: getattr(override, k) for k in override.model_fields_set})
             spec = ModelServingSpec.model_validate(merged)
+        return self._with_scaling(model.id, spec)
+
+    def _with_scaling(self, model_id: str, spec: ModelServingSpec) -> ModelServingSpec:
+        """``spec`` with the min/max copies set through the API for the model, if any."""
+        scaling = self._scaling.get(model_id)
+        if scaling is not None:
+            spec = spec.model_copy(
+                update={"min_copies": scaling.min_copies, "max_copies": scaling.max_copies}
+            )
         if spec.min_copies > spec.max_copies:
             spec = spec.model_copy(update={"max_copies": spec.min_copies})
         return spec
+
+    def scaling_of(self, model_id: str) -> ModelScaling | None:
+        """The min/max copies set through the API for the model (None: the configuration's apply)."""
+        return self._scaling.get(model_id)
+
+    def set_scaling(self, model: ImportedModel, scaling: ModelScaling) -> None:
+        """Min/max copies were stored for ``model``: apply them from the next round on (it starts or stops
+        copies to fit), and serve the model from now on if it must be kept warm."""
+        self._scaling[model.id] = scaling
+        if scaling.min_copies > 0:
+            self.track(model)
+        self.poke()
+
+    def load_scaling(self, rows: dict[str, ModelScaling]) -> None:
+        """Replace the known min/max copies with the store's (read by :meth:`scaling_loop`)."""
+        if rows != self._scaling:
+            self._scaling = dict(rows)
+            self.poke()
+
+    async def scaling_loop(self) -> None:
+        """Re-read the stored min/max copies every SCALING_REFRESH_SECONDS (another gateway may set them);
+        models newly kept warm are tracked, so the next round starts their copies."""
+        while True:
+            await asyncio.sleep(SCALING_REFRESH_SECONDS)
+            try:
+                rows = await asyncio.to_thread(self.scaling_store.all)
+            except Exception:  # a database hiccup: keep the last known values, try again next time
+                log.warning("could not read the models' scaling settings", exc_info=True)
+                continue
+            self.load_scaling(rows)
+            await self._track_kept_warm(rows)
+
+    async def _track_kept_warm(self, rows: dict[str, ModelScaling]) -> None:
+        for model_id, scaling in rows.items():
+            if scaling.min_copies > 0 and model_id not in self._models:
+                try:
+                    self.track(await asyncio.to_thread(self.registry.get_model, model_id))
+                except NotFoundError:
+                    continue  # deleted meanwhile
+
+    def scale_to_zero(self, model: ImportedModel) -> dict[str, float | None]:
+        """For the model's detail: ``scaleToZeroSeconds`` (the idle window after which its last copy stops;
+        None when it is kept warm), ``idleSeconds`` (how long its copies have had no request; None when it
+        runs none) and ``scaleToZeroInSeconds`` (when the last copy goes if no request comes; None when it
+        is kept warm or runs no copy)."""
+        spec = self.spec_for(model)
+        window = spec.idle_seconds_before_scale_down
+        kept_warm = max(spec.min_copies, self.pinned_copies(model.id)) > 0
+        live = self.fleet.live(model.id)
+        idle_seconds: float | None = None
+        if live:
+            busy = any(c.in_flight for c in live) or (
+                self.router is not None and self.router.queued(model.id)
+            )
+            last = max(max(c.last_used_mono or 0.0, c.ready_mono or 0.0, c.started_mono) for c in live)
+            idle_seconds = 0.0 if busy else round(max(0.0, time.monotonic() - last), 3)
+        left = None if kept_warm or idle_seconds is None else round(max(0.0, window - idle_seconds), 3)
+        return {
+            "scaleToZeroSeconds": None if kept_warm else window,
+            "idleSeconds": idle_seconds,
+            "scaleToZeroInSeconds": left,
+        }
 
     def track(self, model: ImportedModel) -> ServedModel:
         """Serve (and scale) ``model`` from now on; its served record."""
@@ -157,6 +240,7 @@ class Controller:
     def scaling_spec(self, served: ServedModel) -> ModelServingSpec:
         """The spec the autoscaler uses: ``min_copies`` raised to the model's pins, within ``max_copies``."""
         spec = served.spec
+        spec = self._with_scaling(served.id, spec)
         floor = min(max(spec.min_copies, self.pinned_copies(served.id)), spec.max_copies)
         return spec if floor == spec.min_copies else spec.model_copy(update={"min_copies": floor})
 
@@ -377,7 +461,7 @@ class Controller:
     async def warm(self, served: ServedModel, copies: int = 1) -> None:
         """Start copies of ``served`` until ``copies`` are live (not beyond max_copies); wait until ready."""
         state = self._state(served)
-        target = max(1, min(copies, served.spec.max_copies))
+        target = max(1, min(copies, self._with_scaling(served.id, served.spec).max_copies))
         while len(self.fleet.live(served.id)) < target:
             self._start(state, cold=False)
         limit = self.settings.copy_start_timeout_seconds
@@ -420,6 +504,9 @@ class Controller:
                 if not token:
                     break
         names += [name for name, spec in self.settings.model_overrides.items() if spec.min_copies > 0]
+        rows = await asyncio.to_thread(self.scaling_store.all)  # min/max set through the API
+        self.load_scaling(rows)
+        await self._track_kept_warm(rows)
         for name in dict.fromkeys(names):
             try:
                 model = await self._router.resolve(name)

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from outcrop.config import ModelServingSpec, OutcropConfig
-from outcrop.errors import ServiceUnavailableError
+from outcrop.errors import InvalidRequestError, ServiceUnavailableError
 from outcrop.registry.service import Registry
 from outcrop.serving.controller import Controller
 from outcrop.serving.copies import CopyInfo, CopyStatus
@@ -26,6 +26,7 @@ from outcrop.serving.gateways import Gateways
 from outcrop.serving.router import ColdStartPolicy, Router
 from outcrop.serving.routing import Priority
 from outcrop.store.imports import ImportedModel
+from outcrop.store.model_scaling import ModelScaling
 
 __all__ = ["ColdStartPolicy", "CopyInfo", "CopyStatus", "Priority", "Serving"]
 
@@ -48,6 +49,7 @@ class Serving:
         self.router.reopen()
         await self.controller.start()
         self._spawn(self.controller.warm_min_copies())
+        self._spawn(self.controller.scaling_loop())
         self._spawn(self.gateways.sync_loop(self.router.recent_demand, self.controller.track))
 
     async def stop(self) -> None:
@@ -131,6 +133,60 @@ class Serving:
     def spec_for(self, model: ImportedModel) -> ModelServingSpec:
         """``serving.defaults`` with the model's ``serving.model_overrides`` entry applied."""
         return self.controller.spec_for(model)
+
+    def check_scaling(self, model: ImportedModel, min_copies: int, max_copies: int) -> None:
+        """Raise InvalidRequestError naming the fix unless 0 <= min_copies <= max_copies <= the cap."""
+        cap = self.settings.scaling_max_copies
+        if min_copies < 0:
+            raise InvalidRequestError(
+                f"'minCopies' is {min_copies}; it must be 0 or more (0 = scale to zero when idle).",
+                param="minCopies",
+            )
+        if max_copies < 1:
+            raise InvalidRequestError(
+                f"'maxCopies' is {max_copies}; it must be at least 1 (set minCopies to 0 to scale to zero).",
+                param="maxCopies",
+            )
+        if min_copies > max_copies:
+            raise InvalidRequestError(
+                f"'minCopies' ({min_copies}) is above 'maxCopies' ({max_copies}) for '{model.name}'; raise "
+                f"maxCopies to at least {min_copies} or lower minCopies.",
+                param="minCopies",
+            )
+        if max_copies > cap:
+            raise InvalidRequestError(
+                f"'maxCopies' is {max_copies}, above this server's cap of {cap} copies per model "
+                "(serving.scaling_max_copies). Ask for at most "
+                f"{cap}, or raise the cap with OUTCROP_SERVING__SCALING_MAX_COPIES (up to 64) and restart.",
+                param="maxCopies",
+            )
+
+    def set_scaling(
+        self, model: ImportedModel, min_copies: int, max_copies: int, updated_by: str | None = None
+    ) -> ModelScaling:
+        """Store the model's min/max copies (every gateway of the store follows them, across restarts) and
+        apply them from the next autoscaler round: copies start up to min_copies, or stop down to max_copies.
+        Call from a worker thread (it writes the database)."""
+        self.check_scaling(model, min_copies, max_copies)
+        scaling = self.controller.scaling_store.put(model.id, min_copies, max_copies, updated_by)
+        return scaling
+
+    def apply_scaling(self, model: ImportedModel, scaling: ModelScaling) -> None:
+        """On the event loop, after :meth:`set_scaling`: this gateway acts on it now."""
+        self.controller.set_scaling(model, scaling)
+
+    def scaling(self, model: ImportedModel) -> dict[str, Any]:
+        """The model detail's ``scaling`` object (min/max copies in force and the scale-to-zero clock)."""
+        spec = self.controller.spec_for(model)
+        stored = self.controller.scaling_of(model.id)
+        return {
+            "minCopies": spec.min_copies,
+            "maxCopies": spec.max_copies,
+            "source": "api" if stored is not None else "config",
+            "maxCopiesCap": self.settings.scaling_max_copies,
+            "liveCopies": len(self.fleet.live(model.id)),
+            **self.controller.scale_to_zero(model),
+        }
 
     def copies(self) -> list[CopyInfo]:
         """Every copy that is not stopped or failed, oldest first."""

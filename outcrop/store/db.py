@@ -74,7 +74,7 @@ class Database:
                             version=version, description=description, applied_at=time.time()
                         )
                     )
-            return MIGRATIONS[-1][0]
+            return max(version for version, _, _ in MIGRATIONS)
         except OperationalError as exc:
             raise ConfigError(
                 f"Cannot reach the metadata database {_redact(self.url)!r}: {exc.orig}. "

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from outcrop.errors import ConflictError, InvalidRequestError, NotFoundError, QuotaExceededError
 from outcrop.store.db import Database
-from outcrop.store.schema import import_jobs, imported_models, model_files
+from outcrop.store.schema import import_jobs, imported_models, model_files, model_scaling
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -480,6 +480,7 @@ class ImportStore:
                 )
             }
             conn.execute(model_files.delete().where(model_files.c.model_id == model_id))
+            conn.execute(model_scaling.delete().where(model_scaling.c.model_id == model_id))
             deleted = conn.execute(imported_models.delete().where(imported_models.c.id == model_id)).rowcount
             if deleted != 1:
                 raise NotFoundError("Imported model", model_id)

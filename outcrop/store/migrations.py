@@ -389,4 +389,22 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "ALTER TABLE imported_models ADD COLUMN embedding_truncatable BOOLEAN NOT NULL DEFAULT FALSE",
         ],
     ),
+    (
+        # Console v2 (issue 19): min/max copies set through PUT /outcrop/models/{id}/scaling, which win over
+        # serving.defaults and serving.model_overrides (outcrop/store/model_scaling.py). 16 and 17 are
+        # knowledge bases' (the runner allows gaps and applies entries in list order).
+        18,
+        "model_scaling: min and max copies per imported model, set through the API",
+        [
+            """
+            CREATE TABLE model_scaling (
+                model_id VARCHAR(12) PRIMARY KEY,
+                min_copies INTEGER NOT NULL,
+                max_copies INTEGER NOT NULL,
+                updated_by VARCHAR(128),
+                updated_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+        ],
+    ),
 ]

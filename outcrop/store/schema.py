@@ -308,3 +308,14 @@ sagemaker_inference_components = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 sa.Index("ix_sagemaker_inference_components_endpoint", sagemaker_inference_components.c.endpoint_name)
+
+# Min/max copies per imported model set through the API (outcrop/store/model_scaling.py; migration 18).
+model_scaling = sa.Table(
+    "model_scaling",
+    metadata,
+    sa.Column("model_id", sa.String(12), primary_key=True),
+    sa.Column("min_copies", sa.Integer, nullable=False),
+    sa.Column("max_copies", sa.Integer, nullable=False),
+    sa.Column("updated_by", sa.String(128)),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
