@@ -521,6 +521,7 @@ $("delete-model").addEventListener("click", async () => {
     $("delete-model").focus();
     return;
   }
+  say("model-action-result", "Deleting " + name + ": its copies drain first…");
   try {
     await send("DELETE", "/imported-models/" + enc(name));
     say("model-action-result", "Deleted " + name + ".", "ok");
