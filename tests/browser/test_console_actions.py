@@ -92,7 +92,7 @@ def test_an_import_from_the_console_shows_completed_and_a_failing_one_its_reason
     page.get_by_label("Model name", exact=True).fill("second")
     page.get_by_role("button", name="Start import").click()
     done = page.locator("#import-jobs tr", has_text="second")
-    expect(done.locator("td").nth(4)).to_have_text("Completed", timeout=60_000)  # in words, not an empty bar
+    expect(done.locator("td").nth(3)).to_have_text("Completed", timeout=60_000)  # in words, not an empty bar
     expect(done.get_by_role("link", name="second")).to_be_visible()
 
     page.get_by_label("Folder path or s3:// URI", exact=True).fill(str(good))

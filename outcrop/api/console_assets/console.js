@@ -228,10 +228,9 @@ function renderImport(tr, j) {
   else { model.textContent = j.importedModelName || ""; }
   cell(tr, j.status, j.status);
   if (j.status === "InProgress") {
-    cell(tr, j.phase || "queued");
-    bar(tr, j.bytesDone || 0, j.bytesTotal || 0, j.bytesTotal ? bytes(j.bytesDone || 0) + " / " + bytes(j.bytesTotal) : "starting");
+    const phase = j.phase || "queued";
+    bar(tr, j.bytesDone || 0, j.bytesTotal || 0, j.bytesTotal ? phase + " " + bytes(j.bytesDone || 0) + " / " + bytes(j.bytesTotal) : phase);
   } else {
-    cell(tr, "");
     cell(tr, j.status, j.status);  // Completed or Failed in words: no bar, no raw byte counts
   }
   cell(tr, age(j.creationTime));
@@ -254,7 +253,7 @@ function renderBatch(tr, b, withActions) {
   bar(tr, b.processedRecordCount || 0, b.totalRecordCount || 0);
   cell(tr, (b.successRecordCount || 0) + " ok / " + (b.errorRecordCount || 0) + " errors");
   cell(tr, age(b.submitTime));
-  const out = cell(tr, "", "wrap");
+  const out = cell(tr, "", "path");
   if (outputOf(b)) { out.appendChild(el("code", outputOf(b))); }
   cell(tr, b.message || "", "wrap");
   if (withActions) {
@@ -274,7 +273,7 @@ function renderCopy(tr, c, withModel) {
   cell(tr, c.copyId);
   if (withModel) { const td = cell(tr, ""); td.appendChild(link(c.modelName, "#model/" + enc(c.modelName))); }
   cell(tr, c.state, c.state); cell(tr, c.inFlight);
-  cell(tr, age(c.startedAt)); cell(tr, c.lastUsedAt ? age(c.lastUsedAt) + " ago" : ""); cell(tr, c.url || "");
+  cell(tr, age(c.startedAt)); cell(tr, c.lastUsedAt ? age(c.lastUsedAt) + " ago" : ""); cell(tr, c.url || "", "path");
 }
 
 // ---- charts: inline SVG, drawn here (no library) ----
@@ -290,6 +289,11 @@ function fmt(v, unit) {
   const n = Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(2).replace(/\.?0+$/, "") || "0";
   return n + (unit ? " " + unit : "");
 }
+// The axis top: the next 1, 2 or 5 times a power of ten (6.2 -> 10, 0.3 -> 0.5).
+function niceCeiling(v) {
+  const p = Math.pow(10, Math.floor(Math.log10(v)));
+  return [1, 2, 5, 10].map((m) => m * p).find((c) => c >= v * (1 - 1e-9));
+}
 // lines: [{name, values}] over timestamps (epoch seconds); null values leave gaps.
 function chart(title, timestamps, lines, unit) {
   const W = 320, H = 140, L = 40, R = 8, T = 8, B = 20;
@@ -297,7 +301,7 @@ function chart(title, timestamps, lines, unit) {
   figure.appendChild(el("figcaption", title));
   const all = lines.flatMap((l) => l.values).filter((v) => v !== null && v !== undefined);
   const max = Math.max(1e-9, ...all);
-  const top = all.length ? max * 1.1 : 1;
+  const top = all.length ? niceCeiling(max) : 1;
   const last = lines.map((l) => l.name + " " + fmt([...l.values].reverse().find((v) => v !== null && v !== undefined), unit));
   const box = svg("svg", {viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": title + ", last hour: " + (all.length ? last.join(", ") : "no data")});
   const t = svg("title"); t.textContent = title; box.appendChild(t);
@@ -564,31 +568,33 @@ function pgRequest() {
   }
   return {path: "/v1/completions", body: {model, prompt: $("pg-prompt").value, ...params, stream: true, stream_options: {include_usage: true}}};
 }
+const BOTO_KEYS = "# OUTCROP_ACCESS_KEY_ID / OUTCROP_SECRET_ACCESS_KEY: your key's access key id and secret\n" +
+  "# (shown once by the Keys view or `outcrop keys create`)\n";
 const py = (v) => JSON.stringify(v);  // JSON strings and numbers are valid Python literals
 function updateCode() {
   const {body} = pgRequest();
   const origin = location.origin;
   const chat = $("pg-mode").value === "chat";
-  const creds = 'endpoint_url="' + origin + '", region_name="us-east-1",\n' +
+  const creds = '\n    endpoint_url="' + origin + '", region_name="us-east-1",\n' +
     '    aws_access_key_id=os.environ["OUTCROP_ACCESS_KEY_ID"], aws_secret_access_key=os.environ["OUTCROP_SECRET_ACCESS_KEY"])';
   let boto;
   if (chat) {
     const system = body.messages.filter((m) => m.role === "system").map((m) => ({text: m.content}));
-    boto = "import os, boto3\n\nruntime = boto3.client(\"bedrock-runtime\", " + creds + "\n" +
+    boto = "import os, boto3\n\n" + BOTO_KEYS + "runtime = boto3.client(\"bedrock-runtime\", " + creds + "\n" +
       "stream = runtime.converse_stream(\n    modelId=" + py(body.model) + ",\n" +
       (system.length ? "    system=" + py(system) + ",\n" : "") +
       "    messages=[{\"role\": \"user\", \"content\": [{\"text\": " + py(body.messages[body.messages.length - 1].content) + "}]}],\n" +
       "    inferenceConfig={\"temperature\": " + body.temperature + ", \"topP\": " + body.top_p + ", \"maxTokens\": " + body.max_tokens + "},\n)\n" +
       "for event in stream[\"stream\"]:\n    if \"contentBlockDelta\" in event:\n        print(event[\"contentBlockDelta\"][\"delta\"][\"text\"], end=\"\", flush=True)\n";
   } else {
-    boto = "import json, os, boto3\n\nruntime = boto3.client(\"bedrock-runtime\", " + creds + "\n" +
+    boto = "import json, os, boto3\n\n" + BOTO_KEYS + "runtime = boto3.client(\"bedrock-runtime\", " + creds + "\n" +
       "response = runtime.invoke_model_with_response_stream(\n    modelId=" + py(body.model) + ",\n" +
       "    body=json.dumps({\"prompt\": " + py(body.prompt) + ", \"max_gen_len\": " + body.max_tokens +
       ", \"temperature\": " + body.temperature + ", \"top_p\": " + body.top_p + "}),\n)\n" +
       "for event in response[\"body\"]:\n    chunk = json.loads(event[\"chunk\"][\"bytes\"])\n    print(chunk.get(\"generation\", \"\"), end=\"\", flush=True)\n";
   }
   const args = chat ? "    messages=" + py(body.messages) + ",\n" : "    prompt=" + py(body.prompt) + ",\n";
-  const openai = "import os\nfrom openai import OpenAI\n\nclient = OpenAI(base_url=\"" + origin + "/v1\", api_key=os.environ[\"OUTCROP_API_KEY\"])\n" +
+  const openai = "import os\nfrom openai import OpenAI\n\n# OUTCROP_API_KEY: your API key (the Keys view or `outcrop keys create`)\nclient = OpenAI(base_url=\"" + origin + "/v1\", api_key=os.environ[\"OUTCROP_API_KEY\"])\n" +
     "stream = client." + (chat ? "chat.completions" : "completions") + ".create(\n    model=" + py(body.model) + ",\n" + args +
     "    temperature=" + body.temperature + ", top_p=" + body.top_p + ", max_tokens=" + body.max_tokens + ",\n    stream=True,\n)\n" +
     "for chunk in stream:\n    if chunk.choices:\n        print(chunk.choices[0]." + (chat ? "delta.content or \"\"" : "text") + ", end=\"\", flush=True)\n";
@@ -639,7 +645,10 @@ $("playground-form").addEventListener("submit", async (ev) => {
         const choice = (chunk.choices || [])[0];
         const text = choice ? (chat ? (choice.delta && choice.delta.content) : choice.text) : "";
         if (text) {
-          if (first === null) { first = performance.now(); }
+          if (first === null) {
+            first = performance.now();
+            say("pg-stats", "TTFT " + (first - started).toFixed(0) + " ms · streaming…");
+          }
           pieces += 1;
           output.textContent += text;
         }
@@ -726,13 +735,14 @@ function showSecret(created, title) {
   $("new-api-key").textContent = created.apiKey || "";
   $("new-access-key").textContent = created.accessKeyId || "";
   $("new-secret-key").textContent = created.secretAccessKey || "";
+  $("new-link").textContent = created.apiKey ? location.origin + location.pathname + "#key=" + created.apiKey : "";
   secret.hidden = false;
   say("keys-result", "");
   secret.focus();
 }
 $("new-secret-dismiss").addEventListener("click", () => {
   $("new-secret").hidden = true;
-  for (const id of ["new-api-key", "new-access-key", "new-secret-key"]) { $(id).textContent = ""; }
+  for (const id of ["new-api-key", "new-access-key", "new-secret-key", "new-link"]) { $(id).textContent = ""; }
 });
 $("key-create-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
@@ -755,7 +765,7 @@ views.audit = {auto: true, every: 5000, load: () => [section("audit", () => allo
   $("audit-more").hidden = !auditToken;
 })]};
 function renderAudit(tr, e) {
-  cell(tr, e.time); cell(tr, e.principal); cell(tr, e.action); cell(tr, e.resource, "wrap");
+  cell(tr, e.time); cell(tr, e.principal); cell(tr, e.action); cell(tr, e.resource, "path");
   cell(tr, e.status, e.status === "allowed" || e.status === "ok" ? "ok" : e.status ? "Failed" : "");
   cell(tr, e.requestId); cell(tr, e.sourceIp);
 }
