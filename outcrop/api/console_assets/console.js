@@ -258,7 +258,7 @@ function renderBatch(tr, b, withActions) {
   cell(tr, b.message || "", "wrap");
   if (withActions) {
     const td = cell(tr, "");
-    if (ACTIVE_BATCH.includes(b.status)) {
+    if (ACTIVE_BATCH.includes(b.status) && may("bedrock:StopModelInvocationJob", "*") !== false) {
       td.appendChild(button("Stop", async () => {
         try {
           await send("POST", "/model-invocation-job/" + enc(b.jobArn || b.jobName) + "/stop");
@@ -672,7 +672,12 @@ $("playground-form").addEventListener("submit", async (ev) => {
 });
 
 // ---- import ----
-views.import = {auto: true, load: () => [section("import-jobs", loadImports, (details) => fill("import-jobs", details, renderImport))]};
+views.import = {auto: true, load: () => {
+  const refusedImport = may("bedrock:CreateModelImportJob", "*") === false;
+  $("import-form").hidden = refusedImport;
+  $("import-denied").textContent = refusedImport ? "Importing: not allowed for this key" : "";
+  return [section("import-jobs", loadImports, (details) => fill("import-jobs", details, renderImport))];
+}};
 $("import-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const name = $("import-name").value.trim();
