@@ -73,9 +73,9 @@ def _failing_folder(root: Path, tiny: Path) -> Path:
 def test_an_import_from_the_console_shows_completed_and_a_failing_one_its_reasons_as_bullets(
     page: Any, console_server: ConsoleServer, tiny_model_cache: Callable[..., Path]
 ) -> None:
-    good = console_server.import_root / "second"
+    good = console_server.server.import_root / "second"
     shutil.copytree(tiny_model_cache(family="llama"), good)
-    bad = _failing_folder(console_server.import_root, tiny_model_cache(family="llama"))
+    bad = _failing_folder(console_server.server.import_root, tiny_model_cache(family="llama"))
     sign_in(page, console_server, "import")
 
     page.get_by_label("Folder path or s3:// URI", exact=True).fill(str(bad))

@@ -463,9 +463,13 @@ views.model = {auto: true, load: () => {
         ["Context length", m.contextLength], ["Size", bytes(m.sizeBytes)], ["Memory per copy", bytes(m.memoryEstimateBytes)],
         ["Chat template", m.instructSupported ? "yes" : "no"], ["Kind", m.kind],
         ["Import job", m.jobName], ["Source", m.source], ["Imported", m.creationTime ? m.creationTime + " (" + age(m.creationTime) + " ago)" : "-"],
-        ["Min / max copies", m.scaling ? scaling.minCopies + " / " + scaling.maxCopies : "-"],
-        ["Scale to zero after", m.scaling ? seconds(scaling.scaleToZeroSeconds) + " idle" : "-"],
-        ["Time until scale to zero", m.scaling ? seconds(scaling.scaleToZeroInSeconds ?? scaling.idleSeconds) : "-"],
+        ["Min / max copies", m.scaling ? scaling.minCopies + " / " + scaling.maxCopies +
+          (scaling.source === "api" ? " (set here or with `outcrop models scaling`)" : scaling.source === "config" ? " (server configuration)" : "") : "-"],
+        ["Scale to zero after", !m.scaling ? "-" : scaling.scaleToZeroSeconds === null || scaling.scaleToZeroSeconds === undefined
+          ? "never: kept warm (min copies or warmed)" : seconds(scaling.scaleToZeroSeconds) + " idle"],
+        ["Time until scale to zero", !m.scaling ? "-" : scaling.scaleToZeroInSeconds !== null && scaling.scaleToZeroInSeconds !== undefined
+          ? seconds(scaling.scaleToZeroInSeconds) + (scaling.idleSeconds ? " (idle for " + seconds(scaling.idleSeconds) + ")" : "")
+          : scaling.scaleToZeroSeconds === null ? "kept warm" : "no copy running"],
       ];
       if (m.embeddingDimension) { rows.push(["Embedding dimension", m.embeddingDimension]); }
       for (const [k, v] of rows) { dl.appendChild(el("dt", k)); dl.appendChild(el("dd", v === null || v === undefined ? "-" : v)); }
@@ -475,6 +479,7 @@ views.model = {auto: true, load: () => {
       if (first) {
         $("min-copies").value = m.scaling ? scaling.minCopies : 0;
         $("max-copies").value = m.scaling ? scaling.maxCopies : 1;
+        if (scaling.maxCopiesCap) { $("max-copies").max = scaling.maxCopiesCap; $("min-copies").max = scaling.maxCopiesCap; }
         showActions(m);
       }
     }),
@@ -770,9 +775,12 @@ views.audit = {auto: true, every: 5000, load: () => [section("audit", () => allo
   $("audit-more").hidden = !auditToken;
 })]};
 function renderAudit(tr, e) {
-  cell(tr, e.time); cell(tr, e.principal); cell(tr, e.action); cell(tr, e.resource, "path");
-  cell(tr, e.status, e.status === "allowed" || e.status === "ok" ? "ok" : e.status ? "Failed" : "");
-  cell(tr, e.requestId); cell(tr, e.sourceIp);
+  cell(tr, typeof e.time === "number" ? new Date(e.time * 1000).toISOString() : e.time);
+  cell(tr, e.principal); cell(tr, e.action); cell(tr, e.resource, "path");
+  const status = cell(tr, [e.status, e.httpStatus].filter((v) => v !== null && v !== undefined).join(" "),
+    e.status === "allowed" || e.status === "ok" ? "ok" : e.status ? "Failed" : "");
+  if (e.reason) { status.appendChild(el("div", e.reason, "reason")); }
+  cell(tr, e.requestId, "path"); cell(tr, e.sourceIp);
 }
 $("audit-more").addEventListener("click", async () => {
   if (!auditToken) { return; }
