@@ -127,7 +127,7 @@ def test_an_unknown_key_is_named_as_such_and_no_key_asks_for_one(
     assert page.evaluate("sessionStorage.getItem('outcrop-key')") is None
 
 
-def _stats(minutes: int = 60, step: int = 10) -> dict[str, Any]:
+def _stats(model: str, minutes: int = 60, step: int = 10) -> dict[str, Any]:
     now = int(time.time()) // step * step
     n = minutes * 60 // step
     ramp = [None if i < n - 30 else float(i % 7) for i in range(n)]
@@ -136,7 +136,7 @@ def _stats(minutes: int = 60, step: int = 10) -> dict[str, Any]:
         "stepSeconds": step,
         "timestamps": [now - (n - 1 - i) * step for i in range(n)],
         "series": {**{k: ramp for k in names}, "tokensPerSecond": ramp, "queueDepth": [None] * n},
-        "copies": {"tiny": [1.0] * n, "other": [0.0] * n},
+        "copies": {model: [1.0] * n, "other": [0.0] * n},
     }
 
 
@@ -149,7 +149,7 @@ def test_charts_draw_the_last_hour_as_inline_svg_and_a_missing_endpoint_says_so(
     expect(page.locator("#charts")).to_contain_text("not available on this server")
 
     page.unroute("**/outcrop/stats*")
-    body = json.dumps(_stats())
+    body = json.dumps(_stats(console_server.model))
     page.route(
         "**/outcrop/stats*",
         lambda route: route.fulfill(status=200, body=body, content_type="application/json"),
@@ -172,6 +172,6 @@ def test_charts_draw_the_last_hour_as_inline_svg_and_a_missing_endpoint_says_so(
     expect(page.locator("#charts figure", has_text="Copies per model")).to_contain_text("other")
     # The model page draws only that model's copies.
     page.goto(f"{console_server.url}/console#model/{console_server.model}")
-    copies = page.locator("#model-charts figure", has_text="Copies of tiny")
-    expect(copies).to_contain_text("tiny")
+    copies = page.locator("#model-charts figure", has_text=f"Copies of {console_server.model}")
+    expect(copies).to_contain_text(console_server.model)
     expect(copies).not_to_contain_text("other")
