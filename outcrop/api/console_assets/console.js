@@ -10,10 +10,14 @@ const keyInput = $("key");
 const statusLine = $("status");
 
 // ---- the key: from a #key= link (never sent to the server) into this tab's sessionStorage ----
-if (location.hash.startsWith("#key=")) {
+function takeKeyFromLink() {
+  if (!location.hash.startsWith("#key=")) { return false; }
   sessionStorage.setItem(KEY_STORE, decodeURIComponent(location.hash.slice(5)));
   history.replaceState(null, "", location.pathname);
+  keyInput.value = sessionStorage.getItem(KEY_STORE) || "";
+  return true;
 }
+takeKeyFromLink();
 keyInput.value = sessionStorage.getItem(KEY_STORE) || "";
 function apiKey() { return keyInput.value.trim(); }
 $("key-form").addEventListener("submit", (ev) => {
@@ -286,6 +290,8 @@ function svg(tag, attrs) {
 }
 function fmt(v, unit) {
   if (v === null || v === undefined) { return "-"; }
+  if (unit === "ms" && Math.abs(v) >= 10000) { return (v / 1000).toFixed(1) + " s"; }
+  if (Math.abs(v) >= 10000) { return (v / 1000).toFixed(0) + "k" + (unit ? " " + unit : ""); }
   const n = Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(2).replace(/\.?0+$/, "") || "0";
   return n + (unit ? " " + unit : "");
 }
@@ -301,7 +307,7 @@ function chart(title, timestamps, lines, unit) {
   figure.appendChild(el("figcaption", title));
   const all = lines.flatMap((l) => l.values).filter((v) => v !== null && v !== undefined);
   const max = Math.max(1e-9, ...all);
-  const top = all.length ? niceCeiling(max) : 1;
+  const top = all.length && max > 1e-9 ? niceCeiling(max) : 1;
   const last = lines.map((l) => l.name + " " + fmt([...l.values].reverse().find((v) => v !== null && v !== undefined), unit));
   const box = svg("svg", {viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": title + ", last hour: " + (all.length ? last.join(", ") : "no data")});
   const t = svg("title"); t.textContent = title; box.appendChild(t);
@@ -845,7 +851,10 @@ function show(focus) {
   if (changed && focus) { $("main").focus({preventScroll: true}); }
   refreshView();
 }
-window.addEventListener("hashchange", () => show(true));
+window.addEventListener("hashchange", () => {
+  if (takeKeyFromLink()) { me = undefined; }
+  show(true);
+});
 setInterval(() => {
   const view = views[current];
   if (!view || !view.auto || view.paused || document.hidden) { return; }
