@@ -19,7 +19,7 @@ import pytest
 # Temporary fixtures until c2-api's tests/browser/conftest.py (same names) is merged: then delete these imports.
 from tests.browser._c2ui_fixtures import *  # noqa: F403
 from tests.browser._c2ui_fixtures import ConsoleServer
-from tests.conftest import TEST_API_KEY, api
+from tests.conftest import TEST_API_KEY, api, boto3_client
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 expect: Any = pytest.importorskip("playwright.sync_api").expect
@@ -187,6 +187,32 @@ def test_an_admin_creates_rotates_and_deletes_a_key_and_sees_its_secret_once(
     page.get_by_role("dialog").get_by_role("button", name="Delete app-one").click()
     expect(page.locator("#keys-result")).to_contain_text("Deleted app-one")
     expect(page.locator("#keys")).not_to_contain_text("app-one")
+
+
+def test_a_batch_job_shows_its_progress_and_output_location_and_stops_from_the_console(
+    page: Any, console_server: ConsoleServer
+) -> None:
+    root = console_server.server.import_root / "batch"
+    records = [
+        {"recordId": f"r{i}", "modelInput": {"prompt": f"Story {i}", "max_gen_len": 256}} for i in range(2000)
+    ]
+    root.mkdir()
+    (root / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    boto3_client("bedrock", console_server.url).create_model_invocation_job(
+        jobName="long-batch",
+        roleArn="arn:aws:iam::123456789012:role/Batch",
+        modelId=console_server.model,
+        inputDataConfig={"s3InputDataConfig": {"s3Uri": str(root / "in.jsonl")}},
+        outputDataConfig={"s3OutputDataConfig": {"s3Uri": str(root / "out")}},
+    )
+    sign_in(page, console_server, "batches")
+    row = page.locator("#batch-jobs tr", has_text="long-batch")
+    expect(row).to_contain_text(str(root / "out"))  # where the results go
+    expect(row.locator(".bar")).to_be_visible(timeout=60_000)  # record progress once the records are counted
+    row.get_by_role("button", name="Stop").click()
+    expect(page.locator("#batch-result")).to_contain_text("Stopping long-batch")
+    expect(row).to_contain_text(re.compile("Stopping|Stopped"))
+    expect(row.get_by_role("button", name="Stop")).to_have_count(0, timeout=60_000)
 
 
 @pytest.mark.parametrize("width", [760, 1400])
