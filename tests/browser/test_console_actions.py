@@ -253,3 +253,12 @@ def test_the_keyboard_reaches_the_views_and_the_focus_is_visible(
     page.keyboard.press("Enter")
     expect(page.locator("#view-playground")).to_be_visible()
     expect(page.locator("nav a[aria-current=page]")).to_have_text("Playground")
+
+    # The two-second refresh redraws the tables but leaves the focus where it was.
+    page.goto(f"{console_server.url}/console#overview")
+    link = page.locator("#models").get_by_role("link", name=console_server.model)
+    link.focus()
+    before = page.locator("#status").text_content()
+    page.wait_for_function("(old) => document.getElementById('status').textContent !== old", arg=before)
+    assert page.evaluate("document.activeElement.closest('#models') !== null")
+    assert page.evaluate("document.activeElement.textContent") == console_server.model

@@ -124,6 +124,11 @@ function link(text, href) { const a = el("a", text); a.href = href; return a; }
 function columns(tbody) { return Number(tbody.dataset.columns || 8); }
 function fill(id, rows, render) {
   const body = $(id);
+  const selection = getSelection();
+  if (selection && selection.toString() && body.contains(selection.anchorNode)) { return; }  // being copied: keep it
+  // A refresh must not take the keyboard focus away from a link or button in the table.
+  const active = document.activeElement;
+  const refocus = active && body.contains(active) ? active.tagName + "|" + active.textContent : null;
   body.replaceChildren();
   if (!rows.length) {
     const tr = el("tr");
@@ -131,6 +136,10 @@ function fill(id, rows, render) {
     body.appendChild(tr);
   }
   for (const item of rows) { const tr = el("tr"); render(tr, item); body.appendChild(tr); }
+  if (refocus) {
+    const same = [...body.querySelectorAll("a, button")].find((n) => n.tagName + "|" + n.textContent === refocus);
+    if (same) { same.focus(); }
+  }
 }
 function bytes(n) {
   if (n === null || n === undefined) { return "-"; }
@@ -621,12 +630,14 @@ let pgAbort = null;
 $("pg-stop").addEventListener("click", () => { if (pgAbort) { pgAbort.abort(); } });
 $("playground-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
+  if (pgAbort) { return; }  // one stream at a time (Send stays enabled so the focus stays on it)
   const {path, body} = pgRequest();
   const chat = path.includes("chat");
   const output = $("pg-output");
   output.textContent = "";
   say("pg-stats", "waiting for the first token… (a model scaled to zero starts a copy first)");
-  $("pg-send").disabled = true; $("pg-stop").disabled = false;
+  $("pg-stop").disabled = false;
+  output.setAttribute("aria-busy", "true");  // read out once complete, not token by token
   pgAbort = new AbortController();
   const started = performance.now();
   let first = null, pieces = 0, usage = null, failed = null;
@@ -678,7 +689,9 @@ $("playground-form").addEventListener("submit", async (ev) => {
   }
   if (failed) { parts.push(failed === "stopped" ? "stopped" : "error: " + failed); }
   say("pg-stats", parts.join(" · ") || "no tokens", failed && failed !== "stopped" ? "error" : "");
-  $("pg-send").disabled = false; $("pg-stop").disabled = true;
+  if (document.activeElement === $("pg-stop")) { $("pg-send").focus(); }
+  $("pg-stop").disabled = true;
+  output.setAttribute("aria-busy", "false");
   pgAbort = null;
 });
 
