@@ -51,6 +51,10 @@ def test_the_playground_streams_an_answer_with_its_ttft_and_the_same_call_as_cod
     assert f'model="{console_server.model}"' in openai_code and '"Hello there"' in openai_code
     compile(boto3_code, "boto3", "exec")  # what the Copy button copies is valid Python
     compile(openai_code, "openai", "exec")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=console_server.url)
+    page.get_by_role("button", name="Copy OpenAI code").click()
+    expect(page.get_by_role("button", name="Copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == openai_code
 
     page.get_by_label("Mode", exact=True).select_option("completion")
     page.get_by_role("button", name="Send").click()

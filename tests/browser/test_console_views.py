@@ -40,8 +40,12 @@ def sign_in(page: Any, server: ConsoleServer, key: str, view: str = "") -> list[
 def test_the_admin_sees_every_section_and_the_key_leaves_the_address_bar(
     page: Any, console_server: ConsoleServer
 ) -> None:
+    sent: list[tuple[str, str | None]] = []
+    page.on("request", lambda r: sent.append((r.url, r.headers.get("authorization"))))
     problems = sign_in(page, console_server, TEST_API_KEY)
 
+    assert sent and all(TEST_API_KEY not in url for url, _ in sent)  # the key is in no URL the server sees
+    assert all(auth == f"Bearer {TEST_API_KEY}" for url, auth in sent if not url.endswith("/console"))
     assert "key=" not in page.url and page.evaluate("sessionStorage.getItem('outcrop-key')") == TEST_API_KEY
     expect(page.locator("#whoami")).to_contain_text("(admin)")
     expect(page.locator("#models")).to_contain_text(console_server.model)
@@ -143,7 +147,7 @@ def _stats(model: str, minutes: int = 60, step: int = 10) -> dict[str, Any]:
 def test_charts_draw_the_last_hour_as_inline_svg_and_a_missing_endpoint_says_so(
     page: Any, console_server: ConsoleServer
 ) -> None:
-    sign_in(page, console_server, TEST_API_KEY)
+    problems = sign_in(page, console_server, TEST_API_KEY)
     page.route("**/outcrop/stats*", lambda route: route.fulfill(status=404, json={"message": "Not Found"}))
     page.get_by_role("link", name="Charts").click()
     expect(page.locator("#charts")).to_contain_text("not available on this server")
@@ -175,3 +179,4 @@ def test_charts_draw_the_last_hour_as_inline_svg_and_a_missing_endpoint_says_so(
     copies = page.locator("#model-charts figure", has_text=f"Copies of {console_server.model}")
     expect(copies).to_contain_text(console_server.model)
     expect(copies).not_to_contain_text("other")
+    assert problems == []  # the SVG is drawn within the page's Content-Security-Policy
