@@ -66,6 +66,9 @@ def test_the_admin_sees_every_section_and_the_key_leaves_the_address_bar(
     expect(page.locator("#model-detail")).to_contain_text("arn:aws:bedrock:")
     for action in ("Warm", "Save scaling", "Delete model…"):
         expect(page.get_by_role("button", name=action)).to_be_visible()
+    page.goto(f"{console_server.url}/console#model/no-such-model")
+    expect(page.locator("#model-detail")).to_contain_text("no-such-model")  # the server's not-found message
+    expect(page.locator("#model-actions")).to_be_hidden()
     assert problems == []
 
 
@@ -148,7 +151,7 @@ def test_charts_draw_the_last_hour_as_inline_svg_and_a_missing_endpoint_says_so(
     page: Any, console_server: ConsoleServer
 ) -> None:
     problems = sign_in(page, console_server, TEST_API_KEY)
-    page.route("**/outcrop/stats*", lambda route: route.fulfill(status=404, json={"message": "Not Found"}))
+    page.route("**/outcrop/stats*", lambda route: route.fulfill(status=404, json={"detail": "Not Found"}))
     page.get_by_role("link", name="Charts").click()
     expect(page.locator("#charts")).to_contain_text("not available on this server")
 

@@ -42,9 +42,10 @@ async function call(path, init) {
   const response = await fetch(path, {cache: "no-store", ...opts, headers: headers(opts.headers)});
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
-    const error = new Error((body && (body.message || body.Message || (body.error && body.error.message))) ||
-      response.status + " " + response.statusText);
+    const message = body && (body.message || body.Message || (body.error && body.error.message));
+    const error = new Error(message || response.status + " " + response.statusText);
     error.status = response.status;
+    error.routeMissing = response.status === 404 && !message;  // no such API here, not "no such model"
     throw error;
   }
   return body;
@@ -196,7 +197,7 @@ function refusal(err) {
   if (!apiKey()) { return "enter an API key above"; }
   if (badKey(err)) { return "the key is not valid"; }
   if (denied(err)) { return "not allowed for this key"; }
-  if (err.status === 404) { return "not available on this server"; }
+  if (err.routeMissing) { return "not available on this server"; }
   return "cannot read: " + err.message;
 }
 function refused(target, err) {
@@ -535,13 +536,13 @@ $("scaling-form").addEventListener("submit", async (ev) => {
     await send("PUT", SOURCES.modelDetail + enc(modelName) + "/scaling", body);
     say("model-action-result", "Saved: min " + body.minCopies + ", max " + body.maxCopies + " copies.", "ok");
   } catch (err) {
-    say("model-action-result", "Cannot set scaling: " + (err.status === 404 && !/model/i.test(err.message) ? "not available on this server" : err.message), "error");
+    say("model-action-result", "Cannot set scaling: " + (err.routeMissing ? "not available on this server" : err.message), "error");
   }
   refreshView();
 });
 $("delete-model").addEventListener("click", async () => {
   const name = modelName;
-  if (!await confirmAction("Delete the imported model " + name + "? Its copies stop and its files are removed; this cannot be undone.", "Delete " + name)) {
+  if (!await confirmAction("Delete the imported model " + name + "? Its copies stop and it is removed from this server; this cannot be undone.", "Delete " + name)) {
     $("delete-model").focus();
     return;
   }
@@ -622,6 +623,10 @@ function updateCode() {
   $("code-openai").textContent = openai;
   $("pg-system-row").hidden = !chat;
 }
+$("pg-model").addEventListener("change", () => {  // a model without a chat template takes completions
+  const chosen = pgModels.find((m) => m.modelName === $("pg-model").value);
+  if (chosen) { $("pg-mode").value = chosen.instructSupported ? "chat" : "completion"; }
+});
 for (const id of ["pg-model", "pg-mode", "pg-temperature", "pg-top-p", "pg-max-tokens", "pg-system", "pg-prompt"]) {
   $(id).addEventListener("input", updateCode);
   $(id).addEventListener("change", updateCode);
