@@ -145,7 +145,11 @@ def test_warm_and_delete_with_a_confirmation_from_the_model_page(
     page.get_by_role("button", name="Delete model…").click()
     dialog = page.get_by_role("dialog")
     expect(dialog).to_contain_text("Delete the imported model second?")
+    expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()  # the safe choice first
     dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_be_hidden()
+    page.get_by_role("button", name="Delete model…").click()
+    page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
     assert api.get(f"{console_server.url}/outcrop/models/second").status_code == 200
 
