@@ -14,9 +14,7 @@ from typing import Any
 
 import pytest
 
-# Temporary fixtures until c2-api's tests/browser/conftest.py (same names) is merged: then delete this import.
-from tests.browser._c2ui_fixtures import *  # noqa: F403
-from tests.browser._c2ui_fixtures import ConsoleServer
+from tests.browser.conftest import ConsoleServer
 from tests.conftest import TEST_API_KEY
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
