@@ -647,10 +647,12 @@ class KBStore:
         indexed: Sequence[Indexed] = (),
         failed: Sequence[Failed] = (),
         deleted: Sequence[str] = (),
+        forgotten: Sequence[str] = (),
     ) -> str | None:
         """Record a group of finished documents and count them in the job's statistics, in one
         transaction, while ``worker`` holds the job. Returns the job's status (STOPPING tells the
-        runner to stop), or None if the claim was lost (nothing is recorded then)."""
+        runner to stop), or None if the claim was lost (nothing is recorded then). ``deleted``
+        documents are counted as deleted; ``forgotten`` ones (failed before, gone now) are not."""
         now = time.time()
         try:
             with self.db.begin() as conn:
@@ -661,7 +663,7 @@ class KBStore:
                 ).first()
                 if row is None:
                     raise _LostClaim
-                uris = [d.uri for d in indexed] + [d.uri for d in failed] + list(deleted)
+                uris = [d.uri for d in indexed] + [d.uri for d in failed] + list(deleted) + list(forgotten)
                 for start in range(0, len(uris), 500):
                     conn.execute(
                         kb_documents.delete().where(
@@ -704,9 +706,9 @@ class KBStore:
                 stats["numberOfDocumentsFailed"] += len(failed)
                 stats["numberOfDocumentsDeleted"] += len(deleted)
                 reasons = json.loads(row.failure_reasons or "[]")
-                for d in failed:
+                for bad in failed:
                     if len(reasons) < MAX_FAILURE_REASONS:
-                        reasons.append(d.reason)
+                        reasons.append(bad.reason)
                 conn.execute(
                     kb_ingestion_jobs.update()
                     .where(kb_ingestion_jobs.c.id == job_id)
