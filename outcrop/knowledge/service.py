@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,6 +65,7 @@ DEFAULT_NUMBER_OF_RESULTS = 5
 MAX_NUMBER_OF_RESULTS = 100
 DELETION_POLICIES = ("DELETE", "RETAIN")
 SEARCH_TYPES = ("HYBRID", "SEMANTIC")
+_TOKENIZER_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -387,7 +389,14 @@ class KnowledgeService:
 
     def token_counter(self, model_id: str) -> Callable[[str], int]:
         """Blocking: the embedding model's tokenizer as ``text -> tokens`` (what chunk sizes count)."""
-        tokenizer = self.tokenizers.get(model_id)
+        with _TOKENIZER_LOCK:
+            try:
+                tokenizer = self.tokenizers.get(model_id)
+            except ImportError:
+                # transformers' lazy module can refuse an attribute while another thread is still
+                # importing it (seen at start-up, when a resumed job loads the tokenizer at once).
+                time.sleep(0.5)
+                tokenizer = self.tokenizers.get(model_id)
 
         def count(text: str) -> int:
             return len(tokenizer(text, add_special_tokens=False)["input_ids"])
