@@ -44,7 +44,9 @@ def test_a_killed_server_resumes_ingestion_without_duplicate_or_missing_chunks(
     agent = server_agent(server)
     kb_id = create_kb(agent, embedder, name="killed")
     ds_id = create_ds(agent, kb_id, folder)
-    job_id = agent.start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]["ingestionJobId"]
+    job_id = agent.start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"][
+        "ingestionJobId"
+    ]
     before = wait_for_progress(agent, kb_id, ds_id, job_id, at_least=10)
     assert before["status"] == "IN_PROGRESS", "the job finished before it could be killed; make it slower"
     server.kill()
@@ -71,7 +73,9 @@ def test_stop_ingestion_job_stops_and_the_next_sync_indexes_the_rest(
     agent = server_agent(server)
     kb_id = create_kb(agent, embedder, name="stopped")
     ds_id = create_ds(agent, kb_id, folder)
-    job_id = agent.start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]["ingestionJobId"]
+    job_id = agent.start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"][
+        "ingestionJobId"
+    ]
     wait_for_progress(agent, kb_id, ds_id, job_id, at_least=6)
     stopping = agent.stop_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id, ingestionJobId=job_id)
     assert stopping["ingestionJob"]["status"] in ("STOPPING", "STOPPED")
