@@ -66,6 +66,7 @@ MAX_NUMBER_OF_RESULTS = 100
 DELETION_POLICIES = ("DELETE", "RETAIN")
 SEARCH_TYPES = ("HYBRID", "SEMANTIC")
 _TOKENIZER_LOCK = threading.Lock()
+_STORE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -161,11 +162,12 @@ class KnowledgeService:
 
     @property
     def vectors(self) -> VectorStore:
-        if self._vectors is None:
-            from outcrop.knowledge.store import open_store
+        with _STORE_LOCK:  # opened once, whichever thread asks first
+            if self._vectors is None:
+                from outcrop.knowledge.store import open_store
 
-            self._vectors = open_store(self.config.knowledge_store_uri)
-        return self._vectors
+                self._vectors = open_store(self.config.knowledge_store_uri)
+            return self._vectors
 
     # -- identifiers ---------------------------------------------------------------------
 

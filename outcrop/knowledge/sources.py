@@ -47,6 +47,7 @@ class SourceDocument:
     size_bytes: int
     sidecar: str | None  # the local path or S3 key of its .metadata.json, if there is one
     etag: str | None = None  # S3: the object's ETag (its content hash, for the incremental diff)
+    problem: str | None = None  # why it must not be read (a link that leaves the allowed roots)
 
 
 @dataclass(frozen=True)
@@ -112,16 +113,36 @@ class DocumentSource:
                 if full.is_file():
                     files[rel] = full
         sidecars = {rel for rel in files if is_sidecar(rel)}
-        docs = [
-            SourceDocument(
-                uri=path.resolve().as_uri(),
-                key=str(path),
-                size_bytes=path.stat().st_size,
-                sidecar=str(files[rel + SIDECAR_SUFFIX]) if rel + SIDECAR_SUFFIX in files else None,
+        roots = self.config.import_roots()
+        folder = root.resolve()
+
+        def inside(p: Path) -> bool:
+            target = p.resolve()
+            return any(target == r or r in target.parents for r in roots)
+
+        docs: list[SourceDocument] = []
+        for rel, path in files.items():
+            if rel in sidecars:
+                continue
+            problem = None
+            if not inside(path):
+                # A symbolic link out of the allowed roots: never read (the roots are the boundary).
+                problem = (
+                    f"{rel} links to {path.resolve()}, outside the folders this server may read; copy the file into the "
+                    "data source's folder instead."
+                )
+            sidecar = files.get(rel + SIDECAR_SUFFIX)
+            if sidecar is not None and not inside(sidecar):
+                problem = problem or f"{rel}{SIDECAR_SUFFIX} links outside the folders this server may read."
+            docs.append(
+                SourceDocument(
+                    uri=(folder / rel).as_uri(),
+                    key=str(path),
+                    size_bytes=path.stat().st_size if problem is None else 0,
+                    sidecar=str(sidecar) if sidecar is not None else None,
+                    problem=problem,
+                )
             )
-            for rel, path in files.items()
-            if rel not in sidecars
-        ]
         return sorted(docs, key=lambda d: d.uri), len(sidecars)
 
     def _list_s3(self) -> tuple[list[SourceDocument], int]:
@@ -166,6 +187,8 @@ class DocumentSource:
 
     def hashes(self, doc: SourceDocument) -> tuple[str, str | None]:
         """The content hash of the document and of its sidecar, without parsing anything."""
+        if doc.problem is not None:
+            return "unreadable:" + hashlib.sha256(doc.problem.encode()).hexdigest(), None
         if doc.etag is not None:
             content = f"etag:{doc.etag}"
         else:
@@ -183,6 +206,8 @@ class DocumentSource:
         """Read, hash and parse one document and its sidecar; a problem becomes ``error`` (one sentence)."""
         name = PurePosixPath(doc.key).name
         content_hash, metadata_hash = self.hashes(doc)
+        if doc.problem is not None:
+            return Loaded(content_hash, metadata_hash, error=doc.problem)
         if doc.size_bytes > max_bytes:
             return Loaded(
                 content_hash,

@@ -278,16 +278,18 @@ def test_a_document_that_fails_to_parse_is_named_while_the_rest_ingest(kb_server
     write_corpus(folder, 3, seed=5, sidecar=False)
     (folder / "broken.pdf").write_bytes(b"%PDF-1.4\nthis is not really a pdf\n%%EOF")
     (folder / "empty.txt").write_text("")
+    (folder / "escape.txt").symlink_to("/etc/passwd")  # a link out of the allowed roots is never read
     kb_id = create_kb(agent, kb_server.embedder_arn, name="bad")
     ds_id = create_ds(agent, kb_id, folder)
     job = sync(agent, kb_id, ds_id)
     assert job["status"] == "COMPLETE"
     assert job["statistics"]["numberOfNewDocumentsIndexed"] == 3
-    assert job["statistics"]["numberOfDocumentsFailed"] == 2
+    assert job["statistics"]["numberOfDocumentsFailed"] == 3
     reasons = " ".join(job["failureReasons"])
     assert "broken.pdf" in reasons and "empty.txt" in reasons
+    assert "escape.txt links to /etc/passwd, outside the folders" in reasons
     again = sync(agent, kb_id, ds_id)  # failures are retried (still failing), indexed ones are not redone
-    assert again["statistics"]["numberOfDocumentsFailed"] == 2
+    assert again["statistics"]["numberOfDocumentsFailed"] == 3
     assert again["statistics"]["numberOfNewDocumentsIndexed"] == 0
 
 
