@@ -371,7 +371,7 @@ class KnowledgeService:
                 from outcrop.protocol.embeddings import check_dimensions
 
                 wanted = bedrock["dimensions"]
-                if not isinstance(wanted, int) or wanted < 1:
+                if not isinstance(wanted, int) or isinstance(wanted, bool) or wanted < 1:
                     raise _bad("dimensions must be a positive integer.", "dimensions")
                 check_dimensions(model, wanted, param="bedrockEmbeddingModelConfiguration.dimensions")
                 dims = wanted
@@ -431,6 +431,8 @@ class KnowledgeService:
             "knowledgeBaseConfiguration": configuration,
             "storageConfiguration": body.get("storageConfiguration"),
         }
+        if body.get("tags") is not None and not isinstance(body["tags"], dict):
+            raise _bad("'tags' must map strings to strings.", "tags")
         now = time.time()
         kb = KnowledgeBase(
             new_id(),
@@ -681,9 +683,10 @@ class KnowledgeService:
         ds = self._ds(kb_id, ds_id)
         jobs = self.kbstore.list_jobs(ds.id)
         for f in filters or []:
-            if f.get("attribute") != "STATUS" or f.get("operator") != "EQ":
-                raise _bad("filters take attribute STATUS with operator EQ.", "filters")
-            wanted = set(f.get("values") or [])
+            values = f.get("values")
+            if f.get("attribute") != "STATUS" or f.get("operator") != "EQ" or not isinstance(values, list):
+                raise _bad("filters take attribute STATUS with operator EQ and a list of values.", "filters")
+            wanted = {v for v in values if isinstance(v, str)}
             jobs = [j for j in jobs if j.status in wanted]
         attribute = (sort_by or {}).get("attribute", "STARTED_AT")
         order = (sort_by or {}).get("order", "DESCENDING")
@@ -723,8 +726,6 @@ class KnowledgeService:
     ) -> list[dict[str, Any]]:
         """Bedrock ``KnowledgeBaseRetrievalResult`` dicts, best first. NotFoundError for an unknown
         knowledge base; InvalidRequestError for a bad filter, search type or count."""
-        kb = await asyncio.to_thread(self._kb, knowledge_base_id)
-        self._usable(kb)
         if not isinstance(text, str) or not text.strip():
             raise _bad(
                 "retrievalQuery.text is empty; send the question to search for.", "retrievalQuery.text"
@@ -746,6 +747,8 @@ class KnowledgeService:
             from outcrop.knowledge.filters import to_sql
 
             to_sql(filter)  # a bad filter is a ValidationException before the model is called
+        kb = await asyncio.to_thread(self._kb, knowledge_base_id)
+        self._usable(kb)
         model = await asyncio.to_thread(self.registry.get_model, kb.embedding_model_id)
         dims = (
             kb.dimensions if model.embedding_dimension and kb.dimensions < model.embedding_dimension else None

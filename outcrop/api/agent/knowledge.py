@@ -39,7 +39,38 @@ def _times(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _member(body: dict[str, Any], key: str, kind: type, where: str | None = None) -> Any:
+    """``body[key]`` if absent or of ``kind``; a ValidationException naming the member otherwise."""
+    value = body.get(key)
+    if value is not None and (not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)):
+        shape = {dict: "an object", list: "a list", str: "a string", int: "an integer"}.get(
+            kind, kind.__name__
+        )
+        name = f"{where}.{key}" if where else key
+        raise InvalidRequestError(f"'{name}' must be {shape}, not {type(value).__name__}.", param=name)
+    return value
+
+
+def _checked(body: dict[str, Any]) -> dict[str, Any]:
+    """The top-level members every create/update body shares, of the service model's types."""
+    for key in ("name", "description", "roleArn", "clientToken", "dataDeletionPolicy"):
+        _member(body, key, str)
+    for key in (
+        "knowledgeBaseConfiguration",
+        "storageConfiguration",
+        "dataSourceConfiguration",
+        "vectorIngestionConfiguration",
+        "serverSideEncryptionConfiguration",
+    ):
+        _member(body, key, dict)
+    tags = _member(body, "tags", dict)
+    if tags and not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+        raise InvalidRequestError("'tags' must map strings to strings.", param="tags")
+    return body
+
+
 def _max_results(body: dict[str, Any]) -> int | None:
+    _member(body, "nextToken", str)
     value = body.get("maxResults")
     if value is None:
         return None
@@ -70,7 +101,7 @@ async def _kb_resource(request: Request, config: OutcropConfig) -> str:
 @router.put("/knowledgebases/", status_code=202, summary="CreateKnowledgeBase")
 async def create_knowledge_base(request: Request, services: Services = Depends(get_services)) -> JSONResponse:
     body = await read_json_object(request)
-    made = await knowledge_service(services).create_knowledge_base(body)
+    made = await knowledge_service(services).create_knowledge_base(_checked(body))
     return JSONResponse({"knowledgeBase": _times(made)}, status_code=202)
 
 
@@ -101,7 +132,7 @@ async def update_knowledge_base(
     knowledgeBaseId: str, request: Request, services: Services = Depends(get_services)
 ) -> JSONResponse:
     body = await read_json_object(request)
-    updated = await knowledge_service(services).update_knowledge_base(knowledgeBaseId, body)
+    updated = await knowledge_service(services).update_knowledge_base(knowledgeBaseId, _checked(body))
     return JSONResponse({"knowledgeBase": _times(updated)}, status_code=202)
 
 
@@ -122,7 +153,11 @@ async def create_data_source(
     knowledgeBaseId: str, request: Request, services: Services = Depends(get_services)
 ) -> dict[str, Any]:
     body = await read_json_object(request)
-    return {"dataSource": _times(await knowledge_service(services).create_data_source(knowledgeBaseId, body))}
+    return {
+        "dataSource": _times(
+            await knowledge_service(services).create_data_source(knowledgeBaseId, _checked(body))
+        )
+    }
 
 
 @router.post("/knowledgebases/{knowledgeBaseId}/datasources/", summary="ListDataSources")
@@ -148,7 +183,9 @@ async def update_data_source(
     knowledgeBaseId: str, dataSourceId: str, request: Request, services: Services = Depends(get_services)
 ) -> dict[str, Any]:
     body = await read_json_object(request)
-    updated = await knowledge_service(services).update_data_source(knowledgeBaseId, dataSourceId, body)
+    updated = await knowledge_service(services).update_data_source(
+        knowledgeBaseId, dataSourceId, _checked(body)
+    )
     return {"dataSource": _times(updated)}
 
 
@@ -176,7 +213,7 @@ async def start_ingestion_job(
     knowledgeBaseId: str, dataSourceId: str, request: Request, services: Services = Depends(get_services)
 ) -> JSONResponse:
     body = await read_json_object(request)
-    job = await knowledge_service(services).start_ingestion_job(knowledgeBaseId, dataSourceId, body)
+    job = await knowledge_service(services).start_ingestion_job(knowledgeBaseId, dataSourceId, _checked(body))
     return JSONResponse({"ingestionJob": _times(job)}, status_code=202)
 
 
@@ -187,11 +224,16 @@ async def list_ingestion_jobs(
     knowledgeBaseId: str, dataSourceId: str, request: Request, services: Services = Depends(get_services)
 ) -> dict[str, Any]:
     body = await read_json_object(request)
+    filters = _member(body, "filters", list)
+    if filters and not all(isinstance(f, dict) for f in filters):
+        raise InvalidRequestError(
+            "'filters' must be a list of {attribute, operator, values} objects.", param="filters"
+        )
     page = knowledge_service(services).list_ingestion_jobs(
         knowledgeBaseId,
         dataSourceId,
-        filters=body.get("filters"),
-        sort_by=body.get("sortBy"),
+        filters=filters,
+        sort_by=_member(body, "sortBy", dict),
         max_results=_max_results(body),
         next_token=body.get("nextToken") or None,
     )
@@ -234,8 +276,8 @@ async def retrieve(
     knowledgeBaseId: str, request: Request, services: Services = Depends(get_services)
 ) -> dict[str, Any]:
     body = await read_json_object(request)
-    query = body.get("retrievalQuery")
-    if not isinstance(query, dict):
+    query = _member(body, "retrievalQuery", dict)
+    if query is None:
         raise InvalidRequestError(
             "'retrievalQuery' is required: {'text': 'your question'}.", param="retrievalQuery"
         )
@@ -250,13 +292,17 @@ async def retrieve(
             "RetrieveAndGenerate.",
             param="guardrailConfiguration",
         )
-    configuration = body.get("retrievalConfiguration") or {}
+    _member(body, "nextToken", str)
+    configuration = _member(body, "retrievalConfiguration", dict) or {}
     if configuration.get("managedSearchConfiguration") is not None:
         raise InvalidRequestError(
             "managedSearchConfiguration is for MANAGED knowledge bases; use vectorSearchConfiguration.",
             param="retrievalConfiguration.managedSearchConfiguration",
         )
-    search = configuration.get("vectorSearchConfiguration") or {}
+    search = _member(configuration, "vectorSearchConfiguration", dict, "retrievalConfiguration") or {}
+    _member(search, "numberOfResults", int, "vectorSearchConfiguration")
+    _member(search, "overrideSearchType", str, "vectorSearchConfiguration")
+    _member(search, "filter", dict, "vectorSearchConfiguration")
     for key, why in _UNSUPPORTED_SEARCH.items():
         if search.get(key) is not None:
             raise InvalidRequestError(
