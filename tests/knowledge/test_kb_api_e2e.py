@@ -333,3 +333,25 @@ def test_wrong_models_unknown_knowledge_bases_and_bad_sources_answer_with_the_fi
                 "s3Configuration": {"bucketArn": str(kb_server.root / "nope")},
             },
         )
+
+
+@pytest.mark.postgres
+def test_ingestion_and_retrieval_on_a_postgresql_metadata_store(
+    start_server: Callable[..., ServerProcess], postgres_url: str, tmp_path: Path
+) -> None:
+    server = start_server(OUTCROP_DATABASE_URL=postgres_url)
+    embedder = import_embedder(server, tmp_path)
+    agent = boto3_client("bedrock-agent", server.url)
+    runtime = boto3_client("bedrock-agent-runtime", server.url)
+    folder = tmp_path / "pg-docs"
+    texts = write_corpus(folder, 10, seed=9)
+    kb_id = create_kb(agent, embedder, name="pg")
+    ds_id = create_ds(agent, kb_id, folder)
+    assert sync(agent, kb_id, ds_id)["statistics"]["numberOfNewDocumentsIndexed"] == 10
+    (folder / "doc0000.txt").unlink()
+    again = sync(agent, kb_id, ds_id)["statistics"]
+    assert (again["numberOfDocumentsDeleted"], again["numberOfNewDocumentsIndexed"]) == (1, 0)
+    top = runtime.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": texts["doc0005.txt"]})[
+        "retrievalResults"
+    ][0]
+    assert top["content"]["text"] == texts["doc0005.txt"]
