@@ -75,7 +75,9 @@ def test_demo_command_serves_imports_and_shows_the_model(tmp_path: Path) -> None
         assert "random weights, so its answers are gibberish" in output
         assert "\\x" not in output and "\ufffd" not in output  # the gibberish is shown as plain text
         assert "Writing model shards" not in output and "WARNING outcrop.auth" not in output
-        assert "/console#key=" in output  # a ready sign-in link
+        # Piped output is a log: it names the credentials file; the #key= link goes only to a terminal
+        # (tests/cli/test_demo.py).
+        assert "/console (sign in with the api_key in" in output and "#key=" not in output
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=60)
@@ -100,8 +102,10 @@ def test_readme_commands_use_the_venv_cli_and_document_the_first_hour() -> None:
     assert "--build-model" in text and "random weights" in text  # how to get a model to try
     assert "outcrop bench" in text and "--plot" in text
     assert "/console#key=" in text
+    for span in re.findall(r"`([^`\n]+)`", text):  # inline commands with options are pasted too
+        assert not re.match(r"outcrop\s.*--", span), f"bare `outcrop` (not on PATH): {span}"
     languages = [language for language, _ in use_it_blocks()]
-    assert languages == ["bash", "bash", "python"]
+    assert languages == ["bash", "bash", "python", "bash"]
 
 
 def _clone_like(root: Path) -> Path:
@@ -191,6 +195,9 @@ def test_readme_use_it_blocks_run_in_order_against_a_real_server(tmp_path: Path)
         assert "Traceback" not in everything
         assert "Writing model shards" not in everything
         assert (clone / "bench.png").stat().st_size > 0
+        results = list((clone / "results").glob("*/prompts.jsonl.out"))
+        assert len(results) == 1 and "modelOutput" in results[0].read_text()
+        assert f"Results: {clone / 'results'}/{results[0].parent.name}/" in everything.replace("\n", "")
         assert f"{url}/console" in server_log.read_text()  # (the #key= link only in a terminal)
     finally:
         if server is not None:

@@ -108,6 +108,16 @@ def _store_state(db: Database) -> Callable[[], dict[str, dict[str, int]]]:
     return read
 
 
+def _has_body(scope: Scope) -> bool:
+    """Whether the request announces a body (a non-zero Content-Length, or a chunked one)."""
+    for name, value in scope.get("headers") or []:
+        if name == b"content-length":
+            return value.strip() not in (b"0", b"")
+        if name == b"transfer-encoding":
+            return True
+    return False
+
+
 class RequestContext:
     """Pure ASGI middleware (cheaper than Starlette's BaseHTTPMiddleware, and it leaves streams
     alone): gives every request an id, and after it ends records metrics and the audit line."""
@@ -128,15 +138,30 @@ class RequestContext:
         status = 500
         response_started = False
         too_large = body_too_large(scope)
-        receive = limit_body(receive)
+        body_read = not _has_body(scope)
+        limited = limit_body(receive)
+
+        async def receive_tracked() -> Message:
+            nonlocal body_read
+            message = await limited()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_read = True
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                MutableHeaders(scope=message).setdefault("x-amzn-RequestId", request_id)
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("x-amzn-RequestId", request_id)
+                if not body_read:
+                    # Answered before the body was read (refused on its headers, or cut off at the
+                    # limit): close the connection rather than read and discard the rest of it.
+                    headers["connection"] = "close"
             await send(message)
+
+        receive = receive_tracked
 
         try:
             if too_large is not None:  # refused on its Content-Length: not a byte of the body is read

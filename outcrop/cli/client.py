@@ -56,18 +56,20 @@ class Client:
             raise ServerError(f"{kind}: {message}", kind=kind)
         return response.json() if response.content else {}
 
-    def _model_call(self, identifier: str, method: str, path: str, **kwargs: Any) -> Any:
-        """A call that names a model: an unknown name gets the closest names this key may see."""
+    def _model_call(self, identifier: str | list[str], method: str, path: str, **kwargs: Any) -> Any:
+        """A call that names models: an unknown name gets the closest names this key may see."""
         try:
             return self._call(method, path, **kwargs)
         except ServerError as exc:
-            if exc.fields.get("kind") != "ResourceNotFoundException" or identifier.startswith("arn:"):
+            asked = [identifier] if isinstance(identifier, str) else identifier
+            asked = [a for a in asked if a and not a.startswith("arn:")]
+            if exc.fields.get("kind") != "ResourceNotFoundException" or not asked:
                 raise
             try:
                 names = [m["modelName"] for m in self.list_models()]
             except OutcropError:
                 raise exc from None
-            hint = did_you_mean(identifier, names)
+            hint = next((h for a in asked if a not in names and (h := did_you_mean(a, names))), "")
             if not hint:
                 raise
             raise ServerError(exc.message + hint, kind="ResourceNotFoundException") from None
@@ -105,9 +107,8 @@ class Client:
         return list(self._call("GET", "/outcrop/copies")["copies"])
 
     def create_key(self, name: str, policy: str | dict[str, Any], models: list[str]) -> dict[str, Any]:
-        return dict(
-            self._call("POST", "/outcrop/keys", json={"name": name, "policy": policy, "models": models})
-        )
+        body = {"name": name, "policy": policy, "models": models}
+        return dict(self._model_call(models, "POST", "/outcrop/keys", json=body))
 
     def list_keys(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/outcrop/keys")["keys"])

@@ -173,12 +173,10 @@ def _run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: 
         _invoke(url, config, console)
         if keep_serving:
             cli = cli_path()
-            api_key = _credentials(config)["api_key"]
-            link = f"{url}/console" + (f"#key={api_key}" if config.auth.enabled else "")
             console.print(
                 f"\nTry it: [bold]{cli} --data-dir {data_dir} models show {DEMO_MODEL_NAME} --endpoint {url}[/]\n"
                 f"Credentials (admin; keep them safe): {config.credentials_path}\n"
-                f"Console, signed in (the key after # stays in your browser): [bold]{link}[/]",
+                + console_line(config, url, console.is_terminal),
                 highlight=False,
             )
             stop = _install_stop_handlers()
@@ -189,6 +187,22 @@ def _run_demo(config: OutcropConfig, *, port: int, keep_serving: bool, console: 
             console.print("[bold green]Demo complete.[/]")
     finally:
         _stop(server)
+
+
+def console_line(config: OutcropConfig, url: str, terminal: bool) -> str:
+    """The web console; to a terminal, a ready sign-in link with the admin's key in its #fragment.
+
+    As ``outcrop serve`` does: the key is printed only to a person, not into a file or a pipe (a
+    log, which travels and is kept); a log names the credentials file instead. The fragment never
+    leaves the browser, and the page moves the key into the tab's sessionStorage at once.
+    """
+    page = f"{url}/console"
+    if not config.auth.enabled:
+        return f"Console: [bold]{page}[/]"
+    api_key = (read_credentials(config) or {}).get("api_key")
+    if not terminal or not api_key:
+        return f"Console: [bold]{page}[/] (sign in with the api_key in {config.credentials_path})"
+    return f"Console, signed in (the key after # stays in your browser): [bold]{page}#key={api_key}[/]"
 
 
 def cli_path() -> str:

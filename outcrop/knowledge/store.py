@@ -30,6 +30,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from outcrop.config import S3Config
 from outcrop.knowledge.filters import FilterError, to_sql
 from outcrop.knowledge.types import (
     CHUNK_ID_KEY,
@@ -40,7 +41,11 @@ from outcrop.knowledge.types import (
     SearchType,
 )
 
-__all__ = ["FilterError", "LanceVectorStore", "open_store"]
+__all__ = ["FilterError", "LanceVectorStore", "open_store", "s3_storage_options"]
+
+# Lance warns (on stderr, from Rust) that index statistics will stop including the IVF centroids;
+# we never read them, so opt in to the new behaviour and keep the server's output clean.
+os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")
 
 INDEX_MIN_ROWS = 20_000
 REINDEX_UNINDEXED_ROWS = 1_000
@@ -298,6 +303,23 @@ def _hit(row: dict[str, Any], score: float) -> Hit:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def s3_storage_options(s3: S3Config) -> dict[str, str]:
+    """Lance's S3 options from the server's ``s3`` section (the same endpoint and keys imports and
+    batch jobs use), so one setting points every ``s3://`` the server touches at one store."""
+    options: dict[str, str] = {}
+    if s3.endpoint_url:
+        options["aws_endpoint"] = s3.endpoint_url
+        if s3.endpoint_url.startswith("http://"):
+            options["allow_http"] = "true"
+    if s3.access_key_id:
+        options["aws_access_key_id"] = s3.access_key_id
+    if s3.secret_access_key:
+        options["aws_secret_access_key"] = s3.secret_access_key
+    if s3.region:
+        options["aws_region"] = s3.region
+    return options
 
 
 def open_store(uri: str, storage_options: dict[str, str] | None = None) -> LanceVectorStore:

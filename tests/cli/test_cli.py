@@ -65,6 +65,8 @@ def test_import_list_show_and_remove_through_the_cli(
     assert "parameters" in shown.stdout and "context length" in shown.stdout
     typo = outcrop("models", "show", "cli-qwne", "--endpoint", server.url)
     assert typo.returncode == 1 and "Did you mean 'cli-qwen'?" in typo.stderr.replace("\n", "")
+    key_typo = outcrop("keys", "create", "app", "--model", "cli-qwne", "--endpoint", server.url)
+    assert key_typo.returncode == 1 and "Did you mean 'cli-qwen'?" in key_typo.stderr.replace("\n", "")
     jobs = outcrop("jobs", "--endpoint", server.url)
     assert "Completed" in jobs.stdout
 

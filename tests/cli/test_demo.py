@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -14,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from outcrop.cli.demo import readable
+from outcrop.cli.demo import console_line, readable
 from outcrop.cli.running import running_server
+from outcrop.config import OutcropConfig
 from tests.cli.test_cli import outcrop
 from tests.conftest import (
     REPO,
@@ -34,6 +36,19 @@ def test_random_weight_answers_are_shown_as_plain_text() -> None:
     assert "\\x" not in shown and "\ufffd" not in shown
     assert readable("\ufffd\x1d\x0e") == "(only unprintable tokens)"
     assert len(readable("word " * 100)) <= 82
+
+
+def test_demo_prints_the_sign_in_link_only_to_a_terminal(tmp_path: Path) -> None:
+    config = OutcropConfig(data_dir=tmp_path)
+    config.credentials_path.write_text(json.dumps({"api_key": "ocp-demo-key"}))
+    url = "http://127.0.0.1:8080"
+
+    to_a_person = console_line(config, url, terminal=True)
+    to_a_log = console_line(config, url, terminal=False)
+
+    assert f"{url}/console#key=ocp-demo-key" in to_a_person
+    assert "ocp-demo-key" not in to_a_log and f"{url}/console" in to_a_log
+    assert str(config.credentials_path) in to_a_log  # where the key is, instead
 
 
 @pytest.mark.e2e
