@@ -164,9 +164,11 @@ class KnowledgeService:
     def vectors(self) -> VectorStore:
         with _STORE_LOCK:  # opened once, whichever thread asks first
             if self._vectors is None:
-                from outcrop.knowledge.store import open_store
+                from outcrop.knowledge.store import open_store, s3_storage_options
 
-                self._vectors = open_store(self.config.knowledge_store_uri)
+                uri = self.config.knowledge_store_uri
+                options = s3_storage_options(self.config.s3) if uri.startswith("s3://") else None
+                self._vectors = open_store(uri, options)
             return self._vectors
 
     # -- identifiers ---------------------------------------------------------------------
