@@ -72,6 +72,9 @@ MAX_GROUP_DOCUMENTS = 64
 # Groups being embedded at once per job beyond the one being prepared: the next group's
 # documents are parsed while the previous one is embedded, so the embedder never waits on parsing.
 GROUPS_IN_FLIGHT = 2
+# Why 10: a server restart or two during a long sync is normal (each resumes the job); a job that
+# has taken its server down ten times is the job, and retrying it every lease helps no one.
+MAX_CLAIMS = 10
 # How long stop() lets running jobs record what they finished before handing their claims back.
 STOP_GRACE_SECONDS = 5.0
 NEW = "numberOfNewDocumentsIndexed"
@@ -531,6 +534,16 @@ class IngestionRunner:
                 continue
             claimed = await asyncio.to_thread(self.store.claim, job.id, self.worker_id, self.lease_seconds)
             if claimed is None:
+                continue
+            if claimed.attempts > MAX_CLAIMS:
+                await asyncio.to_thread(
+                    self.store.finish,
+                    job.id,
+                    self.worker_id,
+                    S.FAILED,
+                    f"The job was interrupted {claimed.attempts - 1} times (its server stopped or died while it "
+                    "ran); see the server logs, then start a new ingestion job (finished documents are kept).",
+                )
                 continue
             free -= 1
             self._jobs[job.id] = asyncio.create_task(self._run(claimed), name=f"outcrop-ingestion-{job.id}")
