@@ -4,6 +4,7 @@ where the answer is known, incremental re-sync, parse failures and clear errors.
 
 from __future__ import annotations
 
+import random
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from tests.knowledge.kb_helpers import (
     create_ds,
     create_kb,
     import_embedder,
+    sentence,
     sync,
     write_corpus,
 )
@@ -355,3 +357,69 @@ def test_ingestion_and_retrieval_on_a_postgresql_metadata_store(
         "retrievalResults"
     ][0]
     assert top["content"]["text"] == texts["doc0005.txt"]
+
+
+def test_hierarchical_and_semantic_chunking_through_a_sync(kb_server: KBServer) -> None:
+    agent, runtime = kb_server.agent(), kb_server.runtime()
+    folder = kb_server.root / "long-docs"
+    folder.mkdir()
+    paragraphs = [" ".join(sentence(random.Random(i), 12) for _ in range(8)) for i in range(3)]
+    for i, text in enumerate(paragraphs):
+        (folder / f"long{i}.txt").write_text(text)
+    kb_id = create_kb(agent, kb_server.embedder_arn, name="chunked")
+    hierarchical = create_ds(
+        agent,
+        kb_id,
+        folder,
+        name="hierarchical",
+        chunking={
+            "chunkingStrategy": "HIERARCHICAL",
+            "hierarchicalChunkingConfiguration": {
+                "levelConfigurations": [{"maxTokens": 120}, {"maxTokens": 30}],
+                "overlapTokens": 5,
+            },
+        },
+    )
+    semantic = create_ds(
+        agent,
+        kb_id,
+        folder,
+        name="semantic",
+        chunking={
+            "chunkingStrategy": "SEMANTIC",
+            "semanticChunkingConfiguration": {
+                "maxTokens": 60,
+                "bufferSize": 0,
+                "breakpointPercentileThreshold": 80,
+            },
+        },
+    )
+    for ds_id in (hierarchical, semantic):
+        job = sync(agent, kb_id, ds_id)
+        assert (job["status"], job["statistics"]["numberOfNewDocumentsIndexed"]) == ("COMPLETE", 3), job
+    first_sentence = paragraphs[0].split(".")[0] + "."
+    results = runtime.retrieve(
+        knowledgeBaseId=kb_id,
+        retrievalQuery={"text": first_sentence},
+        retrievalConfiguration={
+            "vectorSearchConfiguration": {
+                "numberOfResults": 20,
+                "filter": {"equals": {"key": "x-amz-bedrock-kb-data-source-id", "value": hierarchical}},
+            }
+        },
+    )["retrievalResults"]
+    # Children were embedded, parents come back: longer than a 30-token child, and slices of the text.
+    assert results and all(r["content"]["text"] in " ".join(paragraphs) for r in results)
+    assert max(len(r["content"]["text"]) for r in results) > len(first_sentence) * 2
+    semantic_hits = runtime.retrieve(
+        knowledgeBaseId=kb_id,
+        retrievalQuery={"text": first_sentence},
+        retrievalConfiguration={
+            "vectorSearchConfiguration": {
+                "numberOfResults": 50,
+                "filter": {"equals": {"key": "x-amz-bedrock-kb-data-source-id", "value": semantic}},
+            }
+        },
+    )["retrievalResults"]
+    assert len(semantic_hits) > 3  # several chunks per document, each a slice of its text
+    assert all(r["content"]["text"] in " ".join(paragraphs) for r in semantic_hits)
