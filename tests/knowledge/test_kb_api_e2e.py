@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ServerProcess, boto3_client, import_and_wait, server_env
+from tests.conftest import ServerProcess, api, boto3_client, import_and_wait, server_env
 from tests.knowledge.kb_helpers import (
     ROLE_ARN,
     KBServer,
@@ -423,3 +423,53 @@ def test_hierarchical_and_semantic_chunking_through_a_sync(kb_server: KBServer) 
     )["retrievalResults"]
     assert len(semantic_hits) > 3  # several chunks per document, each a slice of its text
     assert all(r["content"]["text"] in " ".join(paragraphs) for r in semantic_hits)
+
+
+def test_read_only_keys_read_and_invoke_only_keys_retrieve_but_neither_changes_anything(
+    kb_server: KBServer,
+) -> None:
+    import boto3
+
+    folder = kb_server.root / "auth-docs"
+    texts = write_corpus(folder, 3, seed=13)
+    admin = kb_server.agent()
+    kb_id = create_kb(admin, kb_server.embedder_arn, name="guarded")
+    ds_id = create_ds(admin, kb_id, folder)
+    sync(admin, kb_id, ds_id)
+
+    def as_key(service: str, policy: str, **extra: Any) -> Any:
+        name = f"{policy}-{service}-{len(extra)}"
+        made = api.post(f"{kb_server.url}/outcrop/keys", json={"name": name, "policy": policy, **extra})
+        assert made.status_code < 300, made.text
+        key = made.json()
+        return boto3.client(
+            service,
+            endpoint_url=kb_server.url,
+            region_name="us-east-1",
+            aws_access_key_id=key["accessKeyId"],
+            aws_secret_access_key=key["secretAccessKey"],
+        )
+
+    reader = as_key("bedrock-agent", "read-only")
+    assert reader.get_knowledge_base(knowledgeBaseId=kb_id)["knowledgeBase"]["name"] == "guarded"
+    assert reader.list_ingestion_jobs(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJobSummaries"]
+    with pytest.raises(
+        reader.exceptions.AccessDeniedException,
+        match=f"bedrock:StartIngestionJob on resource: .*knowledge-base/{kb_id}",
+    ):
+        reader.start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)
+    runtime_reader = as_key("bedrock-agent-runtime", "read-only")
+    with pytest.raises(runtime_reader.exceptions.AccessDeniedException, match="bedrock:Retrieve"):
+        runtime_reader.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "x"})
+
+    querier = as_key("bedrock-agent-runtime", "invoke-only")
+    top = querier.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": texts["doc0001.txt"]})[
+        "retrievalResults"
+    ][0]
+    assert top["content"]["text"] == texts["doc0001.txt"]
+    invoker = as_key("bedrock-agent", "invoke-only")
+    with pytest.raises(invoker.exceptions.AccessDeniedException, match="bedrock:DeleteKnowledgeBase"):
+        invoker.delete_knowledge_base(knowledgeBaseId=kb_id)
+    scoped = as_key("bedrock-agent-runtime", "invoke-only", models=["kb-embed"])
+    with pytest.raises(scoped.exceptions.AccessDeniedException, match="bedrock:Retrieve"):
+        scoped.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "x"})
