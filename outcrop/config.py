@@ -485,6 +485,52 @@ class SageMakerConfig(_Section):
     )
 
 
+# -- knowledge bases ------------------------------------------------------------------
+
+
+class KnowledgeConfig(_Section):
+    """Knowledge bases (docs/knowledge-bases.md): the vector store and how ingestion feeds the embedder."""
+
+    vector_store_uri: str | None = Field(
+        None,
+        description="Where chunks and vectors live (LanceDB): a local folder or s3://bucket/prefix shared by "
+        "gateways; None = <data-dir>/knowledge.",
+    )
+    # Why 2: one data source's sync should not wait behind another's, and on a small machine more
+    # jobs only divide the same embedder between them.
+    max_running_jobs: int = Field(
+        2, ge=1, le=1000, description="Ingestion jobs this server runs at once; more wait in STARTING."
+    )
+    # Why 4: enough embedding calls in flight to keep a copy's continuous batch full while the next
+    # documents are parsed, few enough that online embeddings still find free copy slots.
+    embedding_concurrency: int = Field(
+        4, ge=1, le=1024, description="Embedding calls one server's ingestion keeps in flight at once."
+    )
+    # Why 32: one call per 32 chunks amortizes the HTTP round trip; a copy batches calls together anyway.
+    embedding_batch_size: int = Field(
+        32, ge=1, le=2048, description="Chunks sent to the embedding model per call."
+    )
+    # Why 8: a copy that cold-starts or restarts is back within a few backoffs (0.5 s doubling to 15 s).
+    embedding_max_attempts: int = Field(
+        8, ge=1, le=100, description="Tries per embedding call on throttling, a cold copy or a busy queue."
+    )
+    embedding_backoff_seconds: float = Field(
+        0.5, gt=0, le=60, description="First pause before retrying an embedding call; doubles each try."
+    )
+    embedding_max_backoff_seconds: float = Field(
+        15.0, gt=0, le=600, description="Longest pause between two tries of an embedding call."
+    )
+    # Why 1 s: a job started on THIS server wakes the runner at once; the poll finds work other
+    # servers left behind (a crash) or queued.
+    poll_seconds: float = Field(
+        1.0, gt=0, le=600, description="How often the ingestion runner looks for queued or abandoned jobs."
+    )
+    # Why 50 MB: Bedrock's limit per source document.
+    max_document_bytes: int = Field(
+        50 * 1024 * 1024, ge=1, description="Larger source documents are counted as failed, with the reason."
+    )
+
+
 class OutcropConfig(_Section):
     data_dir: Path = Field(Path("~/.outcrop"), description="Where the database, model store and logs live.")
     server: ServerConfig = Field(default_factory=ServerConfig)
@@ -498,6 +544,7 @@ class OutcropConfig(_Section):
     batch: BatchConfig = Field(default_factory=BatchConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     sagemaker: SageMakerConfig = Field(default_factory=SageMakerConfig)
+    knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
 
     @property
     def resolved_data_dir(self) -> Path:
@@ -519,6 +566,11 @@ class OutcropConfig(_Section):
     def credentials_path(self) -> Path:
         """Where the first start writes the admin's credentials (mode 0600), for the CLI and the demo."""
         return self.resolved_data_dir / "credentials.json"
+
+    @property
+    def knowledge_store_uri(self) -> str:
+        """The vector store of knowledge bases: ``knowledge.vector_store_uri`` or <data-dir>/knowledge."""
+        return self.knowledge.vector_store_uri or str(self.resolved_data_dir / "knowledge")
 
     def import_roots(self) -> list[Path]:
         """The folders local imports may read from, resolved."""

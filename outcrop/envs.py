@@ -25,6 +25,7 @@ from outcrop.config import (
     AuthConfig,
     AwsIdentityConfig,
     BatchConfig,
+    KnowledgeConfig,
     OutcropConfig,
     RayConfig,
     RegistryConfig,
@@ -56,6 +57,7 @@ class _EnvConfig(BaseSettings):
     batch: BatchConfig = BatchConfig()
     ray: RayConfig = RayConfig()
     sagemaker: SageMakerConfig = SageMakerConfig()
+    knowledge: KnowledgeConfig = KnowledgeConfig()
     ray_address: str | None = None
 
 

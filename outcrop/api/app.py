@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from outcrop import __version__
 from outcrop.api import admin, console, keys, ops, stats
+from outcrop.api.agent import knowledge as knowledge_routes
 from outcrop.api.agent import prompts as prompt_routes
 from outcrop.api.bedrock import batch as batch_routes
 from outcrop.api.bedrock import control, logging_config
@@ -44,6 +45,7 @@ from outcrop.batch.service import build_batch_service
 from outcrop.config import OutcropConfig
 from outcrop.errors import InternalError, InvalidRequestError, NotFoundError, OutcropError
 from outcrop.guardrails.service import GuardrailService
+from outcrop.knowledge.service import KnowledgeService
 from outcrop.prompts.service import PromptService
 from outcrop.registry.importer import ImportWorker
 from outcrop.registry.service import Registry
@@ -237,6 +239,8 @@ def build_services(config: OutcropConfig, *, start_workers: bool = True) -> Serv
             "sagemaker_metrics": SageMakerMetrics(metrics.registry),
             "prompts": PromptService(config, db),  # outcrop/prompts (bedrock-agent Prompt management)
             "guardrails": guardrails,
+            # outcrop/knowledge (bedrock-agent knowledge bases, Retrieve; the seam RetrieveAndGenerate uses)
+            "knowledge": KnowledgeService(config, db, registry, serving, start_runner=start_workers),
         },
     )
 
@@ -256,6 +260,7 @@ def create_app(
         services.extra["guardrails"].start()
         await services.extra["batch"].start()
         await services.extra["sagemaker"].start()
+        await services.extra["knowledge"].start()
         sampler = asyncio.create_task(  # gauges of GET /outcrop/stats (outcrop/serving/stats.py)
             services.metrics.recent.sample_loop(services.serving.stats), name="outcrop-stats-sampler"
         )
@@ -265,6 +270,7 @@ def create_app(
         )
         yield
         sampler.cancel()
+        await services.extra["knowledge"].stop()
         await services.extra["sagemaker"].stop()
         await services.extra["batch"].stop()
         await services.serving.stop()
@@ -325,6 +331,7 @@ def create_app(
     app.include_router(batch_routes.router)
     app.include_router(logging_config.router)
     app.include_router(prompt_routes.router)
+    app.include_router(knowledge_routes.router)
     app.include_router(guardrail_routes.router)
     app.include_router(runtime_routes.router)
     app.include_router(guardrail_runtime_routes.router)

@@ -50,6 +50,13 @@ INVOKE_ACTIONS = (
     "bedrock:GetImportedModel",
     "bedrock:ListImportedModels",
 )
+# Querying a knowledge base (bedrock-agent-runtime): what an application that invokes models does too.
+KNOWLEDGE_BASE_QUERY_ACTIONS = (
+    "bedrock:Retrieve",
+    "bedrock:RetrieveAndGenerate",
+    "bedrock:RetrieveAndGenerateStream",
+)
+KNOWLEDGE_BASE_RESOURCES = "arn:aws:bedrock:*:*:knowledge-base/*"
 # What a batch job's records do to its model: checked against its creator's policy at create
 # time and again while the records run.
 BATCH_RECORD_ACTION = "bedrock:InvokeModel"
@@ -93,13 +100,21 @@ def read_only() -> dict[str, Any]:
 
 
 def invoke_only(model_arns: list[str] | None = None) -> dict[str, Any]:
+    """Invoke models (all, or the listed ones); unless scoped to models, also query every knowledge base."""
     resources = model_arns or ["arn:aws:bedrock:*:*:imported-model/*"]
-    return {
-        "Statement": [
-            {"Effect": "Allow", "Action": list(INVOKE_ACTIONS), "Resource": resources},
-            {"Effect": "Allow", "Action": ["bedrock:ListImportedModels"], "Resource": ["*"]},
-        ]
-    }
+    statements: list[dict[str, Any]] = [
+        {"Effect": "Allow", "Action": list(INVOKE_ACTIONS), "Resource": resources},
+        {"Effect": "Allow", "Action": ["bedrock:ListImportedModels"], "Resource": ["*"]},
+    ]
+    if not model_arns:
+        statements.append(
+            {
+                "Effect": "Allow",
+                "Action": list(KNOWLEDGE_BASE_QUERY_ACTIONS),
+                "Resource": [KNOWLEDGE_BASE_RESOURCES],
+            }
+        )
+    return {"Statement": statements}
 
 
 BUILT_IN = {"admin": admin, "read-only": read_only, "invoke-only": invoke_only}

@@ -33,6 +33,7 @@ from outcrop.cli.batch import batch_app
 from outcrop.cli.bench import bench_command
 from outcrop.cli.client import Client
 from outcrop.cli.endpoints import endpoints_app
+from outcrop.cli.kb import kb_app
 from outcrop.cli.options import (
     CliState,
     OutcropGroup,
@@ -74,6 +75,7 @@ app.add_typer(batch_app, name="batch")
 app.add_typer(keys_app, name="keys")
 app.add_typer(endpoints_app, name="endpoints")  # outcrop/cli/endpoints.py
 app.add_typer(prompts_app, name="prompts")  # outcrop/cli/prompts.py
+app.add_typer(kb_app, name="kb")  # outcrop/cli/kb.py
 
 
 @keys_app.callback()

@@ -390,9 +390,81 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         ],
     ),
     (
+        # Knowledge bases (issue 18; outcrop/knowledge/kbstore.py). 'spec' holds the validated wire
+        # configuration as JSON; kb_documents is each data source's per-document content hash, which
+        # makes a re-sync incremental and a resumed ingestion job count each document once.
+        16,
+        "knowledge bases, their data sources, ingestion jobs and indexed documents",
+        [
+            """
+            CREATE TABLE knowledge_bases (
+                id VARCHAR(10) PRIMARY KEY,
+                name VARCHAR(100) NOT NULL UNIQUE,
+                status VARCHAR(24) NOT NULL,
+                embedding_model_id VARCHAR(12) NOT NULL,
+                dimensions INTEGER NOT NULL,
+                spec TEXT NOT NULL,
+                failure_reasons TEXT NOT NULL DEFAULT '[]',
+                client_token VARCHAR(256),
+                tags TEXT NOT NULL DEFAULT '{}',
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            "CREATE INDEX ix_knowledge_bases_created_at ON knowledge_bases (created_at)",
+            """
+            CREATE TABLE kb_data_sources (
+                id VARCHAR(10) PRIMARY KEY,
+                knowledge_base_id VARCHAR(10) NOT NULL,
+                name VARCHAR(100) NOT NULL,
+                status VARCHAR(24) NOT NULL,
+                spec TEXT NOT NULL,
+                failure_reasons TEXT NOT NULL DEFAULT '[]',
+                client_token VARCHAR(256),
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                UNIQUE (knowledge_base_id, name)
+            )
+            """,
+            """
+            CREATE TABLE kb_ingestion_jobs (
+                id VARCHAR(10) PRIMARY KEY,
+                knowledge_base_id VARCHAR(10) NOT NULL,
+                data_source_id VARCHAR(10) NOT NULL,
+                description TEXT,
+                status VARCHAR(16) NOT NULL,
+                statistics TEXT NOT NULL DEFAULT '{}',
+                failure_reasons TEXT NOT NULL DEFAULT '[]',
+                client_token VARCHAR(256),
+                claimed_by TEXT,
+                heartbeat_at DOUBLE PRECISION,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                started_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                ended_at DOUBLE PRECISION
+            )
+            """,
+            "CREATE INDEX ix_kb_ingestion_jobs_data_source ON kb_ingestion_jobs (data_source_id, started_at)",
+            "CREATE INDEX ix_kb_ingestion_jobs_status ON kb_ingestion_jobs (status)",
+            """
+            CREATE TABLE kb_documents (
+                data_source_id VARCHAR(10) NOT NULL,
+                uri TEXT NOT NULL,
+                knowledge_base_id VARCHAR(10) NOT NULL,
+                content_hash VARCHAR(80) NOT NULL,
+                metadata_hash VARCHAR(80),
+                status VARCHAR(16) NOT NULL,
+                chunk_count INTEGER NOT NULL DEFAULT 0,
+                job_id VARCHAR(10),
+                updated_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (data_source_id, uri)
+            )
+            """,
+        ],
+    ),
+    (
         # Console v2 (issue 19): min/max copies set through PUT /outcrop/models/{id}/scaling, which win over
-        # serving.defaults and serving.model_overrides (outcrop/store/model_scaling.py). 16 and 17 are
-        # knowledge bases' (the runner allows gaps and applies entries in list order).
+        # serving.defaults and serving.model_overrides (outcrop/store/model_scaling.py).
         18,
         "model_scaling: min and max copies per imported model, set through the API",
         [

@@ -319,3 +319,72 @@ model_scaling = sa.Table(
     sa.Column("updated_by", sa.String(128)),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
+
+
+# Knowledge bases (outcrop/knowledge/kbstore.py; migration 16).
+knowledge_bases = sa.Table(
+    "knowledge_bases",
+    metadata,
+    sa.Column("id", sa.String(10), primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("embedding_model_id", sa.String(12), nullable=False),
+    sa.Column("dimensions", sa.Integer, nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("failure_reasons", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("client_token", sa.String(256)),
+    sa.Column("tags", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_knowledge_bases_created_at", "created_at"),
+)
+
+kb_data_sources = sa.Table(
+    "kb_data_sources",
+    metadata,
+    sa.Column("id", sa.String(10), primary_key=True),
+    sa.Column("knowledge_base_id", sa.String(10), nullable=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("failure_reasons", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("client_token", sa.String(256)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("knowledge_base_id", "name"),
+)
+
+kb_ingestion_jobs = sa.Table(
+    "kb_ingestion_jobs",
+    metadata,
+    sa.Column("id", sa.String(10), primary_key=True),
+    sa.Column("knowledge_base_id", sa.String(10), nullable=False),
+    sa.Column("data_source_id", sa.String(10), nullable=False),
+    sa.Column("description", sa.Text),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("statistics", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("failure_reasons", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("client_token", sa.String(256)),
+    sa.Column("claimed_by", sa.Text),
+    sa.Column("heartbeat_at", sa.Float),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("ended_at", sa.Float),
+    sa.Index("ix_kb_ingestion_jobs_data_source", "data_source_id", "started_at"),
+    sa.Index("ix_kb_ingestion_jobs_status", "status"),
+)
+
+kb_documents = sa.Table(
+    "kb_documents",
+    metadata,
+    sa.Column("data_source_id", sa.String(10), primary_key=True),
+    sa.Column("uri", sa.Text, primary_key=True),
+    sa.Column("knowledge_base_id", sa.String(10), nullable=False),
+    sa.Column("content_hash", sa.String(80), nullable=False),
+    sa.Column("metadata_hash", sa.String(80)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("chunk_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("job_id", sa.String(10)),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
