@@ -45,7 +45,8 @@ _NUMERIC = {"greaterThan": ">", "greaterThanOrEquals": ">=", "lessThan": "<", "l
 
 
 class FilterError(InvalidRequestError):
-    """A filter the store cannot take: the message names the operator or field and the fix."""
+    """Raised when a Retrieve filter has an operator, key or value the store cannot take; the message
+    names the operator or field and the fix. Retrying does not help."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message, param="vectorSearchConfiguration.filter")
