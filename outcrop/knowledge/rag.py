@@ -174,6 +174,10 @@ class RetrieveAndGenerateRequest(_Shape):
                 "CreateDataSource + StartIngestionJob) and send type KNOWLEDGE_BASE with its knowledgeBaseId.",
                 param="retrieveAndGenerateConfiguration.externalSourcesConfiguration",
             )
+        if not self.input.text.strip():
+            raise InvalidRequestError(
+                "input.text is empty: send the question to retrieve for and answer.", param="input.text"
+            )
         kb = config.knowledgeBaseConfiguration
         if kb is None:
             raise InvalidRequestError(
