@@ -20,10 +20,12 @@ import botocore.exceptions
 import pytest
 import uvicorn
 
+from outcrop.api.agent import kb_runtime
 from outcrop.api.app import build_services, create_app
 from outcrop.api.deps import Services
 from outcrop.config import OutcropConfig
-from outcrop.errors import InvalidRequestError, NotFoundError
+from outcrop.errors import InvalidRequestError, ModelFailedError, NotFoundError, ThrottlingError
+from outcrop.testing.tiny_embedders import build_tiny_embedder
 from tests.conftest import AUTH, api, boto3_client, free_port, import_and_wait
 from tests.shapes import check_event, check_output, record_raw_bodies
 
@@ -150,6 +152,8 @@ def rag_server(
             arns[name] = import_and_wait(bedrock, root / name, name)["importedModelArn"]
             r = api.post(f"{url}/outcrop/models/{name}/warm", json={"copies": 1}, timeout=120)
             assert r.status_code == 200, r.text
+        embedder = build_tiny_embedder(root / "embedder", family="bert")
+        import_and_wait(bedrock, embedder, "embedder")
         yield RagServer(url, services, knowledge, log, arns["chat"], arns["plain"])
     finally:
         server.should_exit = True
@@ -474,3 +478,39 @@ def test_raw_http_with_an_api_key_works_too(rag_server: RagServer) -> None:
     r = api.post(f"{rag_server.url}/retrieveAndGenerate", json=body, headers=AUTH)
     assert r.status_code == 200, r.text
     assert r.json()["output"]["text"] == "hello"
+
+
+def test_stream_error_members_are_the_ones_botocore_knows(runtime: Any) -> None:
+    shape = runtime.meta.service_model.shape_for("RetrieveAndGenerateStreamResponseOutput")
+    errors = {name for name, member in shape.members.items() if member.metadata.get("exception")}
+    assert errors == kb_runtime.STREAM_ERROR_MEMBERS
+    assert kb_runtime.FALLBACK_STREAM_ERROR_MEMBER in errors
+
+
+@pytest.mark.parametrize(
+    ("error", "member"),
+    [
+        (ThrottlingError("Too many requests; slow down."), "throttlingException"),
+        (ModelFailedError("The copy stopped."), "badGatewayException"),
+    ],
+)
+def test_an_error_mid_stream_is_an_exception_frame_boto3_raises(
+    runtime: Any, error: Any, member: str
+) -> None:
+    from botocore.eventstream import EventStream
+    from botocore.exceptions import EventStreamError
+    from botocore.parsers import EventStreamJSONParser
+
+    class Raw:  # what botocore reads the frames from
+        def stream(self) -> Iterator[bytes]:
+            yield kb_runtime.stream_error(error, "chat")
+
+        def close(self) -> None:
+            pass
+
+    shape = runtime.meta.service_model.operation_model("RetrieveAndGenerateStream").output_shape
+    stream = EventStream(Raw(), shape.members["stream"], EventStreamJSONParser(), "RetrieveAndGenerateStream")
+    with pytest.raises(EventStreamError) as caught:
+        list(stream)
+    assert caught.value.response["Error"]["Code"] == member
+    assert error.message in caught.value.response["Error"]["Message"]
