@@ -210,11 +210,6 @@ class RetrieveAndGenerateRequest(_Shape):
                 "send an explicit filter (vectorSearchConfiguration.filter) instead",
             )
         generation = kb.generationConfiguration
-        if generation is not None and generation.guardrailConfiguration is not None:
-            raise _unsupported(
-                f"{where}.generationConfiguration.guardrailConfiguration",
-                "screen the question and answer with ApplyGuardrail (bedrock-runtime) around the call instead",
-            )
         template = (
             generation.promptTemplate.textPromptTemplate if generation and generation.promptTemplate else None
         )
@@ -555,6 +550,29 @@ class CitedAnswer:
         }
         self.citations.append(citation)
         return ("citation", citation)
+
+    def parts(self) -> list[str]:
+        """The answer's cited parts, in order (they cover ``text``, joined by single spaces)."""
+        return [c["generatedResponsePart"]["textResponsePart"]["text"] for c in self.citations]
+
+    def with_parts(self, parts: list[str]) -> CitedAnswer:
+        """The same answer and references with each part's text replaced (a guardrail's masking), spans
+        recomputed."""
+        out = CitedAnswer([])
+        out.references = self.references
+        for citation, text in zip(self.citations, parts, strict=True):
+            if out.text:
+                out.text += " "
+            out._citation(len(out.text), text, citation["retrievedReferences"])
+            out.text += text
+        return out
+
+    @classmethod
+    def uncited(cls, text: str) -> CitedAnswer:
+        """An answer that cites nothing (a guardrail's blocked message)."""
+        out = cls([])
+        out.text = text
+        return out
 
 
 def answer(results: list[dict[str, Any]], generated: str) -> CitedAnswer:

@@ -129,10 +129,12 @@ class RagSessions:
             expires_at=row.expires_at,
         )
 
-    def record(self, session: RagSession, turn: Turn) -> None:
-        """Append ``turn`` to the session (creating its row on its first turn); the session keeps the
-        latest ``max_turns``. Expired sessions are deleted when a new one starts."""
+    def record(self, session: RagSession, turn: Turn | None) -> None:
+        """Append ``turn`` to the session (creating its row on its first call); the session keeps the
+        latest ``max_turns``. ``None`` keeps the session without a turn (a question a guardrail blocked).
+        Expired sessions are deleted when a new one starts."""
         now = self.clock()
+        added = [turn.__dict__] if turn is not None else []
         with self.db.begin() as conn:
             if session.is_new:
                 conn.execute(rag_sessions.delete().where(rag_sessions.c.expires_at <= now))
@@ -142,7 +144,7 @@ class RagSessions:
                         owner=session.owner,
                         knowledge_base_id=session.knowledge_base_id,
                         kms_key_arn=session.kms_key_arn,
-                        turns=json.dumps([turn.__dict__]),
+                        turns=json.dumps(added),
                         created_at=session.created_at,
                         updated_at=now,
                         expires_at=session.expires_at,
@@ -155,7 +157,7 @@ class RagSessions:
             ).scalar()
             if raw is None:  # deleted meanwhile (expired): the answer stands, the turn is not kept
                 return
-            turns = [*json.loads(raw), turn.__dict__][-self.max_turns :]
+            turns = [*json.loads(raw), *added][-self.max_turns :]
             conn.execute(
                 rag_sessions.update()
                 .where(rag_sessions.c.id == session.id)

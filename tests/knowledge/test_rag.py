@@ -82,14 +82,6 @@ def test_external_sources_are_refused_with_the_fix() -> None:
             },
             "rerankingConfiguration",
         ),
-        (
-            {
-                "generationConfiguration": {
-                    "guardrailConfiguration": {"guardrailId": "g1", "guardrailVersion": "1"}
-                }
-            },
-            "guardrailConfiguration",
-        ),
     ],
 )
 def test_what_outcrop_does_not_do_is_refused_by_name(kb: dict[str, Any], named: str) -> None:
@@ -301,3 +293,14 @@ def test_stream_citation_events_carry_the_deprecated_member_too() -> None:
         "generatedResponsePart": {},
         "retrievedReferences": [],
     }
+
+
+def test_masked_parts_keep_their_references_with_new_spans() -> None:
+    cited = rag.answer(RESULTS, TAGGED)
+    masked = cited.with_parts(["Granite is {ROCK}.", "Shale is sedimentary."])
+    assert masked.text == "Granite is {ROCK}. Shale is sedimentary."
+    assert [c["retrievedReferences"] for c in masked.citations] == [
+        c["retrievedReferences"] for c in cited.citations
+    ]
+    spans_hold(masked)
+    assert rag.CitedAnswer.uncited("Blocked.").citations == []

@@ -53,6 +53,10 @@ CITED = (
 )
 
 
+BLOCKED_INPUT = "Sorry, I cannot answer that."
+BLOCKED_OUTPUT = "Sorry, the answer was withheld."
+
+
 class FakeKnowledge:
     """The knowledge service's Retriever seam, answering from fixed chunks; records each call."""
 
@@ -94,6 +98,7 @@ class RagServer:
     request_log: Path
     chat_arn: str
     plain_arn: str
+    guardrail_id: str
 
     def copy_requests(self) -> list[dict[str, Any]]:
         if not self.request_log.exists():
@@ -154,7 +159,16 @@ def rag_server(
             assert r.status_code == 200, r.text
         embedder = build_tiny_embedder(root / "embedder", family="bert")
         import_and_wait(bedrock, embedder, "embedder")
-        yield RagServer(url, services, knowledge, log, arns["chat"], arns["plain"])
+        guardrail = bedrock.create_guardrail(
+            name="rag-guard",
+            blockedInputMessaging=BLOCKED_INPUT,
+            blockedOutputsMessaging=BLOCKED_OUTPUT,
+            wordPolicyConfig={"wordsConfig": [{"text": "project zephyr"}]},
+            sensitiveInformationPolicyConfig={
+                "piiEntitiesConfig": [{"type": "EMAIL", "action": "ANONYMIZE"}]
+            },
+        )["guardrailId"]
+        yield RagServer(url, services, knowledge, log, arns["chat"], arns["plain"], guardrail)
     finally:
         server.should_exit = True
         thread.join(timeout=60)
@@ -514,3 +528,73 @@ def test_an_error_mid_stream_is_an_exception_frame_boto3_raises(
         list(stream)
     assert caught.value.response["Error"]["Code"] == member
     assert error.message in caught.value.response["Error"]["Message"]
+
+
+# -- guardrailConfiguration
+
+
+def guarded(server: RagServer) -> dict[str, Any]:
+    return config(
+        "chat",
+        generationConfiguration={
+            "guardrailConfiguration": {"guardrailId": server.guardrail_id, "guardrailVersion": "DRAFT"}
+        },
+    )
+
+
+def test_a_guardrail_that_blocks_the_question_answers_its_message_without_retrieving(
+    rag_server: RagServer, runtime: Any
+) -> None:
+    retrieved, asked = len(rag_server.knowledge.calls), len(rag_server.copy_requests())
+    raw = record_raw_bodies(runtime)
+    out = runtime.retrieve_and_generate(
+        input={"text": "Tell me about Project Zephyr."}, retrieveAndGenerateConfiguration=guarded(rag_server)
+    )
+    check_output(runtime, "RetrieveAndGenerate", raw["RetrieveAndGenerate"])
+    assert out["output"]["text"] == BLOCKED_INPUT and out["citations"] == []
+    assert out["guardrailAction"] == "INTERVENED"
+    assert len(rag_server.knowledge.calls) == retrieved and len(rag_server.copy_requests()) == asked
+    # The session exists, without the blocked turn.
+    follow = runtime.retrieve_and_generate(
+        input={"text": "What is granite?"},
+        retrieveAndGenerateConfiguration=guarded(rag_server),
+        sessionId=out["sessionId"],
+    )
+    assert follow["guardrailAction"] == "NONE" and follow["output"]["text"] == "What is granite?"
+    assert [m["role"] for m in rag_server.copy_requests()[-1]["messages"]] == ["system", "user"]
+
+
+def test_a_guardrail_masks_the_question_and_the_answer_and_citations_stay(
+    rag_server: RagServer, runtime: Any
+) -> None:
+    question = CITED.replace("Granite is igneous.", "Mail jane@example.com about granite.")
+    out = runtime.retrieve_and_generate(
+        input={"text": question}, retrieveAndGenerateConfiguration=guarded(rag_server)
+    )
+    assert out["guardrailAction"] == "INTERVENED"
+    assert out["output"]["text"] == "Mail {EMAIL} about granite. Shale is sedimentary."
+    assert "jane@example.com" not in rag_server.knowledge.calls[-1]["text"]
+    assert "jane@example.com" not in json.dumps(rag_server.copy_requests()[-1])
+    first, second = out["citations"]
+    assert first["generatedResponsePart"]["textResponsePart"] == {
+        "text": "Mail {EMAIL} about granite.",
+        "span": {"start": 0, "end": 26},
+    }
+    assert uris(first) == ["s3://rocks/granite.md"] and uris(second) == ["s3://rocks/shale.md"]
+
+
+def test_the_stream_under_a_guardrail_ends_with_its_action(rag_server: RagServer, runtime: Any) -> None:
+    response = runtime.retrieve_and_generate_stream(
+        input={"text": CITED}, retrieveAndGenerateConfiguration=guarded(rag_server)
+    )
+    events = stream_events(response, runtime)
+    assert [name for name, _ in events] == ["output", "citation", "citation", "guardrail"]
+    assert events[0][1]["text"] == "Granite is igneous. Shale is sedimentary."
+    assert events[-1][1] == {"action": "NONE"}
+    blocked = runtime.retrieve_and_generate_stream(
+        input={"text": "project zephyr"}, retrieveAndGenerateConfiguration=guarded(rag_server)
+    )
+    assert stream_events(blocked, runtime) == [
+        ("output", {"text": BLOCKED_INPUT}),
+        ("guardrail", {"action": "INTERVENED"}),
+    ]
