@@ -25,6 +25,13 @@ EXAMPLES_PER_OPERATION = 20
 
 
 class FakeKnowledge:
+    # The app's lifespan starts and stops the knowledge service it finds at the seam.
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
     async def retrieve(
         self,
         knowledge_base_id: str,

@@ -63,6 +63,13 @@ class FakeKnowledge:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
 
+    # The app's lifespan starts and stops the knowledge service it finds at the seam.
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
     async def retrieve(
         self,
         knowledge_base_id: str,
