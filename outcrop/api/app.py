@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from outcrop import __version__
 from outcrop.api import admin, console, keys, ops, stats
+from outcrop.api.agent import kb_runtime as kb_runtime_routes
 from outcrop.api.agent import knowledge as knowledge_routes
 from outcrop.api.agent import prompts as prompt_routes
 from outcrop.api.bedrock import batch as batch_routes
@@ -335,6 +336,7 @@ def create_app(
     app.include_router(guardrail_routes.router)
     app.include_router(runtime_routes.router)
     app.include_router(guardrail_runtime_routes.router)
+    app.include_router(kb_runtime_routes.router)
     app.include_router(openai_routes.router)
     app.include_router(openai_embeddings.router)
     app.include_router(sagemaker_control.router)

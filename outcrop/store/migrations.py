@@ -463,6 +463,28 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         ],
     ),
     (
+        # RetrieveAndGenerate sessions (issue 18, outcrop/knowledge/rag_sessions.py): the turns of one
+        # conversation, so a follow-up with the same sessionId sees what was asked and answered before.
+        # 'turns' is a JSON list of {"input", "output"}; a session lasts 24 hours from its start.
+        17,
+        "RetrieveAndGenerate sessions and their turns",
+        [
+            """
+            CREATE TABLE rag_sessions (
+                id VARCHAR(100) PRIMARY KEY,
+                owner TEXT,
+                knowledge_base_id VARCHAR(10) NOT NULL,
+                kms_key_arn TEXT,
+                turns TEXT NOT NULL DEFAULT '[]',
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            "CREATE INDEX ix_rag_sessions_expires_at ON rag_sessions (expires_at)",
+        ],
+    ),
+    (
         # Console v2 (issue 19): min/max copies set through PUT /outcrop/models/{id}/scaling, which win over
         # serving.defaults and serving.model_overrides (outcrop/store/model_scaling.py).
         18,

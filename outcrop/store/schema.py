@@ -388,3 +388,19 @@ kb_documents = sa.Table(
     sa.Column("job_id", sa.String(10)),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
+
+
+# RetrieveAndGenerate sessions (outcrop/knowledge/rag_sessions.py; migration 17).
+rag_sessions = sa.Table(
+    "rag_sessions",
+    metadata,
+    sa.Column("id", sa.String(100), primary_key=True),
+    sa.Column("owner", sa.Text),
+    sa.Column("knowledge_base_id", sa.String(10), nullable=False),
+    sa.Column("kms_key_arn", sa.Text),
+    sa.Column("turns", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+sa.Index("ix_rag_sessions_expires_at", rag_sessions.c.expires_at)
