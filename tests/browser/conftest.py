@@ -154,9 +154,9 @@ def _chromium() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Chromium for the session (the system's, not a Playwright download)."""
+    """Headless Chromium for one test module; stopping it after the module ends its event loop, which would otherwise make every later asyncio test fail (the system's, not a Playwright download)."""
     executable = _chromium()
     try:
         from playwright.sync_api import sync_playwright
