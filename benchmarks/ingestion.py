@@ -45,6 +45,8 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.embeddings_throughput import WORDS  # noqa: E402  (the same generated vocabulary)
+
 MODEL_NAME = "ingest-bench"
 ACCESS_KEY_ID, SECRET_ACCESS_KEY = "BENCHKEY", "bench-secret"
 API_KEY = "bench-api-key-0123456789"
@@ -53,54 +55,6 @@ CHUNKING = {
     "chunkingStrategy": "FIXED_SIZE",
     "fixedSizeChunkingConfiguration": {"maxTokens": 100, "overlapPercentage": 10},
 }
-WORDS = [
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "lazy",
-    "dog",
-    "outcrop",
-    "imports",
-    "fine",
-    "tuned",
-    "models",
-    "and",
-    "serves",
-    "them",
-    "behind",
-    "bedrock",
-    "openai",
-    "apis",
-    "hello",
-    "world",
-    "how",
-    "are",
-    "you",
-    "today",
-    "once",
-    "upon",
-    "time",
-    "there",
-    "was",
-    "little",
-    "model",
-    "that",
-    "wanted",
-    "more",
-    "settings",
-    "shape",
-    "value",
-    "where",
-    "name",
-    "return",
-    "select",
-    "generate",
-    "thank",
-    "emoji",
-]
 
 
 def free_port() -> int:

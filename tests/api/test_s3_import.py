@@ -14,27 +14,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ServerProcess, api, boto3_client, free_port, server_env, wait_for_job
+from tests.conftest import ServerProcess, api, boto3_client, server_env, wait_for_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.s3]
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/Importer"
 S3_ACCESS_KEY_ID = "outcrop-test"
 S3_SECRET_ACCESS_KEY = "outcrop-test-secret"
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """A moto S3 server on a free loopback port, for this module."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

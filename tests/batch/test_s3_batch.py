@@ -11,11 +11,11 @@ import pytest
 
 from outcrop.batch.service import CreateBatchJob
 from outcrop.config import OutcropConfig
-from tests.api.test_s3_import import S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, bucket, s3, s3_endpoint
+from tests.api.test_s3_import import S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, bucket, s3
 from tests.batch.conftest import prompt_record, running, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.s3]
-__all__ = ["bucket", "s3", "s3_endpoint"]  # fixtures used by name
+__all__ = ["bucket", "s3"]  # fixtures used by name
 
 
 def _put_jsonl(s3: Any, bucket: str, key: str, records: list[dict[str, Any]]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ import pytest
 from outcrop.config import OutcropConfig
 from outcrop.errors import InvalidRequestError
 from outcrop.knowledge.sources import check_source, open_source
-from tests.conftest import free_port
 
 
 def s3(bucket_arn: str, prefix: str | None = None) -> dict[str, Any]:
@@ -82,19 +80,6 @@ def test_refusals_name_the_value_and_the_fix(tmp_path: Path, config: OutcropConf
             open_source(configuration, config)
     with pytest.raises(InvalidRequestError, match="no such folder"):
         check_source(s3(str(tmp_path / "root" / "missing")), config)
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 def test_a_bucket_is_read_through_the_servers_s3_settings(s3_endpoint: str, tmp_path: Path) -> None:

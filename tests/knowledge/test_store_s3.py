@@ -4,7 +4,6 @@ choice, where several gateways open the same ``s3://`` store and see each other'
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,22 +11,8 @@ import pytest
 from outcrop.config import S3Config
 from outcrop.knowledge.store import open_store, s3_storage_options
 from outcrop.knowledge.types import Chunk
-from tests.conftest import free_port
 
 DIM = 8
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture
