@@ -212,7 +212,8 @@ def start_gateway(root: Path, port: int) -> subprocess.Popen[bytes]:
     raise SystemExit("the gateway did not become healthy")
 
 
-def import_and_warm(url: str, folder: Path) -> None:
+def import_and_warm(url: str, folder: Path, name: str = MODEL_NAME) -> str:
+    """Import ``folder`` as ``name`` with boto3, wait for it, warm one copy; returns the model ARN."""
     import boto3
 
     bedrock = boto3.client(
@@ -223,8 +224,8 @@ def import_and_warm(url: str, folder: Path) -> None:
         aws_secret_access_key=SECRET_ACCESS_KEY,
     )
     arn = bedrock.create_model_import_job(
-        jobName="embed-bench-import",
-        importedModelName=MODEL_NAME,
+        jobName=f"{name}-import",
+        importedModelName=name,
         roleArn="arn:aws:iam::123456789012:role/Bench",
         modelDataSource={"s3DataSource": {"s3Uri": str(folder)}},
     )["jobArn"]
@@ -233,13 +234,14 @@ def import_and_warm(url: str, folder: Path) -> None:
     if job["status"] != "Completed":
         raise SystemExit(f"import failed: {job.get('failureMessage')}")
     warm = httpx.post(
-        f"{url}/outcrop/models/{MODEL_NAME}/warm",
+        f"{url}/outcrop/models/{name}/warm",
         json={"copies": 1},
         headers={"Authorization": f"Bearer {API_KEY}"},
         timeout=300,
     )
     if warm.status_code != 200:
         raise SystemExit(f"warm-up failed: {warm.text}")
+    return str(job["importedModelArn"])
 
 
 def main() -> None:

@@ -45,7 +45,8 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.embeddings_throughput import WORDS  # noqa: E402  (the same generated vocabulary)
+# The same generated vocabulary, and the same boto3 import + warm-up of the embedding model.
+from benchmarks.embeddings_throughput import WORDS, import_and_warm  # noqa: E402
 
 MODEL_NAME = "ingest-bench"
 ACCESS_KEY_ID, SECRET_ACCESS_KEY = "BENCHKEY", "bench-secret"
@@ -174,29 +175,6 @@ class Gateway:
         )
 
 
-def import_and_warm(gateway: Gateway, folder: Path) -> str:
-    bedrock = gateway.client("bedrock")
-    arn = bedrock.create_model_import_job(
-        jobName="ingest-bench-import",
-        importedModelName=MODEL_NAME,
-        roleArn=ROLE_ARN,
-        modelDataSource={"s3DataSource": {"s3Uri": str(folder)}},
-    )["jobArn"]
-    while (job := bedrock.get_model_import_job(jobIdentifier=arn))["status"] == "InProgress":
-        time.sleep(0.2)
-    if job["status"] != "Completed":
-        raise SystemExit(f"import failed: {job.get('failureMessage')}")
-    warm = httpx.post(
-        f"{gateway.url}/outcrop/models/{MODEL_NAME}/warm",
-        json={"copies": 1},
-        headers={"Authorization": f"Bearer {API_KEY}"},
-        timeout=300,
-    )
-    if warm.status_code != 200:
-        raise SystemExit(f"warm-up failed: {warm.text}")
-    return str(job["importedModelArn"])
-
-
 def knowledge_base(agent: Any, name: str, model_arn: str, corpus: Path) -> tuple[str, str]:
     kb_id = agent.create_knowledge_base(
         name=name,
@@ -269,7 +247,7 @@ def main() -> None:
         chunks = local_chunks(corpus, model_folder)
 
         gateway.start()
-        model_arn = import_and_warm(gateway, model_folder)
+        model_arn = import_and_warm(gateway.url, model_folder, MODEL_NAME)
         agent = gateway.client("bedrock-agent")
         kb_id, ds_id = knowledge_base(agent, "bench", model_arn, corpus)
         began = time.perf_counter()
