@@ -16,10 +16,10 @@ from outcrop.envs import load_config
 from outcrop.serving.invocation_log import ORPHAN_SECONDS, InvocationLogger
 from outcrop.store.db import Database
 from outcrop.store.settings import SettingsStore
-from tests.api.test_s3_import import S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, bucket, s3, s3_endpoint
+from tests.api.test_s3_import import S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, bucket, s3
 
 pytestmark = pytest.mark.s3
-__all__ = ["bucket", "s3", "s3_endpoint"]  # fixtures used by name
+__all__ = ["bucket", "s3"]  # fixtures used by name
 
 
 def _config(tmp_path: Path, endpoint: str | None) -> OutcropConfig:
