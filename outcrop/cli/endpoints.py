@@ -16,9 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from outcrop.auth.bootstrap import read_credentials
 from outcrop.cli.client import Client
-from outcrop.envs import cli_api_key, default_endpoint, load_config
+from outcrop.cli.options import server_client
 from outcrop.errors import OutcropError
 
 # Piped or redirected output is as wide as its longest row, as in the other listings.
@@ -131,13 +130,6 @@ def _components(client: Client, endpoint: str) -> list[dict[str, Any]]:
             return sorted(out, key=lambda c: str(c["InferenceComponentName"]))
 
 
-def _client(endpoint: str | None, data_dir: Path | None) -> Client:
-    """A client with $OUTCROP_API_KEY, else the admin's key from the data dir (as the other commands)."""
-    config = load_config(**({"data_dir": data_dir} if data_dir else {}))
-    api_key = cli_api_key() or (read_credentials(config) or {}).get("api_key")
-    return Client(endpoint or default_endpoint(config), api_key=api_key)
-
-
 @endpoints_app.callback(invoke_without_command=True)
 def endpoints_list(
     ctx: typer.Context,
@@ -160,7 +152,7 @@ def endpoints_list(
     if ctx.invoked_subcommand is not None:
         return
     try:  # this command's error edge: one red line, never a traceback
-        client = _client(endpoint, data_dir)
+        client = server_client(endpoint, data_dir)
         rows = _endpoints(client)
         figures = _figures(client)
     except OutcropError as exc:

@@ -19,9 +19,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from outcrop.auth.bootstrap import read_credentials
 from outcrop.cli.client import Client, did_you_mean
-from outcrop.envs import cli_api_key, default_endpoint, load_config
+from outcrop.cli.options import DATA_DIR_OPTION, ENDPOINT_OPTION, fail, server_client
+from outcrop.envs import load_config
 from outcrop.errors import InvalidRequestError, NotFoundError, OutcropError
 
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 4096)
@@ -47,23 +47,9 @@ kb_app = typer.Typer(
     no_args_is_help=False,
 )
 
-EndpointOpt = typer.Option(
-    None, "--endpoint", "-e", help="URL of the Outcrop server (default: $OUTCROP_ENDPOINT)."
-)
-DataDirOpt = typer.Option(None, "--data-dir", help="The server's data folder (for its admin key).")
+EndpointOpt = ENDPOINT_OPTION
+DataDirOpt = DATA_DIR_OPTION
 JsonOpt = typer.Option(False, "--json", help="Print JSON instead of a table.")
-
-
-def _client(endpoint: str | None, data_dir: Path | None) -> Client:
-    """A client with $OUTCROP_API_KEY, else the admin's key from the data dir (as the other commands)."""
-    config = load_config(**({"data_dir": data_dir} if data_dir else {}))
-    api_key = cli_api_key() or (read_credentials(config) or {}).get("api_key")
-    return Client(endpoint or default_endpoint(config), api_key=api_key)
-
-
-def _fail(exc: OutcropError) -> None:
-    err_console.print("[bold red]error:[/] " + escape(exc.message), highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
 
 
 class KnowledgeApi:
@@ -134,7 +120,7 @@ class KnowledgeApi:
 
 
 def _api(endpoint: str | None, data_dir: Path | None) -> KnowledgeApi:
-    return KnowledgeApi(_client(endpoint, data_dir))
+    return KnowledgeApi(server_client(endpoint, data_dir))
 
 
 @kb_app.callback()
@@ -150,7 +136,7 @@ def list_knowledge_bases(
     try:
         rows = _api(endpoint, data_dir).knowledge_bases()
     except OutcropError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         console.print_json(json.dumps(rows))
         return
@@ -187,9 +173,9 @@ def create(
     if description:
         body["description"] = description
     try:
-        made = _client(endpoint, data_dir)._call("PUT", "/knowledgebases/", json=body)["knowledgeBase"]
+        made = server_client(endpoint, data_dir)._call("PUT", "/knowledgebases/", json=body)["knowledgeBase"]
     except OutcropError as exc:
-        _fail(exc)
+        fail(exc)
     console.print(f"created knowledge base {made['knowledgeBaseId']} ({made['name']}, {made['status']})")
 
 
@@ -267,7 +253,7 @@ def add_source(
         }
         made = api.client._call("PUT", f"/knowledgebases/{kb_id}/datasources/", json=body)["dataSource"]
     except OutcropError as exc:
-        _fail(exc)
+        fail(exc)
     console.print(
         f"added data source {made['dataSourceId']} ({made['name']}) to {kb_id}; sync it: outcrop kb sync {kb}"
     )
@@ -292,7 +278,7 @@ def show(
                 {**api.source(kb_id, s["dataSourceId"]), "lastIngestionJob": jobs[0] if jobs else None}
             )
     except OutcropError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         console.print_json(json.dumps({**detail, "dataSources": sources}))
         return
@@ -339,7 +325,7 @@ def remove(
         else:
             api.client._call("DELETE", f"/knowledgebases/{kb_id}")
     except OutcropError as exc:
-        _fail(exc)
+        fail(exc)
     console.print(f"deleting {what}")
 
 
@@ -426,7 +412,7 @@ def sync(
                 err_console.print("  [yellow]" + escape(reason) + "[/]", highlight=False)
             failed = failed or job["status"] == "FAILED"
     except OutcropError as exc:
-        _fail(exc)
+        fail(exc)
     if failed:
         raise typer.Exit(1)
 
@@ -464,7 +450,7 @@ def retrieve(
         }
         results = api.client._call("POST", f"/knowledgebases/{kb_id}/retrieve", json=body)["retrievalResults"]
     except OutcropError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         console.print_json(json.dumps(results))
         return

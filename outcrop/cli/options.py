@@ -74,6 +74,27 @@ def print_error(message: str) -> None:
     err_console.print("[bold red]error:[/] " + escape(message), highlight=False, soft_wrap=True)
 
 
+# The options of the commands that talk to a running server only (``outcrop kb``, ``prompts``,
+# ``endpoints``), given after the command.
+ENDPOINT_OPTION: Any = typer.Option(
+    None, "--endpoint", "-e", help="URL of the Outcrop server (default: $OUTCROP_ENDPOINT)."
+)
+DATA_DIR_OPTION: Any = typer.Option(None, "--data-dir", help="The server's data folder (for its admin key).")
+
+
+def server_client(endpoint: str | None, data_dir: Path | None) -> Client:
+    """A client with $OUTCROP_API_KEY, else the admin's key from the data dir (as the other commands)."""
+    config = load_config(**({"data_dir": data_dir} if data_dir else {}))
+    api_key = cli_api_key() or (read_credentials(config) or {}).get("api_key")
+    return Client(endpoint or default_endpoint(config), api_key=api_key)
+
+
+def fail(exc: OutcropError) -> typing.NoReturn:
+    """Print the error as one red line and exit 1."""
+    err_console.print("[bold red]error:[/] " + escape(exc.message), highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
 @dataclass
 class CliState:
     """One run of the command: the shared options as given, before or after the subcommand."""

@@ -30,9 +30,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from outcrop.auth.bootstrap import read_credentials
 from outcrop.cli.client import Client
-from outcrop.envs import cli_api_key, default_endpoint, load_config
+from outcrop.cli.options import DATA_DIR_OPTION, ENDPOINT_OPTION, fail, server_client
 from outcrop.errors import InvalidRequestError, OutcropError
 from outcrop.prompts.spec import PromptContent, check_content
 
@@ -50,22 +49,8 @@ prompts_app = typer.Typer(
     no_args_is_help=False,
 )
 
-EndpointOpt = typer.Option(
-    None, "--endpoint", "-e", help="URL of the Outcrop server (default: $OUTCROP_ENDPOINT)."
-)
-DataDirOpt = typer.Option(None, "--data-dir", help="The server's data folder (for its admin key).")
-
-
-def _client(endpoint: str | None, data_dir: Path | None) -> Client:
-    """A client with $OUTCROP_API_KEY, else the admin's key from the data dir (as the other commands)."""
-    config = load_config(**({"data_dir": data_dir} if data_dir else {}))
-    api_key = cli_api_key() or (read_credentials(config) or {}).get("api_key")
-    return Client(endpoint or default_endpoint(config), api_key=api_key)
-
-
-def _fail(exc: OutcropError) -> None:
-    err_console.print("[bold red]error:[/] " + escape(exc.message), highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
+EndpointOpt = ENDPOINT_OPTION
+DataDirOpt = DATA_DIR_OPTION
 
 
 class PromptsApi:
@@ -214,7 +199,7 @@ def prompts_list(
     if ctx.invoked_subcommand is not None:
         return
     try:
-        api = PromptsApi(_client(endpoint, data_dir))
+        api = PromptsApi(server_client(endpoint, data_dir))
         rows = []
         for summary in api.summaries():
             draft = api.get(summary["id"])
@@ -232,7 +217,7 @@ def prompts_list(
                 }
             )
     except OutcropError as exc:
-        _fail(exc)
+        fail(exc)
     if json_output:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
@@ -266,7 +251,7 @@ def prompts_export(
     Example: outcrop prompts export prompts/
     """
     try:
-        api = PromptsApi(_client(endpoint, data_dir))
+        api = PromptsApi(server_client(endpoint, data_dir))
         folder.mkdir(parents=True, exist_ok=True)
         count = 0
         for summary in api.summaries():
@@ -275,9 +260,9 @@ def prompts_export(
             path.write_text(json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
             count += 1
     except OutcropError as exc:
-        _fail(exc)
+        fail(exc)
     except OSError as exc:
-        _fail(InvalidRequestError(f"Cannot write to {folder}: {exc}"))
+        fail(InvalidRequestError(f"Cannot write to {folder}: {exc}"))
     console.print(f"Exported {count} prompt{'s' if count != 1 else ''} to {folder}.")
 
 
@@ -297,11 +282,11 @@ def prompts_import(
     try:
         files = [f for p in paths for f in (sorted(p.glob("*.json")) if p.is_dir() else [p])]
         documents = [read_document(f) for f in files]
-        api = PromptsApi(_client(endpoint, data_dir))
+        api = PromptsApi(server_client(endpoint, data_dir))
         known = {s["name"]: s["id"] for s in api.summaries()}
         for document in documents:
             console.print(escape(import_document(api, document, known)), highlight=False)
     except OutcropError as exc:
-        _fail(exc)
+        fail(exc)
     if not files:
         console.print("No prompt files found.")

@@ -20,7 +20,7 @@ import json
 import secrets
 import string
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -248,40 +248,53 @@ class KBStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    def _insert(self, table: sa.Table, values: dict[str, Any], taken: Callable[[], ConflictError]) -> None:
+        """Insert one row; a unique name already taken raises ``taken()``."""
+        try:
+            with self.db.begin() as conn:
+                conn.execute(table.insert().values(**values))
+        except IntegrityError:
+            raise taken() from None
+
+    def _update(
+        self, table: sa.Table, where: list[Any], values: dict[str, Any], taken: Callable[[], ConflictError]
+    ) -> bool:
+        """Update the rows ``where`` selects; whether any did. A unique name taken raises ``taken()``."""
+        try:
+            with self.db.begin() as conn:
+                return bool(conn.execute(table.update().where(*where).values(**values)).rowcount)
+        except IntegrityError:
+            raise taken() from None
+
+    def _first(self, query: sa.Select[Any]) -> Any:
+        with self.db.engine.connect() as conn:
+            return conn.execute(query).first()
+
     # -- knowledge bases -----------------------------------------------------------------
 
     def create_kb(self, kb: KnowledgeBase, *, client_token: str | None) -> KnowledgeBase:
-        try:
-            with self.db.begin() as conn:
-                conn.execute(
-                    knowledge_bases.insert().values(
-                        id=kb.id,
-                        name=kb.name,
-                        status=kb.status,
-                        embedding_model_id=kb.embedding_model_id,
-                        dimensions=kb.dimensions,
-                        spec=json.dumps(kb.spec),
-                        failure_reasons=json.dumps(kb.failure_reasons),
-                        client_token=client_token,
-                        tags=json.dumps(kb.tags),
-                        created_at=kb.created_at,
-                        updated_at=kb.updated_at,
-                    )
-                )
-        except IntegrityError:
-            raise _kb_name_taken(kb.name) from None
+        values = {
+            "id": kb.id,
+            "name": kb.name,
+            "status": kb.status,
+            "embedding_model_id": kb.embedding_model_id,
+            "dimensions": kb.dimensions,
+            "spec": json.dumps(kb.spec),
+            "failure_reasons": json.dumps(kb.failure_reasons),
+            "client_token": client_token,
+            "tags": json.dumps(kb.tags),
+            "created_at": kb.created_at,
+            "updated_at": kb.updated_at,
+        }
+        self._insert(knowledge_bases, values, lambda: _kb_name_taken(kb.name))
         return kb
 
     def kb_by_client_token(self, token: str) -> KnowledgeBase | None:
-        with self.db.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(knowledge_bases).where(knowledge_bases.c.client_token == token)
-            ).first()
+        row = self._first(sa.select(knowledge_bases).where(knowledge_bases.c.client_token == token))
         return _kb(row) if row else None
 
     def get_kb(self, kb_id: str) -> KnowledgeBase | None:
-        with self.db.engine.connect() as conn:
-            row = conn.execute(sa.select(knowledge_bases).where(knowledge_bases.c.id == kb_id)).first()
+        row = self._first(sa.select(knowledge_bases).where(knowledge_bases.c.id == kb_id))
         return _kb(row) if row else None
 
     def list_kbs(self, statuses: Iterable[str] | None = None) -> list[KnowledgeBase]:
@@ -293,15 +306,12 @@ class KBStore:
             return [_kb(r) for r in conn.execute(query)]
 
     def update_kb(self, kb_id: str, *, name: str, spec: dict[str, Any], now: float) -> KnowledgeBase | None:
-        try:
-            with self.db.begin() as conn:
-                found = conn.execute(
-                    knowledge_bases.update()
-                    .where(knowledge_bases.c.id == kb_id)
-                    .values(name=name, spec=json.dumps(spec), updated_at=now)
-                ).rowcount
-        except IntegrityError:
-            raise _kb_name_taken(name) from None
+        found = self._update(
+            knowledge_bases,
+            [knowledge_bases.c.id == kb_id],
+            {"name": name, "spec": json.dumps(spec), "updated_at": now},
+            lambda: _kb_name_taken(name),
+        )
         return self.get_kb(kb_id) if found else None
 
     def set_kb_status(self, kb_id: str, status: str, failure_reasons: list[str] | None = None) -> bool:
@@ -326,41 +336,34 @@ class KBStore:
     # -- data sources --------------------------------------------------------------------
 
     def create_ds(self, ds: DataSource, *, client_token: str | None) -> DataSource:
-        try:
-            with self.db.begin() as conn:
-                conn.execute(
-                    kb_data_sources.insert().values(
-                        id=ds.id,
-                        knowledge_base_id=ds.knowledge_base_id,
-                        name=ds.name,
-                        status=ds.status,
-                        spec=json.dumps(ds.spec),
-                        failure_reasons=json.dumps(ds.failure_reasons),
-                        client_token=client_token,
-                        created_at=ds.created_at,
-                        updated_at=ds.updated_at,
-                    )
-                )
-        except IntegrityError:
-            raise _ds_name_taken(ds.name, ds.knowledge_base_id) from None
+        values = {
+            "id": ds.id,
+            "knowledge_base_id": ds.knowledge_base_id,
+            "name": ds.name,
+            "status": ds.status,
+            "spec": json.dumps(ds.spec),
+            "failure_reasons": json.dumps(ds.failure_reasons),
+            "client_token": client_token,
+            "created_at": ds.created_at,
+            "updated_at": ds.updated_at,
+        }
+        self._insert(kb_data_sources, values, lambda: _ds_name_taken(ds.name, ds.knowledge_base_id))
         return ds
 
     def ds_by_client_token(self, kb_id: str, token: str) -> DataSource | None:
-        with self.db.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(kb_data_sources).where(
-                    kb_data_sources.c.knowledge_base_id == kb_id, kb_data_sources.c.client_token == token
-                )
-            ).first()
+        row = self._first(
+            sa.select(kb_data_sources).where(
+                kb_data_sources.c.knowledge_base_id == kb_id, kb_data_sources.c.client_token == token
+            )
+        )
         return _ds(row) if row else None
 
     def get_ds(self, kb_id: str, ds_id: str) -> DataSource | None:
-        with self.db.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(kb_data_sources).where(
-                    kb_data_sources.c.id == ds_id, kb_data_sources.c.knowledge_base_id == kb_id
-                )
-            ).first()
+        row = self._first(
+            sa.select(kb_data_sources).where(
+                kb_data_sources.c.id == ds_id, kb_data_sources.c.knowledge_base_id == kb_id
+            )
+        )
         return _ds(row) if row else None
 
     def list_ds(self, kb_id: str | None = None, statuses: Iterable[str] | None = None) -> list[DataSource]:
@@ -375,15 +378,12 @@ class KBStore:
     def update_ds(
         self, kb_id: str, ds_id: str, *, name: str, spec: dict[str, Any], now: float
     ) -> DataSource | None:
-        try:
-            with self.db.begin() as conn:
-                found = conn.execute(
-                    kb_data_sources.update()
-                    .where(kb_data_sources.c.id == ds_id, kb_data_sources.c.knowledge_base_id == kb_id)
-                    .values(name=name, spec=json.dumps(spec), updated_at=now)
-                ).rowcount
-        except IntegrityError:
-            raise _ds_name_taken(name, kb_id) from None
+        found = self._update(
+            kb_data_sources,
+            [kb_data_sources.c.id == ds_id, kb_data_sources.c.knowledge_base_id == kb_id],
+            {"name": name, "spec": json.dumps(spec), "updated_at": now},
+            lambda: _ds_name_taken(name, kb_id),
+        )
         return self.get_ds(kb_id, ds_id) if found else None
 
     def set_ds_status(self, ds_id: str, status: str) -> bool:
