@@ -15,7 +15,11 @@ One table per knowledge base (``kb_<id>``): columns ``chunk_id`` (the upsert key
 ``metadata`` (JSON). Below :data:`INDEX_MIN_ROWS` rows a search is exact (a flat scan is both
 exact and fast there); from then on the ANN index is built, and rows added later are indexed by
 ``optimize()`` once :data:`REINDEX_UNINDEXED_ROWS` of them wait (until then they are scanned
-exactly beside the index, so a new chunk is found at once).
+exactly beside the index, so a new chunk is found at once). Each ``optimize()`` adds a delta to
+the vector index and a search visits every delta, so once :data:`MAX_INDEX_DELTAS` of them pile
+up the index is rebuilt whole, with partitions of about :data:`ROWS_PER_PARTITION` rows (an HNSW
+graph each); between rebuilds a delta is folded every :data:`REINDEX_UNINDEXED_ROWS` rows or 2 %
+of the table, whichever is more, so rebuilds come at geometric steps and cost O(rows) in all.
 """
 
 from __future__ import annotations
@@ -49,14 +53,22 @@ os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")
 
 INDEX_MIN_ROWS = 20_000
 REINDEX_UNINDEXED_ROWS = 1_000
-# Search-time knobs of the ANN index, tuned with benchmarks/retrieval.py for recall@10 >= 0.95
-# at 100k chunks (benchmarks/RESULTS.md).
+REINDEX_SHARE = 0.02
+MAX_INDEX_DELTAS = 10
+# The ANN index's shape and search-time knobs, tuned with benchmarks/retrieval.py for recall@10
+# >= 0.95 at 100k chunks (benchmarks/RESULTS.md): few large partitions (HNSW does the narrowing
+# inside each; many small ones cost recall and time), all of them probed up to NPROBES, and the
+# top k * REFINE_FACTOR candidates re-ranked on their full vectors (the scalar-quantised
+# distances alone give recall@10 ~0.90).
+ROWS_PER_PARTITION = 25_000
 NPROBES = 24
 REFINE_FACTOR = 4
 # Reciprocal-rank fusion's constant (as LanceDB's RRFReranker and the literature): a hit at rank
 # r in one list scores 1 / (RRF_K + r).
 RRF_K = 60
 VECTOR_INDEX = "vector_idx"
+# What a hit needs from a row (never the vector: 1.5 kB a row at 384 dimensions).
+HIT_COLUMNS = ["chunk_id", "data_source_id", "source_uri", "text", "parent_text", "metadata"]
 
 
 def _schema(dimensions: int) -> pa.Schema:
@@ -202,21 +214,18 @@ class LanceVectorStore:
                 warnings.simplefilter("ignore")  # which LanceTable does not take for a text column yet
                 table.create_fts_index("text", replace=True, name="text_idx")
         if rows >= INDEX_MIN_ROWS and VECTOR_INDEX not in names:
-            with warnings.catch_warnings():  # the keyword form is deprecated for the config form
-                warnings.simplefilter("ignore")
-                table.create_index(
-                    metric="cosine",
-                    vector_column_name="vector",
-                    index_type="IVF_HNSW_SQ",
-                    num_partitions=max(1, int(math.sqrt(rows) / 2)),
-                    name=VECTOR_INDEX,
-                )
+            _build_vector_index(table, rows)
             names.add(VECTOR_INDEX)
-        for name in names & {VECTOR_INDEX, "text_idx"}:
+        fold_at = max(REINDEX_UNINDEXED_ROWS, int(rows * REINDEX_SHARE))
+        for name in sorted(names & {VECTOR_INDEX, "text_idx"}):
             stats = table.index_stats(name)
-            if stats is not None and stats.num_unindexed_rows >= REINDEX_UNINDEXED_ROWS:
+            if stats is not None and stats.num_unindexed_rows >= fold_at:
                 table.optimize()  # folds the new rows into every index (and compacts small files)
-                return
+                break
+        if VECTOR_INDEX in names:
+            stats = table.index_stats(VECTOR_INDEX)
+            if stats is not None and (stats.num_indices or 1) > MAX_INDEX_DELTAS:
+                _build_vector_index(table, rows)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -246,7 +255,7 @@ class LanceVectorStore:
 
     def _semantic(self, table: Any, vector: list[float], k: int, where: str | None) -> list[dict[str, Any]]:
         q = table.search(vector, vector_column_name="vector").distance_type("cosine").limit(k)
-        q = q.nprobes(NPROBES).refine_factor(REFINE_FACTOR)
+        q = q.nprobes(NPROBES).refine_factor(REFINE_FACTOR).select([*HIT_COLUMNS, "_distance"])
         if where:
             q = q.where(where, prefilter=True)
         try:
@@ -259,7 +268,7 @@ class LanceVectorStore:
     def _keyword(self, table: Any, text: str, k: int, where: str | None) -> list[dict[str, Any]]:
         if not text.strip():
             return []
-        q = table.search(text, query_type="fts", fts_columns="text").limit(k)
+        q = table.search(text, query_type="fts", fts_columns="text").limit(k).select([*HIT_COLUMNS, "_score"])
         if where:
             q = q.where(where, prefilter=True)
         try:
@@ -268,6 +277,20 @@ class LanceVectorStore:
             if where:
                 raise FilterError(f"The filter cannot be applied: {_first_line(exc)}") from None
             raise
+
+
+def _build_vector_index(table: Any, rows: int) -> None:
+    """(Re)build the ANN index over every row: one index, no deltas (replaces the old one atomically)."""
+    with warnings.catch_warnings():  # the keyword form is deprecated for the config form
+        warnings.simplefilter("ignore")
+        table.create_index(
+            metric="cosine",
+            vector_column_name="vector",
+            index_type="IVF_HNSW_SQ",
+            num_partitions=max(1, math.ceil(rows / ROWS_PER_PARTITION)),
+            name=VECTOR_INDEX,
+            replace=True,
+        )
 
 
 def _fuse(semantic: list[dict[str, Any]], keyword: list[dict[str, Any]], k: int) -> list[Hit]:
