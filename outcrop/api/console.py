@@ -1,7 +1,7 @@
 """``/console``: a small web console over the same APIs the CLI and SDKs use.
 
 A hash router over views (``#overview``, ``#model/<name>``, ``#playground``, ``#charts``,
-``#import``, ``#batches``, ``#keys``, ``#audit``; docs/console.md is the tour). The page holds
+``#import``, ``#batches``, ``#knowledge``, ``#keys``, ``#audit``; docs/console.md is the tour). The page holds
 no data and is served without credentials; everything it shows it fetches from the browser with
 the API key the user types (kept in the tab's ``sessionStorage`` only), so the key's policy
 decides what it sees: each section loads on its own, and one the key may not read says "not

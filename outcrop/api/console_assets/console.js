@@ -123,24 +123,30 @@ function button(label, onClick, cls) {
 }
 function link(text, href) { const a = el("a", text); a.href = href; return a; }
 function columns(tbody) { return Number(tbody.dataset.columns || 8); }
-function fill(id, rows, render) {
-  const body = $(id);
+// Redraws ``node`` with ``draw()``, unless text in it is being selected (copied); a link or button
+// that had the keyboard focus has it again afterwards (a refresh must not take it away).
+function redraw(node, draw) {
   const selection = getSelection();
-  if (selection && selection.toString() && body.contains(selection.anchorNode)) { return; }  // being copied: keep it
-  // A refresh must not take the keyboard focus away from a link or button in the table.
+  if (selection && selection.toString() && node.contains(selection.anchorNode)) { return; }
   const active = document.activeElement;
-  const refocus = active && body.contains(active) ? active.tagName + "|" + active.textContent : null;
-  body.replaceChildren();
-  if (!rows.length) {
-    const tr = el("tr");
-    cell(tr, "none", "empty").colSpan = columns(body);
-    body.appendChild(tr);
-  }
-  for (const item of rows) { const tr = el("tr"); render(tr, item); body.appendChild(tr); }
+  const refocus = active && node.contains(active) ? active.tagName + "|" + active.textContent : null;
+  node.replaceChildren();
+  draw();
   if (refocus) {
-    const same = [...body.querySelectorAll("a, button")].find((n) => n.tagName + "|" + n.textContent === refocus);
+    const same = [...node.querySelectorAll("a, button")].find((n) => n.tagName + "|" + n.textContent === refocus);
     if (same) { same.focus(); }
   }
+}
+function fill(id, rows, render) {
+  const body = $(id);
+  redraw(body, () => {
+    if (!rows.length) {
+      const tr = el("tr");
+      cell(tr, "none", "empty").colSpan = columns(body);
+      body.appendChild(tr);
+    }
+    for (const item of rows) { const tr = el("tr"); render(tr, item); body.appendChild(tr); }
+  });
 }
 function bytes(n) {
   if (n === null || n === undefined) { return "-"; }
@@ -725,6 +731,132 @@ $("import-form").addEventListener("submit", async (ev) => {
 // ---- batch jobs ----
 views.batches = {auto: true, load: () => [section("batch-jobs", () => get(SOURCES.batches),
   (b) => fill("batch-jobs", b.invocationJobSummaries || [], (tr, j) => renderBatch(tr, j, true)))]};
+
+// ---- knowledge bases (bedrock-agent) ----
+const ACTIVE_INGESTION = ["STARTING", "IN_PROGRESS", "STOPPING"];
+const INGESTION_DONE = ["numberOfNewDocumentsIndexed", "numberOfModifiedDocumentsIndexed", "numberOfDocumentsFailed"];
+const INGESTION_COUNTS = [["numberOfDocumentsScanned", "scanned"], ["numberOfNewDocumentsIndexed", "new"],
+  ["numberOfModifiedDocumentsIndexed", "modified"], ["numberOfDocumentsDeleted", "deleted"], ["numberOfDocumentsFailed", "failed"]];
+function kbPath(kbId, dsId) {
+  return "/knowledgebases/" + enc(kbId) + "/datasources/" + (dsId ? enc(dsId) + "/ingestionjobs/" : "");
+}
+async function listAll(path, key, body) {  // every page of a bedrock-agent List call
+  const out = [];
+  let token = null;
+  do {
+    const page = await send("POST", path, {maxResults: 100, ...(body || {}), ...(token ? {nextToken: token} : {})});
+    out.push(...(page[key] || []));
+    token = page.nextToken || null;
+  } while (token);
+  return out;
+}
+// The latest job of a data source, whole (a summary holds no failure reasons); null if never synced.
+async function latestJob(kbId, dsId) {
+  const page = await send("POST", kbPath(kbId, dsId), {maxResults: 1, sortBy: {attribute: "STARTED_AT", order: "DESCENDING"}});
+  const job = (page.ingestionJobSummaries || [])[0];
+  if (!job) { return null; }
+  return get(kbPath(kbId, dsId) + enc(job.ingestionJobId)).then((d) => d.ingestionJob).catch(() => job);
+}
+async function loadKnowledge() {
+  const kbs = await allowed("bedrock:ListKnowledgeBases", () => listAll("/knowledgebases/", "knowledgeBaseSummaries"));
+  const models = await get(SOURCES.models).catch(() => ({}));
+  modelNames = new Map((models.modelSummaries || []).map((m) => [m.modelArn, m.modelName]));
+  return Promise.all(kbs.map(async (summary) => {
+    const id = summary.knowledgeBaseId;
+    const kb = await get("/knowledgebases/" + enc(id)).then((d) => d.knowledgeBase).catch(() => summary);
+    let sources;
+    try {
+      sources = await Promise.all((await listAll(kbPath(id), "dataSourceSummaries")).map(async (ds) => {
+        try { return {ds, job: await latestJob(id, ds.dataSourceId)}; } catch (err) { return {ds, job: null, error: err}; }
+      }));
+    } catch (err) { sources = err; }
+    return {kb, sources};
+  }));
+}
+let modelNames = new Map();  // imported model ARN -> name, for the embedding model's line
+function modelOf(arn) { return arn ? modelNames.get(arn) || String(arn).split("/").pop() : "-"; }
+function ingestionCell(tr, job) {
+  if (!job) { cell(tr, "never synced", "empty"); return; }
+  const stats = job.statistics || {};
+  if (ACTIVE_INGESTION.includes(job.status)) {
+    const done = INGESTION_DONE.reduce((n, k) => n + (stats[k] || 0), 0);
+    const total = stats.numberOfDocumentsScanned || 0;
+    bar(tr, done, total, total ? done + " / " + total + " documents" : "scanning");
+  } else {
+    cell(tr, INGESTION_COUNTS.map(([k, word]) => (stats[k] || 0) + " " + word).join(" · "));
+  }
+}
+function renderSource(tr, kb, {ds, job, error}) {
+  cell(tr, ds.name); cell(tr, ds.status, ds.status);
+  if (error) { refused(cell(tr, ""), error); cell(tr, ""); cell(tr, ""); cell(tr, ""); cell(tr, ""); return; }
+  cell(tr, job ? job.status : "", job ? job.status : "");
+  ingestionCell(tr, job);
+  cell(tr, job ? age(job.startedAt) + " ago" : "");
+  reasons(cell(tr, "", "wrap reasons"), (job && job.failureReasons || []).map((r) => "- " + r).join("\n"));
+  const td = cell(tr, "");
+  const active = job && ACTIVE_INGESTION.includes(job.status);
+  if (!active && may("bedrock:StartIngestionJob", "*") !== false) {
+    td.appendChild(button("Sync " + ds.name, async () => {
+      try {
+        await send("PUT", kbPath(kb.knowledgeBaseId, ds.dataSourceId), {});
+        say("kb-result", "Syncing " + ds.name + " into " + kb.name + ".", "ok");
+      } catch (err) { say("kb-result", "Cannot sync " + ds.name + ": " + err.message, "error"); }
+      refreshView();
+    }));
+  }
+  if (active && job.status !== "STOPPING" && may("bedrock:StopIngestionJob", "*") !== false) {
+    td.appendChild(button("Stop " + ds.name, async () => {
+      try {
+        await send("POST", kbPath(kb.knowledgeBaseId, ds.dataSourceId) + enc(job.ingestionJobId) + "/stop", {});
+        say("kb-result", "Stopping the sync of " + ds.name + ".", "ok");
+      } catch (err) { say("kb-result", "Cannot stop " + ds.name + ": " + err.message, "error"); }
+      refreshView();
+    }, "danger"));
+  }
+}
+const KB_SOURCE_COLUMNS = ["data source", "status", "last sync", "documents", "started", "failures", "action"];
+function renderKnowledge(items) {
+  const busy = items.some(({sources}) => Array.isArray(sources) && sources.some(({job}) => job && ACTIVE_INGESTION.includes(job.status)));
+  views.knowledge.every = busy ? REFRESH_MS : 10000;  // a running sync is followed closely
+  redraw($("kb-list"), () => {
+    if (!items.length) {
+      const p = el("p", "No knowledge bases yet. Create one on an imported embedding model and add a folder of documents: "
+        + "outcrop kb create NAME --model EMBEDDING-MODEL, outcrop kb add-source NAME SOURCE --uri FOLDER, then outcrop kb sync NAME "
+        + "(outcrop kb --help has examples; docs/knowledge-bases.md is the guide).", "empty");
+      $("kb-list").appendChild(p);
+      return;
+    }
+    for (const {kb, sources} of items) {
+      const box = el("section", null, "kb");
+      box.appendChild(el("h3", kb.name));
+      const facts = el("dl");
+      const vector = (kb.knowledgeBaseConfiguration || {}).vectorKnowledgeBaseConfiguration || {};
+      for (const [term, value] of [["id", kb.knowledgeBaseId], ["status", kb.status],
+        ["embedding model", modelOf(vector.embeddingModelArn)], ["description", kb.description]]) {
+        if (value) { facts.appendChild(el("dt", term)); facts.appendChild(el("dd", value)); }
+      }
+      reasons(box, (kb.failureReasons || []).map((r) => "- " + r).join("\n"));
+      box.appendChild(el("div", null, "detail")).appendChild(facts);
+      const table = el("table");
+      const head = el("tr");
+      for (const name of KB_SOURCE_COLUMNS) { head.appendChild(el("th", name)).scope = "col"; }
+      table.appendChild(el("thead")).appendChild(head);
+      const body = table.appendChild(el("tbody"));
+      body.dataset.columns = String(KB_SOURCE_COLUMNS.length);
+      if (!Array.isArray(sources)) { refused(body, sources); }
+      else if (!sources.length) {
+        const tr = el("tr");
+        cell(tr, "no data sources yet: outcrop kb add-source " + kb.name + " SOURCE --uri FOLDER", "empty").colSpan = KB_SOURCE_COLUMNS.length;
+        body.appendChild(tr);
+      } else {
+        for (const item of sources) { const tr = el("tr"); renderSource(tr, kb, item); body.appendChild(tr); }
+      }
+      box.appendChild(table);
+      $("kb-list").appendChild(box);
+    }
+  });
+}
+views.knowledge = {auto: true, every: 10000, load: () => [section("kb-list", loadKnowledge, renderKnowledge)]};
 
 // ---- keys (admin) ----
 views.keys = {auto: false, load: () => [section("keys", async () => {
