@@ -12,7 +12,8 @@ Playwright (a dev extra); without either they skip, saying which. Run only them:
   ``console_server.import_model(name)`` imports another, ``console_server.import_root`` is a folder
   the server may import from.
 - ``make_key(policy, model=None) -> str``: a new API key made through the keys API, with the built-in
-  policy ``admin``, ``invoke-only`` (of ``model`` when given, else every model) or ``read-only``.
+  policy ``admin``, ``invoke-only`` (of ``model`` when given, else every model) or ``read-only``, or
+  with a policy document (a dict) given as ``policy``.
 - ``page``: a fresh Playwright page (its own context: empty session storage) in headless Chromium.
 """
 
@@ -130,9 +131,16 @@ def console_server(
 
 @pytest.fixture(scope="module")
 def make_key(console_server: ConsoleServer) -> Callable[..., str]:
-    """``make_key(policy, model=None)`` -> the API key of a new principal with that built-in policy."""
+    """``make_key(policy, model=None)`` -> the API key of a new principal with that built-in policy,
+    or with ``policy`` itself when it is a policy document (a dict with a ``Statement`` list)."""
 
-    def make(policy: str, model: str | None = None) -> str:
+    def make(policy: str | dict[str, Any], model: str | None = None) -> str:
+        if isinstance(policy, dict):
+            if model is not None:
+                raise ValueError(
+                    "model= scopes a built-in invoke-only key; a policy document names its resources"
+                )
+            return _create_key({"name": f"custom-{uuid.uuid4().hex[:8]}", "policy": policy})
         if policy not in POLICIES:
             raise ValueError(f"policy {policy!r}: use one of {', '.join(POLICIES)}")
         body: dict[str, Any] = {"name": f"{policy}-{uuid.uuid4().hex[:8]}", "policy": policy}
@@ -140,6 +148,9 @@ def make_key(console_server: ConsoleServer) -> Callable[..., str]:
             if policy != "invoke-only":
                 raise ValueError("model= scopes an invoke-only key; the other policies cover every model")
             body["models"] = [model]
+        return _create_key(body)
+
+    def _create_key(body: dict[str, Any]) -> str:
         response = console_server.api("POST", "/outcrop/keys", json=body)
         assert response.status_code == 200, response.text
         return str(response.json()["apiKey"])

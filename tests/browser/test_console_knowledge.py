@@ -54,14 +54,23 @@ def test_an_admin_syncs_a_data_source_and_sees_its_progress_statistics_and_failu
     assert problems == []
 
 
+def handbook(console_server: ConsoleServer, corpus: Path) -> dict[str, Any]:
+    """The knowledge base "handbook" (made with its data source "manuals" when a test runs on its own)."""
+    agent = boto3_client("bedrock-agent", console_server.url)
+    found = [k for k in agent.list_knowledge_bases()["knowledgeBaseSummaries"] if k["name"] == "handbook"]
+    if found:
+        kb_id = found[0]["knowledgeBaseId"]
+    else:
+        embedder = import_embedder(console_server.server, console_server.import_root, name="console-embed")
+        kb_id = create_kb(agent, embedder, name="handbook")
+        create_ds(agent, kb_id, corpus, name="manuals")
+    return dict(agent.get_knowledge_base(knowledgeBaseId=kb_id)["knowledgeBase"])
+
+
 def test_a_read_only_key_sees_the_knowledge_bases_but_no_sync_and_an_invoke_only_key_sees_none(
     page: Any, console_server: ConsoleServer, corpus: Path, make_key: Callable[..., str]
 ) -> None:
-    agent = boto3_client("bedrock-agent", console_server.url)
-    if not agent.list_knowledge_bases()["knowledgeBaseSummaries"]:  # when run on its own
-        embedder = import_embedder(console_server.server, console_server.import_root, name="console-embed")
-        create_ds(agent, create_kb(agent, embedder, name="handbook"), corpus, name="manuals")
-
+    handbook(console_server, corpus)
     problems = sign_in(page, console_server, make_key("read-only"), "knowledge")
     box = page.locator("#kb-list section", has_text="handbook")
     expect(box.locator("tbody tr")).to_contain_text("manuals")
@@ -72,3 +81,32 @@ def test_a_read_only_key_sees_the_knowledge_bases_but_no_sync_and_an_invoke_only
     page.goto(console_server.console_url(make_key("invoke-only", model=console_server.model)))
     page.goto(f"{console_server.url}/console#knowledge")
     expect(page.locator("#kb-list")).to_contain_text(DENIED)
+
+
+@pytest.mark.parametrize(("scope", "offered"), [("this", 1), ("another", 0)])
+def test_sync_is_offered_to_a_key_allowed_to_sync_that_knowledge_base(
+    page: Any,
+    console_server: ConsoleServer,
+    corpus: Path,
+    make_key: Callable[..., str],
+    scope: str,
+    offered: int,
+) -> None:
+    """The policy is checked on the knowledge base's ARN, as the server checks it."""
+    arn = handbook(console_server, corpus)["knowledgeBaseArn"]
+    if scope == "another":
+        arn = arn.rsplit("/", 1)[0] + "/OTHERKB000"
+    key = make_key(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": ["bedrock:List*", "bedrock:Get*"], "Resource": "*"},
+                {"Effect": "Allow", "Action": "bedrock:StartIngestionJob", "Resource": arn},
+            ],
+        }
+    )
+    problems = sign_in(page, console_server, key, "knowledge")
+    box = page.locator("#kb-list section", has_text="handbook")
+    expect(box.locator("tbody tr")).to_contain_text("manuals")
+    expect(box.get_by_role("button", name="Sync manuals")).to_have_count(offered)
+    assert problems == []

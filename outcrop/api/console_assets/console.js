@@ -795,7 +795,8 @@ function renderSource(tr, kb, {ds, job, error}) {
   reasons(cell(tr, "", "wrap reasons"), (job && job.failureReasons || []).map((r) => "- " + r).join("\n"));
   const td = cell(tr, "");
   const active = job && ACTIVE_INGESTION.includes(job.status);
-  if (!active && may("bedrock:StartIngestionJob", "*") !== false) {
+  const arn = kb.knowledgeBaseArn || "*";  // the server checks both actions on the knowledge base's ARN
+  if (!active && may("bedrock:StartIngestionJob", arn) !== false) {
     td.appendChild(button("Sync " + ds.name, async () => {
       try {
         await send("PUT", kbPath(kb.knowledgeBaseId, ds.dataSourceId), {});
@@ -804,7 +805,7 @@ function renderSource(tr, kb, {ds, job, error}) {
       refreshView();
     }));
   }
-  if (active && job.status !== "STOPPING" && may("bedrock:StopIngestionJob", "*") !== false) {
+  if (active && job.status !== "STOPPING" && may("bedrock:StopIngestionJob", arn) !== false) {
     td.appendChild(button("Stop " + ds.name, async () => {
       try {
         await send("POST", kbPath(kb.knowledgeBaseId, ds.dataSourceId) + enc(job.ingestionJobId) + "/stop", {});
