@@ -501,10 +501,12 @@ class KnowledgeConfig(_Section):
     max_running_jobs: int = Field(
         2, ge=1, le=1000, description="Ingestion jobs this server runs at once; more wait in STARTING."
     )
-    # Why 4: enough embedding calls in flight to keep a copy's continuous batch full while the next
-    # documents are parsed, few enough that online embeddings still find free copy slots.
+    # Why 8: two copy batches' worth of calls (a CPU copy takes up to 128 inputs per batch, 4 calls of
+    # 32): one batch computes while the next one's calls already wait, so the copy never idles for a
+    # round trip (at 4 it was busy ~89 % of an ingestion, at 8 ~99 %); still under a copy's batch
+    # cap (max_concurrency_per_copy 16 - 2 online-reserved), so online embeddings find free slots.
     embedding_concurrency: int = Field(
-        4, ge=1, le=1024, description="Embedding calls one server's ingestion keeps in flight at once."
+        8, ge=1, le=1024, description="Embedding calls one server's ingestion keeps in flight at once."
     )
     # Why 32: one call per 32 chunks amortizes the HTTP round trip; a copy batches calls together anyway.
     embedding_batch_size: int = Field(

@@ -21,7 +21,9 @@ One job (:class:`IngestionJobRun`):
    copy or a full queue), so ingestion takes spare capacity and never starves online requests;
 5. writes the group's chunks to the vector store (chunk ids are stable: ``sha256(data source,
    document URI, chunk index)``, so writing a chunk twice replaces it), then records the group's
-   documents and statistics in one transaction (:meth:`KBStore.record`).
+   documents and statistics in one transaction (:meth:`KBStore.record`). Groups are written one
+   at a time, apart from embedding: a group frees its embedding slot once its vectors are back,
+   so the next groups embed while it is written (the embedder never waits on LanceDB).
 
 A ``kill -9`` anywhere leaves the store consistent: a document's chunks are written before it
 is recorded, so a resumed job finds the unrecorded ones changed and writes them again under the
@@ -72,6 +74,11 @@ MAX_GROUP_DOCUMENTS = 64
 # Groups being embedded at once per job beyond the one being prepared: the next group's
 # documents are parsed while the previous one is embedded, so the embedder never waits on parsing.
 GROUPS_IN_FLIGHT = 2
+# Groups embedded and waiting for their vector-store write and record, beyond those being embedded.
+# Writes run one at a time, apart from embedding: a group hands its embedding slot on as soon as its
+# vectors are back, so a slow write (merge_insert, or an index fold every ~1,000 rows) never leaves
+# the embedder without the next group; the cap bounds the vectors held in memory.
+GROUPS_AWAITING_WRITE = 4
 # Why 10: a server restart or two during a long sync is normal (each resumes the job); a job that
 # has taken its server down ten times is the job, and retrying it every lease helps no one.
 MAX_CLAIMS = 10
@@ -178,7 +185,9 @@ class IngestionJobRun:
         self.resumed = job.attempts > 1  # an earlier attempt may have written chunks it never recorded
         self.on_progress = on_progress
         self._groups: set[asyncio.Task[None]] = set()
-        self._group_slots = asyncio.Semaphore(GROUPS_IN_FLIGHT)
+        self._group_slots = asyncio.Semaphore(GROUPS_IN_FLIGHT)  # groups being embedded
+        self._pending = asyncio.Semaphore(GROUPS_IN_FLIGHT + GROUPS_AWAITING_WRITE)  # embedded, not written
+        self._writer = asyncio.Lock()  # one group writes and records at a time
         self._failure: BaseException | None = None
 
     # -- the job -------------------------------------------------------------------------
@@ -368,27 +377,36 @@ class IngestionJobRun:
         group: list[_Prepared],
         embed: Callable[[list[str]], Any],
     ) -> None:
+        await self._pending.acquire()
         await self._group_slots.acquire()
         if self._failure is not None:
             self._group_slots.release()
+            self._pending.release()
             raise self._failure
 
         async def run() -> None:
             try:
-                await self._write_group(kb, ds, group, embed)
+                try:
+                    embedded = await self._embed_group(ds, group, embed)
+                finally:
+                    self._group_slots.release()  # the next group starts embedding while this one is written
+                async with self._writer:
+                    if self._failure is None:  # a failed job writes nothing more (a resumed one redoes it)
+                        await self._write_group(kb, ds, *embedded)
             except BaseException as exc:  # the job stops taking new documents and fails (or stops) with it
                 if self._failure is None:
                     self._failure = exc
             finally:
-                self._group_slots.release()
+                self._pending.release()
 
         task = asyncio.create_task(run())
         self._groups.add(task)
         task.add_done_callback(self._groups.discard)
 
-    async def _write_group(
-        self, kb: KnowledgeBase, ds: DataSource, group: list[_Prepared], embed: Callable[[list[str]], Any]
-    ) -> None:
+    async def _embed_group(
+        self, ds: DataSource, group: list[_Prepared], embed: Callable[[list[str]], Any]
+    ) -> tuple[list[_Prepared], list[Failed], list[Chunk]]:
+        """The group's chunks with their vectors, and the documents that failed (to parse or embed)."""
         ok = [p for p in group if p.loaded.error is None]
         failed = [
             Failed(p.doc.uri, p.loaded.content_hash, p.loaded.metadata_hash, f"{p.doc.uri}: {p.loaded.error}")
@@ -434,6 +452,18 @@ class IngestionJobRun:
                     )
                 )
                 position += 1
+        return ok, failed, chunks
+
+    async def _write_group(
+        self,
+        kb: KnowledgeBase,
+        ds: DataSource,
+        ok: list[_Prepared],
+        failed: list[Failed],
+        chunks: list[Chunk],
+    ) -> None:
+        """Write a group's chunks to the vector store, then record its documents (in that order: a
+        kill between the two leaves documents unrecorded, and the resumed job writes them again)."""
         # What an earlier version (or an earlier attempt of this job) wrote for these documents goes first.
         stale = [p.doc.uri for p in ok if p.change != NEW or self.resumed]
         vectors_store = self.service.vectors
