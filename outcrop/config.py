@@ -501,10 +501,13 @@ class KnowledgeConfig(_Section):
     max_running_jobs: int = Field(
         2, ge=1, le=1000, description="Ingestion jobs this server runs at once; more wait in STARTING."
     )
-    # Why 4: enough embedding calls in flight to keep a copy's continuous batch full while the next
-    # documents are parsed, few enough that online embeddings still find free copy slots.
+    # Why 8: 8 x 32 = 256 chunks in flight is two of a CPU copy's batches (128 inputs): while one
+    # batch runs, the next is already queued in the copy, so it never idles for the answers to go
+    # back and the next calls to come (with 128 in flight it ran one batch, then waited up to
+    # 0.5 s for the next full one to arrive). Online requests still go first: the router and the
+    # copy take them ahead of batch priority.
     embedding_concurrency: int = Field(
-        4, ge=1, le=1024, description="Embedding calls one server's ingestion keeps in flight at once."
+        8, ge=1, le=1024, description="Embedding calls one server's ingestion keeps in flight at once."
     )
     # Why 32: one call per 32 chunks amortizes the HTTP round trip; a copy batches calls together anyway.
     embedding_batch_size: int = Field(
