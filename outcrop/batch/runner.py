@@ -59,6 +59,7 @@ from outcrop.errors import (
 )
 from outcrop.registry.service import Registry
 from outcrop.serving.service import ColdStartPolicy, Serving
+from outcrop.wakeup import set_event
 
 log = logging.getLogger("outcrop.batch")
 S = BatchJobStatus
@@ -131,16 +132,7 @@ class BatchRunner:
 
     def wake(self) -> None:
         """Look for work now; safe to call from any thread."""
-        loop, event = self._loop, self._wake
-        if loop is None or event is None or loop.is_closed():
-            return
-        try:
-            if asyncio.get_running_loop() is loop:
-                event.set()
-                return
-        except RuntimeError:
-            pass
-        loop.call_soon_threadsafe(event.set)
+        set_event(self._loop, self._wake)
 
     async def stop(self) -> None:
         """Checkpoint running jobs and hand their claims back, so a restart resumes them at once."""

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
@@ -62,6 +63,7 @@ from outcrop.knowledge.sources import DocumentSource, Loaded, SourceDocument, op
 from outcrop.knowledge.types import Chunk, MetadataValue
 from outcrop.serving.router import ColdStartPolicy
 from outcrop.serving.routing import EMBEDDINGS_PATH, Priority
+from outcrop.wakeup import set_event
 
 if TYPE_CHECKING:
     from outcrop.knowledge.service import KnowledgeService
@@ -265,17 +267,34 @@ class IngestionJobRun:
             if part:
                 await asyncio.to_thread(self.service.vectors.delete_documents, kb.id, ds.id, part)
         if gone:
-            self._check(
-                await asyncio.to_thread(
-                    self.store.record,
-                    self.job.id,
-                    self.worker,
-                    knowledge_base_id=kb.id,
-                    data_source_id=ds.id,
-                    deleted=indexed,
-                    forgotten=forgotten,
-                )
+            await self._record(kb, ds, deleted=indexed, forgotten=forgotten)
+
+    async def _record(
+        self,
+        kb: KnowledgeBase,
+        ds: DataSource,
+        *,
+        indexed: Sequence[Indexed] = (),
+        failed: Sequence[Failed] = (),
+        deleted: Sequence[str] = (),
+        forgotten: Sequence[str] = (),
+    ) -> None:
+        """Record documents and statistics in one transaction (:meth:`KBStore.record`); stop
+        quietly if another server has taken the job over."""
+        status = await asyncio.to_thread(
+            functools.partial(
+                self.store.record,
+                self.job.id,
+                self.worker,
+                knowledge_base_id=kb.id,
+                data_source_id=ds.id,
+                indexed=indexed,
+                failed=failed,
+                deleted=deleted,
+                forgotten=forgotten,
             )
+        )
+        self._check(status)
 
     # -- indexing ------------------------------------------------------------------------
 
@@ -475,17 +494,7 @@ class IngestionJobRun:
             Indexed(p.doc.uri, p.loaded.content_hash, p.loaded.metadata_hash, len(p.pieces), p.change)
             for p in ok
         ]
-        self._check(
-            await asyncio.to_thread(
-                self.store.record,
-                self.job.id,
-                self.worker,
-                knowledge_base_id=kb.id,
-                data_source_id=ds.id,
-                indexed=indexed,
-                failed=failed,
-            )
-        )
+        await self._record(kb, ds, indexed=indexed, failed=failed)
         if self.on_progress is not None:
             self.on_progress()
 
@@ -510,16 +519,7 @@ class IngestionRunner:
         self._main = asyncio.create_task(self._main_loop(), name="outcrop-ingestion-runner")
 
     def wake(self) -> None:
-        loop, event = self._loop, self._wake
-        if loop is None or event is None or loop.is_closed():
-            return
-        try:
-            if asyncio.get_running_loop() is loop:
-                event.set()
-                return
-        except RuntimeError:
-            pass
-        loop.call_soon_threadsafe(event.set)
+        set_event(self._loop, self._wake)
 
     async def stop(self) -> None:
         if self._main is not None:

@@ -14,12 +14,15 @@ One table per knowledge base (``kb_<id>``): columns ``chunk_id`` (the upsert key
 ``parent_text`` (hierarchical chunking: returned instead of the child), ``vector`` and
 ``metadata`` (JSON). Below :data:`INDEX_MIN_ROWS` rows a search is exact (a flat scan is both
 exact and fast there); from then on the ANN index is built, and rows added later are indexed by
-``optimize()`` once :data:`REINDEX_UNINDEXED_ROWS` of them wait (until then they are scanned
-exactly beside the index, so a new chunk is found at once). Each ``optimize()`` adds a delta to
-the vector index and a search visits every delta, so once :data:`MAX_INDEX_DELTAS` of them pile
-up the index is rebuilt whole, with partitions of about :data:`ROWS_PER_PARTITION` rows (an HNSW
-graph each); between rebuilds a delta is folded every :data:`REINDEX_UNINDEXED_ROWS` rows or 2 %
-of the table, whichever is more, so rebuilds come at geometric steps and cost O(rows) in all.
+``optimize()`` once :data:`REINDEX_UNINDEXED_ROWS` of them (or :data:`REINDEX_SHARE` of the table,
+whichever is more) wait (until then they are scanned
+exactly beside the index, so a new chunk is found at once). Each fold-in adds a small delta
+index that every search also visits; after :data:`MAX_INDEX_DELTAS` of them the index is rebuilt
+(which also re-sizes it for the table's new size).
+
+Searches reuse the open table: this process's own writes are visible to it at once, and other
+gateways' writes are picked up by a version check at most every :data:`REFRESH_SECONDS` (counts,
+deletes and writes always check).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import json
 import math
 import os
 import threading
+import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -53,21 +57,30 @@ os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")
 
 INDEX_MIN_ROWS = 20_000
 REINDEX_UNINDEXED_ROWS = 1_000
-REINDEX_SHARE = 0.02
-MAX_INDEX_DELTAS = 10
-# The ANN index's shape and search-time knobs, tuned with benchmarks/retrieval.py for recall@10
-# >= 0.95 at 100k chunks (benchmarks/RESULTS.md): few large partitions (HNSW does the narrowing
-# inside each; many small ones cost recall and time), all of them probed up to NPROBES, and the
-# top k * REFINE_FACTOR candidates re-ranked on their full vectors (the scalar-quantised
-# distances alone give recall@10 ~0.90).
-ROWS_PER_PARTITION = 25_000
-NPROBES = 24
-REFINE_FACTOR = 4
+# In a big table a fold waits for 1 % of its rows, so the rebuilds below come at geometric steps
+# (O(rows) work in all) instead of every MAX_INDEX_DELTAS x 1,000 rows.
+REINDEX_SHARE = 0.01
+# Unindexed rows cost a flat scan beside the index (~3 ms for 1,000 rows at 100k); each delta
+# index a fold-in adds costs ~0.25 ms, so past this many the index is rebuilt in one piece.
+MAX_INDEX_DELTAS = 8
+# The ANN index: IVF partitions of HNSW graphs over 8-bit scalar-quantised vectors. Embeddings
+# spread over many topics gain little from IVF partitioning (a query's neighbours land in many
+# partitions), so a partition holds up to PARTITION_ROWS rows (one graph at 100k chunks) and a
+# search visits NPROBES of them; HNSW_EF is the graph search's candidate list and REFINE_FACTOR
+# re-ranks that many times k candidates by their exact distances. Tuned with
+# benchmarks/retrieval.py for recall@10 >= 0.95 at 100k chunks (benchmarks/RESULTS.md).
+PARTITION_ROWS = 100_000
+HNSW_EF_CONSTRUCTION = 100
+NPROBES = 4
+HNSW_EF = 64
+REFINE_FACTOR: int | None = 2
+# How stale a search may see another gateway's writes (this process's own are seen at once).
+REFRESH_SECONDS = 1.0
 # Reciprocal-rank fusion's constant (as LanceDB's RRFReranker and the literature): a hit at rank
 # r in one list scores 1 / (RRF_K + r).
 RRF_K = 60
 VECTOR_INDEX = "vector_idx"
-# What a hit needs from a row (never the vector: 1.5 kB a row at 384 dimensions).
+# What a search reads back for a Hit (never the vector).
 HIT_COLUMNS = ["chunk_id", "data_source_id", "source_uri", "text", "parent_text", "metadata"]
 
 
@@ -105,6 +118,7 @@ class LanceVectorStore:
         self.uri = uri
         self._db = lancedb.connect(uri, storage_options=storage_options)
         self._tables: dict[str, Any] = {}
+        self._checked: dict[str, float] = {}  # table -> monotonic time of its last version check
         self._locks: dict[str, threading.RLock] = {}
         self._guard = threading.Lock()
 
@@ -114,17 +128,26 @@ class LanceVectorStore:
         with self._guard:
             return self._locks.setdefault(kb_id, threading.RLock())
 
-    def _table(self, kb_id: str) -> Any:
+    def _table(self, kb_id: str, *, max_age: float = 0.0) -> Any:
+        """The open table, brought to the latest version unless it was checked within
+        ``max_age`` seconds (writes through this object are always visible to it)."""
         name = _table_name(kb_id)
         table = self._tables.get(name)
+        now = time.monotonic()
         if table is None:
             try:
                 table = self._db.open_table(name)
             except (FileNotFoundError, ValueError):
                 raise KeyError(kb_id) from None
             self._tables[name] = table
-        else:
-            table.checkout_latest()  # another gateway (or thread) may have written since
+            self._checked[name] = now
+        elif now - self._checked.get(name, 0.0) >= max_age:
+            try:
+                table.checkout_latest()  # another gateway may have written since
+            except (FileNotFoundError, ValueError):  # dropped by another gateway
+                self._tables.pop(name, None)
+                raise KeyError(kb_id) from None
+            self._checked[name] = now
         return table
 
     def create(self, kb_id: str, dimensions: int) -> None:
@@ -214,18 +237,31 @@ class LanceVectorStore:
                 warnings.simplefilter("ignore")  # which LanceTable does not take for a text column yet
                 table.create_fts_index("text", replace=True, name="text_idx")
         if rows >= INDEX_MIN_ROWS and VECTOR_INDEX not in names:
-            _build_vector_index(table, rows)
+            self._create_vector_index(table, rows)
             names.add(VECTOR_INDEX)
         fold_at = max(REINDEX_UNINDEXED_ROWS, int(rows * REINDEX_SHARE))
         for name in sorted(names & {VECTOR_INDEX, "text_idx"}):
             stats = table.index_stats(name)
             if stats is not None and stats.num_unindexed_rows >= fold_at:
+                vector = table.index_stats(VECTOR_INDEX) if VECTOR_INDEX in names else None
+                if vector is not None and vector.num_indices >= MAX_INDEX_DELTAS:
+                    self._create_vector_index(table, rows)  # one piece again, sized for today
                 table.optimize()  # folds the new rows into every index (and compacts small files)
-                break
-        if VECTOR_INDEX in names:
-            stats = table.index_stats(VECTOR_INDEX)
-            if stats is not None and (stats.num_indices or 1) > MAX_INDEX_DELTAS:
-                _build_vector_index(table, rows)
+                return
+
+    @staticmethod
+    def _create_vector_index(table: Any, rows: int) -> None:
+        with warnings.catch_warnings():  # the keyword form is deprecated for the config form
+            warnings.simplefilter("ignore")
+            table.create_index(
+                metric="cosine",
+                vector_column_name="vector",
+                index_type="IVF_HNSW_SQ",
+                num_partitions=max(1, math.ceil(rows / PARTITION_ROWS)),
+                ef_construction=HNSW_EF_CONSTRUCTION,
+                name=VECTOR_INDEX,
+                replace=True,
+            )
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -241,13 +277,13 @@ class LanceVectorStore:
     ) -> list[Hit]:
         where = to_sql(filter)
         try:
-            table = self._table(kb_id)
+            table = self._table(kb_id, max_age=REFRESH_SECONDS)
         except KeyError:
-            return []
-        if table.count_rows() == 0:
             return []
         query = [float(x) for x in vector]
         semantic = self._semantic(table, query, k if search_type == "SEMANTIC" else 2 * k, where)
+        if not semantic and (search_type == "SEMANTIC" or table.count_rows() == 0):
+            return []  # an empty table has no text index to search either
         if search_type == "SEMANTIC":
             return [_hit(row, 1.0 - float(row["_distance"]) / 2.0) for row in semantic[:k]]
         keyword = self._keyword(table, text, 2 * k, where)
@@ -255,11 +291,13 @@ class LanceVectorStore:
 
     def _semantic(self, table: Any, vector: list[float], k: int, where: str | None) -> list[dict[str, Any]]:
         q = table.search(vector, vector_column_name="vector").distance_type("cosine").limit(k)
-        q = q.nprobes(NPROBES).refine_factor(REFINE_FACTOR).select([*HIT_COLUMNS, "_distance"])
+        q = q.nprobes(NPROBES).ef(HNSW_EF).select([*HIT_COLUMNS, "_distance"])
+        if REFINE_FACTOR:
+            q = q.refine_factor(REFINE_FACTOR)
         if where:
             q = q.where(where, prefilter=True)
         try:
-            return list(q.to_list())
+            return list(q.to_arrow().to_pylist())
         except Exception as exc:  # a filter Lance's planner refuses (a type it cannot compare)
             if where:
                 raise FilterError(f"The filter cannot be applied: {_first_line(exc)}") from None
@@ -268,29 +306,16 @@ class LanceVectorStore:
     def _keyword(self, table: Any, text: str, k: int, where: str | None) -> list[dict[str, Any]]:
         if not text.strip():
             return []
-        q = table.search(text, query_type="fts", fts_columns="text").limit(k).select([*HIT_COLUMNS, "_score"])
+        q = table.search(text, query_type="fts", fts_columns="text").limit(k)
+        q = q.select([*HIT_COLUMNS, "_score"])
         if where:
             q = q.where(where, prefilter=True)
         try:
-            return list(q.to_list())
+            return list(q.to_arrow().to_pylist())
         except Exception as exc:
             if where:
                 raise FilterError(f"The filter cannot be applied: {_first_line(exc)}") from None
             raise
-
-
-def _build_vector_index(table: Any, rows: int) -> None:
-    """(Re)build the ANN index over every row: one index, no deltas (replaces the old one atomically)."""
-    with warnings.catch_warnings():  # the keyword form is deprecated for the config form
-        warnings.simplefilter("ignore")
-        table.create_index(
-            metric="cosine",
-            vector_column_name="vector",
-            index_type="IVF_HNSW_SQ",
-            num_partitions=max(1, math.ceil(rows / ROWS_PER_PARTITION)),
-            name=VECTOR_INDEX,
-            replace=True,
-        )
 
 
 def _fuse(semantic: list[dict[str, Any]], keyword: list[dict[str, Any]], k: int) -> list[Hit]:

@@ -212,3 +212,17 @@ def test_the_ann_index_agrees_with_exact_search(tmp_path, monkeypatch):
     s.upsert("KB1", chunks[2_500:])  # after the index: scanned beside it until folded in
     for c in (chunks[10], chunks[2_900]):
         assert s.search("KB1", vector=c.vector, text="", k=1)[0].chunk_id == c.chunk_id
+
+
+def test_fold_ins_past_max_deltas_rebuild_the_index_in_one_piece(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_mod, "INDEX_MIN_ROWS", 300)
+    monkeypatch.setattr(store_mod, "REINDEX_UNINDEXED_ROWS", 50)
+    monkeypatch.setattr(store_mod, "MAX_INDEX_DELTAS", 2)
+    s = open_store(str(tmp_path / "ann"))
+    chunks = _chunks(500, seed=5)
+    s.upsert("KB1", chunks[:300])
+    for start in range(300, 500, 50):  # each a fold-in: a delta index, until the rebuild
+        s.upsert("KB1", chunks[start : start + 50])
+        assert s._table("KB1").index_stats(store_mod.VECTOR_INDEX).num_indices <= 2
+    for c in (chunks[7], chunks[499]):
+        assert s.search("KB1", vector=c.vector, text="", k=1)[0].chunk_id == c.chunk_id
