@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -101,14 +102,29 @@ def _make_engine(url: str) -> Engine:
             # Autocommit mode at the driver level; Database.begin() issues BEGIN IMMEDIATE itself.
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
             cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            _switch_to_wal(cur)
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
         return engine
     kwargs["pool_pre_ping"] = True
     return sa.create_engine(url, **kwargs)
+
+
+def _switch_to_wal(cur: Any) -> None:
+    """``PRAGMA journal_mode=WAL``, retried: on a new database file, switching while another
+    connection (another migrator starting at the same moment) holds a lock can answer "database
+    is locked" at once, without waiting on the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _redact(url: str) -> str:
